@@ -1,0 +1,7 @@
+// Compiles proto/ with protox (pure Rust), so building Assent never needs `protoc`.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let descriptors = protox::compile(["assent/v1/bus.proto"], ["proto"])?;
+    prost_build::Config::new().compile_fds(descriptors)?;
+    Ok(())
+}

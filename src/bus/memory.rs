@@ -1,0 +1,104 @@
+//! In-process bus: one small broadcast channel per challenge that someone waits on, removed when
+//! its last subscriber leaves, so an idle waiter costs a few hundred bytes and a publish wakes
+//! only that challenge's waiters.
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+use super::{Bus, BusError, Subscription};
+use crate::proto::ChallengeChanged;
+
+type Channels = Arc<Mutex<HashMap<String, broadcast::Sender<ChallengeChanged>>>>;
+
+#[derive(Default, Clone)]
+pub struct MemoryBus {
+    channels: Channels,
+}
+
+struct Unsubscribe {
+    channels: Channels,
+    challenge_id: String,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        let mut channels = self.channels.lock().expect("bus lock");
+        // `Subscription` drops its receiver before this guard (field order), so zero receivers
+        // means this was the last waiter.
+        if let Some(sender) = channels.get(&self.challenge_id) {
+            if sender.receiver_count() == 0 {
+                channels.remove(&self.challenge_id);
+            }
+        }
+    }
+}
+
+impl MemoryBus {
+    /// Delivers a message to this process's waiters (also used by the Redis bus's listener).
+    pub fn deliver(&self, message: ChallengeChanged) {
+        let channels = self.channels.lock().expect("bus lock");
+        if let Some(sender) = channels.get(&message.challenge_id) {
+            // No receiver left is fine: nobody waits.
+            let _ = sender.send(message);
+        }
+    }
+
+    pub fn waiting_channels(&self) -> usize {
+        self.channels.lock().expect("bus lock").len()
+    }
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn publish(&self, message: ChallengeChanged) -> Result<(), BusError> {
+        self.deliver(message);
+        Ok(())
+    }
+
+    async fn subscribe(&self, challenge_id: &str) -> Result<Subscription, BusError> {
+        let mut channels = self.channels.lock().expect("bus lock");
+        let receiver = channels
+            .entry(challenge_id.to_owned())
+            .or_insert_with(|| broadcast::channel(4).0)
+            .subscribe();
+        Ok(Subscription {
+            receiver,
+            _guard: Box::new(Unsubscribe {
+                channels: self.channels.clone(),
+                challenge_id: challenge_id.to_owned(),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changed(id: &str) -> ChallengeChanged {
+        ChallengeChanged {
+            challenge_id: id.into(),
+            status: 2,
+            changed_at_unix_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_that_challenge_s_waiters_wake_and_channels_are_freed() {
+        let bus = MemoryBus::default();
+        let mut a = bus.subscribe("a").await.unwrap();
+        let mut a2 = bus.subscribe("a").await.unwrap();
+        let mut b = bus.subscribe("b").await.unwrap();
+        bus.publish(changed("a")).await.unwrap();
+        assert_eq!(a.changed().await, Some(()));
+        assert_eq!(a2.changed().await, Some(()));
+        assert!(b.receiver.try_recv().is_err());
+        drop(a);
+        assert_eq!(bus.waiting_channels(), 2);
+        drop(a2);
+        drop(b);
+        assert_eq!(bus.waiting_channels(), 0);
+    }
+}

@@ -1,0 +1,41 @@
+//! The decision bus: "challenge X changed" reaches every waiting browser stream, whichever
+//! instance it is on. `memory.rs` serves one process; Redis pub/sub implements the same trait.
+//! Messages only wake waiters: they re-read the challenge store, the one source of truth.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::proto::ChallengeChanged;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    async fn publish(&self, message: ChallengeChanged) -> Result<(), BusError>;
+    /// Subscribes to one challenge's changes. Subscribe before reading the state, so a change
+    /// between the read and the subscription is never missed.
+    async fn subscribe(&self, challenge_id: &str) -> Result<Subscription, BusError>;
+}
+
+/// A live subscription; dropping it unsubscribes.
+pub struct Subscription {
+    pub(crate) receiver: broadcast::Receiver<ChallengeChanged>,
+    pub(crate) _guard: Box<dyn Send + Sync>,
+}
+
+impl Subscription {
+    /// The next change, or None when the bus is gone. A lagged receiver just re-reads the state,
+    /// so lag is reported as a change.
+    pub async fn changed(&mut self) -> Option<()> {
+        match self.receiver.recv().await {
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => Some(()),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Live state that expires: step-up challenges, the not-me block, and login failure counters.
+//! `memory.rs` serves one process; a Redis adapter implements the same trait for several.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::challenge::{Action, Challenge};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("challenge store unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type Result<T> = std::result::Result<T, LiveError>;
+
+#[async_trait]
+pub trait ChallengeStore: Send + Sync + 'static {
+    async fn ping(&self) -> Result<()>;
+
+    /// Stores a new challenge. A still-pending challenge of the same person and action is
+    /// superseded (expired) in the same step and returned, so its waiters can be told.
+    async fn insert(&self, challenge: &Challenge, now: OffsetDateTime)
+        -> Result<Option<Challenge>>;
+
+    async fn get(&self, id: &str) -> Result<Option<Challenge>>;
+
+    /// The person's challenges that are still pending at `now`, newest first.
+    async fn pending_for_user(&self, user_id: i64, now: OffsetDateTime) -> Result<Vec<Challenge>>;
+
+    /// Stores `challenge` only if the stored one still has `expected_version`: of two racing
+    /// transitions exactly one wins, the other re-reads and tries again.
+    async fn swap(&self, challenge: &Challenge, expected_version: u64) -> Result<bool>;
+
+    /// Challenges that are past their expiry but not yet marked expired.
+    async fn due(&self, now: OffsetDateTime) -> Result<Vec<Challenge>>;
+
+    /// Forgets challenges whose retention has passed.
+    async fn purge(&self, now: OffsetDateTime) -> Result<()>;
+
+    /// Refuses new challenges of `action` kinds for this person until `until` (after a `not_me`).
+    async fn block_user(&self, user_id: i64, until: OffsetDateTime) -> Result<()>;
+    async fn blocked_until(
+        &self,
+        user_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>>;
+
+    /// Counts a failed login under `key` and returns the failures in the current window.
+    async fn login_failed(&self, key: &str, now: OffsetDateTime) -> Result<u32>;
+    /// Failures under `key` in the current window and when the last one happened.
+    async fn login_failures(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+    ) -> Result<(u32, Option<OffsetDateTime>)>;
+    async fn login_succeeded(&self, key: &str) -> Result<()>;
+}
+
+/// The index under which a person's current challenge for an action is kept.
+pub fn slot(user_id: i64, action: Action) -> String {
+    format!("{user_id}:{}", action.as_str())
+}

@@ -1,0 +1,126 @@
+//! The command line: `serve`, `workspace create`, `member add`. Configuration comes from the
+//! environment (see `config.rs`); a command's standard output holds only its JSON answer.
+
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::store::Role;
+
+#[derive(Parser)]
+#[command(
+    name = "assent",
+    version,
+    about = "Step-up approval on the phone before a SCIM token is shown"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (console, mobile, SCIM and support APIs, health, metrics).
+    Serve,
+    /// Manage workspaces.
+    Workspace {
+        #[command(subcommand)]
+        command: WorkspaceCommand,
+    },
+    /// Manage console users of a workspace.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace, its owner and its first SCIM token; prints the owner's one-time password.
+    Create {
+        #[arg(long)]
+        slug: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        owner_email: String,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum RoleArg {
+    Owner,
+    Admin,
+    Member,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Owner => Role::Owner,
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Member => Role::Member,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum MemberCommand {
+    /// Add a console user; prints their one-time password.
+    Add {
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+}
+
+/// Runs a command; errors come back as one line for `main` to print.
+pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve => serve::serve(config).await,
+        Command::Workspace {
+            command:
+                WorkspaceCommand::Create {
+                    slug,
+                    name,
+                    owner_email,
+                },
+        } => {
+            let app = App::open(config, Vec::new()).await?;
+            let (workspace, password) = app.create_workspace(&slug, &name, &owner_email).await?;
+            println!(
+                "{}",
+                json!({"workspace": workspace.slug, "owner_email": owner_email, "password": password.expose()})
+            );
+            Ok(())
+        }
+        Command::Member {
+            command:
+                MemberCommand::Add {
+                    workspace,
+                    email,
+                    role,
+                },
+        } => {
+            let app = App::open(config, Vec::new()).await?;
+            let (user, password) = app
+                .add_member(&workspace, &email, role.into())
+                .await
+                .map_err(|e| match e {
+                    crate::error::ApiError::NotFound => anyhow::anyhow!("no workspace {workspace}"),
+                    other => other.into(),
+                })?;
+            println!(
+                "{}",
+                json!({"email": user.email, "password": password.expose()})
+            );
+            Ok(())
+        }
+    }
+}

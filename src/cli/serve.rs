@@ -1,0 +1,72 @@
+//! `assent serve`: open the stores, make the first workspace on an empty database, sweep expired
+//! challenges, and serve HTTP until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::config::Config;
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+/// Expires due challenges once a second so their waiters hear `expired` on time.
+fn spawn_sweeper(app: Arc<App>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = app.sweep_challenges().await {
+                tracing::warn!(error = %e, "challenge sweep failed");
+            }
+        }
+    });
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let app = App::open(config, Vec::new()).await?;
+    tracing::info!(
+        "push: no APNs or FCM credentials configured; phones find challenges by polling"
+    );
+
+    if let Some((workspace, email, password)) = app.ensure_first_workspace().await? {
+        // Printed once, on standard output and not through the log (as Jenkins and Keycloak do).
+        println!(
+            "\nFirst start: created workspace {:?}.\n  Sign in at {} with workspace {}, e-mail {}, one-time password {}\n",
+            workspace.name,
+            app.config.public_url,
+            workspace.slug,
+            email,
+            password.expose()
+        );
+    }
+
+    spawn_sweeper(app.clone());
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("ASSENT_LISTEN: cannot listen on {listen}: {e}"))?;
+    tracing::info!(address = %listener.local_addr()?, public_url = %app.config.public_url, "listening");
+    axum::serve(
+        listener,
+        crate::http::router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    Ok(())
+}

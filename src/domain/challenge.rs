@@ -1,0 +1,466 @@
+//! The step-up challenge: what is asked, of whom, from where, and the two-digit number the phone
+//! must match. A plain state machine (`pending → approved | denied | expired`, `approved →
+//! released | expired`); stores make its transitions atomic by compare-and-swap on `version`.
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use super::crypto::random_b64url;
+
+/// How long an ended challenge stays readable by its session (CONTRACT.md section 3).
+pub const RETAIN_AFTER_END: Duration = Duration::minutes(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Action {
+    #[serde(rename = "scim_token.reveal")]
+    Reveal,
+    #[serde(rename = "scim_token.rotate")]
+    Rotate,
+    #[serde(rename = "scim_token.support_rotate")]
+    SupportRotate,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Reveal => "scim_token.reveal",
+            Action::Rotate => "scim_token.rotate",
+            Action::SupportRotate => "scim_token.support_rotate",
+        }
+    }
+
+    /// Words for a push alert or a log line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Action::Reveal => "View the SCIM token",
+            Action::Rotate => "Regenerate the SCIM token",
+            Action::SupportRotate => "Support: rotate the SCIM token",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Released,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
+            Status::Released => "released",
+        }
+    }
+
+    /// Nothing more to wait for on the browser's side once a challenge is here.
+    pub fn ends_the_wait(self) -> bool {
+        self != Status::Pending
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    NotMe,
+    Mistake,
+    WrongNumber,
+}
+
+impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::NotMe => "not_me",
+            DenyReason::Mistake => "mistake",
+            DenyReason::WrongNumber => "wrong_number",
+        }
+    }
+}
+
+/// Where the request came from, shown on the phone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// Who asks for what; the rest of a challenge is made here.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub action: Action,
+    pub workspace_id: i64,
+    pub workspace_slug: String,
+    pub workspace_name: String,
+    pub user_id: i64,
+    pub user_email: String,
+    /// Hash of the session that asked: only it may read and release the challenge.
+    pub session_hash: String,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub id: String,
+    pub action: Action,
+    pub workspace_id: i64,
+    pub workspace_slug: String,
+    pub workspace_name: String,
+    pub user_id: i64,
+    pub user_email: String,
+    pub session_hash: String,
+    pub nonce: String,
+    pub number: u8,
+    pub number_choices: [u8; 3],
+    pub origin: Origin,
+    #[serde(with = "time::serde::timestamp")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::timestamp")]
+    pub expires_at: OffsetDateTime,
+    pub status: Status,
+    #[serde(with = "time::serde::timestamp::option")]
+    pub ended_at: Option<OffsetDateTime>,
+    pub decided_by_device: Option<String>,
+    pub deny_reason: Option<DenyReason>,
+    /// Bumped by every transition; stores swap only when it is unchanged (one winner per race).
+    pub version: u64,
+}
+
+/// A verified decision, already known to come from `device_id` (its signature checked).
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub device_id: String,
+    pub device_user_id: i64,
+    pub challenge_id: String,
+    pub nonce: String,
+    pub action: String,
+    pub approve: bool,
+    pub number: Option<u8>,
+    pub reason: Option<DenyReason>,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecideError {
+    #[error("the device does not belong to the person the challenge asks")]
+    NotTheOwner,
+    #[error("the decision was signed for another challenge, nonce or action")]
+    Mismatch,
+    #[error("the challenge is no longer pending")]
+    NotPending,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Approved,
+    Denied(Option<DenyReason>),
+    /// An approval with the wrong number: the challenge is denied, the caller answers 422.
+    WrongNumber,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("the challenge is not approved")]
+    NotApproved,
+    #[error("the token was already released")]
+    AlreadyReleased,
+}
+
+fn two_digit(rng: &mut impl Rng) -> u8 {
+    rng.gen_range(10..=99)
+}
+
+impl Challenge {
+    pub fn new(req: Request, now: OffsetDateTime, ttl: Duration, rng: &mut impl Rng) -> Self {
+        let number = two_digit(rng);
+        let mut choices = vec![number];
+        while choices.len() < 3 {
+            let decoy = two_digit(rng);
+            if !choices.contains(&decoy) {
+                choices.push(decoy);
+            }
+        }
+        choices.shuffle(rng);
+        Self {
+            id: random_b64url::<16>(),
+            action: req.action,
+            workspace_id: req.workspace_id,
+            workspace_slug: req.workspace_slug,
+            workspace_name: req.workspace_name,
+            user_id: req.user_id,
+            user_email: req.user_email,
+            session_hash: req.session_hash,
+            nonce: random_b64url::<32>(),
+            number,
+            number_choices: [choices[0], choices[1], choices[2]],
+            origin: req.origin,
+            created_at: now,
+            expires_at: now + ttl,
+            status: Status::Pending,
+            ended_at: None,
+            decided_by_device: None,
+            deny_reason: None,
+            version: 0,
+        }
+    }
+
+    fn end(&mut self, status: Status, now: OffsetDateTime) {
+        self.status = status;
+        self.ended_at = Some(now);
+        self.version += 1;
+    }
+
+    /// A pending or approved (not yet released) challenge expires at `expires_at`.
+    pub fn is_due(&self, now: OffsetDateTime) -> bool {
+        matches!(self.status, Status::Pending | Status::Approved) && now >= self.expires_at
+    }
+
+    /// Applies expiry if it is due; true when the status changed.
+    pub fn expire_if_due(&mut self, now: OffsetDateTime) -> bool {
+        if self.is_due(now) {
+            self.end(Status::Expired, now);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A newer challenge for the same person and action replaces this one while it is pending.
+    pub fn supersede(&mut self, now: OffsetDateTime) -> bool {
+        if self.status == Status::Pending {
+            self.end(Status::Expired, now);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn decide(&mut self, d: &Decision, now: OffsetDateTime) -> Result<Outcome, DecideError> {
+        if d.device_user_id != self.user_id {
+            return Err(DecideError::NotTheOwner);
+        }
+        if d.challenge_id != self.id || d.nonce != self.nonce || d.action != self.action.as_str() {
+            return Err(DecideError::Mismatch);
+        }
+        self.expire_if_due(now);
+        if self.status != Status::Pending {
+            return Err(DecideError::NotPending);
+        }
+        self.decided_by_device = Some(d.device_id.clone());
+        if !d.approve {
+            self.deny_reason = d.reason;
+            self.end(Status::Denied, now);
+            return Ok(Outcome::Denied(d.reason));
+        }
+        if d.number != Some(self.number) {
+            self.deny_reason = Some(DenyReason::WrongNumber);
+            self.end(Status::Denied, now);
+            return Ok(Outcome::WrongNumber);
+        }
+        // Approved is not an end: the release (or expiry) still follows.
+        self.status = Status::Approved;
+        self.version += 1;
+        Ok(Outcome::Approved)
+    }
+
+    pub fn release(&mut self, now: OffsetDateTime) -> Result<(), ReleaseError> {
+        self.expire_if_due(now);
+        match self.status {
+            Status::Approved => {
+                self.end(Status::Released, now);
+                Ok(())
+            }
+            Status::Released => Err(ReleaseError::AlreadyReleased),
+            _ => Err(ReleaseError::NotApproved),
+        }
+    }
+
+    /// When a store may forget this challenge.
+    pub fn retain_until(&self) -> OffsetDateTime {
+        self.ended_at
+            .unwrap_or(self.expires_at)
+            .max(self.expires_at)
+            + RETAIN_AFTER_END
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-28 12:00 UTC);
+
+    fn challenge() -> Challenge {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        Challenge::new(
+            Request {
+                action: Action::Reveal,
+                workspace_id: 1,
+                workspace_slug: "acme".into(),
+                workspace_name: "Acme".into(),
+                user_id: 10,
+                user_email: "a@acme.test".into(),
+                session_hash: "s".into(),
+                origin: Origin::default(),
+            },
+            NOW,
+            Duration::seconds(120),
+            &mut rng,
+        )
+    }
+
+    fn decision(c: &Challenge, approve: bool, number: Option<u8>) -> Decision {
+        Decision {
+            device_id: "d".into(),
+            device_user_id: c.user_id,
+            challenge_id: c.id.clone(),
+            nonce: c.nonce.clone(),
+            action: c.action.as_str().into(),
+            approve,
+            number,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn numbers_are_two_digits_with_two_distinct_decoys() {
+        for seed in 0..500 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut c = challenge();
+            c = Challenge::new(
+                Request {
+                    action: c.action,
+                    ..request_of(&c)
+                },
+                NOW,
+                Duration::seconds(1),
+                &mut rng,
+            );
+            assert!((10..=99).contains(&c.number));
+            assert!(c.number_choices.contains(&c.number));
+            let mut sorted = c.number_choices;
+            sorted.sort();
+            assert!(sorted[0] != sorted[1] && sorted[1] != sorted[2]);
+        }
+        assert_eq!(challenge().nonce.len(), 43, "32 bytes, base64url");
+    }
+
+    fn request_of(c: &Challenge) -> Request {
+        Request {
+            action: c.action,
+            workspace_id: c.workspace_id,
+            workspace_slug: c.workspace_slug.clone(),
+            workspace_name: c.workspace_name.clone(),
+            user_id: c.user_id,
+            user_email: c.user_email.clone(),
+            session_hash: c.session_hash.clone(),
+            origin: c.origin.clone(),
+        }
+    }
+
+    #[test]
+    fn approve_then_release_once() {
+        let mut c = challenge();
+        let d = decision(&c, true, Some(c.number));
+        assert_eq!(c.decide(&d, NOW), Ok(Outcome::Approved));
+        assert_eq!(c.status, Status::Approved);
+        assert_eq!(c.decide(&d, NOW), Err(DecideError::NotPending));
+        assert_eq!(c.release(NOW), Ok(()));
+        assert_eq!(c.status, Status::Released);
+        assert_eq!(c.release(NOW), Err(ReleaseError::AlreadyReleased));
+    }
+
+    #[test]
+    fn wrong_number_denies() {
+        let mut c = challenge();
+        let wrong = c
+            .number_choices
+            .iter()
+            .copied()
+            .find(|n| *n != c.number)
+            .unwrap();
+        assert_eq!(
+            c.decide(&decision(&c, true, Some(wrong)), NOW),
+            Ok(Outcome::WrongNumber)
+        );
+        assert_eq!(c.status, Status::Denied);
+        assert_eq!(c.deny_reason, Some(DenyReason::WrongNumber));
+        assert_eq!(c.release(NOW), Err(ReleaseError::NotApproved));
+    }
+
+    #[test]
+    fn mismatches_leave_the_challenge_unchanged() {
+        let c0 = challenge();
+        for tamper in 0..4 {
+            let mut c = c0.clone();
+            let mut d = decision(&c, true, Some(c.number));
+            match tamper {
+                0 => d.nonce = "other".into(),
+                1 => d.action = Action::Rotate.as_str().into(),
+                2 => d.challenge_id = "other".into(),
+                _ => d.device_user_id = 99,
+            }
+            assert!(c.decide(&d, NOW).is_err());
+            assert_eq!(c, c0);
+        }
+    }
+
+    #[test]
+    fn expiry_comes_from_the_clock() {
+        let mut c = challenge();
+        assert!(!c.expire_if_due(NOW + Duration::seconds(119)));
+        let d = decision(&c, true, Some(c.number));
+        assert_eq!(
+            c.decide(&d, NOW + Duration::seconds(120)),
+            Err(DecideError::NotPending)
+        );
+        assert_eq!(c.status, Status::Expired);
+
+        // An approval that is never released also expires.
+        let mut c = challenge();
+        c.decide(&decision(&c, true, Some(c.number)), NOW).unwrap();
+        assert!(c.expire_if_due(NOW + Duration::seconds(121)));
+        assert_eq!(
+            c.release(NOW + Duration::seconds(121)),
+            Err(ReleaseError::NotApproved)
+        );
+        assert_eq!(
+            c.retain_until(),
+            NOW + Duration::seconds(121) + RETAIN_AFTER_END
+        );
+    }
+
+    #[test]
+    fn deny_records_its_reason_and_supersede_only_touches_pending() {
+        let mut c = challenge();
+        let mut d = decision(&c, false, None);
+        d.reason = Some(DenyReason::NotMe);
+        assert_eq!(
+            c.decide(&d, NOW),
+            Ok(Outcome::Denied(Some(DenyReason::NotMe)))
+        );
+        assert!(!c.supersede(NOW));
+        let mut fresh = challenge();
+        assert!(fresh.supersede(NOW));
+        assert_eq!(fresh.status, Status::Expired);
+    }
+
+    #[test]
+    fn every_transition_bumps_the_version() {
+        let mut c = challenge();
+        let v0 = c.version;
+        c.decide(&decision(&c, true, Some(c.number)), NOW).unwrap();
+        let v1 = c.version;
+        c.release(NOW).unwrap();
+        assert!(v0 < v1 && v1 < c.version);
+    }
+}

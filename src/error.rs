@@ -1,0 +1,92 @@
+//! The error of the console, mobile and support APIs. Rendered once, as RFC 9457 problem+json, in
+//! `http/error.rs`. Details are written for the caller: never a secret, SQL or a stack trace;
+//! internal causes are logged where they happen.
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The same answer whatever was wrong, so it tells an attacker nothing.
+    #[error("authentication required or failed")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("{detail}")]
+    TooManyRequests {
+        detail: String,
+        retry_after_secs: u64,
+    },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::Unauthorized => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::NotFound => 404,
+            ApiError::Conflict(_) => 409,
+            ApiError::Gone(_) => 410,
+            ApiError::Unprocessable(_) => 422,
+            ApiError::TooManyRequests { .. } => 429,
+            ApiError::Internal => 500,
+            ApiError::Unavailable(_) => 503,
+        }
+    }
+
+    /// A stable machine-readable name, the last part of the problem `type`.
+    pub fn slug(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad-request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound => "not-found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Gone(_) => "gone",
+            ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::TooManyRequests { .. } => "too-many-requests",
+            ApiError::Internal => "internal",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Conflict => ApiError::Conflict("it already exists".into()),
+            crate::store::StoreError::Unavailable(cause) => {
+                tracing::error!(%cause, "database error");
+                ApiError::Unavailable("the database is unavailable; try again shortly".into())
+            }
+        }
+    }
+}
+
+impl From<crate::challenges::LiveError> for ApiError {
+    fn from(e: crate::challenges::LiveError) -> Self {
+        tracing::error!(cause = %e, "challenge store error");
+        ApiError::Unavailable("the challenge store is unavailable; try again shortly".into())
+    }
+}
+
+impl From<crate::bus::BusError> for ApiError {
+    fn from(e: crate::bus::BusError) -> Self {
+        tracing::error!(cause = %e, "bus error");
+        ApiError::Unavailable("the decision bus is unavailable; try again shortly".into())
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

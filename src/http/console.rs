@@ -1,0 +1,403 @@
+//! Console API (CONTRACT.md section 3): sign-in, devices, the View Token and Regenerate flows.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use futures_util::stream::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+use super::extract::{session_cookie, ApiJson};
+use crate::app::App;
+use crate::bus::Subscription;
+use crate::clock::{rfc3339, ser_opt_rfc3339, ser_rfc3339};
+use crate::domain::challenge::{Action, Challenge, Status};
+use crate::domain::crypto::Secret;
+use crate::error::{ApiError, ApiResult};
+use crate::service::{Caller, ConsoleSession};
+use crate::store::{Device, Role};
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route(
+            "/v1/console/session",
+            post(sign_in).get(whoami).delete(sign_out),
+        )
+        .route("/v1/console/devices/enrollments", post(start_enrollment))
+        .route("/v1/console/devices", get(list_devices))
+        .route("/v1/console/devices/{id}", delete(remove_device))
+        .route("/v1/console/scim-token/reveal", post(reveal))
+        .route("/v1/console/scim-token/rotate", post(rotate))
+        .route("/v1/console/challenges/{id}", get(challenge))
+        .route("/v1/console/challenges/{id}/events", get(events))
+        .route("/v1/console/challenges/{id}/release", post(release))
+        .route("/v1/console/audit", get(audit))
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    workspace: String,
+    email: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+struct Me {
+    email: String,
+    role: Role,
+    workspace: String,
+    workspace_name: String,
+    scim_base_url: String,
+}
+
+fn me(app: &App, user: &crate::store::User, workspace: &crate::store::Workspace) -> Me {
+    Me {
+        email: user.email.clone(),
+        role: user.role,
+        workspace: workspace.slug.clone(),
+        workspace_name: workspace.name.clone(),
+        scim_base_url: app.config.scim_base_url(),
+    }
+}
+
+async fn sign_in(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    ApiJson(body): ApiJson<SignIn>,
+) -> ApiResult<Response> {
+    let signed_in = app
+        .sign_in(
+            &body.workspace,
+            &body.email,
+            Secret::new(body.password),
+            &caller,
+        )
+        .await?;
+    let cookie = session_cookie(&app, Some(signed_in.session_id.expose()));
+    let body = me(&app, &signed_in.user, &signed_in.workspace);
+    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+async fn whoami(State(app): State<Arc<App>>, session: ConsoleSession) -> Json<Me> {
+    Json(me(&app, &session.user, &session.workspace))
+}
+
+async fn sign_out(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    caller: Caller,
+) -> ApiResult<Response> {
+    app.sign_out(&session, &caller).await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, session_cookie(&app, None))],
+    )
+        .into_response())
+}
+
+#[derive(Serialize)]
+struct EnrollmentAnswer {
+    code: String,
+    uri: String,
+    #[serde(serialize_with = "ser_rfc3339")]
+    expires_at: OffsetDateTime,
+    /// The QR code of `uri`, as an SVG document drawn by the server.
+    qr_svg: String,
+}
+
+fn qr_svg(data: &str) -> ApiResult<String> {
+    let code = qrcode::QrCode::new(data.as_bytes()).map_err(|_| ApiError::Internal)?;
+    Ok(code
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(220, 220)
+        .quiet_zone(true)
+        .build())
+}
+
+async fn start_enrollment(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+) -> ApiResult<Response> {
+    let offer = app
+        .start_enrollment(
+            session.user.id,
+            Some(session.workspace.id),
+            &session.user.email,
+        )
+        .await?;
+    let answer = EnrollmentAnswer {
+        code: offer.code.expose().to_owned(),
+        uri: offer.uri.expose().to_owned(),
+        expires_at: offer.expires_at,
+        qr_svg: qr_svg(offer.uri.expose())?,
+    };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+#[derive(Serialize)]
+struct DeviceView {
+    id: String,
+    name: String,
+    platform: &'static str,
+    #[serde(serialize_with = "ser_rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(serialize_with = "ser_opt_rfc3339")]
+    last_seen_at: Option<OffsetDateTime>,
+    /// `ok`, `invalid` (the push service refused it; the phone's next refresh fixes it) or `none`.
+    push_token_state: &'static str,
+}
+
+impl From<&Device> for DeviceView {
+    fn from(d: &Device) -> Self {
+        Self {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            platform: d.platform.as_str(),
+            created_at: d.created_at,
+            last_seen_at: d.last_seen_at,
+            push_token_state: match (&d.push_token, d.push_token_invalid) {
+                (None, _) => "none",
+                (Some(_), true) => "invalid",
+                (Some(_), false) => "ok",
+            },
+        }
+    }
+}
+
+async fn list_devices(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+) -> ApiResult<Json<serde_json::Value>> {
+    let devices = app.devices_of(session.user.id).await?;
+    let views: Vec<DeviceView> = devices.iter().map(DeviceView::from).collect();
+    Ok(Json(json!({ "devices": views })))
+}
+
+async fn remove_device(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.remove_device(&session, &id, &caller).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct ChallengeCreated {
+    challenge_id: String,
+    number: u8,
+    #[serde(serialize_with = "ser_rfc3339")]
+    expires_at: OffsetDateTime,
+    notified_devices: usize,
+}
+
+async fn step_up(
+    app: &App,
+    session: &ConsoleSession,
+    action: Action,
+    caller: &Caller,
+) -> ApiResult<Response> {
+    let (c, notified) = app.request_step_up(session, action, caller).await?;
+    let answer = ChallengeCreated {
+        challenge_id: c.id,
+        number: c.number,
+        expires_at: c.expires_at,
+        notified_devices: notified,
+    };
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+async fn reveal(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    caller: Caller,
+) -> ApiResult<Response> {
+    step_up(&app, &session, Action::Reveal, &caller).await
+}
+
+async fn rotate(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    caller: Caller,
+) -> ApiResult<Response> {
+    step_up(&app, &session, Action::Rotate, &caller).await
+}
+
+#[derive(Serialize)]
+pub struct ChallengeView {
+    id: String,
+    action: Action,
+    status: Status,
+    #[serde(serialize_with = "ser_rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+impl From<&Challenge> for ChallengeView {
+    fn from(c: &Challenge) -> Self {
+        Self {
+            id: c.id.clone(),
+            action: c.action,
+            status: c.status,
+            expires_at: c.expires_at,
+        }
+    }
+}
+
+async fn challenge(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ChallengeView>> {
+    let c = app.challenge_of_session(&id, &session.id_hash).await?;
+    Ok(Json(ChallengeView::from(&c)))
+}
+
+/// What one SSE stream keeps between events: small on purpose, a browser may wait minutes.
+struct Waiter {
+    app: Arc<App>,
+    id: String,
+    session_hash: String,
+    subscription: Subscription,
+    last: Option<Status>,
+    done: bool,
+    _open: OpenStream,
+}
+
+/// Counts open streams in the `sse_streams_open` gauge for as long as it lives.
+struct OpenStream(Arc<App>);
+
+impl OpenStream {
+    fn new(app: Arc<App>) -> Self {
+        app.metrics.sse_streams_open.inc();
+        Self(app)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.metrics.sse_streams_open.dec();
+    }
+}
+
+fn status_event(status: Status) -> Event {
+    Event::default()
+        .event("status")
+        .data(json!({ "status": status.as_str() }).to_string())
+}
+
+/// The next status to send: the current one if it changed, else wait for the bus or the expiry.
+async fn next_event(mut w: Waiter) -> Option<(Result<Event, std::convert::Infallible>, Waiter)> {
+    if w.done {
+        return None;
+    }
+    loop {
+        let c = w
+            .app
+            .challenge_of_session(&w.id, &w.session_hash)
+            .await
+            .ok()?;
+        if w.last != Some(c.status) {
+            w.last = Some(c.status);
+            w.done = c.status.ends_the_wait();
+            return Some((Ok(status_event(c.status)), w));
+        }
+        let until_expiry = (c.expires_at - w.app.now()).max(time::Duration::ZERO);
+        let sleep = std::time::Duration::try_from(until_expiry).unwrap_or_default();
+        tokio::select! {
+            changed = w.subscription.changed() => {
+                // The bus went away: end the stream; the browser's EventSource reconnects.
+                changed?;
+            }
+            _ = tokio::time::sleep(sleep + std::time::Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+async fn events(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>> {
+    // Subscribe first, then read: a change between the two is never missed.
+    let subscription = app.bus.subscribe(&id).await?;
+    app.challenge_of_session(&id, &session.id_hash).await?;
+    let waiter = Waiter {
+        app: app.clone(),
+        id,
+        session_hash: session.id_hash,
+        subscription,
+        last: None,
+        done: false,
+        _open: OpenStream::new(app),
+    };
+    let stream = futures_util::stream::unfold(waiter, next_event);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))))
+}
+
+#[derive(Serialize)]
+struct ReleasedView {
+    token: String,
+    action: Action,
+    #[serde(serialize_with = "ser_rfc3339")]
+    token_created_at: OffsetDateTime,
+}
+
+async fn release(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let released = app.release(&id, &session, &caller).await?;
+    let body = ReleasedView {
+        token: released.token.expose().to_owned(),
+        action: released.action,
+        token_created_at: released.token_created_at,
+    };
+    // The token must not linger in any cache.
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<i64>,
+    before: Option<i64>,
+}
+
+async fn audit(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if session.user.role < Role::Admin {
+        return Err(ApiError::Forbidden(
+            "only owners and admins may read the activity log",
+        ));
+    }
+    let limit = q.limit.unwrap_or(50).clamp(1, 200);
+    let entries = app
+        .store
+        .audit_page(session.workspace.id, q.before, limit)
+        .await?;
+    let next_before = if entries.len() as i64 == limit {
+        entries.last().map(|e| e.id)
+    } else {
+        None
+    };
+    let entries: Vec<_> = entries
+        .into_iter()
+        .map(|e| {
+            json!({"id": e.id, "at": rfc3339(e.at), "kind": e.kind, "actor": e.actor, "ip": e.ip,
+                   "device_id": e.device_id, "detail": e.detail})
+        })
+        .collect();
+    Ok(Json(
+        json!({ "entries": entries, "next_before": next_before }),
+    ))
+}

@@ -1,0 +1,152 @@
+//! Extractors: JSON bodies with problem+json rejections, who the caller is, and the three kinds of
+//! authentication (console cookie, device signature, SCIM bearer is in `scim.rs`).
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::error::problem;
+use crate::app::App;
+use crate::error::ApiError;
+use crate::service::devices::AuthedDevice;
+use crate::service::{Caller, ConsoleSession};
+
+pub const SESSION_COOKIE: &str = "assent_session";
+/// Largest request body any JSON route accepts.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// `Json<T>` whose rejections are problem+json: 400 for broken JSON, 422 for wrong fields or types,
+/// 413 for a body over the limit, 415 without a JSON content type. Details never echo values.
+pub struct ApiJson<T>(pub T);
+
+fn describe(rejection: &JsonRejection) -> Response {
+    match rejection {
+        JsonRejection::JsonSyntaxError(_) => problem(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "the body is not valid JSON",
+        ),
+        JsonRejection::JsonDataError(e) => {
+            // serde's text can quote the offending value (a password, say): keep only field names.
+            let text = e.body_text();
+            let detail = match text.split('`').nth(1) {
+                Some(field) if text.contains("missing field") => format!("missing field {field}"),
+                Some(field) if text.contains("unknown variant") => {
+                    format!("unsupported value {field}")
+                }
+                _ => "a field is missing or has the wrong type".to_owned(),
+            };
+            problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", &detail)
+        }
+        JsonRejection::MissingJsonContentType(_) => problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "send the body as application/json",
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            &format!("the body is larger than {} KiB", BODY_LIMIT / 1024),
+        ),
+        other => problem(other.status(), "bad-request", "the body could not be read"),
+    }
+}
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(describe(&rejection)),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(256).collect())
+            .unwrap_or_default();
+        Ok(Caller { ip, user_agent })
+    }
+}
+
+/// The value of one cookie in the request, if present.
+pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+impl FromRequestParts<Arc<App>> for ConsoleSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        let id = cookie(parts, SESSION_COOKIE).ok_or(ApiError::Unauthorized)?;
+        app.console_session(id).await?.ok_or(ApiError::Unauthorized)
+    }
+}
+
+impl FromRequestParts<Arc<App>> for AuthedDevice {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        let jws = value
+            .strip_prefix("Device ")
+            .ok_or(ApiError::Unauthorized)?;
+        app.authenticate_device(jws.trim()).await
+    }
+}
+
+/// `Set-Cookie` for a new console session, or (with `None`) one that clears it.
+pub fn session_cookie(app: &App, session_id: Option<&str>) -> String {
+    let secure = if app.config.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    match session_id {
+        Some(id) => format!(
+            "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            app.config.session_max.whole_seconds()
+        ),
+        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+    }
+}

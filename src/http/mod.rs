@@ -1,0 +1,79 @@
+//! HTTP: the router assembled from one module per surface, plus the layers every route shares.
+
+pub mod console;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod mobile;
+pub mod scim;
+pub mod web;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::app::App;
+use crate::metrics::{HttpLabels, RouteLabels};
+
+/// Counts every request by route template (never the raw path, which holds ids) and status.
+async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    app.metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method,
+            route: route.clone(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    app.metrics
+        .http_duration
+        .get_or_create(&RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Security headers for every answer.
+async fn harden(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(web::CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .merge(console::routes())
+        .merge(mobile::routes())
+        .merge(scim::routes(app.clone()))
+        .merge(health::routes())
+        .merge(web::routes())
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .layer(middleware::from_fn(harden))
+        .with_state(app)
+}

@@ -1,0 +1,17 @@
+//! Assent: a SCIM token is only revealed after its owner approves on their phone.
+//! See README.md for the architecture in a few lines.
+
+pub mod app;
+pub mod bus;
+pub mod challenges;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod proto;
+pub mod push;
+pub mod service;
+pub mod store;

@@ -1,0 +1,309 @@
+//! Workspaces, console users, password sign-in with throttling, and server-side sessions.
+
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+
+use super::{Caller, ConsoleSession};
+use crate::app::App;
+use crate::domain::crypto::{random_b64url, sha256_hex, Secret};
+use crate::domain::password;
+use crate::error::{ApiError, ApiResult};
+use crate::store::{Role, Session, StoreError, User, Workspace};
+
+/// Failures an account may have in the window before sign-in slows down.
+pub const ACCOUNT_FREE_FAILURES: u32 = 5;
+/// Failures one IP address may have (across accounts) before it slows down.
+pub const IP_FREE_FAILURES: u32 = 20;
+/// Longest wait imposed after repeated failures.
+pub const MAX_BACKOFF_SECS: i64 = 15 * 60;
+
+pub fn valid_slug(slug: &str) -> bool {
+    (1..=63).contains(&slug.len())
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !slug.starts_with('-')
+        && !slug.ends_with('-')
+}
+
+pub fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return false;
+    };
+    email.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Seconds still to wait after `failures` failures, the last at `last`, when `free` are allowed.
+fn backoff(
+    failures: u32,
+    free: u32,
+    last: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Option<u64> {
+    let excess = failures.checked_sub(free)?;
+    let wait = Duration::seconds((1i64 << excess.min(20)).min(MAX_BACKOFF_SECS));
+    let until = last? + wait;
+    (until > now).then(|| (until - now).whole_seconds().max(1) as u64)
+}
+
+/// What signing in hands back: the cookie value (only here, in plain) and who signed in.
+pub struct SignedIn {
+    pub session_id: Secret,
+    pub user: User,
+    pub workspace: Workspace,
+}
+
+impl App {
+    pub async fn create_workspace(
+        &self,
+        slug: &str,
+        name: &str,
+        owner_email: &str,
+    ) -> ApiResult<(Workspace, Secret)> {
+        if !valid_slug(slug) {
+            return Err(ApiError::BadRequest(
+                "slug must be 1-63 of a-z, 0-9 and '-'".into(),
+            ));
+        }
+        if name.trim().is_empty() || name.len() > 200 {
+            return Err(ApiError::BadRequest("name must be 1-200 characters".into()));
+        }
+        if !valid_email(owner_email) {
+            return Err(ApiError::BadRequest(
+                "owner e-mail is not a valid address".into(),
+            ));
+        }
+        let password = Secret::new(password::generate());
+        let hash = self.hasher.hash(password.clone()).await;
+        let token = self.mint_token(0, slug, owner_email);
+        let workspace = match self
+            .store
+            .create_workspace(slug, name.trim(), owner_email, &hash, token, self.now())
+            .await
+        {
+            Err(StoreError::Conflict) => {
+                return Err(ApiError::Conflict(format!(
+                    "workspace {slug} already exists"
+                )))
+            }
+            other => other?,
+        };
+        self.audit(
+            Some(workspace.id),
+            "workspace.created",
+            Some(owner_email),
+            None,
+            None,
+            json!({"slug": slug}),
+        )
+        .await;
+        Ok((workspace, password))
+    }
+
+    pub async fn add_member(
+        &self,
+        slug: &str,
+        email: &str,
+        role: Role,
+    ) -> ApiResult<(User, Secret)> {
+        let workspace = self
+            .store
+            .workspace_by_slug(slug)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        if !valid_email(email) {
+            return Err(ApiError::BadRequest("e-mail is not a valid address".into()));
+        }
+        let password = Secret::new(password::generate());
+        let hash = self.hasher.hash(password.clone()).await;
+        let user = match self
+            .store
+            .create_user(workspace.id, email, role, &hash, self.now())
+            .await
+        {
+            Err(StoreError::Conflict) => {
+                return Err(ApiError::Conflict(format!(
+                    "{email} is already a member of {slug}"
+                )))
+            }
+            other => other?,
+        };
+        self.audit(
+            Some(workspace.id),
+            "member.added",
+            Some(email),
+            None,
+            None,
+            json!({"role": role.as_str()}),
+        )
+        .await;
+        Ok((user, password))
+    }
+
+    /// On the very first start, a `demo` workspace so the first command leads somewhere.
+    pub async fn ensure_first_workspace(&self) -> ApiResult<Option<(Workspace, String, Secret)>> {
+        if self.store.count_workspaces().await? > 0 {
+            return Ok(None);
+        }
+        let email = "owner@demo.test";
+        match self.create_workspace("demo", "Demo workspace", email).await {
+            Ok((workspace, password)) => Ok(Some((workspace, email.to_owned(), password))),
+            // Another process created it at the same moment.
+            Err(ApiError::Conflict(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn throttled(&self, key: &str, free: u32) -> ApiResult<()> {
+        let now = self.now();
+        let (failures, last) = self.challenges.login_failures(key, now).await?;
+        if let Some(wait) = backoff(failures, free, last, now) {
+            return Err(ApiError::TooManyRequests {
+                detail: "too many failed sign-ins; wait before trying again".into(),
+                retry_after_secs: wait,
+            });
+        }
+        Ok(())
+    }
+
+    /// Password sign-in. Every wrong part (workspace, e-mail, password) gives the same 401, after
+    /// the same Argon2 work; repeated failures per account and per IP are slowed down (429).
+    pub async fn sign_in(
+        &self,
+        slug: &str,
+        email: &str,
+        password: Secret,
+        caller: &Caller,
+    ) -> ApiResult<SignedIn> {
+        let account_key = format!("login:acct:{}:{}", slug, email.to_lowercase());
+        let ip_key = format!("login:ip:{}", caller.ip);
+        self.throttled(&account_key, ACCOUNT_FREE_FAILURES).await?;
+        self.throttled(&ip_key, IP_FREE_FAILURES).await?;
+
+        let workspace = self.store.workspace_by_slug(slug).await?;
+        let user = match &workspace {
+            Some(w) => self.store.user_by_email(w.id, email).await?,
+            None => None,
+        };
+        let ok = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await;
+        let (Some(workspace), Some(user), true) = (workspace.clone(), user, ok) else {
+            let now = self.now();
+            self.challenges.login_failed(&account_key, now).await?;
+            self.challenges.login_failed(&ip_key, now).await?;
+            self.audit(
+                workspace.as_ref().map(|w| w.id),
+                "login.failed",
+                Some(email),
+                Some(&caller.ip),
+                None,
+                json!({"user_agent": caller.user_agent}),
+            )
+            .await;
+            return Err(ApiError::Unauthorized);
+        };
+        self.challenges.login_succeeded(&account_key).await?;
+
+        let session_id = Secret::new(random_b64url::<32>());
+        let now = self.now();
+        self.store
+            .create_session(&Session {
+                id_hash: sha256_hex(session_id.expose().as_bytes()),
+                user_id: user.id,
+                created_at: now,
+                last_seen_at: now,
+                expires_at: now + self.config.session_max,
+            })
+            .await?;
+        self.audit(
+            Some(workspace.id),
+            "login.succeeded",
+            Some(&user.email),
+            Some(&caller.ip),
+            None,
+            json!({"user_agent": caller.user_agent}),
+        )
+        .await;
+        Ok(SignedIn {
+            session_id,
+            user,
+            workspace,
+        })
+    }
+
+    /// The session behind a cookie value, if it is alive; each use slides its idle expiry.
+    pub async fn console_session(&self, session_id: &str) -> ApiResult<Option<ConsoleSession>> {
+        let id_hash = sha256_hex(session_id.as_bytes());
+        let now = self.now();
+        let Some(session) = self
+            .store
+            .touch_session(&id_hash, now, now - self.config.session_idle)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(user) = self.store.user_by_id(session.user_id).await? else {
+            return Ok(None);
+        };
+        let Some(workspace) = self.store.workspace_by_id(user.workspace_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(ConsoleSession {
+            id_hash,
+            user,
+            workspace,
+        }))
+    }
+
+    pub async fn sign_out(&self, session: &ConsoleSession, caller: &Caller) -> ApiResult<()> {
+        self.store.delete_session(&session.id_hash).await?;
+        self.audit(
+            Some(session.workspace.id),
+            "logout",
+            Some(&session.user.email),
+            Some(&caller.ip),
+            None,
+            json!({}),
+        )
+        .await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn slugs_and_emails() {
+        assert!(valid_slug("acme-corp"));
+        assert!(!valid_slug("Acme"));
+        assert!(!valid_slug("-x"));
+        assert!(!valid_slug(""));
+        assert!(valid_email("a@b.co"));
+        assert!(!valid_email("a@b"));
+        assert!(!valid_email("a b@c.de"));
+        assert!(!valid_email("@c.de"));
+    }
+
+    #[test]
+    fn backoff_doubles_after_the_free_failures_and_is_capped() {
+        let now = datetime!(2026-11-28 12:00 UTC);
+        assert_eq!(backoff(5, 5, Some(now), now), Some(1));
+        assert_eq!(backoff(4, 5, Some(now), now), None);
+        assert_eq!(backoff(8, 5, Some(now), now), Some(8));
+        assert_eq!(
+            backoff(40, 5, Some(now), now),
+            Some(MAX_BACKOFF_SECS as u64)
+        );
+        assert_eq!(backoff(8, 5, Some(now), now + Duration::seconds(9)), None);
+    }
+}

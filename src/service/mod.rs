@@ -1,0 +1,25 @@
+//! Use cases, as methods on `App`: they call the domain and the ports; handlers only parse and map.
+
+pub mod accounts;
+pub mod audit;
+pub mod devices;
+pub mod stepup;
+pub mod tokens;
+
+use crate::store::{User, Workspace};
+
+/// A signed-in console user, as the session cookie resolved.
+#[derive(Clone, Debug)]
+pub struct ConsoleSession {
+    /// SHA-256 of the session id (the id itself is only ever in the browser's cookie).
+    pub id_hash: String,
+    pub user: User,
+    pub workspace: Workspace,
+}
+
+/// Where a request came from, for the audit log and the phone's prompt.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    pub ip: String,
+    pub user_agent: String,
+}

@@ -1,0 +1,71 @@
+//! The workspace's SCIM token: minted, sealed, revealed, rotated, and checked on every SCIM call.
+
+use time::OffsetDateTime;
+
+use crate::app::App;
+use crate::domain::crypto::{ct_eq, Secret};
+use crate::domain::token;
+use crate::error::{ApiError, ApiResult};
+use crate::store::{StoredToken, Workspace};
+
+/// Associated data binding a sealed token to its workspace.
+fn token_context(workspace_slug: &str) -> Vec<u8> {
+    format!("scim-token:{workspace_slug}").into_bytes()
+}
+
+impl App {
+    /// A new token, sealed for storage. The plain token is returned only to be dropped by callers
+    /// that do not need it.
+    pub fn mint_token(
+        &self,
+        workspace_id: i64,
+        workspace_slug: &str,
+        created_by: &str,
+    ) -> StoredToken {
+        let plain = token::generate();
+        StoredToken {
+            workspace_id,
+            token_hash: token::lookup_hash(plain.expose()),
+            sealed: self
+                .keyring
+                .seal(plain.expose().as_bytes(), &token_context(workspace_slug)),
+            created_at: self.now(),
+            created_by: created_by.to_owned(),
+        }
+    }
+
+    /// Replaces the workspace's token; the old one stops authenticating with this write.
+    pub async fn rotate_token(&self, workspace: &Workspace, by: &str) -> ApiResult<OffsetDateTime> {
+        let fresh = self.mint_token(workspace.id, &workspace.slug, by);
+        let created_at = fresh.created_at;
+        self.store.put_scim_token(fresh).await?;
+        Ok(created_at)
+    }
+
+    pub async fn reveal_token(&self, workspace: &Workspace) -> ApiResult<(Secret, OffsetDateTime)> {
+        let stored = self.store.scim_token(workspace.id).await?.ok_or_else(|| {
+            tracing::error!(workspace = %workspace.slug, "workspace has no SCIM token");
+            ApiError::Internal
+        })?;
+        let plain = self.keyring.open(&stored.sealed, &token_context(&workspace.slug)).map_err(|e| {
+            tracing::error!(workspace = %workspace.slug, error = %e, "cannot open the stored SCIM token");
+            ApiError::Internal
+        })?;
+        let text = String::from_utf8(plain.to_vec()).map_err(|_| ApiError::Internal)?;
+        Ok((Secret::new(text), stored.created_at))
+    }
+
+    /// The workspace a bearer token opens, if any. Malformed tokens are refused before any lookup.
+    pub async fn authenticate_scim(&self, bearer: &str) -> ApiResult<Option<Workspace>> {
+        if !token::is_well_formed(bearer) {
+            return Ok(None);
+        }
+        let hash = token::lookup_hash(bearer);
+        Ok(self
+            .store
+            .workspace_by_token_hash(&hash)
+            .await?
+            .filter(|(_, stored)| ct_eq(stored, &hash))
+            .map(|(workspace, _)| workspace))
+    }
+}

@@ -1,0 +1,265 @@
+//! Durable data behind one trait. `sqlite.rs` is the embedded default; a Postgres adapter
+//! implements the same trait for deployments with several instances.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::domain::crypto::Sealed;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists")]
+    Conflict,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "owner" => Some(Role::Owner),
+            "admin" => Some(Role::Admin),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: i64,
+    pub slug: String,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub workspace_id: i64,
+    pub email: String,
+    pub role: Role,
+    pub password_hash: String,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("workspace_id", &self.workspace_id)
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub id_hash: String,
+    pub user_id: i64,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Apns,
+    Fcm,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Apns => "apns",
+            Platform::Fcm => "fcm",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Platform> {
+        match s {
+            "apns" => Some(Platform::Apns),
+            "fcm" => Some(Platform::Fcm),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Device {
+    pub id: String,
+    pub user_id: i64,
+    pub name: String,
+    pub platform: Platform,
+    pub apns_environment: Option<String>,
+    /// The public JWK, as validated at enrollment.
+    pub public_key: serde_json::Value,
+    pub push_token: Option<Sealed>,
+    pub push_token_invalid: bool,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: Option<OffsetDateTime>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewDevice {
+    pub id: String,
+    pub user_id: i64,
+    pub name: String,
+    pub platform: Platform,
+    pub apns_environment: Option<String>,
+    pub public_key: serde_json::Value,
+    pub push_token: Option<Sealed>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Enrollment {
+    Unknown,
+    Spent,
+    Expired,
+    /// The code was valid and is now spent; the device is created in the same transaction.
+    Enrolled {
+        user_id: i64,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct StoredToken {
+    pub workspace_id: i64,
+    pub token_hash: [u8; 32],
+    pub sealed: Sealed,
+    pub created_at: OffsetDateTime,
+    pub created_by: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AuditEvent {
+    pub workspace_id: Option<i64>,
+    pub kind: &'static str,
+    pub actor: Option<String>,
+    pub ip: Option<String>,
+    pub device_id: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    #[serde(serialize_with = "crate::clock::ser_rfc3339")]
+    pub at: OffsetDateTime,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub ip: Option<String>,
+    pub device_id: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> Result<()>;
+
+    async fn count_workspaces(&self) -> Result<i64>;
+    /// Creates a workspace with its owner and first SCIM token, all or nothing.
+    async fn create_workspace(
+        &self,
+        slug: &str,
+        name: &str,
+        owner_email: &str,
+        owner_password_hash: &str,
+        token: StoredToken,
+        now: OffsetDateTime,
+    ) -> Result<Workspace>;
+    async fn workspace_by_slug(&self, slug: &str) -> Result<Option<Workspace>>;
+    async fn workspace_by_id(&self, id: i64) -> Result<Option<Workspace>>;
+
+    async fn create_user(
+        &self,
+        workspace_id: i64,
+        email: &str,
+        role: Role,
+        password_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<User>;
+    async fn user_by_email(&self, workspace_id: i64, email: &str) -> Result<Option<User>>;
+    async fn user_by_id(&self, id: i64) -> Result<Option<User>>;
+
+    async fn create_session(&self, session: &Session) -> Result<()>;
+    /// The live session with this hash, its idle clock reset to `now` (slid forward) unless it has
+    /// passed `idle_cutoff` or its absolute expiry, in which case it is deleted and None returned.
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        now: OffsetDateTime,
+        idle_cutoff: OffsetDateTime,
+    ) -> Result<Option<Session>>;
+    async fn delete_session(&self, id_hash: &str) -> Result<()>;
+
+    async fn create_enrollment(
+        &self,
+        code_hash: &str,
+        user_id: i64,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<()>;
+    /// Spends the code and creates the device, atomically; a code works once.
+    async fn enroll_device(
+        &self,
+        code_hash: &str,
+        device: NewDevice,
+        now: OffsetDateTime,
+    ) -> Result<Enrollment>;
+
+    async fn device(&self, id: &str) -> Result<Option<Device>>;
+    async fn devices_of_user(&self, user_id: i64) -> Result<Vec<Device>>;
+    async fn count_devices_of_user(&self, user_id: i64) -> Result<i64>;
+    /// Deletes the device if it belongs to `user_id`; false when there was none.
+    async fn delete_device(&self, user_id: i64, id: &str) -> Result<bool>;
+    async fn set_push_token(&self, id: &str, token: Option<Sealed>) -> Result<()>;
+    async fn mark_push_token_invalid(&self, id: &str) -> Result<()>;
+    async fn touch_device(&self, id: &str, now: OffsetDateTime) -> Result<()>;
+
+    /// Records a device JWS id; false when the device already used it (a replay).
+    async fn remember_jti(
+        &self,
+        device_id: &str,
+        jti: &str,
+        keep_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
+
+    /// Replaces the workspace's token; the old hash stops matching in the same statement.
+    async fn put_scim_token(&self, token: StoredToken) -> Result<()>;
+    async fn scim_token(&self, workspace_id: i64) -> Result<Option<StoredToken>>;
+    async fn workspace_by_token_hash(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<(Workspace, [u8; 32])>>;
+
+    async fn append_audit(&self, event: AuditEvent, now: OffsetDateTime) -> Result<()>;
+    async fn audit_page(
+        &self,
+        workspace_id: i64,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>>;
+}

@@ -1,0 +1,560 @@
+//! The embedded default: one SQLite file in WAL mode, shared safely by the server and CLI commands.
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+use super::*;
+use crate::clock::from_unix;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict;
+        }
+    }
+    StoreError::Unavailable(e.to_string())
+}
+
+fn ts(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` and runs the migrations.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            // The CLI and a running server write the same file: wait for the lock, do not fail.
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    fn workspace(row: &SqliteRow) -> Workspace {
+        Workspace {
+            id: row.get("id"),
+            slug: row.get("slug"),
+            name: row.get("name"),
+            created_at: from_unix(row.get("created_at")),
+        }
+    }
+
+    fn user(row: &SqliteRow) -> User {
+        User {
+            id: row.get("id"),
+            workspace_id: row.get("workspace_id"),
+            email: row.get("email"),
+            role: Role::parse(row.get::<&str, _>("role")).unwrap_or(Role::Member),
+            password_hash: row.get("password_hash"),
+        }
+    }
+
+    fn device(row: &SqliteRow) -> Device {
+        let push_token = match (
+            row.get::<Option<String>, _>("push_key_id"),
+            row.get::<Option<Vec<u8>>, _>("push_nonce"),
+            row.get::<Option<Vec<u8>>, _>("push_ciphertext"),
+        ) {
+            (Some(key_id), Some(nonce), Some(ciphertext)) => Some(Sealed {
+                key_id,
+                nonce,
+                ciphertext,
+            }),
+            _ => None,
+        };
+        Device {
+            id: row.get("id"),
+            user_id: row.get("user_id"),
+            name: row.get("name"),
+            platform: Platform::parse(row.get::<&str, _>("platform")).unwrap_or(Platform::Fcm),
+            apns_environment: row.get("apns_environment"),
+            public_key: serde_json::from_str(row.get::<&str, _>("public_key")).unwrap_or_default(),
+            push_token,
+            push_token_invalid: row.get::<i64, _>("push_token_invalid") != 0,
+            created_at: from_unix(row.get("created_at")),
+            last_seen_at: row.get::<Option<i64>, _>("last_seen_at").map(from_unix),
+        }
+    }
+
+    fn token(row: &SqliteRow) -> StoredToken {
+        let hash: Vec<u8> = row.get("token_hash");
+        StoredToken {
+            workspace_id: row.get("workspace_id"),
+            token_hash: hash.try_into().unwrap_or([0; 32]),
+            sealed: Sealed {
+                key_id: row.get("key_id"),
+                nonce: row.get("nonce"),
+                ciphertext: row.get("ciphertext"),
+            },
+            created_at: from_unix(row.get("created_at")),
+            created_by: row.get("created_by"),
+        }
+    }
+}
+
+const UPSERT_TOKEN: &str = "INSERT INTO scim_tokens (workspace_id, token_hash, key_id, nonce, ciphertext, created_at, created_by)
+     VALUES (?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (workspace_id) DO UPDATE SET token_hash = excluded.token_hash, key_id = excluded.key_id,
+       nonce = excluded.nonce, ciphertext = excluded.ciphertext, created_at = excluded.created_at,
+       created_by = excluded.created_by";
+
+fn bind_token<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    t: &'q StoredToken,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    q.bind(t.workspace_id)
+        .bind(t.token_hash.as_slice())
+        .bind(&t.sealed.key_id)
+        .bind(&t.sealed.nonce)
+        .bind(&t.sealed.ciphertext)
+        .bind(ts(t.created_at))
+        .bind(&t.created_by)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn count_workspaces(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM workspaces")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn create_workspace(
+        &self,
+        slug: &str,
+        name: &str,
+        owner_email: &str,
+        owner_password_hash: &str,
+        mut token: StoredToken,
+        now: OffsetDateTime,
+    ) -> Result<Workspace> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO workspaces (slug, name, created_at) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(slug)
+        .bind(name)
+        .bind(ts(now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO users (workspace_id, email, email_lower, role, password_hash, created_at) VALUES (?, ?, ?, 'owner', ?, ?)",
+        )
+        .bind(id)
+        .bind(owner_email)
+        .bind(owner_email.to_lowercase())
+        .bind(owner_password_hash)
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        token.workspace_id = id;
+        bind_token(sqlx::query(UPSERT_TOKEN), &token)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Workspace {
+            id,
+            slug: slug.to_owned(),
+            name: name.to_owned(),
+            created_at: from_unix(ts(now)),
+        })
+    }
+
+    async fn workspace_by_slug(&self, slug: &str) -> Result<Option<Workspace>> {
+        let row = sqlx::query("SELECT * FROM workspaces WHERE slug = ?")
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.as_ref().map(Self::workspace))
+    }
+
+    async fn workspace_by_id(&self, id: i64) -> Result<Option<Workspace>> {
+        let row = sqlx::query("SELECT * FROM workspaces WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.as_ref().map(Self::workspace))
+    }
+
+    async fn create_user(
+        &self,
+        workspace_id: i64,
+        email: &str,
+        role: Role,
+        password_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<User> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (workspace_id, email, email_lower, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(workspace_id)
+        .bind(email)
+        .bind(email.to_lowercase())
+        .bind(role.as_str())
+        .bind(password_hash)
+        .bind(ts(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(User {
+            id,
+            workspace_id,
+            email: email.to_owned(),
+            role,
+            password_hash: password_hash.to_owned(),
+        })
+    }
+
+    async fn user_by_email(&self, workspace_id: i64, email: &str) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE workspace_id = ? AND email_lower = ?")
+            .bind(workspace_id)
+            .bind(email.to_lowercase())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.as_ref().map(Self::user))
+    }
+
+    async fn user_by_id(&self, id: i64) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.as_ref().map(Self::user))
+    }
+
+    async fn create_session(&self, s: &Session) -> Result<()> {
+        sqlx::query("INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&s.id_hash)
+            .bind(s.user_id)
+            .bind(ts(s.created_at))
+            .bind(ts(s.last_seen_at))
+            .bind(ts(s.expires_at))
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        now: OffsetDateTime,
+        idle_cutoff: OffsetDateTime,
+    ) -> Result<Option<Session>> {
+        let row = sqlx::query(
+            "UPDATE sessions SET last_seen_at = ? WHERE id_hash = ? AND last_seen_at > ? AND expires_at > ? RETURNING *",
+        )
+        .bind(ts(now))
+        .bind(id_hash)
+        .bind(ts(idle_cutoff))
+        .bind(ts(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        match row {
+            Some(row) => Ok(Some(Session {
+                id_hash: row.get("id_hash"),
+                user_id: row.get("user_id"),
+                created_at: from_unix(row.get("created_at")),
+                last_seen_at: from_unix(row.get("last_seen_at")),
+                expires_at: from_unix(row.get("expires_at")),
+            })),
+            None => {
+                // Idle or past its absolute expiry (or unknown): make sure it is gone.
+                self.delete_session(id_hash).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn create_enrollment(
+        &self,
+        code_hash: &str,
+        user_id: i64,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO enrollment_codes (code_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(code_hash)
+            .bind(user_id)
+            .bind(ts(now))
+            .bind(ts(expires_at))
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn enroll_device(
+        &self,
+        code_hash: &str,
+        d: NewDevice,
+        now: OffsetDateTime,
+    ) -> Result<Enrollment> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Spend the code only if it is unspent and unexpired: the UPDATE is the single winner.
+        let spent: Option<i64> = sqlx::query_scalar(
+            "UPDATE enrollment_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING user_id",
+        )
+        .bind(ts(now))
+        .bind(code_hash)
+        .bind(ts(now))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some(user_id) = spent else {
+            let row = sqlx::query("SELECT used_at FROM enrollment_codes WHERE code_hash = ?")
+                .bind(code_hash)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            return Ok(match row {
+                None => Enrollment::Unknown,
+                Some(row) if row.get::<Option<i64>, _>("used_at").is_some() => Enrollment::Spent,
+                Some(_) => Enrollment::Expired,
+            });
+        };
+        let (key_id, nonce, ciphertext) = match &d.push_token {
+            Some(s) => (
+                Some(s.key_id.clone()),
+                Some(s.nonce.clone()),
+                Some(s.ciphertext.clone()),
+            ),
+            None => (None, None, None),
+        };
+        sqlx::query(
+            "INSERT INTO devices (id, user_id, name, platform, apns_environment, public_key, push_key_id, push_nonce, push_ciphertext, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.id)
+        .bind(user_id)
+        .bind(&d.name)
+        .bind(d.platform.as_str())
+        .bind(&d.apns_environment)
+        .bind(d.public_key.to_string())
+        .bind(key_id)
+        .bind(nonce)
+        .bind(ciphertext)
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Enrollment::Enrolled { user_id })
+    }
+
+    async fn device(&self, id: &str) -> Result<Option<Device>> {
+        let row = sqlx::query("SELECT * FROM devices WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.as_ref().map(Self::device))
+    }
+
+    async fn devices_of_user(&self, user_id: i64) -> Result<Vec<Device>> {
+        let rows = sqlx::query("SELECT * FROM devices WHERE user_id = ? ORDER BY created_at, id")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.iter().map(Self::device).collect())
+    }
+
+    async fn count_devices_of_user(&self, user_id: i64) -> Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn delete_device(&self, user_id: i64, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM devices WHERE id = ? AND user_id = ?")
+            .bind(id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_push_token(&self, id: &str, token: Option<Sealed>) -> Result<()> {
+        let (key_id, nonce, ciphertext) = match token {
+            Some(s) => (Some(s.key_id), Some(s.nonce), Some(s.ciphertext)),
+            None => (None, None, None),
+        };
+        sqlx::query(
+            "UPDATE devices SET push_key_id = ?, push_nonce = ?, push_ciphertext = ?, push_token_invalid = 0 WHERE id = ?",
+        )
+        .bind(key_id)
+        .bind(nonce)
+        .bind(ciphertext)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(unavailable)
+    }
+
+    async fn mark_push_token_invalid(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE devices SET push_token_invalid = 1 WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn touch_device(&self, id: &str, now: OffsetDateTime) -> Result<()> {
+        sqlx::query("UPDATE devices SET last_seen_at = ? WHERE id = ?")
+            .bind(ts(now))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn remember_jti(
+        &self,
+        device_id: &str,
+        jti: &str,
+        keep_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        sqlx::query("DELETE FROM used_jtis WHERE expires_at < ?")
+            .bind(ts(now))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let inserted = sqlx::query("INSERT INTO used_jtis (device_id, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(device_id)
+            .bind(jti)
+            .bind(ts(keep_until))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn put_scim_token(&self, token: StoredToken) -> Result<()> {
+        bind_token(sqlx::query(UPSERT_TOKEN), &token)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn scim_token(&self, workspace_id: i64) -> Result<Option<StoredToken>> {
+        let row = sqlx::query("SELECT * FROM scim_tokens WHERE workspace_id = ?")
+            .bind(workspace_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.as_ref().map(Self::token))
+    }
+
+    async fn workspace_by_token_hash(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<(Workspace, [u8; 32])>> {
+        let row = sqlx::query(
+            "SELECT w.*, t.token_hash FROM scim_tokens t JOIN workspaces w ON w.id = t.workspace_id WHERE t.token_hash = ?",
+        )
+        .bind(token_hash.as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(row.map(|row| {
+            let hash: Vec<u8> = row.get("token_hash");
+            (Self::workspace(&row), hash.try_into().unwrap_or([0; 32]))
+        }))
+    }
+
+    async fn append_audit(&self, e: AuditEvent, now: OffsetDateTime) -> Result<()> {
+        sqlx::query("INSERT INTO audit_log (workspace_id, at, kind, actor, ip, device_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(e.workspace_id)
+            .bind(ts(now))
+            .bind(e.kind)
+            .bind(e.actor)
+            .bind(e.ip)
+            .bind(e.device_id)
+            .bind(e.detail.to_string())
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn audit_page(
+        &self,
+        workspace_id: i64,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE workspace_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(workspace_id)
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|row| AuditEntry {
+                id: row.get("id"),
+                at: from_unix(row.get("at")),
+                kind: row.get("kind"),
+                actor: row.get("actor"),
+                ip: row.get("ip"),
+                device_id: row.get("device_id"),
+                detail: serde_json::from_str(row.get::<&str, _>("detail")).unwrap_or_default(),
+            })
+            .collect())
+    }
+}

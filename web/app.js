@@ -1,0 +1,753 @@
+// The Assent console: a small single-page app over the console API (CONTRACT.md §3).
+// No framework, no inline code, nothing from another origin: the page is served under a strict
+// Content-Security-Policy. Text from the server is only ever set with textContent / append, never as HTML.
+'use strict';
+
+const SESSION = '/v1/console/session';
+const FINAL_STATUSES = new Set(['approved', 'denied', 'expired', 'released']);
+
+const $ = (id) => document.getElementById(id);
+
+// ---------------------------------------------------------------------------------------------
+// Talking to the server
+
+/** An error answer (RFC 9457 problem+json) or a network failure (status 0). */
+class ApiError extends Error {
+  constructor(status, problem, retryAfter) {
+    super(problem.detail || problem.title || `The server answered ${status}.`);
+    this.status = status;
+    this.title = problem.title;
+    this.detail = problem.detail;
+    this.retryAfter = retryAfter;
+  }
+}
+
+// How far the server's clock is ahead of this browser's, from the Date header, so that the countdown
+// matches the server's expiry even on a machine whose clock is off. The header has a one-second
+// resolution, so small differences are ignored.
+let clockSkew = 0;
+
+async function api(method, path, body) {
+  const init = {
+    method,
+    credentials: 'same-origin',
+    headers: { Accept: 'application/json, application/problem+json' },
+  };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, { title: 'Network error', detail: 'The server could not be reached. Check the connection and try again.' });
+  }
+  const serverNow = Date.parse(res.headers.get('Date') || '');
+  if (!Number.isNaN(serverNow)) {
+    const skew = serverNow - Date.now();
+    clockSkew = Math.abs(skew) > 2000 ? skew : 0;
+  }
+  const data = await readJson(res);
+  if (res.ok) return data;
+  // Every console route but the session itself answers 401 once the session has ended
+  // (it expired, or the user signed out in another tab).
+  if (res.status === 401 && session && path !== SESSION) sessionEnded();
+  throw new ApiError(res.status, data || {}, res.headers.get('Retry-After'));
+}
+
+async function readJson(res) {
+  const text = await res.text();
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+function describe(err) {
+  return err.title && err.detail ? `${err.title}: ${err.detail}` : err.message;
+}
+
+/** "You may try again at 14:05 (in 15 minutes)." from a Retry-After header (seconds or an HTTP date). */
+function tryAgainText(retryAfter) {
+  if (!retryAfter) return '';
+  const value = retryAfter.trim();
+  const at = /^\d+$/.test(value) ? Date.now() + Number(value) * 1000 : Date.parse(value);
+  if (Number.isNaN(at)) return '';
+  return `You may try again at ${timeFormat.format(at)} (${relativeTime(at)}).`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small DOM helpers
+
+/** Builds an element; strings among the children become text nodes (never parsed as HTML). */
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === 'class') el.className = value;
+    else if (name.startsWith('on')) el.addEventListener(name.slice(2), value);
+    else el.setAttribute(name, value === true ? '' : value);
+  }
+  el.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
+/** Shows a message in a live region; kind is info, success, warning or error. */
+function notify(el, content, kind = 'info') {
+  if (!content) {
+    el.replaceChildren();
+    el.className = 'notice';
+    return;
+  }
+  el.replaceChildren(...[content].flat());
+  el.className = `notice notice-${kind}`;
+}
+
+/**
+ * Runs an action for a button, ignoring clicks while it runs. aria-disabled rather than disabled,
+ * so that the button keeps the keyboard focus.
+ */
+async function busy(button, action) {
+  if (button.getAttribute('aria-busy') === 'true') return;
+  button.setAttribute('aria-busy', 'true');
+  button.setAttribute('aria-disabled', 'true');
+  try {
+    await action();
+  } finally {
+    button.removeAttribute('aria-busy');
+    button.removeAttribute('aria-disabled');
+  }
+}
+
+// Where to put the focus back when a dialog closes.
+const dialogOpener = new WeakMap();
+
+function openDialog(dialog, opener = document.activeElement) {
+  dialogOpener.set(dialog, opener);
+  if (!dialog.open) dialog.showModal();
+}
+
+function restoreFocus(dialog) {
+  const opener = dialogOpener.get(dialog);
+  dialogOpener.delete(dialog);
+  if (opener && opener.isConnected && !document.querySelector('dialog[open]')) opener.focus();
+}
+
+/** Asks for a confirmation in the confirm dialog; resolves to true when confirmed. */
+function confirmAction({ title, paragraphs, confirmLabel }) {
+  const dialog = $('confirm-dialog');
+  $('confirm-title').textContent = title;
+  $('confirm-text').replaceChildren(...paragraphs.map((p) => h('p', {}, p)));
+  $('confirm-ok').textContent = confirmLabel;
+  dialog.returnValue = '';
+  openDialog(dialog);
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'confirm'), { once: true });
+  });
+}
+
+// Copy state per button, so a second click restarts the "Copied" timer.
+const copiedTimers = new WeakMap();
+
+async function copyText(text, button, statusEl, field) {
+  try {
+    // The Clipboard API exists only in a secure context (https, or http on localhost).
+    if (!navigator.clipboard) throw new Error('no clipboard');
+    await navigator.clipboard.writeText(text);
+  } catch {
+    field.focus();
+    field.select();
+    statusEl.textContent = 'The browser did not allow copying. The text is selected: press Ctrl+C (⌘C on a Mac).';
+    return;
+  }
+  button.textContent = 'Copied';
+  button.classList.add('is-copied');
+  statusEl.textContent = 'Copied to the clipboard.';
+  clearTimeout(copiedTimers.get(button));
+  copiedTimers.set(button, setTimeout(() => resetCopy(button, statusEl), 4000));
+}
+
+function resetCopy(button, statusEl) {
+  clearTimeout(copiedTimers.get(button));
+  button.textContent = 'Copy';
+  button.classList.remove('is-copied');
+  statusEl.textContent = '';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dates: RFC 3339 UTC from the server, shown in the user's locale and time zone.
+
+const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'long' });
+const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
+const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+
+function timeEl(iso, format = dateTimeFormat) {
+  const date = new Date(iso);
+  if (!iso || Number.isNaN(date.getTime())) return iso ? String(iso) : '—';
+  return h('time', { datetime: iso, title: fullFormat.format(date) }, format.format(date));
+}
+
+function relativeTime(ms) {
+  const seconds = Math.round((ms - Date.now()) / 1000);
+  if (Math.abs(seconds) < 120) return relativeFormat.format(seconds, 'second');
+  if (Math.abs(seconds) < 3600) return relativeFormat.format(Math.round(seconds / 60), 'minute');
+  return relativeFormat.format(Math.round(seconds / 3600), 'hour');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session: sign in, sign out
+
+let session = null; // {email, role, workspace, workspace_name, scim_base_url} while signed in
+
+const canManage = () => session !== null && (session.role === 'owner' || session.role === 'admin');
+
+// signedOutMessage: what to say on the sign-in form should there be no session.
+async function loadSession({ afterSignIn = false, signedOutMessage = '' } = {}) {
+  let s;
+  try {
+    s = await api('GET', SESSION);
+  } catch (err) {
+    if (err.status === 401) showSignIn(signedOutMessage, 'error');
+    else showSignIn(describe(err), 'error');
+    return;
+  }
+  enterConsole(s, afterSignIn);
+}
+
+function showSignIn(message = '', kind = 'info') {
+  session = null;
+  for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
+  $('device-list').replaceChildren();
+  $('activity-rows').replaceChildren();
+  $('tenant-url').value = '';
+  for (const id of ['dirsync-message', 'devices-message', 'activity-message']) notify($(id), '');
+  $('loading').hidden = true;
+  $('console-view').hidden = true;
+  $('account').hidden = true;
+  $('signin-view').hidden = false;
+  document.title = 'Sign in · Assent';
+  notify($('signin-message'), message, kind);
+  const first = ['login-workspace', 'login-email', 'login-password'].map($).find((f) => !f.value);
+  (first || $('login-password')).focus();
+}
+
+function sessionEnded() {
+  showSignIn('Your session has ended. Sign in again.');
+}
+
+function enterConsole(s, afterSignIn) {
+  session = s;
+  const workspaceName = s.workspace_name || s.workspace;
+  $('account-workspace').textContent = workspaceName;
+  $('account-user').textContent = `${s.email} · ${s.role}`;
+  // The Tenant URL is the server's public URL + /v1/scim/v2; the page's own origin is the best guess
+  // should the server not say.
+  $('tenant-url').value = s.scim_base_url || `${location.origin}/v1/scim/v2`;
+
+  const manage = canManage();
+  $('regenerate-token').hidden = !manage;
+  $('activity-section').hidden = !manage;
+
+  $('loading').hidden = true;
+  $('signin-view').hidden = true;
+  $('account').hidden = false;
+  $('console-view').hidden = false;
+  document.title = `Directory Sync · ${workspaceName} · Assent`;
+  if (afterSignIn) $('main').focus();
+
+  loadDevices();
+  if (manage) loadActivity(true);
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const workspace = $('login-workspace').value.trim();
+  const email = $('login-email').value.trim();
+  const passwordField = $('login-password');
+  const missing = [$('login-workspace'), $('login-email'), passwordField].find((f) => !f.value.trim());
+  if (missing) {
+    notify($('signin-message'), 'Enter the workspace, e-mail and password.', 'error');
+    missing.focus();
+    return;
+  }
+  await busy($('login-submit'), async () => {
+    notify($('signin-message'), '');
+    try {
+      await api('POST', SESSION, { workspace, email, password: passwordField.value });
+    } catch (err) {
+      let message = describe(err);
+      if (err.status === 401) message = 'Sign-in failed: check the workspace, e-mail and password.';
+      else if (err.status === 429) message = [err.detail || 'Too many sign-in attempts.', tryAgainText(err.retryAfter)].filter(Boolean).join(' ');
+      notify($('signin-message'), message, 'error');
+      passwordField.value = '';
+      passwordField.focus();
+      return;
+    }
+    passwordField.value = '';
+    await loadSession({ afterSignIn: true });
+  });
+}
+
+async function signOut() {
+  await busy($('sign-out'), async () => {
+    try {
+      await api('DELETE', SESSION);
+    } catch (err) {
+      if (err.status !== 401) {
+        notify($('dirsync-message'), `Could not sign out. ${describe(err)}`, 'error');
+        return;
+      }
+    }
+    showSignIn('You are signed out.');
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// View Token / Regenerate token: the step-up challenge approved on the phone
+
+// The challenge the dialog follows: {id, kind, opener, expiresAt, source, timer, ended}.
+let challenge = null;
+let retryAction = null;
+
+async function requestToken(kind, opener) {
+  if (kind === 'rotate') {
+    if (!canManage()) return;
+    const confirmed = await confirmAction({
+      title: 'Regenerate the token?',
+      paragraphs: [
+        'The current token stops working at once. Microsoft Entra ID cannot provision users until you paste the new token into its provisioning configuration.',
+        'You approve this on your phone, then see the new token.',
+      ],
+      confirmLabel: 'Regenerate token',
+    });
+    if (!confirmed) return;
+  }
+  await busy(opener, () => startChallenge(kind, opener));
+}
+
+async function startChallenge(kind, opener) {
+  stopChallenge();
+  const dialog = $('challenge-dialog');
+  let c;
+  try {
+    c = await api('POST', `/v1/console/scim-token/${kind}`);
+  } catch (err) {
+    const message = challengeError(err);
+    if (dialog.open) {
+      setChallengeStatus(message, 'error');
+      offerRetry(kind, opener);
+    } else {
+      notify($('dirsync-message'), message, 'error');
+    }
+    return;
+  }
+  notify($('dirsync-message'), '');
+  challenge = {
+    id: c.challenge_id,
+    kind,
+    opener,
+    expiresAt: Date.parse(c.expires_at),
+    source: null,
+    timer: null,
+    ended: false,
+  };
+  $('challenge-title').textContent = kind === 'rotate' ? 'Approve the new token on your phone' : 'Approve on your phone';
+  $('challenge-number').textContent = String(c.number);
+  $('challenge-devices').replaceChildren(...notifiedText(c.notified_devices));
+  hideRetryButton();
+  setChallengeStatus('Waiting for your approval on your phone…');
+  openDialog(dialog, opener);
+  startCountdown(challenge);
+  follow(challenge);
+}
+
+function challengeError(err) {
+  switch (err.status) {
+    case 403:
+      return 'Only the workspace’s owners and admins can view or regenerate the token.';
+    case 409:
+      return 'You have no enrolled device yet. Add a device first (under “Your devices”), then try again.';
+    case 429:
+      return [err.detail || 'Too many requests.', tryAgainText(err.retryAfter)].filter(Boolean).join(' ');
+    default:
+      return `The request could not be started. ${describe(err)}`;
+  }
+}
+
+function notifiedText(count) {
+  if (count > 0) {
+    return [`A notification was sent to ${count === 1 ? '1 device' : `${count} devices`}.`];
+  }
+  return ['No push was sent; open the Assent app (or ', h('code', {}, 'assent companion pending'), ') to see the request.'];
+}
+
+function setChallengeStatus(text, kind = 'info') {
+  notify($('challenge-status'), text, kind);
+}
+
+function startCountdown(c) {
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((c.expiresAt - (Date.now() + clockSkew)) / 1000));
+    const text = left > 0 ? `Expires in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, '0')}` : 'Expiring…';
+    $('challenge-countdown').textContent = Number.isNaN(left) ? '' : text;
+  };
+  tick();
+  c.timer = setInterval(tick, 1000);
+}
+
+// Follows the challenge over server-sent events (no polling). The server sends the status at once and
+// at each change, and closes the stream after a final one.
+function follow(c) {
+  const source = new EventSource(`/v1/console/challenges/${encodeURIComponent(c.id)}/events`);
+  c.source = source;
+  source.addEventListener('status', (event) => {
+    let status;
+    try {
+      status = JSON.parse(event.data).status;
+    } catch {
+      return;
+    }
+    onStatus(c, status);
+  });
+  source.addEventListener('error', () => {
+    if (c !== challenge || c.ended) return;
+    if (source.readyState === EventSource.CLOSED) {
+      // The browser has given up reconnecting (the server answered with an error instead of a
+      // stream): ask for the status once.
+      c.source = null;
+      checkOnce(c);
+    } else {
+      // EventSource reconnects by itself; the server then repeats the current status.
+      setChallengeStatus('Connection lost; reconnecting…', 'warning');
+    }
+  });
+}
+
+async function checkOnce(c) {
+  let s;
+  try {
+    s = await api('GET', `/v1/console/challenges/${encodeURIComponent(c.id)}`);
+  } catch (err) {
+    if (c !== challenge) return;
+    endChallenge(c);
+    setChallengeStatus(`Lost track of the request. ${describe(err)}`, 'error');
+    offerRetry(c.kind, c.opener);
+    return;
+  }
+  if (c !== challenge) return;
+  onStatus(c, s.status);
+  if (!c.ended) {
+    // Still pending, but no stream to tell us when that changes: let the user follow it again.
+    setChallengeStatus('The connection to the server was lost while waiting.', 'error');
+    retryAction = () => {
+      hideRetryButton();
+      setChallengeStatus('Waiting for your approval on your phone…');
+      follow(c);
+    };
+    showRetryButton('Reconnect');
+  }
+}
+
+function onStatus(c, status) {
+  if (c !== challenge || c.ended) return;
+  if (status === 'pending') {
+    setChallengeStatus('Waiting for your approval on your phone…');
+    return;
+  }
+  if (!FINAL_STATUSES.has(status)) return;
+  endChallenge(c);
+  switch (status) {
+    case 'approved':
+      release(c);
+      break;
+    case 'denied':
+      setChallengeStatus('The request was denied on your phone.', 'error');
+      offerRetry(c.kind, c.opener);
+      break;
+    case 'expired':
+      setChallengeStatus('The request expired before it was approved.', 'error');
+      offerRetry(c.kind, c.opener);
+      break;
+    case 'released':
+      setChallengeStatus('This request has already been used. Start a new one to see the token.', 'warning');
+      offerRetry(c.kind, c.opener);
+      break;
+  }
+}
+
+/** A final status: stop listening (so EventSource does not reconnect) and stop the countdown. */
+function endChallenge(c) {
+  c.ended = true;
+  if (c.source) c.source.close();
+  c.source = null;
+  clearInterval(c.timer);
+  $('challenge-countdown').textContent = '';
+}
+
+function stopChallenge() {
+  if (challenge) endChallenge(challenge);
+  challenge = null;
+  retryAction = null;
+}
+
+function offerRetry(kind, opener) {
+  // The confirmation for a rotation was given already; trying again goes straight to a new challenge.
+  retryAction = () => busy($('challenge-retry'), () => startChallenge(kind, opener));
+  showRetryButton('Try again');
+}
+
+function hideRetryButton() {
+  const retry = $('challenge-retry');
+  const hadFocus = document.activeElement === retry;
+  retry.hidden = true;
+  $('challenge-close').textContent = 'Cancel';
+  if (hadFocus) $('challenge-close').focus(); // a hidden button cannot keep the focus
+}
+
+function showRetryButton(label) {
+  const retry = $('challenge-retry');
+  retry.textContent = label;
+  retry.hidden = false;
+  $('challenge-close').textContent = 'Close';
+  retry.focus();
+}
+
+async function release(c) {
+  setChallengeStatus('Approved. Getting the token…', 'success');
+  let released;
+  try {
+    released = await api('POST', `/v1/console/challenges/${encodeURIComponent(c.id)}/release`);
+  } catch (err) {
+    if (c !== challenge) return;
+    setChallengeStatus(`The token could not be shown. ${describe(err)}`, 'error');
+    offerRetry(c.kind, c.opener);
+    return;
+  }
+  if (c !== challenge) return; // the user closed the dialog meanwhile
+  $('challenge-dialog').close();
+  showToken(released, c.opener);
+}
+
+function onChallengeDialogClosed() {
+  stopChallenge();
+  $('challenge-number').textContent = '';
+  notify($('challenge-status'), '');
+  restoreFocus($('challenge-dialog'));
+  if (canManage()) loadActivity(true);
+}
+
+// The token lives only in the #token-value field, and only while the Show Token dialog is open:
+// never in a variable that outlives this call, the URL, storage, cookies or the console.
+function showToken(released, opener) {
+  $('token-value').value = released.token;
+  const rotated = released.action === 'scim_token.rotate';
+  $('token-title').textContent = rotated ? 'New Directory Sync token' : 'Directory Sync token';
+  $('token-rotated').hidden = !rotated;
+  $('token-created').replaceChildren(...(released.token_created_at ? ['Created ', timeEl(released.token_created_at), '.'] : []));
+  resetCopy($('copy-token'), $('token-copied'));
+  openDialog($('token-dialog'), opener);
+}
+
+function onTokenDialogClosed() {
+  $('token-value').value = '';
+  $('token-created').replaceChildren();
+  resetCopy($('copy-token'), $('token-copied'));
+  restoreFocus($('token-dialog'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Devices
+
+const PLATFORMS = { apns: 'iOS (APNs)', fcm: 'Android (FCM)' };
+const PUSH_STATES = {
+  ok: 'push notifications on',
+  invalid: 'push token invalid — it is renewed when the app next starts',
+  none: 'no push token: requests show when the app checks for them',
+};
+
+async function loadDevices() {
+  let devices;
+  try {
+    ({ devices } = await api('GET', '/v1/console/devices'));
+  } catch (err) {
+    notify($('devices-message'), `Could not load your devices. ${describe(err)}`, 'error');
+    return;
+  }
+  $('device-list').replaceChildren(...devices.map(deviceItem));
+  $('devices-empty').hidden = devices.length > 0;
+}
+
+function deviceItem(device) {
+  const name = device.name || 'Unnamed device';
+  const push = PUSH_STATES[device.push_token_state];
+  return h('li', { class: 'device' },
+    h('div', { class: 'device-text' },
+      h('p', { class: 'device-name' }, name, ' ', h('span', { class: 'device-platform' }, PLATFORMS[device.platform] || device.platform || '')),
+      h('p', { class: 'device-meta' },
+        'Enrolled ', timeEl(device.created_at),
+        ' · last seen ', device.last_seen_at ? timeEl(device.last_seen_at) : 'never'),
+      push && h('p', { class: `device-push push-${device.push_token_state}` }, push)),
+    h('button', {
+      type: 'button',
+      class: 'button button-quiet',
+      'aria-label': `Remove ${name}`,
+      onclick: (event) => removeDevice(device, name, event.currentTarget),
+    }, 'Remove'));
+}
+
+async function removeDevice(device, name, button) {
+  const confirmed = await confirmAction({
+    title: `Remove ${name}?`,
+    paragraphs: ['This device will no longer be able to approve your requests. You can enroll it again later.'],
+    confirmLabel: 'Remove device',
+  });
+  if (!confirmed) return;
+  await busy(button, async () => {
+    try {
+      await api('DELETE', `/v1/console/devices/${encodeURIComponent(device.id)}`);
+    } catch (err) {
+      notify($('devices-message'), `Could not remove ${name}. ${describe(err)}`, 'error');
+      return;
+    }
+    notify($('devices-message'), `${name} was removed.`, 'success');
+    await loadDevices();
+    $('add-device').focus(); // its Remove button is gone
+  });
+}
+
+async function addDevice(event) {
+  const button = event.currentTarget;
+  await busy(button, async () => {
+    let enrollment;
+    try {
+      enrollment = await api('POST', '/v1/console/devices/enrollments');
+    } catch (err) {
+      notify($('devices-message'), `Could not start adding a device. ${describe(err)}`, 'error');
+      return;
+    }
+    notify($('devices-message'), '');
+    $('enrollment-qr').replaceChildren(...(enrollment.qr_svg
+      ? [h('img', { class: 'qr', src: svgDataUrl(enrollment.qr_svg), alt: 'QR code that enrolls your phone in Assent' })]
+      : []));
+    $('enrollment-code').textContent = enrollment.code;
+    $('enrollment-expiry').replaceChildren('The code works once, until ', timeEl(enrollment.expires_at, timeFormat), '.');
+    $('enrollment-command').value = `assent companion enroll --server ${location.origin} --code ${enrollment.code}`;
+    resetCopy($('copy-enrollment-command'), $('enrollment-copied'));
+    openDialog($('enroll-dialog'), button);
+  });
+}
+
+/** The server draws the QR code as an SVG document; an <img> shows it without running anything in it. */
+function svgDataUrl(svg) {
+  let binary = '';
+  for (const byte of new TextEncoder().encode(svg)) binary += String.fromCharCode(byte);
+  return `data:image/svg+xml;base64,${btoa(binary)}`;
+}
+
+function onEnrollDialogClosed() {
+  $('enrollment-qr').replaceChildren();
+  $('enrollment-code').textContent = '';
+  $('enrollment-command').value = '';
+  restoreFocus($('enroll-dialog'));
+  // The phone may have enrolled meanwhile.
+  if (session) loadDevices();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activity (the audit log; owners and admins)
+
+let activityBefore = null; // the cursor of the next page, or null at the end
+
+async function loadActivity(fromStart) {
+  const params = new URLSearchParams({ limit: '50' });
+  if (!fromStart && activityBefore !== null) params.set('before', String(activityBefore));
+  let page;
+  try {
+    page = await api('GET', `/v1/console/audit?${params}`);
+  } catch (err) {
+    notify($('activity-message'), `Could not load the activity. ${describe(err)}`, 'error');
+    return;
+  }
+  notify($('activity-message'), '');
+  const rows = page.entries.map(activityRow);
+  if (fromStart) $('activity-rows').replaceChildren(...rows);
+  else $('activity-rows').append(...rows);
+  activityBefore = page.next_before ?? null;
+  $('activity-more').hidden = activityBefore === null;
+  $('activity-empty').hidden = $('activity-rows').childElementCount > 0;
+}
+
+function activityRow(entry) {
+  return h('tr', {},
+    h('td', { class: 'nowrap' }, timeEl(entry.at)),
+    h('td', {}, h('code', {}, plain(entry.kind))),
+    h('td', {}, plain(entry.actor)),
+    h('td', { class: 'nowrap' }, plain(entry.ip)),
+    h('td', { class: 'detail' }, plain(entry.detail)));
+}
+
+/** Audit fields are strings or small objects; show either as one line of text. */
+function plain(value) {
+  if (value === null || value === undefined || value === '') return '—';
+  if (typeof value !== 'object') return String(value);
+  return Object.entries(value)
+    .filter(([, v]) => v !== null && v !== undefined)
+    .map(([k, v]) => `${k}: ${v !== null && typeof v === 'object' ? JSON.stringify(v) : v}`)
+    .join(', ');
+}
+
+async function loadMoreActivity(event) {
+  const button = event.currentTarget;
+  await busy(button, () => loadActivity(false));
+  // The button hides on the last page; keep the keyboard focus in the section.
+  if (button.hidden) $('activity-refresh').focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wiring
+
+function on(id, type, handler) {
+  $(id).addEventListener(type, handler);
+}
+
+function start() {
+  on('signin-form', 'submit', signIn);
+  on('sign-out', 'click', signOut);
+
+  on('copy-tenant-url', 'click', (e) => copyText($('tenant-url').value, e.currentTarget, $('tenant-url-copied'), $('tenant-url')));
+  on('view-token', 'click', (e) => requestToken('reveal', e.currentTarget));
+  on('regenerate-token', 'click', (e) => requestToken('rotate', e.currentTarget));
+
+  on('challenge-retry', 'click', () => retryAction && retryAction());
+  on('challenge-close', 'click', () => $('challenge-dialog').close());
+  on('challenge-dialog', 'close', onChallengeDialogClosed);
+
+  on('copy-token', 'click', (e) => copyText($('token-value').value, e.currentTarget, $('token-copied'), $('token-value')));
+  on('token-close', 'click', () => $('token-dialog').close());
+  on('token-dialog', 'close', onTokenDialogClosed);
+
+  on('add-device', 'click', addDevice);
+  on('copy-enrollment-command', 'click', (e) => copyText($('enrollment-command').value, e.currentTarget, $('enrollment-copied'), $('enrollment-command')));
+  on('enroll-close', 'click', () => $('enroll-dialog').close());
+  on('enroll-dialog', 'close', onEnrollDialogClosed);
+  on('confirm-dialog', 'close', () => restoreFocus($('confirm-dialog')));
+
+  on('activity-more', 'click', loadMoreActivity);
+  on('activity-refresh', 'click', (e) => busy(e.currentTarget, () => loadActivity(true)));
+
+  // Read-only fields select their whole value when focused, ready to copy by hand.
+  for (const id of ['tenant-url', 'token-value', 'enrollment-command']) on(id, 'focus', (e) => e.target.select());
+
+  // Leaving the page closes the Show Token dialog, so a page kept in the back/forward cache holds no token.
+  window.addEventListener('pagehide', () => {
+    if ($('token-dialog').open) $('token-dialog').close();
+  });
+
+  loadSession({});
+}
+
+start();
