@@ -3,7 +3,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
-use assent::cli::{run, Cli};
+use assent::cli::{run, Cli, Command};
 use assent::config::Config;
 
 fn init_logging(filter: &str) {
@@ -22,9 +22,13 @@ fn init_logging(filter: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
+    // The companion is a client: the server's variables do not concern it.
+    let config = match (&cli.command, Config::from_env()) {
+        (_, Ok(c)) => c,
+        (Command::Companion(_), Err(_)) => {
+            Config::from_lookup(&|_| None).expect("defaults are valid")
+        }
+        (_, Err(e)) => {
             eprintln!("assent: {e}");
             return ExitCode::from(2);
         }
@@ -36,7 +40,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run(cli, config)) {
+    match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("assent: {e:#}");

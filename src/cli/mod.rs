@@ -1,6 +1,7 @@
 //! The command line: `serve`, `workspace create`, `member add`. Configuration comes from the
 //! environment (see `config.rs`); a command's standard output holds only its JSON answer.
 
+pub mod companion;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,8 @@ pub enum Command {
         #[command(subcommand)]
         command: MemberCommand,
     },
+    /// Act as the phone app: enroll, list pending challenges, approve or deny.
+    Companion(companion::CompanionArgs),
 }
 
 #[derive(Subcommand)]
@@ -81,8 +84,9 @@ pub enum MemberCommand {
 }
 
 /// Runs a command; errors come back as one line for `main` to print.
-pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
-    match cli.command {
+pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Companion(args) => companion::run(args).await,
         Command::Serve => serve::serve(config).await,
         Command::Workspace {
             command:

@@ -6,6 +6,8 @@ pub mod extract;
 pub mod health;
 pub mod mobile;
 pub mod scim;
+#[cfg(test)]
+mod tests;
 pub mod web;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
