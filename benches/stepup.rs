@@ -1,1 +1,455 @@
-fn main() {}
+//! Step-up benchmark (not a test): starts the real `assent serve` (release build) on a free
+//! loopback port and prints figures for the README.
+//!
+//! 1. N concurrent admins (default 100) each run reveal → phone polls pending → browser opens the
+//!    SSE stream → phone decides → browser sees `approved` → release, for several rounds. The
+//!    "server overhead" of a round trip is the sum of the HTTP latencies of its five calls plus
+//!    the decision-to-SSE delivery; the phone's signing is excluded.
+//! 2. The resident memory the server adds for 10,000 idle SSE streams.
+//!
+//! `ASSENT_BENCH_ADMINS`, `ASSENT_BENCH_ROUNDS` and `ASSENT_BENCH_STREAMS` change the sizes.
+//! 10,000 streams need more than 10,000 open files on both sides (`ulimit -n`; 20,000 here).
+
+use assent::domain::device::{DecisionClaims, DeviceSigner};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_assent");
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    db: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let db = format!("sqlite://{}/bench.db", dir.path().display());
+    let child = Command::new(BIN)
+        .arg("serve")
+        .env("ASSENT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ASSENT_DATABASE_URL", &db)
+        .env("ASSENT_CHALLENGE_TTL_SECS", "900")
+        .env("ASSENT_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start assent serve");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(format!("{url}/healthz")).send().await.is_ok() {
+            return Server {
+                child,
+                url,
+                db,
+                _dir: dir,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not start");
+}
+
+fn cli(db: &str, args: &[&str]) -> Value {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("ASSENT_DATABASE_URL", db)
+        .env("ASSENT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Admin {
+    http: reqwest::Client,
+    cookie: String,
+    url: String,
+    signer: DeviceSigner,
+    device_id: String,
+}
+
+impl Admin {
+    async fn timed(&self, req: reqwest::RequestBuilder) -> (Value, Duration) {
+        let started = Instant::now();
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        let took = started.elapsed();
+        assert!(status.is_success(), "{status} {body}");
+        (body, took)
+    }
+
+    fn device_auth(&self) -> String {
+        format!(
+            "Device {}",
+            self.signer
+                .sign_request(&self.device_id, &self.url, time::OffsetDateTime::now_utc())
+        )
+    }
+
+    /// One whole step-up; returns the server-side latencies of its steps.
+    async fn round(&self) -> [Duration; 6] {
+        let (created, reveal) = self
+            .timed(
+                self.http
+                    .post(format!("{}/v1/console/scim-token/reveal", self.url))
+                    .header("cookie", &self.cookie),
+            )
+            .await;
+        let id = created["challenge_id"].as_str().unwrap().to_owned();
+        let number = created["number"].as_u64().unwrap() as u8;
+
+        let auth = self.device_auth();
+        let (pending, poll) = self
+            .timed(
+                self.http
+                    .get(format!("{}/v1/mobile/challenges", self.url))
+                    .header("authorization", auth),
+            )
+            .await;
+        let challenge = pending["challenges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id.as_str())
+            .unwrap()
+            .clone();
+
+        let started = Instant::now();
+        let mut sse = self
+            .http
+            .get(format!("{}/v1/console/challenges/{id}/events", self.url))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        let first = sse.chunk().await.unwrap().unwrap();
+        let open = started.elapsed();
+        assert!(String::from_utf8_lossy(&first).contains("pending"));
+
+        let iat = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = DecisionClaims {
+            iss: self.device_id.clone(),
+            aud: self.url.clone(),
+            sub: id.clone(),
+            nonce: challenge["nonce"].as_str().unwrap().into(),
+            action: "scim_token.reveal".into(),
+            decision: "approve".into(),
+            number: Some(number),
+            reason: None,
+            iat,
+            exp: iat + 60,
+        };
+        let body = json!({"decision": self.signer.sign_decision(&self.device_id, &claims)});
+        let auth = self.device_auth();
+        let started = Instant::now();
+        let decide_req = self
+            .http
+            .post(format!("{}/v1/mobile/challenges/{id}/decision", self.url))
+            .header("authorization", auth)
+            .json(&body);
+        let (decided, seen) = tokio::join!(self.timed(decide_req), async {
+            let mut text = String::new();
+            while !text.contains("approved") {
+                text.push_str(&String::from_utf8_lossy(
+                    &sse.chunk().await.unwrap().unwrap(),
+                ));
+            }
+            started.elapsed()
+        });
+        let decide = decided.1;
+
+        let (released, release) = self
+            .timed(
+                self.http
+                    .post(format!("{}/v1/console/challenges/{id}/release", self.url))
+                    .header("cookie", &self.cookie),
+            )
+            .await;
+        assert!(released["token"]
+            .as_str()
+            .unwrap()
+            .starts_with("assent_scim_"));
+        [reveal, poll, open, decide, seen, release]
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+async fn setup_admins(server: &Server, n: usize) -> Vec<Admin> {
+    cli(
+        &server.db,
+        &[
+            "workspace",
+            "create",
+            "--slug",
+            "bench",
+            "--name",
+            "Bench",
+            "--owner-email",
+            "owner@bench.test",
+        ],
+    );
+    let mut admins = Vec::new();
+    for i in 0..n {
+        let email = format!("admin{i}@bench.test");
+        let created = cli(
+            &server.db,
+            &[
+                "member",
+                "add",
+                "--workspace",
+                "bench",
+                "--email",
+                &email,
+                "--role",
+                "admin",
+            ],
+        );
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(4)
+            .build()
+            .unwrap();
+        let res = http
+            .post(format!("{}/v1/console/session", server.url))
+            .json(&json!({"workspace": "bench", "email": email, "password": created["password"]}))
+            .send()
+            .await
+            .unwrap();
+        let cookie = res.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let offer: Value = http
+            .post(format!("{}/v1/console/devices/enrollments", server.url))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let signer = DeviceSigner::generate();
+        let enrolled: Value = http
+            .post(format!("{}/v1/mobile/devices", server.url))
+            .json(&json!({"enrollment_code": offer["code"], "name": "bench", "platform": "fcm", "public_key": signer.public_key().to_jwk()}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        admins.push(Admin {
+            http,
+            cookie,
+            url: server.url.clone(),
+            signer,
+            device_id: enrolled["device_id"].as_str().unwrap().into(),
+        });
+    }
+    admins
+}
+
+async fn round_trips(server: &Server) {
+    let n = env_or("ASSENT_BENCH_ADMINS", 100);
+    let rounds = env_or("ASSENT_BENCH_ROUNDS", 10);
+    let admins = setup_admins(server, n).await;
+    // One warm-up round, not counted.
+    futures_util::future::join_all(admins.iter().map(|a| a.round())).await;
+    let started = Instant::now();
+    let mut all: Vec<[Duration; 6]> = Vec::new();
+    for _ in 0..rounds {
+        all.extend(futures_util::future::join_all(admins.iter().map(|a| a.round())).await);
+    }
+    let wall = started.elapsed();
+    println!("step-up round trips: {n} concurrent admins x {rounds} rounds = {} flows in {:.2} s ({:.0} flows/s)", all.len(), wall.as_secs_f64(), all.len() as f64 / wall.as_secs_f64());
+    let names = [
+        "reveal",
+        "poll pending",
+        "SSE open",
+        "decision",
+        "decision→SSE",
+        "release",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let mut v: Vec<Duration> = all.iter().map(|r| r[i]).collect();
+        v.sort();
+        println!(
+            "  {name:<13} p50 {:>7.2} ms   p99 {:>7.2} ms",
+            pct(&v, 0.5),
+            pct(&v, 0.99)
+        );
+    }
+    // The decision→SSE figure includes the decision call itself, so it is not added twice.
+    let mut total: Vec<Duration> = all
+        .iter()
+        .map(|r| r[0] + r[1] + r[2] + r[4] + r[5])
+        .collect();
+    total.sort();
+    println!(
+        "  whole round trip (server overhead, signing excluded)  p50 {:.2} ms   p99 {:.2} ms",
+        pct(&total, 0.5),
+        pct(&total, 0.99)
+    );
+}
+
+async fn idle_streams(server: &Server) {
+    let streams = env_or("ASSENT_BENCH_STREAMS", 10_000);
+    let admins = setup_admins_single(server).await;
+    let (created, _) = admins
+        .timed(
+            admins
+                .http
+                .post(format!("{}/v1/console/scim-token/reveal", admins.url))
+                .header("cookie", &admins.cookie),
+        )
+        .await;
+    let id = created["challenge_id"].as_str().unwrap().to_owned();
+    let pid = server.child.id();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib(pid);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let request = format!("GET /v1/console/challenges/{id}/events HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nAccept: text/event-stream\r\n\r\n", admins.cookie);
+    let mut held = Vec::with_capacity(streams);
+    for chunk in (0..streams).collect::<Vec<_>>().chunks(500) {
+        let opened = futures_util::future::join_all(chunk.iter().map(|_| {
+            let addr = addr.clone();
+            let request = request.clone();
+            async move {
+                let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                s.write_all(request.as_bytes()).await.unwrap();
+                let mut buf = vec![0u8; 1024];
+                let mut got = String::new();
+                while !got.contains("pending") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "stream closed early");
+                    got.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+                s
+            }
+        }))
+        .await;
+        held.extend(opened);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid);
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / streams as f64;
+    println!("idle SSE streams: {streams} open; server RSS {before} KiB → {after} KiB; {:.1} KiB per stream", per / 1024.0);
+    drop(held);
+}
+
+async fn setup_admins_single(server: &Server) -> Admin {
+    let created = cli(
+        &server.db,
+        &[
+            "member",
+            "add",
+            "--workspace",
+            "bench",
+            "--email",
+            "streams@bench.test",
+            "--role",
+            "admin",
+        ],
+    );
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{}/v1/console/session", server.url))
+        .json(&json!({"workspace": "bench", "email": "streams@bench.test", "password": created["password"]}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let offer: Value = http
+        .post(format!("{}/v1/console/devices/enrollments", server.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let signer = DeviceSigner::generate();
+    let enrolled: Value = http
+        .post(format!("{}/v1/mobile/devices", server.url))
+        .json(&json!({"enrollment_code": offer["code"], "name": "bench", "platform": "fcm", "public_key": signer.public_key().to_jwk()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    Admin {
+        http,
+        cookie,
+        url: server.url.clone(),
+        signer,
+        device_id: enrolled["device_id"].as_str().unwrap().into(),
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let server = start().await;
+        round_trips(&server).await;
+        idle_streams(&server).await;
+    });
+}

@@ -69,7 +69,7 @@ impl Default for Metrics {
             http_requests.clone(),
         );
         let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+            Histogram::new(exponential_buckets(0.0001, 1.5, 26))
         });
         registry.register(
             "http_request_duration_seconds",

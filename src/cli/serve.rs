@@ -24,15 +24,21 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Expires due challenges once a second so their waiters hear `expired` on time.
+/// Expires due challenges once a second so their waiters hear `expired` on time, and prunes
+/// expired sessions, replay-cache entries and enrollment codes once a minute.
 fn spawn_sweeper(app: Arc<App>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for second in 0u64.. {
             tick.tick().await;
             if let Err(e) = app.sweep_challenges().await {
                 tracing::warn!(error = %e, "challenge sweep failed");
+            }
+            if second % 60 == 0 {
+                if let Err(e) = app.store.prune(app.now()).await {
+                    tracing::warn!(error = %e, "pruning expired rows failed");
+                }
             }
         }
     });

@@ -186,12 +186,19 @@ impl App {
             .map_err(|_| refuse("bad exp"))?;
         if !self
             .store
-            .remember_jti(&found.id, &claims.jti, keep_until, now)
+            .remember_jti(&found.id, &claims.jti, keep_until)
             .await?
         {
             return Err(refuse("replayed jti"));
         }
-        self.store.touch_device(&found.id, now).await?;
+        // `last_seen_at` is for people reading the device list: minute precision is plenty, and
+        // skipping the write keeps device calls off the database's single write lock.
+        if found
+            .last_seen_at
+            .is_none_or(|seen| now - seen >= Duration::minutes(1))
+        {
+            self.store.touch_device(&found.id, now).await?;
+        }
         let user = self
             .store
             .user_by_id(found.user_id)

@@ -204,8 +204,9 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_id(&self, id: i64) -> Result<Option<User>>;
 
     async fn create_session(&self, session: &Session) -> Result<()>;
-    /// The live session with this hash, its idle clock reset to `now` (slid forward) unless it has
-    /// passed `idle_cutoff` or its absolute expiry, in which case it is deleted and None returned.
+    /// The live session with this hash, its idle clock slid forward to `now` (written at most every
+    /// 30 s) unless it has passed `idle_cutoff` or its absolute expiry, in which case it is deleted
+    /// and None returned.
     async fn touch_session(
         &self,
         id_hash: &str,
@@ -238,14 +239,17 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_push_token_invalid(&self, id: &str) -> Result<()>;
     async fn touch_device(&self, id: &str, now: OffsetDateTime) -> Result<()>;
 
-    /// Records a device JWS id; false when the device already used it (a replay).
+    /// Records a device JWS id; false when the device already used it (a replay). Ids kept past
+    /// `keep_until` are forgotten by `prune`.
     async fn remember_jti(
         &self,
         device_id: &str,
         jti: &str,
         keep_until: OffsetDateTime,
-        now: OffsetDateTime,
     ) -> Result<bool>;
+
+    /// Deletes what has expired: replay-cache entries, sessions, old enrollment codes.
+    async fn prune(&self, now: OffsetDateTime) -> Result<()>;
 
     /// Replaces the workspace's token; the old hash stops matching in the same statement.
     async fn put_scim_token(&self, token: StoredToken) -> Result<()>;

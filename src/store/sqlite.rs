@@ -12,6 +12,9 @@ use time::OffsetDateTime;
 use super::*;
 use crate::clock::from_unix;
 
+/// How stale a session's `last_seen_at` may get before a request writes it again.
+const SESSION_TOUCH_EVERY: time::Duration = time::Duration::seconds(30);
+
 pub struct SqliteStore {
     pool: SqlitePool,
 }
@@ -274,30 +277,37 @@ impl Store for SqliteStore {
         now: OffsetDateTime,
         idle_cutoff: OffsetDateTime,
     ) -> Result<Option<Session>> {
-        let row = sqlx::query(
-            "UPDATE sessions SET last_seen_at = ? WHERE id_hash = ? AND last_seen_at > ? AND expires_at > ? RETURNING *",
-        )
-        .bind(ts(now))
-        .bind(id_hash)
-        .bind(ts(idle_cutoff))
-        .bind(ts(now))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        match row {
-            Some(row) => Ok(Some(Session {
-                id_hash: row.get("id_hash"),
-                user_id: row.get("user_id"),
-                created_at: from_unix(row.get("created_at")),
-                last_seen_at: from_unix(row.get("last_seen_at")),
-                expires_at: from_unix(row.get("expires_at")),
-            })),
-            None => {
-                // Idle or past its absolute expiry (or unknown): make sure it is gone.
-                self.delete_session(id_hash).await?;
-                Ok(None)
-            }
+        let row = sqlx::query("SELECT * FROM sessions WHERE id_hash = ?")
+            .bind(id_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut session = Session {
+            id_hash: row.get("id_hash"),
+            user_id: row.get("user_id"),
+            created_at: from_unix(row.get("created_at")),
+            last_seen_at: from_unix(row.get("last_seen_at")),
+            expires_at: from_unix(row.get("expires_at")),
+        };
+        if session.last_seen_at <= idle_cutoff || session.expires_at <= now {
+            self.delete_session(id_hash).await?;
+            return Ok(None);
         }
+        // Slide the idle expiry, but write at most every SESSION_TOUCH_EVERY: reads are concurrent
+        // in WAL mode, writes take the database's one write lock.
+        if now - session.last_seen_at >= SESSION_TOUCH_EVERY {
+            sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id_hash = ?")
+                .bind(ts(now))
+                .bind(id_hash)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            session.last_seen_at = now;
+        }
+        Ok(Some(session))
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<()> {
@@ -463,13 +473,7 @@ impl Store for SqliteStore {
         device_id: &str,
         jti: &str,
         keep_until: OffsetDateTime,
-        now: OffsetDateTime,
     ) -> Result<bool> {
-        sqlx::query("DELETE FROM used_jtis WHERE expires_at < ?")
-            .bind(ts(now))
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
         let inserted = sqlx::query("INSERT INTO used_jtis (device_id, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
             .bind(device_id)
             .bind(jti)
@@ -478,6 +482,22 @@ impl Store for SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn prune(&self, now: OffsetDateTime) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for sql in [
+            "DELETE FROM used_jtis WHERE expires_at < ?",
+            "DELETE FROM sessions WHERE expires_at < ?",
+            "DELETE FROM enrollment_codes WHERE expires_at < ? - 86400",
+        ] {
+            sqlx::query(sql)
+                .bind(ts(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn put_scim_token(&self, token: StoredToken) -> Result<()> {
