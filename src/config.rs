@@ -168,7 +168,16 @@ impl Config {
             challenge_ttl: positive_secs(get, "ASSENT_CHALLENGE_TTL_SECS", 120)?,
             session_idle: positive_secs(get, "ASSENT_SESSION_IDLE_SECS", 30 * 60)?,
             session_max: positive_secs(get, "ASSENT_SESSION_MAX_SECS", 12 * 3600)?,
-            log: get("ASSENT_LOG").unwrap_or_else(|| "info".into()),
+            log: {
+                let filter = get("ASSENT_LOG").unwrap_or_else(|| "info".into());
+                tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| {
+                    bad(
+                        "ASSENT_LOG",
+                        format!("not a tracing filter ({e}), e.g. info or assent=debug"),
+                    )
+                })?;
+                filter
+            },
         })
     }
 
@@ -220,6 +229,7 @@ mod tests {
             ("ASSENT_CHALLENGE_TTL_SECS", "-5"),
             ("ASSENT_CHALLENGE_TTL_SECS", "soon"),
             ("ASSENT_SESSION_IDLE_SECS", "0"),
+            ("ASSENT_LOG", "assent=loudest"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);

@@ -7,7 +7,7 @@ use assent::cli::{run, Cli, Command};
 use assent::config::Config;
 
 fn init_logging(filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(filter).expect("validated by Config");
     let json = std::env::var("ASSENT_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -57,3 +57,12 @@ impl IntoResponse for ApiError {
 pub async fn not_found() -> Response {
     ApiError::NotFound.into_response()
 }
+
+/// A known route with another method answers problem+json too (axum adds the `Allow` header).
+pub async fn method_not_allowed() -> Response {
+    problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this route does not accept that method",
+    )
+}

@@ -74,6 +74,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(health::routes())
         .merge(web::routes())
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(middleware::from_fn(harden))

@@ -1,0 +1,399 @@
+//! Starts the real `assent serve` on a free port with a fresh SQLite database, and runs the CLI
+//! against the same database.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_assent");
+
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub challenge_ttl_secs: u64,
+    /// `ASSENT_PUBLIC_URL`; `None` is the server's own `http://127.0.0.1:<port>`.
+    pub public_url: Option<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            challenge_ttl_secs: 120,
+            public_url: None,
+        }
+    }
+}
+
+/// A running server. The binary runs under a small `sh` wrapper that holds our end of a pipe on its
+/// stdin: when the pipe closes (this value is dropped, or the test process ends, even abruptly) the
+/// wrapper stops the server and removes its directory. That is what lets a `static` server die with
+/// the test binary.
+pub struct TestServer {
+    /// Where the tests connect: `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// `ASSENT_PUBLIC_URL`: the origin browsers send and the `aud` of device JWS.
+    pub public_url: String,
+    pub dir: PathBuf,
+    pub db_path: PathBuf,
+    pub db_url: String,
+    pub log_path: PathBuf,
+    pub options: ServerOptions,
+    wrapper: Child,
+    lifeline: Option<ChildStdin>,
+}
+
+static SHARED: OnceCell<TestServer> = OnceCell::const_new();
+static UNIQUE: AtomicUsize = AtomicUsize::new(0);
+
+/// The server most tests share (default TTL): one start per test binary.
+pub async fn shared() -> &'static TestServer {
+    SHARED
+        .get_or_init(|| TestServer::start(ServerOptions::default()))
+        .await
+}
+
+/// A name no other test in this process uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", UNIQUE.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A workspace made with `assent workspace create`, and its owner's one-time password.
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    pub slug: String,
+    pub name: String,
+    pub owner_email: String,
+    pub owner_password: String,
+}
+
+const WRAPPER: &str = r#"
+bin="$1"; dir="$2"
+"$bin" serve >>"$dir/server.log" 2>&1 &
+pid=$!
+read -r _ignored
+kill -TERM "$pid" 2>/dev/null
+wait "$pid"
+if [ -z "$ASSENT_TEST_KEEP" ] && [ ! -e "$dir/restarting" ]; then rm -rf "$dir"; fi
+"#;
+
+impl TestServer {
+    pub async fn start(options: ServerOptions) -> TestServer {
+        let dir = tempfile::Builder::new()
+            .prefix("assent-flow-")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+            l.local_addr().unwrap().port()
+        };
+        let base = format!("http://127.0.0.1:{port}");
+        let public_url = options.public_url.clone().unwrap_or_else(|| base.clone());
+        let db_path = dir.join("assent.db");
+        let db_url = format!("sqlite://{}", db_path.display());
+        let log_path = dir.join("server.log");
+        let (wrapper, lifeline) = spawn_wrapper(&dir, &base, &public_url, &db_url, &options);
+        let server = TestServer {
+            base,
+            public_url,
+            dir,
+            db_path,
+            db_url,
+            log_path,
+            options,
+            wrapper,
+            lifeline,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// Stops the server (SIGTERM, and waits for it to exit) and starts it again on the same
+    /// database, port and master key file.
+    pub async fn restart(&mut self) {
+        let marker = self.dir.join("restarting");
+        std::fs::write(&marker, b"").expect("restart marker");
+        assert!(self.stop(), "the server did not stop within 10 s");
+        std::fs::remove_file(&marker).expect("remove the restart marker");
+        let (wrapper, lifeline) = spawn_wrapper(
+            &self.dir,
+            &self.base,
+            &self.public_url,
+            &self.db_url,
+            &self.options,
+        );
+        self.wrapper = wrapper;
+        self.lifeline = lifeline;
+        self.wait_ready().await;
+    }
+
+    /// Closes the lifeline and waits (10 s at most) for the wrapper, hence the server, to exit.
+    fn stop(&mut self) -> bool {
+        drop(self.lifeline.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.wrapper.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(resp) = client.get(format!("{}/healthz", self.base)).send().await {
+                if resp.status().as_u16() == 200 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "server at {} not ready within 20 s; log:\n{}",
+                    self.base,
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything the server wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log_path).unwrap_or_default()).into_owned()
+    }
+
+    /// Asserts that no secret appears in the server's logs.
+    pub fn assert_log_free_of(&self, secrets: &[(&str, &str)]) {
+        let log = self.log();
+        for (what, secret) in secrets {
+            assert!(!secret.is_empty(), "empty secret {what}");
+            assert!(
+                !log.contains(secret),
+                "the server log contains the {what} {secret:?}"
+            );
+        }
+    }
+
+    /// Asserts that the SQLite database (main file and WAL) never holds these in plain text.
+    pub fn assert_db_free_of(&self, secrets: &[(&str, &str)]) {
+        let mut files = vec![self.db_path.clone()];
+        for suffix in ["-wal", "-journal"] {
+            let mut p = self.db_path.clone().into_os_string();
+            p.push(suffix);
+            files.push(PathBuf::from(p));
+        }
+        let mut read_any = false;
+        for file in files {
+            let Ok(bytes) = std::fs::read(&file) else {
+                continue;
+            };
+            read_any = true;
+            for (what, secret) in secrets {
+                assert!(
+                    !contains(&bytes, secret.as_bytes()),
+                    "{} holds the {what} in plain text",
+                    file.display()
+                );
+            }
+        }
+        assert!(read_any, "no database file at {}", self.db_path.display());
+    }
+
+    /// Ages the unused enrollment codes of one console user by `secs`, in the database.
+    ///
+    /// The only white-box step of these tests: a code lives a fixed 10 minutes (no variable sets it)
+    /// and the server's clock cannot be moved from outside, so instead of sleeping 10 minutes the
+    /// test moves the code's times back, as a clock jump would. Tied to `enrollment_codes`.
+    pub async fn age_enrollment_codes(&self, slug: &str, email: &str, secs: i64) {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&self.db_url)
+            .await
+            .expect("open the test database");
+        let done = sqlx::query(
+            "UPDATE enrollment_codes SET created_at = created_at - ?1, expires_at = expires_at - ?1 \
+             WHERE used_at IS NULL AND user_id IN (SELECT u.id FROM users u JOIN workspaces w \
+             ON w.id = u.workspace_id WHERE w.slug = ?2 AND u.email_lower = lower(?3))",
+        )
+        .bind(secs)
+        .bind(slug)
+        .bind(email)
+        .execute(&mut conn)
+        .await
+        .expect("age enrollment codes");
+        assert!(
+            done.rows_affected() >= 1,
+            "no enrollment code to age for {email} in {slug}"
+        );
+        conn.close().await.ok();
+    }
+
+    /// Runs the CLI against this server's database; asserts success and that stdout is ONE JSON object.
+    pub fn cli(&self, args: &[&str]) -> Value {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        apply_env(
+            &mut cmd,
+            &self.base,
+            &self.public_url,
+            &self.db_url,
+            &self.options,
+        );
+        let out = cmd.output().expect("run the assent CLI");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "assent {args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        );
+        let json: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!("assent {args:?}: stdout is not one JSON object ({e}): {stdout:?}")
+        });
+        assert!(
+            json.is_object(),
+            "assent {args:?}: stdout is not an object: {stdout}"
+        );
+        if let Some(password) = json["password"].as_str() {
+            assert!(
+                !stderr.contains(password),
+                "assent {args:?} logged the password on stderr"
+            );
+        }
+        json
+    }
+
+    /// Runs the CLI expecting a failure; returns (stdout, stderr).
+    pub fn cli_fails(&self, args: &[&str]) -> (String, String) {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        apply_env(
+            &mut cmd,
+            &self.base,
+            &self.public_url,
+            &self.db_url,
+            &self.options,
+        );
+        let out = cmd.output().expect("run the assent CLI");
+        assert!(
+            !out.status.success(),
+            "assent {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn create_workspace(&self) -> Workspace {
+        let slug = unique("ws");
+        let name = format!("Workspace {slug}");
+        let owner_email = format!("owner@{slug}.example.com");
+        let out = self.cli(&[
+            "workspace",
+            "create",
+            "--slug",
+            &slug,
+            "--name",
+            &name,
+            "--owner-email",
+            &owner_email,
+        ]);
+        assert_eq!(out["workspace"], slug.as_str(), "{out}");
+        assert_eq!(out["owner_email"], owner_email.as_str(), "{out}");
+        let owner_password = out["password"].as_str().expect("password").to_string();
+        assert!(
+            owner_password.len() >= 12,
+            "generated password too short: {} chars",
+            owner_password.len()
+        );
+        Workspace {
+            slug,
+            name,
+            owner_email,
+            owner_password,
+        }
+    }
+
+    /// Adds a console user with `role`; returns (email, password).
+    pub fn add_member(&self, ws: &Workspace, role: &str) -> (String, String) {
+        let email = format!("{}@{}.example.com", unique(role), ws.slug);
+        let out = self.cli(&[
+            "member",
+            "add",
+            "--workspace",
+            &ws.slug,
+            "--email",
+            &email,
+            "--role",
+            role,
+        ]);
+        assert_eq!(out["email"], email.as_str(), "{out}");
+        let password = out["password"].as_str().expect("password").to_string();
+        (email, password)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_wrapper(
+    dir: &std::path::Path,
+    base: &str,
+    public_url: &str,
+    db_url: &str,
+    options: &ServerOptions,
+) -> (Child, Option<ChildStdin>) {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(WRAPPER).arg("sh").arg(BIN).arg(dir);
+    apply_env(&mut cmd, base, public_url, db_url, options);
+    let mut wrapper = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the server wrapper");
+    let lifeline = wrapper.stdin.take();
+    (wrapper, lifeline)
+}
+
+fn apply_env(
+    cmd: &mut Command,
+    base: &str,
+    public_url: &str,
+    db_url: &str,
+    options: &ServerOptions,
+) {
+    for var in ["ASSENT_REDIS_URL", "ASSENT_MASTER_KEY", "ASSENT_CONFIG"] {
+        cmd.env_remove(var);
+    }
+    cmd.env("ASSENT_LISTEN", base.trim_start_matches("http://"))
+        .env("ASSENT_PUBLIC_URL", public_url)
+        .env("ASSENT_DATABASE_URL", db_url)
+        .env(
+            "ASSENT_CHALLENGE_TTL_SECS",
+            options.challenge_ttl_secs.to_string(),
+        )
+        // As verbose as the server's own code goes, so that the "no secret in a log" checks see
+        // every line it could ever write.
+        .env("ASSENT_LOG", "info,assent=trace,tower_http=debug");
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
