@@ -15,8 +15,12 @@ use crate::clock::from_unix;
 /// How stale a session's `last_seen_at` may get before a request writes it again.
 const SESSION_TOUCH_EVERY: time::Duration = time::Duration::seconds(30);
 
+/// Two pools on one file: every write goes through `pool`, which has a single connection, so
+/// writers queue in order inside the process instead of meeting SQLite's busy handler (which
+/// sleeps in steps of milliseconds); reads run concurrently on `read` (WAL lets them).
 pub struct SqliteStore {
     pool: SqlitePool,
+    read: SqlitePool,
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -43,11 +47,21 @@ impl SqliteStore {
             // The CLI and a running server write the same file: wait for the lock, do not fail.
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
+            .max_connections(1)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.read_only(true).create_if_missing(false))
+            .await?;
+        Ok(Self { pool, read })
+    }
+
+    /// The writing pool (one connection), for the stores of other concerns on the same file
+    /// (`sso_sqlite.rs`): their writes must queue with these.
+    pub fn pool(&self) -> SqlitePool {
+        self.pool.clone()
     }
 
     fn workspace(row: &SqliteRow) -> Workspace {
@@ -135,7 +149,7 @@ fn bind_token<'q>(
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(&self.read)
             .await
             .map(|_| ())
             .map_err(unavailable)
@@ -143,7 +157,7 @@ impl Store for SqliteStore {
 
     async fn count_workspaces(&self) -> Result<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM workspaces")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.read)
             .await
             .map_err(unavailable)
     }
@@ -195,7 +209,7 @@ impl Store for SqliteStore {
     async fn workspace_by_slug(&self, slug: &str) -> Result<Option<Workspace>> {
         let row = sqlx::query("SELECT * FROM workspaces WHERE slug = ?")
             .bind(slug)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?;
         Ok(row.as_ref().map(Self::workspace))
@@ -204,7 +218,7 @@ impl Store for SqliteStore {
     async fn workspace_by_id(&self, id: i64) -> Result<Option<Workspace>> {
         let row = sqlx::query("SELECT * FROM workspaces WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?;
         Ok(row.as_ref().map(Self::workspace))
@@ -243,7 +257,7 @@ impl Store for SqliteStore {
         let row = sqlx::query("SELECT * FROM users WHERE workspace_id = ? AND email_lower = ?")
             .bind(workspace_id)
             .bind(email.to_lowercase())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?;
         Ok(row.as_ref().map(Self::user))
@@ -252,7 +266,7 @@ impl Store for SqliteStore {
     async fn user_by_id(&self, id: i64) -> Result<Option<User>> {
         let row = sqlx::query("SELECT * FROM users WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?;
         Ok(row.as_ref().map(Self::user))
@@ -279,7 +293,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<Session>> {
         let row = sqlx::query("SELECT * FROM sessions WHERE id_hash = ?")
             .bind(id_hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?;
         let Some(row) = row else {
@@ -398,7 +412,7 @@ impl Store for SqliteStore {
     async fn device(&self, id: &str) -> Result<Option<Device>> {
         let row = sqlx::query("SELECT * FROM devices WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?;
         Ok(row.as_ref().map(Self::device))
@@ -407,7 +421,7 @@ impl Store for SqliteStore {
     async fn devices_of_user(&self, user_id: i64) -> Result<Vec<Device>> {
         let rows = sqlx::query("SELECT * FROM devices WHERE user_id = ? ORDER BY created_at, id")
             .bind(user_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await
             .map_err(unavailable)?;
         Ok(rows.iter().map(Self::device).collect())
@@ -416,7 +430,7 @@ impl Store for SqliteStore {
     async fn count_devices_of_user(&self, user_id: i64) -> Result<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE user_id = ?")
             .bind(user_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.read)
             .await
             .map_err(unavailable)
     }
@@ -511,7 +525,7 @@ impl Store for SqliteStore {
     async fn scim_token(&self, workspace_id: i64) -> Result<Option<StoredToken>> {
         let row = sqlx::query("SELECT * FROM scim_tokens WHERE workspace_id = ?")
             .bind(workspace_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await
             .map_err(unavailable)?;
         Ok(row.as_ref().map(Self::token))
@@ -525,7 +539,7 @@ impl Store for SqliteStore {
             "SELECT w.*, t.token_hash FROM scim_tokens t JOIN workspaces w ON w.id = t.workspace_id WHERE t.token_hash = ?",
         )
         .bind(token_hash.as_slice())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await
         .map_err(unavailable)?;
         Ok(row.map(|row| {
@@ -561,7 +575,7 @@ impl Store for SqliteStore {
         .bind(workspace_id)
         .bind(before_id.unwrap_or(i64::MAX))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .map_err(unavailable)?;
         Ok(rows
