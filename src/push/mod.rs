@@ -1,44 +1,79 @@
-//! Push delivery behind one trait, one implementation per platform (APNs, FCM). A platform without
-//! configuration has no provider: its devices are skipped and the phone finds challenges by polling.
+//! Push delivery to phones: the port ([`PushProvider`]) and its two adapters, APNs and FCM.
+//!
+//! A push is a hint that a challenge waits: the phone finds the challenge by polling when a push is
+//! lost, so delivery never blocks the caller and never holds a secret. Everything that makes one
+//! delivery robust lives inside [`PushProvider::deliver`]: the per-attempt timeout, retries with
+//! backoff (honouring `Retry-After`) while the challenge lives, and the one credential renewal each
+//! provider allows (APNs provider JWT on `ExpiredProviderToken`, FCM access token on 401).
+//!
+//! The payload carries the challenge id, action, workspace name and expiry, never the SCIM token
+//! nor the number to match (CONTRACT.md section 4).
 
-use async_trait::async_trait;
-use std::sync::Arc;
+mod apns;
+mod fcm;
+mod notifier;
+mod retry;
+
+use std::fmt;
+use std::sync::Once;
+
 use time::OffsetDateTime;
 
-use crate::domain::challenge::Challenge;
-use crate::domain::crypto::Keyring;
-use crate::metrics::{Metrics, PushLabels};
-use crate::store::{Device, Platform, Store};
+pub use self::apns::{ApnsClient, ApnsConfig, ApnsEndpoint};
+pub use self::fcm::{FcmClient, FcmConfig, ServiceAccount};
+pub use self::notifier::Notifier;
+pub use self::retry::RetryPolicy;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PushKind {
-    /// "Someone asks you to approve": an alert.
-    Challenge,
-    /// "That request is settled": silent, so other devices can drop their prompt.
-    Resolved,
+/// The device platforms are the store's: one enum from the API to the providers.
+pub use crate::store::Platform;
+
+/// Which APNs host a device's token belongs to: a sandbox token is refused by the production host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApnsEnvironment {
+    Production,
+    Sandbox,
 }
 
-/// Where a push goes. Debug hides the device's push token.
 #[derive(Clone)]
 pub struct PushTarget {
     pub device_id: String,
     pub platform: Platform,
+    /// The device's push token (APNs device token, FCM registration token). Never logged.
     pub token: String,
-    pub apns_environment: Option<String>,
+    /// Only for [`Platform::Apns`]; `None` there means production (App Store and TestFlight builds).
+    pub apns_environment: Option<ApnsEnvironment>,
 }
 
-impl std::fmt::Debug for PushTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for PushTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PushTarget")
             .field("device_id", &self.device_id)
             .field("platform", &self.platform)
             .field("token", &"***")
+            .field("apns_environment", &self.apns_environment)
             .finish()
     }
 }
 
-/// What a push says. Never the token, never the number (CONTRACT.md section 4).
-#[derive(Clone, Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushKind {
+    /// A visible prompt: "approve this on your phone".
+    Challenge,
+    /// Silent: the challenge was decided or expired, so the prompt can disappear.
+    Resolved,
+}
+
+impl PushKind {
+    /// The `kind` key of the payload, so the app tells the two apart.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushKind::Challenge => "challenge",
+            PushKind::Resolved => "resolved",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct PushMessage {
     pub kind: PushKind,
     pub challenge_id: String,
@@ -47,142 +82,197 @@ pub struct PushMessage {
     pub expires_at: OffsetDateTime,
 }
 
-impl PushMessage {
-    pub fn for_challenge(c: &Challenge, kind: PushKind) -> Self {
-        Self {
-            kind,
-            challenge_id: c.id.clone(),
-            action: c.action.as_str().to_owned(),
-            workspace_name: c.workspace_name.clone(),
-            expires_at: c.expires_at,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     Delivered,
-    /// The provider says this device token is dead: stop using it until the phone refreshes it.
+    /// The provider says this push token will never work again: mark it invalid until the phone
+    /// sends a fresh one. `reason` is the provider's code (`Unregistered`, `UNREGISTERED`, …).
     InvalidToken {
         reason: String,
     },
+    /// Not delivered. `reason` is a short, low-cardinality code fit for a metrics label: the
+    /// provider's error code (`ServiceUnavailable`, `UNAVAILABLE`, …, or `HTTP <status>` when it
+    /// gave none), or one of ours: `timeout`, `connect`, `transport` (the last attempt's network
+    /// failure), `expired` (the challenge ended before any attempt), `signing`, `oauth_refused`,
+    /// `oauth_unavailable` (the FCM token grant), `wrong_platform`.
     Failed {
         reason: String,
     },
 }
 
-#[async_trait]
-pub trait PushProvider: Send + Sync + 'static {
+#[async_trait::async_trait]
+pub trait PushProvider: Send + Sync {
+    /// Delivers one push, retrying inside while it is worth it; never panics, never blocks past
+    /// the challenge's expiry (a `Resolved` push gets [`RetryPolicy::resolved_grace`] more).
+    async fn deliver(&self, target: &PushTarget, msg: &PushMessage) -> Delivery;
     fn platform(&self) -> Platform;
-    async fn deliver(&self, target: &PushTarget, message: &PushMessage) -> Delivery;
 }
 
-/// Fans a push out to all of a person's devices without making the caller wait.
-pub struct Notifier {
-    providers: Vec<Arc<dyn PushProvider>>,
-    store: Arc<dyn Store>,
-    keyring: Keyring,
-    metrics: Arc<Metrics>,
+/// A platform's configuration was given but cannot be used. The message names the variable, so
+/// start-up can stop with one line (CONTRACT.md section 1).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} must be set when {because} is set")]
+    Missing {
+        var: &'static str,
+        because: &'static str,
+    },
+    #[error("{var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
 }
 
-impl Notifier {
-    pub fn new(
-        providers: Vec<Arc<dyn PushProvider>>,
-        store: Arc<dyn Store>,
-        keyring: Keyring,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            providers,
-            store,
-            keyring,
-            metrics,
+impl ConfigError {
+    /// The environment variable at fault.
+    pub fn var(&self) -> &'static str {
+        match self {
+            ConfigError::Missing { var, .. } | ConfigError::Invalid { var, .. } => var,
+        }
+    }
+}
+
+/// Installs ring as the process's rustls crypto provider, once; later calls do nothing.
+///
+/// reqwest's `rustls-tls` links ring, and rustls panics at run time when it has to pick between
+/// two linked providers, so the server calls this at start-up (and tests before any TLS).
+pub fn install_crypto_provider() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // Err only means a provider is already installed: keep it, there is just one linked.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// One log line per delivery, with the device id and never its push token.
+pub(crate) fn log_outcome(target: &PushTarget, delivery: &Delivery) {
+    let platform = target.platform.as_str();
+    match delivery {
+        Delivery::Delivered => {
+            tracing::debug!(device_id = %target.device_id, platform, "push delivered")
+        }
+        Delivery::InvalidToken { reason } => tracing::info!(
+            device_id = %target.device_id, platform, %reason, "push token refused by the provider"
+        ),
+        Delivery::Failed { reason } => tracing::warn!(
+            device_id = %target.device_id, platform, %reason, "push not delivered"
+        ),
+    }
+}
+
+/// Keys read from files (a `.p8` key, a service account's private key) are the crate's `Secret`.
+pub(crate) use crate::domain::crypto::Secret;
+
+/// Reads configuration through `lookup` (the process environment in production), treating an
+/// empty value as unset, as container runtimes pass `VAR=` for "not given".
+pub(crate) fn lookup_var(lookup: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
+    lookup(var)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+pub(crate) fn read_config_file(var: &'static str, path: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        var,
+        reason: format!("cannot read {path}: {e}"),
+    })
+}
+
+pub(crate) fn parse_endpoint(var: &'static str, value: &str) -> Result<url::Url, ConfigError> {
+    let url = url::Url::parse(value).map_err(|e| ConfigError::Invalid {
+        var,
+        reason: format!("not a URL: {e}"),
+    })?;
+    let bare_origin = url.path() == "/" && url.query().is_none() && url.fragment().is_none();
+    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() || !bare_origin {
+        return Err(ConfigError::Invalid {
+            var,
+            reason: "expected an origin such as https://host:port".into(),
+        });
+    }
+    Ok(url)
+}
+
+/// The payload's `workspace` text, bounded so that an APNs payload stays far below Apple's 4 KB.
+pub(crate) fn workspace_label(name: &str) -> String {
+    const MAX_CHARS: usize = 200;
+    match name.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &name[..cut]),
+        None => name.to_owned(),
+    }
+}
+
+/// The alert's title, naming the action in words a person recognises.
+pub(crate) fn action_title(action: &str) -> String {
+    match action {
+        "scim_token.reveal" => "Reveal the SCIM token?".to_owned(),
+        "scim_token.rotate" => "Regenerate the SCIM token?".to_owned(),
+        "scim_token.support_rotate" => "Support: rotate the SCIM token?".to_owned(),
+        other => format!("Approve {other}?"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_target_debug_hides_the_token() {
+        let target = PushTarget {
+            device_id: "dev-1".into(),
+            platform: Platform::Apns,
+            token: "abcdef0123456789".into(),
+            apns_environment: Some(ApnsEnvironment::Sandbox),
+        };
+        let printed = format!("{target:?}");
+        assert!(
+            printed.contains("***") && printed.contains("dev-1"),
+            "{printed}"
+        );
+        assert!(!printed.contains("abcdef0123456789"), "{printed}");
+    }
+
+    #[test]
+    fn secret_debug_is_masked() {
+        assert_eq!(
+            format!("{:?}", Secret::new("-----BEGIN PRIVATE KEY-----".into())),
+            "***"
+        );
+    }
+
+    #[test]
+    fn workspace_label_is_bounded_on_a_char_boundary() {
+        assert_eq!(workspace_label("Acme"), "Acme");
+        let long = "é".repeat(500);
+        let label = workspace_label(&long);
+        assert_eq!(label.chars().count(), 201);
+        assert!(label.ends_with('…'));
+    }
+
+    #[test]
+    fn endpoints_must_be_bare_origins() {
+        assert!(parse_endpoint("V", "https://127.0.0.1:8443").is_ok());
+        assert!(parse_endpoint("V", "http://localhost:9000/").is_ok());
+        for bad in [
+            "127.0.0.1:8443",
+            "ftp://host",
+            "https://host/3/device",
+            "not a url",
+        ] {
+            let err = parse_endpoint("V", bad).unwrap_err();
+            assert_eq!(err.var(), "V", "{bad}");
         }
     }
 
-    fn provider(&self, platform: Platform) -> Option<Arc<dyn PushProvider>> {
-        self.providers
-            .iter()
-            .find(|p| p.platform() == platform)
-            .cloned()
+    #[test]
+    fn empty_variables_count_as_unset() {
+        let lookup = |k: &str| (k == "A").then(|| "  ".to_owned());
+        assert_eq!(lookup_var(&lookup, "A"), None);
+        assert_eq!(lookup_var(&lookup, "B"), None);
     }
 
-    fn target(&self, device: &Device) -> Option<PushTarget> {
-        if device.push_token_invalid {
-            return None;
-        }
-        let sealed = device.push_token.as_ref()?;
-        let token = self.keyring.open(sealed, device.id.as_bytes()).ok()?;
-        Some(PushTarget {
-            device_id: device.id.clone(),
-            platform: device.platform,
-            token: String::from_utf8(token.to_vec()).ok()?,
-            apns_environment: device.apns_environment.clone(),
-        })
-    }
-
-    /// Starts one delivery per device concurrently and returns at once how many devices have a
-    /// usable push token and a configured provider (the `notified_devices` of the API).
-    pub fn fan_out(self: &Arc<Self>, devices: &[Device], message: PushMessage) -> usize {
-        let mut started = 0;
-        for device in devices {
-            let platform = device.platform.as_str();
-            let Some(provider) = self.provider(device.platform) else {
-                self.metrics
-                    .pushes
-                    .get_or_create(&PushLabels {
-                        provider: platform,
-                        result: "not_configured",
-                    })
-                    .inc();
-                continue;
-            };
-            let Some(target) = self.target(device) else {
-                self.metrics
-                    .pushes
-                    .get_or_create(&PushLabels {
-                        provider: platform,
-                        result: "no_token",
-                    })
-                    .inc();
-                continue;
-            };
-            started += 1;
-            let this = Arc::clone(self);
-            let message = message.clone();
-            tokio::spawn(async move {
-                let outcome = provider.deliver(&target, &message).await;
-                let result = match &outcome {
-                    Delivery::Delivered => "delivered",
-                    Delivery::InvalidToken { .. } => "invalid_token",
-                    Delivery::Failed { .. } => "failed",
-                };
-                this.metrics
-                    .pushes
-                    .get_or_create(&PushLabels {
-                        provider: platform,
-                        result,
-                    })
-                    .inc();
-                match outcome {
-                    Delivery::InvalidToken { reason } => {
-                        tracing::info!(device = %target.device_id, %reason, "push token rejected; marked invalid");
-                        if let Err(e) = this.store.mark_push_token_invalid(&target.device_id).await
-                        {
-                            tracing::warn!(device = %target.device_id, error = %e, "could not mark push token invalid");
-                        }
-                    }
-                    Delivery::Failed { reason } => {
-                        tracing::warn!(device = %target.device_id, %reason, "push not delivered");
-                    }
-                    Delivery::Delivered => {}
-                }
-            });
-        }
-        started
-    }
-
-    pub fn configured_platforms(&self) -> Vec<Platform> {
-        self.providers.iter().map(|p| p.platform()).collect()
+    #[test]
+    fn installing_the_crypto_provider_twice_is_harmless() {
+        install_crypto_provider();
+        install_crypto_provider();
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
     }
 }
