@@ -1,0 +1,690 @@
+//! Single sign-on to the console (CONTRACT.md section 11), against the real binary: end to end with a
+//! real OpenID provider (Node's oidc-provider, tests/oidc/), including key rotation at the provider,
+//! and every refusal with a small provider of our own that signs the ID tokens no honest provider
+//! would. Each refusal must end at `/?sso_error=…`, with no session and an audit entry.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::oidc::{whoami, Forge, MiniProvider, NodeProvider, Signer, UserAgent};
+use support::{json_body, problem, server::shared, unix_now, Browser, TestServer, Workspace};
+
+const CLIENT_ID: &str = "assent-console";
+const CLIENT_SECRET: &str = "sso-client-secret-7Hq2vX9pLw4kRt6N";
+
+fn redirect_uri(server: &TestServer) -> String {
+    format!("{}/v1/sso/callback", server.public_url)
+}
+
+async fn owner(server: &TestServer, ws: &Workspace) -> Browser {
+    Browser::logged_in(server, &ws.slug, &ws.owner_email, &ws.owner_password).await
+}
+
+async fn put_sso(browser: &Browser, body: &Value) -> reqwest::Response {
+    browser
+        .request(Method::PUT, "/v1/console/sso")
+        .json(body)
+        .send()
+        .await
+        .expect("PUT /v1/console/sso")
+}
+
+fn settings(issuer: &str, domains: &[&str], role: &str, enforce: bool) -> Value {
+    json!({
+        "issuer": issuer,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "allowed_email_domains": domains,
+        "default_role": role,
+        "enforce": enforce,
+    })
+}
+
+async fn configure(owner: &Browser, issuer: &str, domains: &[&str], role: &str) -> Value {
+    json_body(
+        put_sso(owner, &settings(issuer, domains, role, false)).await,
+        200,
+    )
+    .await
+}
+
+/// The workspace's audit entries of one kind, newest first.
+async fn audit(owner: &Browser, kind: &str) -> Vec<Value> {
+    let body = json_body(owner.get("/v1/console/audit?limit=200").await, 200).await;
+    body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// Counts refusals in the audit log, so that each one is seen to add exactly one entry.
+struct Refusals {
+    seen: usize,
+}
+
+impl Refusals {
+    async fn new(owner: &Browser) -> Self {
+        Refusals {
+            seen: audit(owner, "sso.login.failed").await.len(),
+        }
+    }
+
+    /// Asserts the redirect, the absence of a session, and one new audit entry with this reason.
+    async fn expect(&mut self, owner: &Browser, outcome: &support::oidc::Outcome, reason: &str) {
+        outcome.refused(reason);
+        let failures = audit(owner, "sso.login.failed").await;
+        assert_eq!(
+            failures.len(),
+            self.seen + 1,
+            "one audit entry per refusal ({reason}): {failures:#?}"
+        );
+        self.seen += 1;
+        assert_eq!(failures[0]["detail"]["reason"], reason, "{:#}", failures[0]);
+        assert!(failures[0]["ip"].is_string(), "{:#}", failures[0]);
+    }
+}
+
+/// One sign-in through the small provider, answered as `forge` says.
+async fn through_mini(
+    server: &TestServer,
+    mini: &MiniProvider,
+    slug: &str,
+    forge: Forge,
+) -> support::oidc::Outcome {
+    let mut ua = UserAgent::new();
+    mini.forge(forge);
+    let authorize = ua.start(server, slug).await;
+    let back = mini.authorize(&mut ua, &authorize).await;
+    ua.callback(&back).await
+}
+
+#[tokio::test]
+async fn settings_are_for_owners_checked_against_the_provider_and_never_show_the_secret() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner = owner(server, &ws).await;
+    let (admin_email, admin_password) = server.add_member(&ws, "admin");
+    let admin = Browser::logged_in(server, &ws.slug, &admin_email, &admin_password).await;
+    let (member_email, member_password) = server.add_member(&ws, "member");
+    let member = Browser::logged_in(server, &ws.slug, &member_email, &member_password).await;
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+
+    problem(owner.get("/v1/console/sso").await, &[404]).await;
+    problem(
+        put_sso(&admin, &settings(&mini.issuer, &[], "member", false)).await,
+        &[403],
+    )
+    .await;
+    problem(member.get("/v1/console/sso").await, &[403]).await;
+
+    // Refused before saving: not https, unreachable, not an OpenID provider, an issuer that differs
+    // from the document's, owner as the default role, no secret on first save.
+    let plain_http = problem(
+        put_sso(
+            &owner,
+            &settings("http://idp.example.com", &[], "member", false),
+        )
+        .await,
+        &[400],
+    )
+    .await;
+    assert!(
+        plain_http["detail"].as_str().unwrap().contains("https"),
+        "{plain_http}"
+    );
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let unreachable = problem(
+        put_sso(&owner, &settings(&closed, &[], "member", false)).await,
+        &[400],
+    )
+    .await;
+    assert!(
+        unreachable["detail"]
+            .as_str()
+            .unwrap()
+            .contains("could not be reached"),
+        "{unreachable}"
+    );
+    problem(
+        put_sso(&owner, &settings(&server.base, &[], "member", false)).await,
+        &[400],
+    )
+    .await;
+    let other_issuer = format!("{}/", mini.issuer);
+    let mismatch = problem(
+        put_sso(&owner, &settings(&other_issuer, &[], "member", false)).await,
+        &[400],
+    )
+    .await;
+    assert!(
+        mismatch["detail"].as_str().unwrap().contains("issuer"),
+        "{mismatch}"
+    );
+    problem(
+        put_sso(&owner, &settings(&mini.issuer, &[], "owner", false)).await,
+        &[400],
+    )
+    .await;
+    problem(
+        put_sso(
+            &owner,
+            &settings(&mini.issuer, &["not a domain"], "member", false),
+        )
+        .await,
+        &[400],
+    )
+    .await;
+    let mut no_secret = settings(&mini.issuer, &[], "member", false);
+    no_secret.as_object_mut().unwrap().remove("client_secret");
+    problem(put_sso(&owner, &no_secret).await, &[400]).await;
+    problem(admin.get("/v1/console/sso").await, &[404]).await;
+
+    let saved = json_body(
+        put_sso(
+            &owner,
+            &settings(
+                &mini.issuer,
+                &["Acme.Example", "@acme.example", "b.example"],
+                "admin",
+                false,
+            ),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(saved["issuer"], mini.issuer.as_str());
+    assert_eq!(saved["client_id"], CLIENT_ID);
+    assert_eq!(
+        saved["allowed_email_domains"],
+        json!(["acme.example", "b.example"])
+    );
+    assert_eq!(saved["default_role"], "admin");
+    assert_eq!(saved["enforce"], false);
+    assert_eq!(saved["redirect_uri"], redirect_uri(server).as_str());
+    assert!(saved.get("client_secret").is_none(), "{saved}");
+    support::utc_time(&saved, "updated_at");
+
+    // The secret may be left out to keep it, for the same issuer and client only.
+    let kept = json_body(put_sso(&owner, &no_secret).await, 200).await;
+    assert_eq!(kept["allowed_email_domains"], json!([]));
+    let mut other_client = no_secret.clone();
+    other_client["client_id"] = json!("another-client");
+    problem(put_sso(&owner, &other_client).await, &[400]).await;
+
+    let shown = admin.get("/v1/console/sso").await;
+    let text = shown.text().await.unwrap();
+    assert!(
+        !text.contains(CLIENT_SECRET) && !text.contains("client_secret"),
+        "{text}"
+    );
+    let shown: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(shown["issuer"], mini.issuer.as_str());
+
+    let configured = audit(&owner, "sso.configured").await;
+    assert_eq!(configured.len(), 2, "{configured:#?}");
+    assert_eq!(configured[0]["actor"], ws.owner_email.as_str());
+    assert!(!configured[0].to_string().contains(CLIENT_SECRET));
+
+    // Sealed at rest and never logged.
+    server
+        .assert_db_free_of(&[("SSO client secret", CLIENT_SECRET)])
+        .await;
+    server.assert_log_free_of(&[("SSO client secret", CLIENT_SECRET)]);
+}
+
+#[tokio::test]
+async fn a_real_provider_signs_members_in_links_them_creates_them_and_survives_key_rotation() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner = owner(server, &ws).await;
+    let domain = format!("{}.example.com", ws.slug);
+    let (alice, _) = server.add_member(&ws, "member");
+    let newcomer = format!("newcomer@{domain}");
+
+    let provider = NodeProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    provider.account("alice-at-idp", &alice, true).await;
+    provider.account("newcomer-at-idp", &newcomer, true).await;
+    configure(&owner, &provider.issuer, &[&domain], "admin").await;
+
+    // The authorization request: code flow, PKCE S256, state, nonce, the three scopes.
+    let mut ua = UserAgent::new();
+    let authorize = ua.start(server, &ws.slug).await;
+    let url = reqwest::Url::parse(&authorize).unwrap();
+    assert!(
+        authorize.starts_with(&format!("{}/auth", provider.issuer)),
+        "{authorize}"
+    );
+    let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["response_type"], "code");
+    assert_eq!(q["client_id"], CLIENT_ID);
+    assert_eq!(q["redirect_uri"], redirect_uri(server));
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["code_challenge"].len(), 43);
+    assert!(q["state"].len() >= 43 && q["nonce"].len() >= 43, "{q:?}");
+    let scopes: Vec<&str> = q["scope"].split(' ').collect();
+    for s in ["openid", "email", "profile"] {
+        assert!(scopes.contains(&s), "{q:?}");
+    }
+
+    // An existing member, by e-mail: linked on first sign-in.
+    let back = provider.login(&mut ua, &authorize, "alice-at-idp").await;
+    assert!(back.starts_with(&redirect_uri(server)), "{back}");
+    let first = ua.callback(&back).await;
+    let cookie = first.signed_in();
+    let me = whoami(server, &cookie).await;
+    assert_eq!(me["email"], alice.as_str());
+    assert_eq!(me["role"], "member");
+    assert_eq!(me["workspace"], ws.slug.as_str());
+    let linked = audit(&owner, "sso.linked").await;
+    assert_eq!(linked.len(), 1, "{linked:#?}");
+    assert_eq!(linked[0]["detail"]["sub"], "alice-at-idp");
+    let succeeded = audit(&owner, "sso.login.succeeded").await;
+    assert_eq!(succeeded[0]["actor"], alice.as_str());
+
+    // The same answer again is a replay.
+    let mut refusals = Refusals::new(&owner).await;
+    let replay = ua.callback(&back).await;
+    refusals.expect(&owner, &replay, "invalid_state").await;
+
+    // Key rotation at the provider: Assent holds the old keys and must fetch the new ones.
+    let before = provider.kids().await;
+    provider.rotate_keys().await;
+    let after = provider.kids().await;
+    assert!(
+        before.iter().all(|k| !after.contains(k)),
+        "{before:?} {after:?}"
+    );
+    let mut ua2 = UserAgent::new();
+    let authorize = ua2.start(server, &ws.slug).await;
+    let back = provider.login(&mut ua2, &authorize, "alice-at-idp").await;
+    let second = ua2.callback(&back).await;
+    let cookie = second.signed_in();
+    assert_eq!(whoami(server, &cookie).await["email"], alice.as_str());
+    let issuer_field = format!("issuer={}", provider.issuer);
+    assert!(
+        server.log().lines().any(|l| {
+            l.contains("fetched the provider's signing keys again") && l.contains(&issuer_field)
+        }),
+        "the second sign-in did not fetch the rotated keys of {}",
+        provider.issuer
+    );
+    assert_eq!(
+        audit(&owner, "sso.linked").await.len(),
+        1,
+        "linked once, followed after"
+    );
+
+    // Someone new from an allowed domain joins with the default role.
+    let mut ua3 = UserAgent::new();
+    let authorize = ua3.start(server, &ws.slug).await;
+    let back = provider
+        .login(&mut ua3, &authorize, "newcomer-at-idp")
+        .await;
+    let cookie = ua3.callback(&back).await.signed_in();
+    let me = whoami(server, &cookie).await;
+    assert_eq!(me["email"], newcomer.as_str());
+    assert_eq!(me["role"], "admin");
+    let created = audit(&owner, "sso.member.created").await;
+    assert_eq!(created[0]["actor"], newcomer.as_str());
+    // An SSO session is a console session like any other: the token still needs the phone.
+    let reveal = reqwest::Client::new()
+        .post(format!("{}/v1/console/scim-token/reveal", server.base))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    problem(reveal, &[409]).await;
+
+    // "Cancel" at the provider: an error answer.
+    let mut ua4 = UserAgent::new();
+    let authorize = ua4.start(server, &ws.slug).await;
+    let back = provider.cancel(&mut ua4, &authorize).await;
+    assert!(back.contains("error=access_denied"), "{back}");
+    let cancelled = ua4.callback(&back).await;
+    refusals.expect(&owner, &cancelled, "provider_error").await;
+
+    server.assert_log_free_of(&[("SSO client secret", CLIENT_SECRET)]);
+}
+
+#[tokio::test]
+async fn forged_or_replayed_state_ends_without_a_session() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner = owner(server, &ws).await;
+    let (member, _) = server.add_member(&ws, "member");
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    mini.identity("sub-state", &member);
+    configure(&owner, &mini.issuer, &[], "member").await;
+    let mut refusals = Refusals::new(&owner).await;
+
+    // A state Assent never issued, in a browser that did start a sign-in.
+    let mut ua = UserAgent::new();
+    let authorize = ua.start(server, &ws.slug).await;
+    let back = mini.authorize(&mut ua, &authorize).await;
+    let mut forged = reqwest::Url::parse(&back).unwrap();
+    let code: String = forged
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    forged
+        .query_pairs_mut()
+        .clear()
+        .append_pair("code", &code)
+        .append_pair("state", "forged-state-0000");
+    // No workspace can be named for a state nobody issued: the entry goes to the deployment's log.
+    let tokens = mini.token_requests();
+    ua.callback(forged.as_str()).await.refused("invalid_state");
+    let missing = format!("{}?code={code}", redirect_uri(server));
+    ua.callback(&missing).await.refused("invalid_state");
+    assert_eq!(
+        mini.token_requests(),
+        tokens,
+        "no code is exchanged without a valid state"
+    );
+    assert_eq!(
+        support::oidc::deployment_refusals(server, &ua).await,
+        ["invalid_state", "invalid_state"]
+    );
+    assert_eq!(audit(&owner, "sso.login.failed").await.len(), refusals.seen);
+
+    // The genuine answer, carried to another browser (login CSRF): refused, and the state is spent.
+    let mut other = UserAgent::new();
+    refusals
+        .expect(&owner, &other.callback(&back).await, "invalid_state")
+        .await;
+    refusals
+        .expect(&owner, &ua.callback(&back).await, "invalid_state")
+        .await;
+
+    // A success, then the same answer replayed.
+    let mut ua = UserAgent::new();
+    let authorize = ua.start(server, &ws.slug).await;
+    let back = mini.authorize(&mut ua, &authorize).await;
+    ua.callback(&back).await.signed_in();
+    refusals
+        .expect(&owner, &ua.callback(&back).await, "invalid_state")
+        .await;
+
+    // Too slow: the sign-in is older than its 10 minutes.
+    let mut ua = UserAgent::new();
+    let authorize = ua.start(server, &ws.slug).await;
+    let back = mini.authorize(&mut ua, &authorize).await;
+    support::oidc::age_sso_pending(server, &ws.slug, 11 * 60).await;
+    refusals
+        .expect(&owner, &ua.callback(&back).await, "expired")
+        .await;
+
+    // Unknown workspace, or one without single sign-on: back to the page, nothing started.
+    for slug in ["no-such-workspace", server.create_workspace().slug.as_str()] {
+        let hop = UserAgent::new()
+            .get(&format!("{}/v1/sso/{slug}/start", server.base))
+            .await;
+        assert_eq!(hop.status, 302, "{hop:?}");
+        assert!(hop
+            .location
+            .unwrap()
+            .ends_with("/?sso_error=not_configured"));
+        assert!(hop.set_cookie.is_empty(), "{:?}", hop.set_cookie);
+    }
+}
+
+#[tokio::test]
+async fn id_tokens_that_fail_a_check_end_without_a_session() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner = owner(server, &ws).await;
+    let (member, _) = server.add_member(&ws, "member");
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    mini.identity("sub-checks", &member);
+    configure(&owner, &mini.issuer, &["allowed.example"], "member").await;
+    let mut refusals = Refusals::new(&owner).await;
+    let now = unix_now();
+
+    // The honest answer signs in (so each refusal below is the forgery's doing).
+    let cookie = through_mini(server, &mini, &ws.slug, Forge::default())
+        .await
+        .signed_in();
+    assert_eq!(whoami(server, &cookie).await["email"], member.as_str());
+
+    let cases: Vec<(&str, Forge)> = vec![
+        (
+            "wrong_nonce",
+            Forge::default().claim("nonce", json!("not-the-nonce-we-sent")),
+        ),
+        ("wrong_nonce", Forge::default().claim("nonce", Value::Null)),
+        ("unknown_key", Forge::default().signer(Signer::Unknown)),
+        (
+            "invalid_token",
+            Forge::default().signer(Signer::ClientSecret),
+        ),
+        (
+            "wrong_audience",
+            Forge::default().claim("aud", json!("another-client")),
+        ),
+        (
+            "wrong_audience",
+            Forge::default()
+                .claim("aud", json!([CLIENT_ID, "another-client"]))
+                .claim("azp", json!(CLIENT_ID)),
+        ),
+        (
+            "wrong_audience",
+            Forge::default().claim("azp", json!("another-client")),
+        ),
+        (
+            "token_expired",
+            Forge::default()
+                .claim("exp", json!(now - 600))
+                .claim("iat", json!(now - 900)),
+        ),
+        (
+            "token_expired",
+            Forge::default()
+                .claim("iat", json!(now + 3600))
+                .claim("exp", json!(now + 4000)),
+        ),
+        (
+            "token_expired",
+            Forge::default().claim("iat", json!(now - 3600)),
+        ),
+        (
+            "wrong_issuer",
+            Forge::default().claim("iss", json!("http://127.0.0.1:9/another-issuer")),
+        ),
+        (
+            "email_not_verified",
+            Forge::default().claim("email_verified", json!(false)),
+        ),
+        (
+            "email_not_verified",
+            Forge::default().claim("email_verified", Value::Null),
+        ),
+        (
+            "email_missing",
+            Forge::default().claim("email", Value::Null),
+        ),
+        (
+            "provider_error",
+            Forge {
+                authorize_error: Some("access_denied".into()),
+                ..Forge::default()
+            },
+        ),
+        (
+            "token_exchange_failed",
+            Forge {
+                token_error: Some("invalid_grant".into()),
+                ..Forge::default()
+            },
+        ),
+        // No member has this e-mail, and its domain may not join.
+        (
+            "domain_not_allowed",
+            Forge::default()
+                .claim("sub", json!("sub-stranger"))
+                .claim("email", json!("stranger@elsewhere.example")),
+        ),
+    ];
+    for (reason, forge) in cases {
+        let outcome = through_mini(server, &mini, &ws.slug, forge.clone()).await;
+        assert_eq!(
+            outcome.error().as_deref(),
+            Some(reason),
+            "{forge:?}: {outcome:?}"
+        );
+        refusals.expect(&owner, &outcome, reason).await;
+    }
+
+    // From an allowed domain, the same stranger would have joined.
+    let joined = through_mini(
+        server,
+        &mini,
+        &ws.slug,
+        Forge::default()
+            .claim("sub", json!("sub-joiner"))
+            .claim("email", json!("joiner@Allowed.example")),
+    )
+    .await;
+    let me = whoami(server, &joined.signed_in()).await;
+    assert_eq!(me["role"], "member");
+}
+
+#[tokio::test]
+async fn the_subject_link_beats_a_changed_email() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner = owner(server, &ws).await;
+    let (ann, _) = server.add_member(&ws, "member");
+    let (bob, _) = server.add_member(&ws, "admin");
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    configure(&owner, &mini.issuer, &[], "member").await;
+    let mut refusals = Refusals::new(&owner).await;
+
+    mini.identity("sub-ann", &ann);
+    let cookie = through_mini(server, &mini, &ws.slug, Forge::default())
+        .await
+        .signed_in();
+    assert_eq!(whoami(server, &cookie).await["email"], ann.as_str());
+
+    // Ann's e-mail at the provider now reads Bob's: she still signs in as herself.
+    mini.identity("sub-ann", &bob);
+    let cookie = through_mini(server, &mini, &ws.slug, Forge::default())
+        .await
+        .signed_in();
+    assert_eq!(whoami(server, &cookie).await["email"], ann.as_str());
+
+    // Another subject claiming Ann's e-mail does not get Ann (she is linked to sub-ann).
+    mini.identity("sub-impostor", &ann);
+    let outcome = through_mini(server, &mini, &ws.slug, Forge::default()).await;
+    refusals.expect(&owner, &outcome, "linked_elsewhere").await;
+
+    // Bob, never linked, is linked on his own first sign-in.
+    mini.identity("sub-bob", &bob);
+    let cookie = through_mini(server, &mini, &ws.slug, Forge::default())
+        .await
+        .signed_in();
+    let me = whoami(server, &cookie).await;
+    assert_eq!(
+        (me["email"].as_str(), me["role"].as_str()),
+        (Some(bob.as_str()), Some("admin"))
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_ends_without_a_session() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner = owner(server, &ws).await;
+    let (member, _) = server.add_member(&ws, "member");
+    let mut mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    mini.identity("sub-gone", &member);
+    configure(&owner, &mini.issuer, &[], "member").await;
+    let mut refusals = Refusals::new(&owner).await;
+
+    let mut ua = UserAgent::new();
+    let authorize = ua.start(server, &ws.slug).await;
+    let back = mini.authorize(&mut ua, &authorize).await;
+    mini.stop().await;
+    refusals
+        .expect(&owner, &ua.callback(&back).await, "provider_unreachable")
+        .await;
+}
+
+#[tokio::test]
+async fn enforced_sso_refuses_passwords_except_for_owners() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner_browser = owner(server, &ws).await;
+    let (admin, admin_password) = server.add_member(&ws, "admin");
+    let (member, member_password) = server.add_member(&ws, "member");
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    json_body(
+        put_sso(&owner_browser, &settings(&mini.issuer, &[], "member", true)).await,
+        200,
+    )
+    .await;
+
+    for (email, password) in [(&admin, &admin_password), (&member, &member_password)] {
+        let mut b = Browser::new(server);
+        let refused = problem(b.login(&ws.slug, email, password).await, &[403]).await;
+        assert!(
+            refused["detail"]
+                .as_str()
+                .unwrap()
+                .contains("single sign-on"),
+            "{refused}"
+        );
+        // A wrong password is still the plain 401: the refusal tells nothing to a guesser.
+        problem(
+            b.login(&ws.slug, email, "wrong-password-1234").await,
+            &[401],
+        )
+        .await;
+    }
+    let refused = audit(&owner_browser, "login.refused").await;
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert_eq!(refused[0]["detail"]["reason"], "sso_enforced");
+
+    // Owners keep their password (break-glass), and members still sign in through the provider.
+    Browser::logged_in(server, &ws.slug, &ws.owner_email, &ws.owner_password).await;
+    mini.identity("sub-member", &member);
+    let cookie = through_mini(server, &mini, &ws.slug, Forge::default())
+        .await
+        .signed_in();
+    assert_eq!(whoami(server, &cookie).await["email"], member.as_str());
+}
+
+#[tokio::test]
+async fn the_console_page_offers_single_sign_on() {
+    let server = shared().await;
+    let page = reqwest::get(format!("{}/", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(r#"id="login-sso""#),
+        "no SSO button on the sign-in form"
+    );
+    let script = reqwest::get(format!("{}/assets/app.js", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        script.contains("/v1/sso/") && script.contains("sso_error"),
+        "app.js does not start SSO"
+    );
+}
