@@ -78,9 +78,9 @@ pub fn driver() -> &'static Driver {
 /// Stops the process group `$1` once our end of its stdin closes, then removes the folder `$2`.
 const WATCHER: &str = r#"
 read -r _ignored
-kill -TERM -- "-$1" 2>/dev/null
+kill -TERM "-$1" 2>/dev/null
 sleep 1
-kill -KILL -- "-$1" 2>/dev/null
+kill -KILL "-$1" 2>/dev/null
 if [ -z "$ASSENT_TEST_KEEP" ]; then rm -rf "$2"; fi
 "#;
 
@@ -151,10 +151,9 @@ impl Driver {
                 }
             }
         }
-        panic!(
-            "chromedriver did not start: {last_error}; log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        panic!("chromedriver did not start: {last_error}; log:\n{log}");
     }
 }
 
@@ -187,7 +186,8 @@ impl Drop for Driver {
 }
 
 /// A minimal blocking HTTP/1.1 exchange with ChromeDriver (for `Drop`, where nothing may await).
-/// Returns the response (head and body) or `None` on any error.
+/// Returns the response body, or `None` on any error. ChromeDriver keeps the connection open
+/// whatever `Connection` says, so the body is read by its `Content-Length`.
 fn http_blocking(addr: SocketAddr, method: &str, path: &str, timeout: Duration) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
@@ -198,8 +198,25 @@ fn http_blocking(addr: SocketAddr, method: &str, path: &str, timeout: Duration) 
     )
     .ok()?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    Some(String::from_utf8_lossy(&response).into_owned())
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())?;
+            if response.len() >= end + 4 + length {
+                let body = &response[end + 4..end + 4 + length];
+                return Some(String::from_utf8_lossy(body).into_owned());
+            }
+        }
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        response.extend_from_slice(&chunk[..n]);
+    }
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -497,6 +514,11 @@ impl Page {
 
     /// Saves a PNG of the viewport as `target/e2e-screenshots/<test>-<name>.png` and returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
+        // The page from its top (the header), whatever focusing scrolled; a modal dialog stays centred.
+        let _ = self
+            .client()
+            .execute("window.scrollTo(0, 0);", vec![])
+            .await;
         let png = self.client().screenshot().await.expect("screenshot");
         assert!(
             png.starts_with(b"\x89PNG\r\n\x1a\n"),
