@@ -1,0 +1,529 @@
+//! The audit log's hash chain: what an entry's hash covers, and how a chain is verified.
+//!
+//! Each workspace has its own chain; entries without a workspace (a failed sign-in to an unknown
+//! workspace, a forged SSO state) form the deployment's chain, keyed 0 (workspace ids start at 1).
+//! An entry has a sequence number `seq` (1, 2, 3, … per chain), the hash of the entry before it
+//! (`prev_hash`, [`GENESIS`] for seq 1) and its own hash: the lower-case hex SHA-256 of its
+//! canonical form, a compact JSON array of exactly these ten values:
+//!
+//! ```text
+//! ["assent.audit.v1", chain, seq, at, kind, actor, ip, device_id, detail, prev_hash]
+//! ```
+//!
+//! `chain`, `seq` and `at` (Unix seconds) are integers; `kind` a string; `actor`, `ip` and
+//! `device_id` a string or `null`; `prev_hash` a string; `detail` the entry's JSON object in
+//! canonical form: no whitespace, every object's keys sorted by their UTF-8 bytes, strings escaped
+//! as RFC 8259 requires and no more (non-ASCII as UTF-8), and a number with an integral value that
+//! fits 64 bits written as an integer (so `1e2` and `100.0` are `100`). The last rule makes the
+//! hash survive Postgres' JSONB, which rewrites numbers it stores.
+//!
+//! Entries written before the chain existed (migration 0003) have no `seq` and no hash: a chain
+//! starts at its first entry with a `seq`. Truncating the newest entries leaves a valid shorter
+//! chain; only a head recorded elsewhere (`assent audit export` to a SIEM, or the `last_hash` that
+//! `assent audit verify` prints) shows that.
+
+use serde_json::{Map, Number, Value};
+
+use super::crypto::sha256_hex;
+
+/// `prev_hash` of a chain's first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+const VERSION: &str = "assent.audit.v1";
+
+/// The chain an entry of `workspace_id` belongs to.
+pub fn chain_key(workspace_id: Option<i64>) -> i64 {
+    workspace_id.unwrap_or(0)
+}
+
+/// Everything an entry's hash covers.
+#[derive(Clone, Copy, Debug)]
+pub struct Content<'a> {
+    pub chain: i64,
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: i64,
+    pub kind: &'a str,
+    pub actor: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    pub device_id: Option<&'a str>,
+    pub detail: &'a Value,
+    pub prev_hash: &'a str,
+}
+
+impl Content<'_> {
+    /// The bytes that are hashed (see the module's documentation).
+    pub fn canonical(&self) -> Vec<u8> {
+        let form = Value::Array(vec![
+            VERSION.into(),
+            self.chain.into(),
+            self.seq.into(),
+            self.at.into(),
+            self.kind.into(),
+            self.actor.into(),
+            self.ip.into(),
+            self.device_id.into(),
+            canonical_json(self.detail),
+            self.prev_hash.into(),
+        ]);
+        serde_json::to_vec(&form).expect("a JSON value always serializes")
+    }
+
+    pub fn hash(&self) -> String {
+        sha256_hex(&self.canonical())
+    }
+}
+
+/// `value` with every object's keys in sorted order and integral numbers as integers. The keys are
+/// inserted in order, so the output is sorted whether or not serde_json keeps insertion order.
+pub fn canonical_json(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let mut out = Map::new();
+            for key in keys {
+                out.insert(key.clone(), canonical_json(&map[key]));
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical_json).collect()),
+        Value::Number(n) => Value::Number(canonical_number(n)),
+        other => other.clone(),
+    }
+}
+
+fn canonical_number(n: &Number) -> Number {
+    if n.is_i64() || n.is_u64() {
+        return n.clone();
+    }
+    let Some(f) = n.as_f64() else {
+        return n.clone();
+    };
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if f.fract() == 0.0 && (-TWO_63..TWO_63).contains(&f) {
+        Number::from(f as i64)
+    } else if f.fract() == 0.0 && (0.0..2.0 * TWO_63).contains(&f) {
+        Number::from(f as u64)
+    } else {
+        n.clone()
+    }
+}
+
+/// The `seq` and `prev_hash` of the entry that follows `last` (the chain's newest entry, if any).
+pub fn next_link(last: Option<(i64, String)>) -> (i64, String) {
+    match last {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, GENESIS.to_owned()),
+    }
+}
+
+/// The first broken link of a chain, named by the entry's id.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Break {
+    #[error("entry {id} was edited: its hash does not match its content")]
+    Edited { id: i64 },
+    #[error("entry {id} (seq {seq}) follows seq {previous}: entries were deleted before it")]
+    Deleted { id: i64, seq: i64, previous: i64 },
+    #[error("entry {id} (seq {seq}) is stored before entry {before_id} (seq {previous}): entries were reordered")]
+    Reordered {
+        id: i64,
+        seq: i64,
+        before_id: i64,
+        previous: i64,
+    },
+    #[error("entry {id} does not follow entry {previous_id}: its prev_hash differs, so an entry was deleted or replaced before it")]
+    Unlinked { id: i64, previous_id: i64 },
+    #[error("entry {id} has no seq or hash but was written after the chain began: it was inserted behind Assent's back")]
+    Unchained { id: i64 },
+}
+
+/// Walks a chain in `seq` order, one entry at a time (so a long log needs no memory).
+#[derive(Debug, Default)]
+pub struct Verifier {
+    /// id, seq and hash of the last entry checked.
+    last: Option<(i64, i64, String)>,
+    entries: u64,
+    first_id: Option<i64>,
+}
+
+impl Verifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks the next entry of the chain (in `seq` order) against the ones before it.
+    pub fn check(
+        &mut self,
+        id: i64,
+        content: &Content<'_>,
+        stored_hash: &str,
+    ) -> Result<(), Break> {
+        let (expected_seq, expected_prev) = match &self.last {
+            Some((_, seq, hash)) => (seq + 1, hash.as_str()),
+            None => (1, GENESIS),
+        };
+        let previous = expected_seq - 1;
+        if let Some((last_id, last_seq, _)) = &self.last {
+            if id < *last_id || content.seq < expected_seq {
+                return Err(Break::Reordered {
+                    id,
+                    seq: content.seq,
+                    before_id: *last_id,
+                    previous: *last_seq,
+                });
+            }
+        }
+        if content.seq > expected_seq {
+            return Err(Break::Deleted {
+                id,
+                seq: content.seq,
+                previous,
+            });
+        }
+        if content.prev_hash != expected_prev {
+            return Err(match &self.last {
+                Some((previous_id, _, _)) => Break::Unlinked {
+                    id,
+                    previous_id: *previous_id,
+                },
+                // The first entry links to GENESIS; anything else was edited.
+                None => Break::Edited { id },
+            });
+        }
+        let hash = content.hash();
+        if hash != stored_hash {
+            return Err(Break::Edited { id });
+        }
+        self.first_id.get_or_insert(id);
+        self.last = Some((id, content.seq, hash));
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// An entry of the same workspace without a `seq`: fine before the chain began (written before
+    /// migration 0003), a break after it.
+    pub fn check_unchained(&self, id: i64) -> Result<(), Break> {
+        match self.first_id {
+            Some(first) if id > first => Err(Break::Unchained { id }),
+            _ => Ok(()),
+        }
+    }
+
+    /// How many chained entries verified.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// The hash of the newest entry verified: record it elsewhere to detect a truncated chain.
+    pub fn last_hash(&self) -> Option<&str> {
+        self.last.as_ref().map(|(_, _, hash)| hash.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A stored entry, as the verifier reads it back.
+    #[derive(Clone, Debug)]
+    struct Row {
+        id: i64,
+        seq: i64,
+        at: i64,
+        kind: String,
+        actor: Option<String>,
+        detail: Value,
+        prev_hash: String,
+        hash: String,
+    }
+
+    impl Row {
+        fn content(&self) -> Content<'_> {
+            Content {
+                chain: 7,
+                seq: self.seq,
+                at: self.at,
+                kind: &self.kind,
+                actor: self.actor.as_deref(),
+                ip: Some("192.0.2.1"),
+                device_id: None,
+                detail: &self.detail,
+                prev_hash: &self.prev_hash,
+            }
+        }
+    }
+
+    /// A chain of `n` entries appended the way the stores do.
+    fn chain(n: i64) -> Vec<Row> {
+        let mut rows: Vec<Row> = Vec::new();
+        for i in 1..=n {
+            let last = rows.last().map(|r| (r.seq, r.hash.clone()));
+            let (seq, prev_hash) = next_link(last);
+            let mut row = Row {
+                id: 100 + i * 3,
+                seq,
+                at: 1_800_000_000 + i,
+                kind: "login.succeeded".into(),
+                actor: Some(format!("user{i}@acme.example")),
+                detail: json!({"n": i, "via": "password"}),
+                prev_hash,
+                hash: String::new(),
+            };
+            row.hash = row.content().hash();
+            rows.push(row);
+        }
+        rows
+    }
+
+    fn verify(rows: &[Row]) -> Result<u64, Break> {
+        let mut v = Verifier::new();
+        for r in rows {
+            v.check(r.id, &r.content(), &r.hash)?;
+        }
+        Ok(v.entries())
+    }
+
+    #[test]
+    fn the_canonical_form_is_a_fixed_json_array() {
+        let detail = json!({"b": [1, {"z": true, "a": null}], "a": "é\n\"", "n": 1.5});
+        let content = Content {
+            chain: 0,
+            seq: 1,
+            at: 1_800_000_000,
+            kind: "login.failed",
+            actor: Some("someone@acme.example"),
+            ip: None,
+            device_id: Some("dev_1"),
+            detail: &detail,
+            prev_hash: GENESIS,
+        };
+        let text = String::from_utf8(content.canonical()).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                r#"["assent.audit.v1",0,1,1800000000,"login.failed","someone@acme.example",null,"dev_1",{{"a":"é\n\"","b":[1,{{"a":null,"z":true}}],"n":1.5}},"{GENESIS}"]"#
+            )
+        );
+        assert_eq!(content.hash(), sha256_hex(text.as_bytes()));
+        assert_eq!(content.hash().len(), 64);
+    }
+
+    #[test]
+    fn key_order_and_number_spelling_do_not_change_the_hash() {
+        // What Postgres' JSONB gives back: keys reordered, `100.0` as written, `1e19` spelled out.
+        let written: Value =
+            serde_json::from_str(r#"{"b":1e19,"a":{"y":100.0,"x":-0.0}}"#).unwrap();
+        let read_back: Value =
+            serde_json::from_str(r#"{"a": {"x": 0.0, "y": 100.0}, "b": 10000000000000000000}"#)
+                .unwrap();
+        assert_eq!(canonical_json(&written), canonical_json(&read_back));
+        assert_eq!(
+            canonical_json(&written).to_string(),
+            r#"{"a":{"x":0,"y":100},"b":10000000000000000000}"#
+        );
+        // A real fraction stays one.
+        assert_eq!(canonical_json(&json!(0.25)).to_string(), "0.25");
+    }
+
+    #[test]
+    fn every_field_is_covered() {
+        let rows = chain(1);
+        let base = rows[0].content();
+        let hash = base.hash();
+        let other_detail = json!({"n": 2, "via": "password"});
+        for changed in [
+            Content { chain: 8, ..base },
+            Content { seq: 2, ..base },
+            Content {
+                at: base.at + 1,
+                ..base
+            },
+            Content {
+                kind: "login.failed",
+                ..base
+            },
+            Content {
+                actor: None,
+                ..base
+            },
+            Content {
+                ip: Some("192.0.2.2"),
+                ..base
+            },
+            Content {
+                device_id: Some("dev_x"),
+                ..base
+            },
+            Content {
+                detail: &other_detail,
+                ..base
+            },
+            Content {
+                prev_hash: &hash,
+                ..base
+            },
+        ] {
+            assert_ne!(changed.hash(), hash, "{changed:?}");
+        }
+        // A value moved between fields changes it too (the array keeps their places).
+        let a = Content {
+            actor: Some("x"),
+            ip: None,
+            ..base
+        };
+        let b = Content {
+            actor: None,
+            ip: Some("x"),
+            ..base
+        };
+        assert_ne!(a.hash(), b.hash());
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies() {
+        assert_eq!(verify(&chain(5)), Ok(5));
+        assert_eq!(verify(&[]), Ok(0));
+        let rows = chain(3);
+        let mut v = Verifier::new();
+        for r in &rows {
+            v.check(r.id, &r.content(), &r.hash).unwrap();
+        }
+        assert_eq!(v.last_hash(), Some(rows[2].hash.as_str()));
+    }
+
+    #[test]
+    fn an_edited_entry_is_named() {
+        let mut rows = chain(5);
+        rows[2].detail = json!({"n": 3, "via": "sso"});
+        assert_eq!(verify(&rows), Err(Break::Edited { id: rows[2].id }));
+
+        let mut rows = chain(5);
+        rows[0].at -= 3600;
+        assert_eq!(verify(&rows), Err(Break::Edited { id: rows[0].id }));
+    }
+
+    #[test]
+    fn an_edit_with_a_recomputed_hash_breaks_the_next_link() {
+        let mut rows = chain(5);
+        rows[1].kind = "nothing.to.see".into();
+        rows[1].hash = rows[1].content().hash();
+        assert_eq!(
+            verify(&rows),
+            Err(Break::Unlinked {
+                id: rows[2].id,
+                previous_id: rows[1].id
+            })
+        );
+    }
+
+    #[test]
+    fn a_deleted_entry_is_found_at_the_gap() {
+        let mut rows = chain(5);
+        rows.remove(2);
+        assert_eq!(
+            verify(&rows),
+            Err(Break::Deleted {
+                id: rows[2].id,
+                seq: 4,
+                previous: 2
+            })
+        );
+        // The first entries too.
+        let mut rows = chain(3);
+        rows.remove(0);
+        assert_eq!(
+            verify(&rows),
+            Err(Break::Deleted {
+                id: rows[0].id,
+                seq: 2,
+                previous: 0
+            })
+        );
+        // Deleted and the later ones renumbered: the links no longer hold.
+        let mut rows = chain(5);
+        rows.remove(2);
+        for r in rows.iter_mut().skip(2) {
+            r.seq -= 1;
+            r.hash = r.content().hash();
+        }
+        assert_eq!(
+            verify(&rows),
+            Err(Break::Unlinked {
+                id: rows[2].id,
+                previous_id: rows[1].id
+            })
+        );
+    }
+
+    #[test]
+    fn reordered_entries_are_found() {
+        // Two whole rows swapped (their ids stay): read in seq order, the ids go backwards at
+        // the first entry stored before the one moved there.
+        let mut rows = chain(5);
+        let (a, b) = (rows[1].id, rows[3].id);
+        rows[1].id = b;
+        rows[3].id = a;
+        let err = verify(&rows).unwrap_err();
+        assert_eq!(
+            err,
+            Break::Reordered {
+                id: rows[2].id,
+                seq: 3,
+                before_id: b,
+                previous: 2
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "entry {} (seq 3) is stored before entry {b} (seq 2): entries were reordered",
+                rows[2].id
+            )
+        );
+
+        // Only the seq numbers swapped: each hash covers its seq.
+        let mut rows = chain(4);
+        rows[1].seq = 3;
+        rows[2].seq = 2;
+        rows.sort_by_key(|r| r.seq);
+        assert!(verify(&rows).is_err());
+
+        // The same seq twice (the unique index dropped).
+        let mut rows = chain(3);
+        rows[2].seq = 2;
+        assert!(matches!(verify(&rows), Err(Break::Reordered { .. })));
+    }
+
+    #[test]
+    fn a_first_entry_must_link_to_genesis() {
+        let mut rows = chain(2);
+        rows[0].prev_hash = "ab".repeat(32);
+        rows[0].hash = rows[0].content().hash();
+        assert_eq!(verify(&rows), Err(Break::Edited { id: rows[0].id }));
+    }
+
+    #[test]
+    fn unchained_entries_are_fine_only_before_the_chain() {
+        let rows = chain(3);
+        let mut v = Verifier::new();
+        assert_eq!(v.check_unchained(1), Ok(()));
+        for r in &rows {
+            v.check(r.id, &r.content(), &r.hash).unwrap();
+        }
+        assert_eq!(v.check_unchained(rows[0].id - 1), Ok(()));
+        assert_eq!(
+            v.check_unchained(rows[1].id + 1),
+            Err(Break::Unchained { id: rows[1].id + 1 })
+        );
+    }
+
+    #[test]
+    fn the_deployment_chain_is_zero() {
+        assert_eq!(chain_key(None), 0);
+        assert_eq!(chain_key(Some(3)), 3);
+        assert_eq!(next_link(None), (1, GENESIS.to_owned()));
+        assert_eq!(next_link(Some((4, "h".into()))), (5, "h".to_owned()));
+    }
+}
