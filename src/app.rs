@@ -1,24 +1,36 @@
 //! The shared state: every port (storage, challenge store, bus, push) as `Arc<dyn Trait>`, plus the
 //! configuration, the clock and the keys. Services in `service/` are methods on `App`.
 
-use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 
-use crate::bus::{memory::MemoryBus, Bus};
-use crate::challenges::{memory::MemoryChallenges, ChallengeStore};
+use crate::bus::{memory::MemoryBus, redis::RedisBus, Bus};
+use crate::challenges::{memory::MemoryChallenges, redis::RedisChallenges, ChallengeStore};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, Database, MasterKeySource};
-use crate::domain::crypto::{Keyring, MasterKey};
+use crate::config::{Config, Database};
+use crate::domain::crypto::Keyring;
 use crate::domain::password::Hasher;
 use crate::metrics::Metrics;
 use crate::push::{Notifier, PushProvider};
-use crate::store::{sqlite::SqliteStore, Store};
+use crate::service::oidc::OidcProviders;
+use crate::service::provisioning::ProvisioningLog;
+use crate::store::scim::ScimStore;
+use crate::store::sso::SsoStore;
+use crate::store::{postgres::PgStore, sqlite::SqliteStore, Store};
+use crate::store::{scim_postgres::PgScimStore, scim_sqlite::SqliteScimStore};
+use crate::store::{sso_postgres::PgSsoStore, sso_sqlite::SqliteSsoStore};
 
 pub struct App {
     pub config: Config,
     pub clock: SharedClock,
     pub store: Arc<dyn Store>,
+    /// Single sign-on's provider settings, started sign-ins and subject links.
+    pub sso: Arc<dyn SsoStore>,
+    /// The OpenID providers' discovery documents and keys, cached per issuer.
+    pub oidc: OidcProviders,
+    /// The SCIM directory (Users, Groups, memberships) and the provisioning log.
+    pub scim: Arc<dyn ScimStore>,
+    /// Writes the provisioning log off the request path.
+    pub provisioning: ProvisioningLog,
     pub challenges: Arc<dyn ChallengeStore>,
     pub bus: Arc<dyn Bus>,
     pub notifier: Arc<Notifier>,
@@ -27,69 +39,93 @@ pub struct App {
     pub metrics: Arc<Metrics>,
 }
 
-/// Reads the master key file, or creates it (mode 0600) on first use. Two processes racing to
-/// create it both end up with the one that was written first.
-fn load_or_create_key_file(path: &Path) -> anyhow::Result<MasterKey> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(mut file) => {
-            let key = MasterKey::generate();
-            file.write_all(key.to_base64().as_bytes())?;
-            file.sync_all()?;
-            tracing::info!(path = %path.display(), "generated a new master key file; back it up with the database");
-            Ok(key)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let text = zeroize::Zeroizing::new(std::fs::read_to_string(path)?);
-            MasterKey::from_base64(&text)
-                .map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()))
-        }
-        Err(e) => Err(anyhow::anyhow!(
-            "cannot create master key file {}: {e}",
-            path.display()
-        )),
-    }
-}
-
 impl App {
     /// Opens everything the configuration names. Used by `serve` and by the CLI commands.
     pub async fn open(
         config: Config,
         providers: Vec<Arc<dyn PushProvider>>,
     ) -> anyhow::Result<Arc<App>> {
-        let key = match &config.master_key {
-            MasterKeySource::Given(secret) => MasterKey::from_base64(secret.expose())?,
-            MasterKeySource::File(path) => load_or_create_key_file(path)?,
+        let keyring = crate::service::keys::keyring(&config)?;
+        #[allow(clippy::type_complexity)]
+        let (store, sso, scim): (Arc<dyn Store>, Arc<dyn SsoStore>, Arc<dyn ScimStore>) =
+            match &config.database {
+                Database::Sqlite { url, .. } => {
+                    let sqlite = SqliteStore::open(url).await?;
+                    let sso = Arc::new(SqliteSsoStore::new(sqlite.pool()));
+                    let scim = Arc::new(SqliteScimStore::new(sqlite.pool(), sqlite.read_pool()));
+                    (Arc::new(sqlite), sso, scim)
+                }
+                Database::Postgres { url } => {
+                    let postgres = PgStore::open(url).await?;
+                    let sso = Arc::new(PgSsoStore::new(postgres.pool()));
+                    let scim = Arc::new(PgScimStore::new(postgres.pool()));
+                    (Arc::new(postgres), sso, scim)
+                }
+            };
+        tracing::debug!(database = %config.database.redacted(), "database opened");
+        let metrics = Arc::new(Metrics::default());
+        // Live state (challenges, throttles, replay cache, bus): in Redis when ASSENT_REDIS_URL is
+        // set, shared by every instance; otherwise in this process.
+        let (challenges, bus): (Arc<dyn ChallengeStore>, Arc<dyn Bus>) = match &config.redis_url {
+            Some(url) => {
+                let round_trips = metrics.redis_round_trips.clone();
+                tracing::info!("challenges, replay cache and bus in Redis");
+                (
+                    Arc::new(RedisChallenges::open(url.expose(), round_trips.clone())?),
+                    Arc::new(RedisBus::open(url.expose(), round_trips)?),
+                )
+            }
+            None => (
+                Arc::new(MemoryChallenges::new(store.clone())),
+                Arc::new(MemoryBus::default()),
+            ),
         };
-        let store: Arc<dyn Store> = match &config.database {
-            Database::Sqlite { url, .. } => Arc::new(SqliteStore::open(url).await?),
-        };
-        Ok(Self::assemble(
+        Ok(Self::assemble_measured(
             config,
             Arc::new(SystemClock),
             store,
-            Arc::new(MemoryChallenges::default()),
-            Arc::new(MemoryBus::default()),
-            Keyring::new(key, []),
+            sso,
+            scim,
+            challenges,
+            bus,
+            keyring,
             providers,
+            metrics,
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn assemble(
         config: Config,
         clock: SharedClock,
         store: Arc<dyn Store>,
+        sso: Arc<dyn SsoStore>,
+        scim: Arc<dyn ScimStore>,
         challenges: Arc<dyn ChallengeStore>,
         bus: Arc<dyn Bus>,
         keyring: Keyring,
         providers: Vec<Arc<dyn PushProvider>>,
     ) -> Arc<App> {
         let metrics = Arc::new(Metrics::default());
+        Self::assemble_measured(
+            config, clock, store, sso, scim, challenges, bus, keyring, providers, metrics,
+        )
+    }
+
+    /// `assemble` with metrics made beforehand (the Redis adapters count their round trips there).
+    #[allow(clippy::too_many_arguments)]
+    fn assemble_measured(
+        config: Config,
+        clock: SharedClock,
+        store: Arc<dyn Store>,
+        sso: Arc<dyn SsoStore>,
+        scim: Arc<dyn ScimStore>,
+        challenges: Arc<dyn ChallengeStore>,
+        bus: Arc<dyn Bus>,
+        keyring: Keyring,
+        providers: Vec<Arc<dyn PushProvider>>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<App> {
         let notifier = Arc::new(Notifier::new(
             providers,
             store.clone(),
@@ -100,6 +136,10 @@ impl App {
             config,
             clock,
             store,
+            sso,
+            oidc: OidcProviders::new(),
+            provisioning: ProvisioningLog::new(scim.clone()),
+            scim,
             challenges,
             bus,
             notifier,

@@ -22,9 +22,57 @@ fn bad(var: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Database {
-    Sqlite { url: String, path: PathBuf },
+    Sqlite {
+        url: String,
+        path: PathBuf,
+    },
+    /// `postgres://user:password@host:port/db`; its `Debug` hides the password.
+    Postgres {
+        url: String,
+    },
+}
+
+impl Database {
+    /// The URL with any password replaced by `***`: what may appear in a log or an error.
+    pub fn redacted(&self) -> String {
+        match self {
+            Database::Sqlite { url, .. } => url.clone(),
+            Database::Postgres { url } => redact_url(url),
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Hides the password of a URL, in its user part or as a `password=` query parameter.
+fn redact_url(text: &str) -> String {
+    let Ok(mut url) = Url::parse(text) else {
+        return "postgres://***".to_owned();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 /// Where the master key comes from.
@@ -43,11 +91,33 @@ pub struct Config {
     pub public_url: String,
     pub secure_cookies: bool,
     pub database: Database,
+    /// `ASSENT_REDIS_URL`: challenges, the replay cache and the bus in Redis, shared by every
+    /// instance; `None` keeps them in this process. A `Secret`: the URL may hold a password.
+    pub redis_url: Option<Secret>,
     pub master_key: MasterKeySource,
+    /// `ASSENT_OLD_MASTER_KEYS` (or `_FILE`): keys that no longer seal but still open what they
+    /// sealed, during and after a rotation (`assent keys rotate`).
+    pub old_master_keys: Vec<Secret>,
     pub challenge_ttl: Duration,
     pub session_idle: Duration,
     pub session_max: Duration,
+    /// `ASSENT_SCIM_LOG_RETENTION_DAYS`: how long the provisioning log keeps an entry.
+    pub scim_log_retention: Duration,
     pub log: String,
+    /// `ASSENT_TRUSTED_PROXIES`: the load balancers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<crate::http::proxy::Cidr>,
+    /// `ASSENT_APNS_*`: push to iPhones; `None` when not configured (they poll).
+    pub apns: Option<crate::push::ApnsConfig>,
+    /// `ASSENT_FCM_*`: push to Android phones; `None` when not configured (they poll).
+    pub fcm: Option<crate::push::FcmConfig>,
+}
+
+/// A push platform's configuration error, as the one line that names the variable.
+fn push_error(e: crate::push::ConfigError) -> ConfigError {
+    let var = e.var();
+    let line = e.to_string();
+    let reason = line.strip_prefix(&format!("{var}: ")).unwrap_or(&line).to_owned();
+    ConfigError { var, reason }
 }
 
 fn positive_secs(
@@ -65,6 +135,38 @@ fn positive_secs(
             )),
         },
     }
+}
+
+fn positive_days(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: i64,
+) -> Result<Duration, ConfigError> {
+    match get(var) {
+        None => Ok(Duration::days(default)),
+        Some(v) => match v.trim().parse::<i64>() {
+            Ok(n) if (1..=3650).contains(&n) => Ok(Duration::days(n)),
+            _ => Err(bad(
+                var,
+                format!("expected a whole number of days between 1 and 3650, got {v:?}"),
+            )),
+        },
+    }
+}
+
+/// Base64 keys separated by commas or line breaks; an error names the entry by its place, never
+/// its text.
+fn old_master_keys(var: &'static str, text: &str) -> Result<Vec<Secret>, ConfigError> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .enumerate()
+        .map(|(i, key)| {
+            MasterKey::from_base64(key)
+                .map(|_| Secret::new(key.to_owned()))
+                .map_err(|e| bad(var, format!("key {} {e}", i + 1)))
+        })
+        .collect()
 }
 
 impl Config {
@@ -113,10 +215,21 @@ impl Config {
                 path: PathBuf::from(path),
             }
         } else if db_text.starts_with("postgres://") || db_text.starts_with("postgresql://") {
-            return Err(bad(
-                "ASSENT_DATABASE_URL",
-                "the Postgres backend is not part of this build yet; use sqlite://FILE",
-            ));
+            // Checked here so that a typo is a one-line error naming the variable; the message
+            // never repeats the URL, which may hold a password.
+            if Url::parse(&db_text)
+                .ok()
+                .filter(|u| u.host().is_some() || u.query().is_some_and(|q| q.contains("host=")))
+                .is_none()
+            {
+                return Err(bad(
+                    "ASSENT_DATABASE_URL",
+                    "expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+                ));
+            }
+            Database::Postgres {
+                url: db_text.clone(),
+            }
         } else {
             return Err(bad(
                 "ASSENT_DATABASE_URL",
@@ -124,12 +237,20 @@ impl Config {
             ));
         };
 
-        if get("ASSENT_REDIS_URL").is_some() {
-            return Err(bad(
-                "ASSENT_REDIS_URL",
-                "the Redis challenge store and bus are not part of this build yet; unset it to run on one instance",
-            ));
-        }
+        // Parsed by the Redis client itself, so what passes here connects the same way later. The
+        // message never repeats the URL, which may hold a password.
+        let redis_url = match get("ASSENT_REDIS_URL") {
+            None => None,
+            Some(text) => {
+                redis::Client::open(text.as_str()).map_err(|_| {
+                    bad(
+                        "ASSENT_REDIS_URL",
+                        "expected redis://[USER:PASSWORD@]HOST[:PORT][/DB] or redis+unix:///PATH",
+                    )
+                })?;
+                Some(Secret::new(text))
+            }
+        };
 
         let master_key = match (get("ASSENT_MASTER_KEY"), get("ASSENT_MASTER_KEY_FILE")) {
             (Some(_), Some(_)) => {
@@ -151,12 +272,45 @@ impl Config {
                     .map_err(|e| bad("ASSENT_MASTER_KEY_FILE", e.to_string()))?;
                 MasterKeySource::Given(Secret::new(key))
             }
-            (None, None) => {
-                let Database::Sqlite { path, .. } = &database;
-                let mut key_path = path.clone().into_os_string();
-                key_path.push(".key");
-                MasterKeySource::File(PathBuf::from(key_path))
+            (None, None) => match &database {
+                Database::Sqlite { path, .. } => {
+                    let mut key_path = path.clone().into_os_string();
+                    key_path.push(".key");
+                    MasterKeySource::File(PathBuf::from(key_path))
+                }
+                // No file sits beside a Postgres database, and every instance must seal and open
+                // tokens with the same key: the operator provides it.
+                Database::Postgres { .. } => {
+                    return Err(bad(
+                        "ASSENT_MASTER_KEY",
+                        "required with a postgres:// database: set ASSENT_MASTER_KEY (or ASSENT_MASTER_KEY_FILE) to the base64 of 32 bytes, the same on every instance",
+                    ))
+                }
+            },
+        };
+
+        let old_master_keys = match (
+            get("ASSENT_OLD_MASTER_KEYS"),
+            get("ASSENT_OLD_MASTER_KEYS_FILE"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "ASSENT_OLD_MASTER_KEYS",
+                    "set ASSENT_OLD_MASTER_KEYS or ASSENT_OLD_MASTER_KEYS_FILE, not both",
+                ))
             }
+            (Some(keys), None) => old_master_keys("ASSENT_OLD_MASTER_KEYS", &keys)?,
+            (None, Some(file)) => {
+                let keys =
+                    zeroize::Zeroizing::new(std::fs::read_to_string(&file).map_err(|e| {
+                        bad(
+                            "ASSENT_OLD_MASTER_KEYS_FILE",
+                            format!("cannot read {file}: {e}"),
+                        )
+                    })?);
+                old_master_keys("ASSENT_OLD_MASTER_KEYS_FILE", &keys)?
+            }
+            (None, None) => Vec::new(),
         };
 
         Ok(Self {
@@ -164,10 +318,13 @@ impl Config {
             public_url,
             secure_cookies,
             database,
+            redis_url,
             master_key,
+            old_master_keys,
             challenge_ttl: positive_secs(get, "ASSENT_CHALLENGE_TTL_SECS", 120)?,
             session_idle: positive_secs(get, "ASSENT_SESSION_IDLE_SECS", 30 * 60)?,
             session_max: positive_secs(get, "ASSENT_SESSION_MAX_SECS", 12 * 3600)?,
+            scim_log_retention: positive_days(get, "ASSENT_SCIM_LOG_RETENTION_DAYS", 30)?,
             log: {
                 let filter = get("ASSENT_LOG").unwrap_or_else(|| "info".into());
                 tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| {
@@ -178,6 +335,20 @@ impl Config {
                 })?;
                 filter
             },
+            trusted_proxies: match get("ASSENT_TRUSTED_PROXIES") {
+                None => Vec::new(),
+                Some(list) => list
+                    .split(',')
+                    .filter(|item| !item.trim().is_empty())
+                    .map(|item| {
+                        crate::http::proxy::Cidr::parse(item).ok_or_else(|| {
+                            bad("ASSENT_TRUSTED_PROXIES", format!("{:?} is not an address or block such as 10.0.0.0/8", item.trim()))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+            apns: crate::push::ApnsConfig::from_lookup(get).map_err(push_error)?,
+            fcm: crate::push::FcmConfig::from_lookup(get).map_err(push_error)?,
         })
     }
 
@@ -206,6 +377,7 @@ mod tests {
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
         assert!(!c.secure_cookies);
         assert_eq!(c.challenge_ttl, Duration::seconds(120));
+        assert_eq!(c.scim_log_retention, Duration::days(30));
         assert!(
             matches!(c.master_key, MasterKeySource::File(ref p) if p.to_str() == Some("assent.db.key"))
         );
@@ -229,13 +401,101 @@ mod tests {
             ("ASSENT_CHALLENGE_TTL_SECS", "-5"),
             ("ASSENT_CHALLENGE_TTL_SECS", "soon"),
             ("ASSENT_SESSION_IDLE_SECS", "0"),
+            ("ASSENT_SCIM_LOG_RETENTION_DAYS", "0"),
+            ("ASSENT_SCIM_LOG_RETENTION_DAYS", "a month"),
             ("ASSENT_LOG", "assent=loudest"),
+            ("ASSENT_TRUSTED_PROXIES", "10.0.0.0/8, nope"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);
             let line = err.to_string();
             assert!(line.starts_with(var) && !line.contains('\n'), "{line}");
         }
+    }
+
+    #[test]
+    fn postgres_needs_a_given_master_key_and_hides_its_password() {
+        let url = "postgres://assent:s3cret-pw@db.internal:5432/assent";
+        let err = config(&[("ASSENT_DATABASE_URL", url)]).unwrap_err();
+        assert_eq!(err.var, "ASSENT_MASTER_KEY");
+        let line = err.to_string();
+        assert!(
+            line.starts_with("ASSENT_MASTER_KEY") && !line.contains('\n'),
+            "{line}"
+        );
+        assert!(!line.contains("s3cret-pw"), "{line}");
+
+        let key = MasterKey::generate();
+        let c = config(&[
+            ("ASSENT_DATABASE_URL", url),
+            ("ASSENT_MASTER_KEY", key.to_base64().as_str()),
+        ])
+        .unwrap();
+        assert_eq!(c.database, Database::Postgres { url: url.into() });
+        assert!(matches!(c.master_key, MasterKeySource::Given(_)));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(
+            shown.contains("postgres://assent:***@db.internal:5432/assent"),
+            "{shown}"
+        );
+        let in_query = Database::Postgres {
+            url: "postgres://db.internal/assent?user=a&password=s3cret-pw".into(),
+        };
+        assert!(!in_query.redacted().contains("s3cret-pw"));
+
+        let err = config(&[("ASSENT_DATABASE_URL", "postgres://")]).unwrap_err();
+        assert_eq!(err.var, "ASSENT_DATABASE_URL");
+    }
+
+    #[test]
+    fn a_redis_url_is_taken_and_its_password_never_printed() {
+        assert!(config(&[]).unwrap().redis_url.is_none());
+        let c = config(&[("ASSENT_REDIS_URL", "redis://:hunter2@redis.internal:6380/2")]).unwrap();
+        assert_eq!(
+            c.redis_url.as_ref().map(|u| u.expose()),
+            Some("redis://:hunter2@redis.internal:6380/2")
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let err = config(&[("ASSENT_REDIS_URL", "http://:hunter2@x")]).unwrap_err();
+        assert_eq!(err.var, "ASSENT_REDIS_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn old_master_keys_are_validated_and_never_printed() {
+        assert!(config(&[]).unwrap().old_master_keys.is_empty());
+        let (a, b) = (MasterKey::generate(), MasterKey::generate());
+        let list = format!("{}, {}\n", a.to_base64().as_str(), b.to_base64().as_str());
+        let c = config(&[("ASSENT_OLD_MASTER_KEYS", list.as_str())]).unwrap();
+        assert_eq!(c.old_master_keys.len(), 2);
+        assert!(!format!("{c:?}").contains(a.to_base64().as_str()));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("old");
+        std::fs::write(
+            &file,
+            format!("{}\n{}\n", a.to_base64().as_str(), b.to_base64().as_str()),
+        )
+        .unwrap();
+        let c = config(&[("ASSENT_OLD_MASTER_KEYS_FILE", file.to_str().unwrap())]).unwrap();
+        assert_eq!(c.old_master_keys.len(), 2);
+
+        let bad_list = format!("{},not-a-key", a.to_base64().as_str());
+        for (var, value) in [
+            ("ASSENT_OLD_MASTER_KEYS", bad_list.as_str()),
+            ("ASSENT_OLD_MASTER_KEYS_FILE", "/nonexistent/old-keys"),
+        ] {
+            let err = config(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var);
+            let line = err.to_string();
+            assert!(line.starts_with(var) && !line.contains('\n'), "{line}");
+            assert!(!line.contains(a.to_base64().as_str()), "{line}");
+        }
+        assert!(config(&[("ASSENT_OLD_MASTER_KEYS", bad_list.as_str())])
+            .unwrap_err()
+            .to_string()
+            .contains("key 2"));
     }
 
     #[test]

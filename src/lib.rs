@@ -13,5 +13,6 @@ pub mod http;
 pub mod metrics;
 pub mod proto;
 pub mod push;
+pub mod scim;
 pub mod service;
 pub mod store;

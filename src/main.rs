@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     };
     init_logging(&config.log);
     // Exactly one rustls crypto provider for every TLS client in the process.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    assent::push::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

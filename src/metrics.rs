@@ -26,9 +26,22 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedisLabels {
+    /// The adapter operation (`insert`, `swap`, `publish`, …): each call is one round trip.
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PushLabels {
     pub provider: &'static str,
-    pub result: &'static str,
+    /// `delivered`, `not_configured`, `no_token`, `invalid_token:<provider code>` or
+    /// `failed:<code>`: codes from a short fixed list, so the label stays low-cardinality.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: &'static str,
 }
 
 pub struct Metrics {
@@ -39,6 +52,9 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<RouteLabels, Histogram>,
     pub pushes: Family<PushLabels, Counter>,
+    pub push_seconds: Family<ProviderLabels, Histogram>,
+    pub push_tokens_invalidated: Counter,
+    pub redis_round_trips: Family<RedisLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -82,6 +98,21 @@ impl Default for Metrics {
             "Push notifications by provider and result",
             pushes.clone(),
         );
+        let push_seconds =
+            Family::<ProviderLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 12)));
+        registry.register("push_seconds", "Time to deliver one push, retries included", push_seconds.clone());
+        let push_tokens_invalidated = Counter::default();
+        registry.register(
+            "push_tokens_invalidated",
+            "Device push tokens the providers refused as dead",
+            push_tokens_invalidated.clone(),
+        );
+        let redis_round_trips = Family::<RedisLabels, Counter>::default();
+        registry.register(
+            "redis_round_trips",
+            "Requests sent to Redis by operation (a command or a script: one round trip each)",
+            redis_round_trips.clone(),
+        );
         Self {
             registry,
             challenges,
@@ -90,6 +121,9 @@ impl Default for Metrics {
             http_requests,
             http_duration,
             pushes,
+            push_seconds,
+            push_tokens_invalidated,
+            redis_round_trips,
         }
     }
 }

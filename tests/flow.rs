@@ -381,7 +381,7 @@ async fn view_token_round_trip_as_browser_and_phone() {
     for c in &cookies {
         at_rest.push(("session cookie", c.as_str()));
     }
-    server.assert_db_free_of(&at_rest);
+    server.assert_db_free_of(&at_rest).await;
 }
 
 #[tokio::test]
@@ -430,7 +430,9 @@ async fn regenerate_makes_a_new_token_and_the_old_one_dies_on_approval() {
     assert_eq!(shown["token"], new.as_str());
 
     server.assert_log_free_of(&[("old token", &old), ("new token", &new)]);
-    server.assert_db_free_of(&[("old token", &old), ("new token", &new)]);
+    server
+        .assert_db_free_of(&[("old token", &old), ("new token", &new)])
+        .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2163,4 +2165,380 @@ async fn metrics_are_prometheus_text_with_challenge_counters() {
         "no HTTP request metric:\n{text}"
     );
     assert!(!text.contains("assent_scim_"), "metrics hold a token");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Postgres backend only
+// ---------------------------------------------------------------------------------------------
+
+/// Postgres only (`ASSENT_TEST_POSTGRES_URL` set): the database restarts under a running server.
+/// While it is down, requests that need it answer 503 problem+json quickly (no hang), `/readyz`
+/// says 503 and the process lives on; once it is back, the same session, phone and token work
+/// again without restarting Assent. The cluster is a private one of this test's own, so stopping
+/// it disturbs no other test's server.
+#[tokio::test]
+async fn postgres_restarted_under_a_running_server_503_then_recovers() {
+    if support::postgres::selected_cluster().is_none() {
+        eprintln!("skipped: runs with the Postgres backend (ASSENT_TEST_POSTGRES_URL)");
+        return;
+    }
+    let cluster = support::postgres::PrivateCluster::start();
+    let server = TestServer::start(ServerOptions {
+        postgres_cluster: Some(cluster.url.clone()),
+        ..ServerOptions::default()
+    })
+    .await;
+    let p = owner_with_phone(&server).await;
+    let token = released(&p, "reveal").await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    let get = |path: &str| client.get(format!("{}{path}", server.base)).send();
+
+    cluster.stop();
+    let down = Instant::now();
+    let phone_auth = p.phone.auth();
+    let (console, mobile, scim, ready) = tokio::join!(
+        p.browser.get("/v1/console/devices"),
+        p.phone.get_challenges_with(Some(&phone_auth)),
+        scim_status(&server, Some(&token)),
+        get("/readyz"),
+    );
+    // Each waits at most the pool's acquire timeout (3 s), /readyz its 1 s ping timeout.
+    assert!(
+        down.elapsed() < Duration::from_secs(6),
+        "requests hung while Postgres was down: {:?}",
+        down.elapsed()
+    );
+    problem(console, &[503]).await;
+    problem(mobile, &[503]).await;
+    assert_eq!(scim, 503);
+    let ready = ready.expect("/readyz while Postgres is down");
+    assert_eq!(ready.status().as_u16(), 503);
+    assert_eq!(
+        ready.json::<Value>().await.unwrap()["database"],
+        "unavailable"
+    );
+    assert_eq!(get("/healthz").await.unwrap().status().as_u16(), 200);
+
+    cluster.restart();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = get("/readyz").await.expect("/readyz").status().as_u16();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still {status} {WAIT:?} after Postgres came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    json_body(p.browser.get("/v1/console/devices").await, 200).await;
+    assert_eq!(scim_status(&server, Some(&token)).await, 200);
+    let shown = released(&p, "reveal").await;
+    assert_eq!(
+        shown["token"],
+        token.as_str(),
+        "the token changed across the restart"
+    );
+    assert!(
+        !server.log().contains("panicked"),
+        "the server panicked:\n{}",
+        server.log()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tamper-evident audit log and master-key rotation (issue 7)
+// ---------------------------------------------------------------------------------------------
+
+/// Runs one SQL statement with one integer parameter on the server's database, behind its back.
+async fn tamper(server: &TestServer, sqlite: &str, postgres: &str, id: i64) {
+    use sqlx::Connection;
+    match &server.db {
+        support::server::TestDb::Sqlite { .. } => {
+            let mut conn = sqlx::SqliteConnection::connect(&server.db_url)
+                .await
+                .unwrap();
+            sqlx::query(sqlite)
+                .bind(id)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.ok();
+        }
+        support::server::TestDb::Postgres { database, .. } => {
+            let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+            sqlx::query(postgres)
+                .bind(id)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.ok();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_audit_chain_verifies_exports_and_names_an_edited_entry() {
+    let server = shared().await;
+    let p = owner_with_phone(server).await;
+    released(&p, "reveal").await;
+    let slug = p.ws.slug.as_str();
+
+    let verified = server.cli(&["audit", "verify", "--workspace", slug]);
+    let entries = verified["entries"].as_i64().unwrap();
+    assert!(entries >= 4, "{verified}");
+    assert_eq!(verified["workspace"], slug);
+    assert_eq!(verified["ok"], true);
+
+    // The export: one JSON line per entry, linked by their hashes, with RFC 3339 times.
+    let lines = server.cli_lines(&["audit", "export", "--workspace", slug]);
+    assert_eq!(lines.len() as i64, entries);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["seq"], i as i64 + 1, "{line}");
+        assert_eq!(line["workspace"], slug);
+        assert_about(utc_time(line, "at"), 0, 120, "an audit entry's time");
+        assert_eq!(line["hash"].as_str().unwrap().len(), 64, "{line}");
+        if i > 0 {
+            assert_eq!(line["prev_hash"], lines[i - 1]["hash"], "{line}");
+        }
+    }
+    assert_eq!(verified["last_hash"], lines.last().unwrap()["hash"]);
+
+    // The console's page: filtered by kind and time, with each entry's place in the chain.
+    let page = json_body(
+        p.browser
+            .get("/v1/console/audit?kind=login.succeeded&limit=5")
+            .await,
+        200,
+    )
+    .await;
+    let shown = page["entries"].as_array().unwrap();
+    assert!(!shown.is_empty(), "{page}");
+    for e in shown {
+        assert_eq!(e["kind"], "login.succeeded");
+        assert!(e["seq"].is_i64() && e["hash"].is_string(), "{e}");
+    }
+    let later = json_body(
+        p.browser
+            .get("/v1/console/audit?since=2999-01-01T00:00:00Z")
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(later["entries"], json!([]));
+    let earlier = json_body(
+        p.browser
+            .get("/v1/console/audit?until=2000-01-01T00:00:00Z")
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(earlier["entries"], json!([]));
+    problem(
+        p.browser.get("/v1/console/audit?since=yesterday").await,
+        &[400],
+    )
+    .await;
+
+    // Someone with access to the database rewrites what an entry says.
+    let edited = lines[1]["id"].as_i64().unwrap();
+    tamper(
+        server,
+        r#"UPDATE audit_log SET detail = '{"nothing":"happened"}' WHERE id = ?"#,
+        r#"UPDATE audit_log SET detail = '{"nothing":"happened"}'::jsonb WHERE id = $1"#,
+        edited,
+    )
+    .await;
+    let (stdout, stderr) = server.cli_fails(&["audit", "verify", "--workspace", slug]);
+    assert!(stdout.trim().is_empty(), "{stdout}");
+    // One line for the operator (the rest of stderr is the log, as verbose as ASSENT_LOG says).
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("assent: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&format!("entry {edited} was edited")),
+        "{stderr}"
+    );
+    // Other workspaces' chains are their own.
+    let other = server.create_workspace();
+    server.cli(&["audit", "verify", "--workspace", &other.slug]);
+}
+
+/// The operator's steps for a new master key (README): restart with the new key and the old one,
+/// rotate (here stopped after one batch and resumed), restart with the new key alone.
+#[tokio::test]
+async fn a_master_key_rotation_interrupted_and_resumed_loses_no_token() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let p = owner_with_phone(&server).await;
+    let others = [server.create_workspace(), server.create_workspace()];
+    let token = released(&p, "reveal").await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let old_key_file = match &server.db {
+        support::server::TestDb::Sqlite { path } => {
+            let mut file = path.clone().into_os_string();
+            file.push(".key");
+            std::path::PathBuf::from(file)
+        }
+        support::server::TestDb::Postgres { key_file, .. } => key_file.clone(),
+    };
+    let old_key = std::fs::read_to_string(&old_key_file).unwrap();
+    let new_key_file = server.dir.join("new.key");
+    support::server::write_new_master_key(&new_key_file);
+    let new_key_env = (
+        "ASSENT_MASTER_KEY_FILE".to_string(),
+        new_key_file.display().to_string(),
+    );
+    server.options.env = vec![
+        new_key_env.clone(),
+        ("ASSENT_OLD_MASTER_KEYS".into(), old_key.trim().to_string()),
+    ];
+    server.restart().await;
+
+    let first = server.cli(&["keys", "rotate", "--batch-size", "1", "--max-batches", "1"]);
+    assert_eq!(first["rotated"], 1, "{first}");
+    assert_eq!(first["already_current"], 0, "{first}");
+    // The demo workspace's, ours and the two others' tokens, and the phone's push token.
+    let remaining = first["remaining"].as_u64().unwrap();
+    assert!(remaining >= 4, "{first}");
+    // Half-way, the server opens tokens under either key.
+    let again = Person {
+        browser: Browser::logged_in(&server, &p.ws.slug, &p.email, &p.password).await,
+        ..p
+    };
+    assert_eq!(released(&again, "reveal").await["token"], token.as_str());
+
+    let rest = server.cli(&["keys", "rotate", "--batch-size", "1"]);
+    assert_eq!(rest["rotated"].as_u64(), Some(remaining), "{rest}");
+    assert_eq!(rest["already_current"], 1, "{rest}");
+    assert_eq!(rest["remaining"], 0, "{rest}");
+    assert_eq!(rest["key_id"], first["key_id"]);
+
+    // The old key is gone: everything opens under the new one alone.
+    server.options.env = vec![new_key_env];
+    server.restart().await;
+    let done = server.cli(&["keys", "rotate"]);
+    assert_eq!(done["rotated"], 0, "{done}");
+    assert_eq!(done["remaining"], 0, "{done}");
+    assert_eq!(
+        done["already_current"].as_u64(),
+        Some(remaining + 1),
+        "{done}"
+    );
+    let after = Person {
+        browser: Browser::logged_in(&server, &again.ws.slug, &again.email, &again.password).await,
+        ..again
+    };
+    assert_eq!(released(&after, "reveal").await["token"], token.as_str());
+    assert_eq!(scim_status(&server, Some(&token)).await, 200);
+    for ws in &others {
+        let owner =
+            Browser::logged_in(&server, &ws.slug, &ws.owner_email, &ws.owner_password).await;
+        let phone = enrolled_phone(&server, &owner).await;
+        let other = Person {
+            ws: ws.clone(),
+            email: ws.owner_email.clone(),
+            password: ws.owner_password.clone(),
+            browser: owner,
+            phone,
+        };
+        assert_token_shape(released(&other, "reveal").await["token"].as_str().unwrap());
+    }
+    server.assert_log_free_of(&[("old master key", old_key.trim())]);
+}
+
+/// The embedded default's key file: the new key waits in `<db>.key.new` while the rows move (a
+/// server started in between opens both), then becomes `<db>.key`, the old one kept as `.old`.
+#[tokio::test]
+async fn the_generated_key_file_is_rotated_with_the_server_stopped() {
+    let mut server = TestServer::start(ServerOptions::default()).await;
+    let support::server::TestDb::Sqlite { path } = server.db.clone() else {
+        eprintln!("skipped: the generated key file is the SQLite default's");
+        return;
+    };
+    let key_file = |suffix: &str| {
+        let mut file = path.clone().into_os_string();
+        file.push(suffix);
+        std::path::PathBuf::from(file)
+    };
+    let (current, new, old) = (key_file(".key"), key_file(".key.new"), key_file(".key.old"));
+    let p = owner_with_phone(&server).await;
+    let token = released(&p, "reveal").await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old_key = std::fs::read_to_string(&current).unwrap();
+
+    let first = server
+        .restart_after(|s| s.cli(&["keys", "rotate", "--batch-size", "1", "--max-batches", "1"]))
+        .await;
+    assert_eq!(first["rotated"], 1, "{first}");
+    assert!(first["remaining"].as_u64().unwrap() >= 1, "{first}");
+    assert_eq!(std::fs::read_to_string(&current).unwrap(), old_key);
+    assert!(new.exists() && !old.exists());
+    // Interrupted: the server started now opens rows under either key.
+    let p = Person {
+        browser: Browser::logged_in(&server, &p.ws.slug, &p.email, &p.password).await,
+        ..p
+    };
+    assert_eq!(released(&p, "reveal").await["token"], token.as_str());
+
+    let rest = server.restart_after(|s| s.cli(&["keys", "rotate"])).await;
+    assert_eq!(rest["remaining"], 0, "{rest}");
+    assert_eq!(rest["key_id"], first["key_id"]);
+    assert!(!new.exists());
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), old_key);
+    assert_ne!(std::fs::read_to_string(&current).unwrap(), old_key);
+
+    // The operator deletes the old key once satisfied; nothing needs it any more.
+    std::fs::remove_file(&old).unwrap();
+    server.restart().await;
+    let p = Person {
+        browser: Browser::logged_in(&server, &p.ws.slug, &p.email, &p.password).await,
+        ..p
+    };
+    assert_eq!(released(&p, "reveal").await["token"], token.as_str());
+    assert_eq!(scim_status(&server, Some(&token)).await, 200);
+    server.assert_log_free_of(&[("old master key", old_key.trim())]);
+}
+
+/// Behind a load balancer named in `ASSENT_TRUSTED_PROXIES`, the caller's address is the
+/// right-most `X-Forwarded-For` hop the balancer added, not anything the client wrote before it.
+#[tokio::test]
+async fn a_trusted_balancer_s_forwarded_for_names_the_caller() {
+    let server = TestServer::start(ServerOptions {
+        env: vec![("ASSENT_TRUSTED_PROXIES".into(), "127.0.0.0/8".into())],
+        ..Default::default()
+    })
+    .await;
+    let ws = server.create_workspace();
+    let mut b = Browser::new(&server);
+    // The client claims 6.6.6.6; the balancer (here: the test, on loopback) appends the real peer.
+    let resp = b
+        .request(Method::POST, "/v1/console/session")
+        .header("X-Forwarded-For", "6.6.6.6, 203.0.113.9")
+        .json(&json!({"workspace": ws.slug, "email": ws.owner_email, "password": ws.owner_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    b.login_ok(&ws.slug, &ws.owner_email, &ws.owner_password).await;
+    let page = json_body(b.get("/v1/console/audit?kind=login.succeeded").await, 200).await;
+    let ips: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["ip"].as_str().unwrap())
+        .collect();
+    assert!(ips.contains(&"203.0.113.9"), "{ips:?}");
+    assert!(!ips.contains(&"6.6.6.6"), "a client-written hop is never taken: {ips:?}");
+    assert!(ips.contains(&"127.0.0.1"), "without the header, the balancer's own address: {ips:?}");
 }

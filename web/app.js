@@ -292,6 +292,44 @@ async function signIn(event) {
   });
 }
 
+// Single sign-on (CONTRACT.md §11): the browser goes to the workspace's identity provider through
+// /v1/sso/{workspace}/start and comes back to this page signed in, or with ?sso_error=<reason>.
+const SSO_ERRORS = {
+  not_configured: 'Single sign-on is not set up for this workspace.',
+  invalid_state: 'That single sign-on link is not valid in this browser any more. Start again.',
+  expired: 'The single sign-on took too long. Start again.',
+  provider_error: 'The identity provider did not sign you in.',
+  provider_unreachable: 'The identity provider could not be reached. Try again shortly.',
+  email_missing: 'The identity provider did not tell your e-mail address.',
+  email_not_verified: 'The identity provider has not verified your e-mail address.',
+  domain_not_allowed: 'Your e-mail address is not a member of this workspace, and its domain may not join.',
+  linked_elsewhere: 'This workspace member is linked to another account at the identity provider.',
+  unavailable: 'Single sign-on is unavailable. Try again shortly.',
+};
+
+function ssoSignIn() {
+  const field = $('login-workspace');
+  const workspace = field.value.trim();
+  if (!workspace) {
+    notify($('signin-message'), 'Enter the workspace to sign in with single sign-on.', 'error');
+    field.focus();
+    return;
+  }
+  location.assign(`/v1/sso/${encodeURIComponent(workspace)}/start`);
+}
+
+// The message for ?sso_error=, which is then taken out of the address (a reload or a bookmark
+// must not show it again). Only known reasons are shown as such: the value is not ours to echo.
+function takeSsoError() {
+  const params = new URLSearchParams(location.search);
+  const reason = params.get('sso_error');
+  if (reason === null) return '';
+  params.delete('sso_error');
+  const query = params.toString();
+  history.replaceState(history.state, '', `${location.pathname}${query ? `?${query}` : ''}${location.hash}`);
+  return SSO_ERRORS[reason] || 'Single sign-on failed: the identity provider\'s answer was refused. Try again, or ask a workspace owner.';
+}
+
 async function signOut() {
   await busy($('sign-out'), async () => {
     try {
@@ -716,6 +754,7 @@ function on(id, type, handler) {
 
 function start() {
   on('signin-form', 'submit', signIn);
+  on('login-sso', 'click', ssoSignIn);
   on('sign-out', 'click', signOut);
 
   on('copy-tenant-url', 'click', (e) => copyText($('tenant-url').value, e.currentTarget, $('tenant-url-copied'), $('tenant-url')));
@@ -747,7 +786,7 @@ function start() {
     if ($('token-dialog').open) $('token-dialog').close();
   });
 
-  loadSession({});
+  loadSession({ signedOutMessage: takeSsoError() });
 }
 
 start();

@@ -45,6 +45,19 @@ impl MemoryBus {
         }
     }
 
+    /// Wakes every waiter of this process, each to re-read its challenge: what the Redis bus does
+    /// after it (re)subscribes, since a change published while it was away never arrives.
+    pub fn wake_all(&self) {
+        let channels = self.channels.lock().expect("bus lock");
+        for (challenge_id, sender) in channels.iter() {
+            let _ = sender.send(ChallengeChanged {
+                challenge_id: challenge_id.clone(),
+                status: crate::proto::ChallengeStatus::Unspecified as i32,
+                changed_at_unix_ms: 0,
+            });
+        }
+    }
+
     pub fn waiting_channels(&self) -> usize {
         self.channels.lock().expect("bus lock").len()
     }
@@ -95,6 +108,9 @@ mod tests {
         assert_eq!(a.changed().await, Some(()));
         assert_eq!(a2.changed().await, Some(()));
         assert!(b.receiver.try_recv().is_err());
+        bus.wake_all();
+        assert_eq!(a.changed().await, Some(()));
+        assert_eq!(b.changed().await, Some(()));
         drop(a);
         assert_eq!(bus.waiting_channels(), 2);
         drop(a2);

@@ -1,8 +1,9 @@
 //! The decision bus: "challenge X changed" reaches every waiting browser stream, whichever
-//! instance it is on. `memory.rs` serves one process; Redis pub/sub implements the same trait.
+//! instance it is on. `memory.rs` serves one process; `redis.rs` (Redis pub/sub) serves several.
 //! Messages only wake waiters: they re-read the challenge store, the one source of truth.
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;

@@ -1,16 +1,16 @@
 //! The embedded challenge store: one mutex over plain maps. Every method is one critical section,
-//! which is what makes `insert` (with supersede) and `swap` atomic.
+//! which is what makes `insert` (with supersede) and `swap` atomic. The replay cache is the one
+//! thing it does not keep in memory: a restart must not forget a used `jti`, so it goes to the
+//! durable store.
 
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use time::{Duration, OffsetDateTime};
+use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
 
-use super::{slot, ChallengeStore, Result};
+use super::{slot, ChallengeStore, LiveError, Result, LOGIN_WINDOW};
 use crate::domain::challenge::{Challenge, Status};
-
-/// Window over which failed logins are counted.
-pub const LOGIN_WINDOW: Duration = Duration::minutes(15);
+use crate::store::Store;
 
 #[derive(Default)]
 struct State {
@@ -22,12 +22,20 @@ struct State {
     failures: HashMap<String, (u32, OffsetDateTime, OffsetDateTime)>,
 }
 
-#[derive(Default)]
 pub struct MemoryChallenges {
     state: Mutex<State>,
+    durable: Arc<dyn Store>,
 }
 
 impl MemoryChallenges {
+    /// `durable` keeps the replay cache (`Store::remember_jti`).
+    pub fn new(durable: Arc<dyn Store>) -> Self {
+        Self {
+            state: Mutex::default(),
+            durable,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("challenge store lock")
     }
@@ -167,6 +175,18 @@ impl ChallengeStore for MemoryChallenges {
         self.lock().failures.remove(key);
         Ok(())
     }
+
+    async fn remember_jti(
+        &self,
+        device_id: &str,
+        jti: &str,
+        keep_until: OffsetDateTime,
+    ) -> Result<bool> {
+        self.durable
+            .remember_jti(device_id, jti, keep_until)
+            .await
+            .map_err(|e| LiveError::Unavailable(e.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -174,8 +194,19 @@ mod tests {
     use super::*;
     use crate::domain::challenge::{Action, Origin, Request};
     use time::macros::datetime;
+    use time::Duration;
 
     const NOW: OffsetDateTime = datetime!(2026-11-28 12:00 UTC);
+
+    async fn durable(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        Arc::new(crate::store::sqlite::SqliteStore::open(&url).await.unwrap())
+    }
+
+    async fn store() -> (MemoryChallenges, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (MemoryChallenges::new(durable(&dir).await), dir)
+    }
 
     fn new(user_id: i64, action: Action) -> Challenge {
         Challenge::new(
@@ -197,7 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_challenge_supersedes_the_pending_one_of_the_same_action() {
-        let store = MemoryChallenges::default();
+        let (store, _dir) = store().await;
         let first = new(1, Action::Reveal);
         assert!(store.insert(&first, NOW).await.unwrap().is_none());
         assert!(store
@@ -217,7 +248,7 @@ mod tests {
 
     #[tokio::test]
     async fn swap_has_one_winner() {
-        let store = MemoryChallenges::default();
+        let (store, _dir) = store().await;
         let c = new(1, Action::Reveal);
         store.insert(&c, NOW).await.unwrap();
         let mut a = c.clone();
@@ -230,7 +261,7 @@ mod tests {
 
     #[tokio::test]
     async fn due_and_purge_follow_the_clock() {
-        let store = MemoryChallenges::default();
+        let (store, _dir) = store().await;
         let c = new(1, Action::Reveal);
         store.insert(&c, NOW).await.unwrap();
         assert!(store.due(NOW).await.unwrap().is_empty());
@@ -249,7 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn login_failures_count_within_the_window() {
-        let store = MemoryChallenges::default();
+        let (store, _dir) = store().await;
         for _ in 0..3 {
             store.login_failed("k", NOW).await.unwrap();
         }
@@ -264,5 +295,18 @@ mod tests {
         );
         store.login_succeeded("k").await.unwrap();
         assert_eq!(store.login_failures("k", NOW).await.unwrap().0, 0);
+    }
+
+    #[tokio::test]
+    async fn a_used_jti_is_refused_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = OffsetDateTime::now_utc() + Duration::minutes(5);
+        let before = MemoryChallenges::new(durable(&dir).await);
+        assert!(before.remember_jti("d", "j", keep).await.unwrap());
+        assert!(!before.remember_jti("d", "j", keep).await.unwrap());
+        drop(before);
+        let after = MemoryChallenges::new(durable(&dir).await);
+        assert!(!after.remember_jti("d", "j", keep).await.unwrap());
+        assert!(after.remember_jti("other-device", "j", keep).await.unwrap());
     }
 }

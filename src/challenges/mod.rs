@@ -1,10 +1,11 @@
-//! Live state that expires: step-up challenges, the not-me block, and login failure counters.
-//! `memory.rs` serves one process; a Redis adapter implements the same trait for several.
+//! Live state that expires: step-up challenges, the not-me block, login failure counters and the
+//! device `jti` replay cache. `memory.rs` serves one process; `redis.rs` serves several instances.
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use crate::domain::challenge::{Action, Challenge};
 
@@ -15,6 +16,9 @@ pub enum LiveError {
 }
 
 pub type Result<T> = std::result::Result<T, LiveError>;
+
+/// Window over which failed logins are counted.
+pub const LOGIN_WINDOW: Duration = Duration::minutes(15);
 
 #[async_trait]
 pub trait ChallengeStore: Send + Sync + 'static {
@@ -57,6 +61,15 @@ pub trait ChallengeStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> Result<(u32, Option<OffsetDateTime>)>;
     async fn login_succeeded(&self, key: &str) -> Result<()>;
+
+    /// Records a device JWS id; false when the device already used it (a replay). The id is kept
+    /// until `keep_until`, across restarts and instances (CONTRACT.md section 4).
+    async fn remember_jti(
+        &self,
+        device_id: &str,
+        jti: &str,
+        keep_until: OffsetDateTime,
+    ) -> Result<bool>;
 }
 
 /// The index under which a person's current challenge for an action is kept.

@@ -1,7 +1,10 @@
-//! The command line: `serve`, `workspace create`, `member add`. Configuration comes from the
-//! environment (see `config.rs`); a command's standard output holds only its JSON answer.
+//! The command line: `serve`, `workspace create`, `member add`, `audit verify|export`, `keys
+//! rotate`. Configuration comes from the environment (see `config.rs`); a command's standard
+//! output holds only its JSON answer (JSON lines for `audit export`).
 
+pub mod audit;
 pub mod companion;
+pub mod keys;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +41,16 @@ pub enum Command {
     },
     /// Act as the phone app: enroll, list pending challenges, approve or deny.
     Companion(companion::CompanionArgs),
+    /// Verify or export a workspace's tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+    /// Re-encrypt the stored secrets under a new master key.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,6 +100,8 @@ pub enum MemberCommand {
 pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Companion(args) => companion::run(args).await,
+        Command::Audit { command } => audit::run(command, config).await,
+        Command::Keys { command } => keys::run(command, config).await,
         Command::Serve => serve::serve(config).await,
         Command::Workspace {
             command:

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::App;
+use crate::clock::{SharedClock, SystemClock};
+use crate::push::{ApnsClient, FcmClient, PushProvider};
 use crate::config::Config;
 
 async fn shutdown_signal() {
@@ -26,7 +28,8 @@ async fn shutdown_signal() {
 }
 
 /// Expires due challenges once a second so their waiters hear `expired` on time, and prunes
-/// expired sessions, replay-cache entries and enrollment codes once a minute.
+/// expired sessions, replay-cache entries, enrollment codes and old provisioning-log entries once a
+/// minute.
 fn spawn_sweeper(app: Arc<App>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -40,17 +43,38 @@ fn spawn_sweeper(app: Arc<App>) {
                 if let Err(e) = app.store.prune(app.now()).await {
                     tracing::warn!(error = %e, "pruning expired rows failed");
                 }
+                app.sweep_provisioning_log().await;
             }
         }
     });
 }
 
+/// The push providers that are configured; each platform without configuration is reported once
+/// and skipped (its phones find challenges by polling).
+fn push_providers(config: &Config) -> anyhow::Result<Vec<Arc<dyn PushProvider>>> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let mut providers: Vec<Arc<dyn PushProvider>> = Vec::new();
+    match &config.apns {
+        Some(apns) => {
+            providers.push(Arc::new(ApnsClient::new(apns.clone(), clock.clone())?));
+            tracing::info!(topic = %apns.topic, "push: APNs configured");
+        }
+        None => tracing::info!("push: APNs not configured (ASSENT_APNS_*); iPhones find challenges by polling"),
+    }
+    match &config.fcm {
+        Some(fcm) => {
+            providers.push(Arc::new(FcmClient::new(fcm.clone(), clock)?));
+            tracing::info!("push: FCM configured");
+        }
+        None => tracing::info!("push: FCM not configured (ASSENT_FCM_*); Android phones find challenges by polling"),
+    }
+    Ok(providers)
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
-    let app = App::open(config, Vec::new()).await?;
-    tracing::info!(
-        "push: no APNs or FCM credentials configured; phones find challenges by polling"
-    );
+    let providers = push_providers(&config)?;
+    let app = App::open(config, providers).await?;
 
     if let Some((workspace, email, password)) = app.ensure_first_workspace().await? {
         // Printed once, on standard output and not through the log (as Jenkins and Keycloak do).

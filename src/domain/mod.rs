@@ -1,7 +1,9 @@
-//! Plain Rust, no HTTP: the rules of challenges, tokens, device signatures and secrets.
+//! Plain Rust, no HTTP: the rules of challenges, tokens, device signatures, secrets and the audit chain.
 
+pub mod audit;
 pub mod challenge;
 pub mod crypto;
 pub mod device;
 pub mod password;
+pub mod sso;
 pub mod token;

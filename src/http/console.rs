@@ -291,17 +291,30 @@ fn status_event(status: Status) -> Event {
         .data(json!({ "status": status.as_str() }).to_string())
 }
 
+/// How long a stream waits before reading an unavailable challenge store again, unless woken.
+const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The next status to send: the current one if it changed, else wait for the bus or the expiry.
 async fn next_event(mut w: Waiter) -> Option<(Result<Event, std::convert::Infallible>, Waiter)> {
     if w.done {
         return None;
     }
     loop {
-        let c = w
-            .app
-            .challenge_of_session(&w.id, &w.session_hash)
-            .await
-            .ok()?;
+        let c = match w.app.challenge_of_session(&w.id, &w.session_hash).await {
+            Ok(c) => c,
+            // The challenge store (Redis) is away for a moment. Ending the stream would not help:
+            // the browser's reconnect would get a 503, which makes EventSource give up for good.
+            // Keep the stream open and read again when the bus reconnects (it wakes every waiter)
+            // or after a pause; the keep-alive comments go on meanwhile.
+            Err(ApiError::Unavailable(_)) => {
+                tokio::select! {
+                    changed = w.subscription.changed() => { changed?; }
+                    _ = tokio::time::sleep(STORE_RETRY) => {}
+                }
+                continue;
+            }
+            Err(_) => return None,
+        };
         if w.last != Some(c.status) {
             w.last = Some(c.status);
             w.done = c.status.ends_the_wait();
@@ -364,12 +377,30 @@ async fn release(
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
+/// Read as text, so a bad value is a problem+json 400 naming it.
 #[derive(Deserialize)]
 struct AuditQuery {
-    limit: Option<i64>,
-    before: Option<i64>,
+    limit: Option<String>,
+    before: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
 }
 
+fn query_time(name: &str, text: Option<&str>) -> ApiResult<Option<OffsetDateTime>> {
+    text.map(|t| {
+        OffsetDateTime::parse(t.trim(), &time::format_description::well_known::Rfc3339).map_err(
+            |_| {
+                ApiError::BadRequest(format!(
+                    "{name} must be an RFC 3339 time such as 2026-11-28T12:00:00Z"
+                ))
+            },
+        )
+    })
+    .transpose()
+}
+
+/// Newest first; `kind` an exact kind, `since <= at < until`, `before` an entry id (the next page).
 async fn audit(
     State(app): State<Arc<App>>,
     session: ConsoleSession,
@@ -380,11 +411,27 @@ async fn audit(
             "only owners and admins may read the activity log",
         ));
     }
-    let limit = q.limit.unwrap_or(50).clamp(1, 200);
-    let entries = app
-        .store
-        .audit_page(session.workspace.id, q.before, limit)
-        .await?;
+    let limit = match q.limit.as_deref() {
+        None => 50,
+        Some(t) => t
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| ApiError::BadRequest("limit must be a number from 1 to 200".into()))?
+            .clamp(1, 200),
+    };
+    let filter = crate::store::AuditFilter {
+        before_id: q
+            .before
+            .as_deref()
+            .map(|t| t.trim().parse::<i64>())
+            .transpose()
+            .map_err(|_| ApiError::BadRequest("before must be an entry id".into()))?,
+        kind: q.kind.filter(|k| !k.trim().is_empty()),
+        since: query_time("since", q.since.as_deref())?,
+        until: query_time("until", q.until.as_deref())?,
+        limit,
+    };
+    let entries = app.store.audit_page(session.workspace.id, &filter).await?;
     let next_before = if entries.len() as i64 == limit {
         entries.last().map(|e| e.id)
     } else {
@@ -394,7 +441,8 @@ async fn audit(
         .into_iter()
         .map(|e| {
             json!({"id": e.id, "at": rfc3339(e.at), "kind": e.kind, "actor": e.actor, "ip": e.ip,
-                   "device_id": e.device_id, "detail": e.detail})
+                   "device_id": e.device_id, "detail": e.detail, "seq": e.seq,
+                   "prev_hash": e.prev_hash, "hash": e.hash})
         })
         .collect();
     Ok(Json(

@@ -5,7 +5,10 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod mobile;
+pub mod proxy;
+pub mod provisioning;
 pub mod scim;
+pub mod sso;
 #[cfg(test)]
 mod tests;
 pub mod web;
@@ -71,6 +74,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(console::routes())
         .merge(mobile::routes())
         .merge(scim::routes(app.clone()))
+        .merge(provisioning::routes())
+        .merge(sso::routes())
         .merge(health::routes())
         .merge(web::routes())
         .fallback(error::not_found)

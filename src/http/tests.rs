@@ -45,11 +45,20 @@ async fn harness() -> Harness {
     let clock = Arc::new(ManualClock::new(
         OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
     ));
+    let sqlite = SqliteStore::open(&url).await.unwrap();
+    let sso = Arc::new(crate::store::sso_sqlite::SqliteSsoStore::new(sqlite.pool()));
+    let scim = Arc::new(crate::store::scim_sqlite::SqliteScimStore::new(
+        sqlite.pool(),
+        sqlite.read_pool(),
+    ));
+    let store: Arc<dyn crate::store::Store> = Arc::new(sqlite);
     let app = App::assemble(
         config,
         clock.clone(),
-        Arc::new(SqliteStore::open(&url).await.unwrap()),
-        Arc::new(MemoryChallenges::default()),
+        store.clone(),
+        sso,
+        scim,
+        Arc::new(MemoryChallenges::new(store)),
         Arc::new(MemoryBus::default()),
         Keyring::new(MasterKey::generate(), []),
         Vec::new(),

@@ -211,17 +211,24 @@ impl App {
         };
         self.challenges.login_succeeded(&account_key).await?;
 
-        let session_id = Secret::new(random_b64url::<32>());
-        let now = self.now();
-        self.store
-            .create_session(&Session {
-                id_hash: sha256_hex(session_id.expose().as_bytes()),
-                user_id: user.id,
-                created_at: now,
-                last_seen_at: now,
-                expires_at: now + self.config.session_max,
-            })
-            .await?;
+        // With single sign-on enforced, only owners keep their password (break-glass). Checked
+        // after the password, so the answer tells nothing to whoever does not know it.
+        if user.role != Role::Owner && self.sso_enforced(workspace.id).await? {
+            self.audit(
+                Some(workspace.id),
+                "login.refused",
+                Some(&user.email),
+                Some(&caller.ip),
+                None,
+                json!({"reason": "sso_enforced", "user_agent": caller.user_agent}),
+            )
+            .await;
+            return Err(ApiError::Forbidden(
+                "this workspace signs in with single sign-on: use \"Sign in with single sign-on\"",
+            ));
+        }
+
+        let session_id = self.start_session(&user).await?;
         self.audit(
             Some(workspace.id),
             "login.succeeded",
@@ -236,6 +243,23 @@ impl App {
             user,
             workspace,
         })
+    }
+
+    /// A new console session for `user`: the cookie value, returned only here, in plain. Password
+    /// sign-in and single sign-on both end here.
+    pub async fn start_session(&self, user: &User) -> ApiResult<Secret> {
+        let session_id = Secret::new(random_b64url::<32>());
+        let now = self.now();
+        self.store
+            .create_session(&Session {
+                id_hash: sha256_hex(session_id.expose().as_bytes()),
+                user_id: user.id,
+                created_at: now,
+                last_seen_at: now,
+                expires_at: now + self.config.session_max,
+            })
+            .await?;
+        Ok(session_id)
     }
 
     /// The session behind a cookie value, if it is alive; each use slides its idle expiry.

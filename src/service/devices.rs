@@ -185,7 +185,7 @@ impl App {
         let keep_until = OffsetDateTime::from_unix_timestamp(claims.exp + CLOCK_SKEW)
             .map_err(|_| refuse("bad exp"))?;
         if !self
-            .store
+            .challenges
             .remember_jti(&found.id, &claims.jti, keep_until)
             .await?
         {

@@ -3,6 +3,11 @@
 pub mod accounts;
 pub mod audit;
 pub mod devices;
+pub mod keys;
+pub mod oidc;
+pub mod provisioning;
+pub mod scim;
+pub mod sso;
 pub mod stepup;
 pub mod tokens;
 

@@ -65,6 +65,13 @@ impl App {
             tracing::warn!(challenge = %c.id, error = %e, "could not announce a challenge change");
         }
         if c.status == Status::Expired {
+            // The phones' prompts can go: a silent "resolved" push to each of the person's devices.
+            match self.store.devices_of_user(c.user_id).await {
+                Ok(devices) => {
+                    self.notifier.fan_out(&devices, PushMessage::for_challenge(c, PushKind::Resolved));
+                }
+                Err(e) => tracing::warn!(challenge = %c.id, error = %e, "no resolved push after expiry"),
+            }
             self.metrics.challenge(c.action, "expired");
             self.audit(
                 Some(c.workspace_id),

@@ -9,7 +9,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::store::{StoredToken, Workspace};
 
 /// Associated data binding a sealed token to its workspace.
-fn token_context(workspace_slug: &str) -> Vec<u8> {
+pub(super) fn token_context(workspace_slug: &str) -> Vec<u8> {
     format!("scim-token:{workspace_slug}").into_bytes()
 }
 

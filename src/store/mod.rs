@@ -1,12 +1,27 @@
-//! Durable data behind one trait. `sqlite.rs` is the embedded default; a Postgres adapter
-//! implements the same trait for deployments with several instances.
+//! Durable data behind one trait. `sqlite.rs` is the embedded default; `postgres.rs` implements
+//! the same trait for deployments with several instances.
 
+pub mod postgres;
+pub mod scim;
+pub mod scim_postgres;
+pub mod scim_sqlite;
+pub mod sealed;
+pub mod sealed_postgres;
+pub mod sealed_sqlite;
 pub mod sqlite;
+pub mod sso;
+pub mod sso_postgres;
+pub mod sso_sqlite;
+#[cfg(test)]
+mod audit_tests;
+#[cfg(test)]
+pub(crate) mod test_db;
 
 use async_trait::async_trait;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::domain::audit;
 use crate::domain::crypto::Sealed;
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +98,7 @@ pub struct Session {
     pub expires_at: OffsetDateTime,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
     Apns,
@@ -165,6 +180,7 @@ pub struct AuditEvent {
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditEntry {
     pub id: i64,
+    pub workspace_id: Option<i64>,
     #[serde(serialize_with = "crate::clock::ser_rfc3339")]
     pub at: OffsetDateTime,
     pub kind: String,
@@ -172,6 +188,57 @@ pub struct AuditEntry {
     pub ip: Option<String>,
     pub device_id: Option<String>,
     pub detail: serde_json::Value,
+    /// The entry's place in its chain (`domain/audit.rs`); `None` for entries written before the
+    /// chain existed, as are both hashes.
+    pub seq: Option<i64>,
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
+}
+
+impl AuditEvent {
+    /// What the entry's hash covers, as entry `seq` of its chain after `prev_hash`.
+    pub fn content<'a>(&'a self, seq: i64, at: i64, prev_hash: &'a str) -> audit::Content<'a> {
+        audit::Content {
+            chain: audit::chain_key(self.workspace_id),
+            seq,
+            at,
+            kind: self.kind,
+            actor: self.actor.as_deref(),
+            ip: self.ip.as_deref(),
+            device_id: self.device_id.as_deref(),
+            detail: &self.detail,
+            prev_hash,
+        }
+    }
+}
+
+impl AuditEntry {
+    /// What the entry's hash covers; `None` for an entry outside the chain (no seq).
+    pub fn content(&self) -> Option<audit::Content<'_>> {
+        Some(audit::Content {
+            chain: audit::chain_key(self.workspace_id),
+            seq: self.seq?,
+            at: self.at.unix_timestamp(),
+            kind: &self.kind,
+            actor: self.actor.as_deref(),
+            ip: self.ip.as_deref(),
+            device_id: self.device_id.as_deref(),
+            detail: &self.detail,
+            prev_hash: self.prev_hash.as_deref().unwrap_or_default(),
+        })
+    }
+}
+
+/// Which entries of a workspace `audit_page` returns, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Only entries with a smaller id (the next page).
+    pub before_id: Option<i64>,
+    pub kind: Option<String>,
+    /// `since <= at < until`.
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    pub limit: i64,
 }
 
 #[async_trait]
@@ -259,11 +326,24 @@ pub trait Store: Send + Sync + 'static {
         token_hash: &[u8; 32],
     ) -> Result<Option<(Workspace, [u8; 32])>>;
 
+    /// Appends to the event's chain (`domain/audit.rs`): the next seq, the previous entry's hash
+    /// and the entry's own, serialized per chain so that two appends never share a `prev_hash`.
     async fn append_audit(&self, event: AuditEvent, now: OffsetDateTime) -> Result<()>;
-    async fn audit_page(
+    async fn audit_page(&self, workspace_id: i64, filter: &AuditFilter) -> Result<Vec<AuditEntry>>;
+    /// The chained entries of a workspace (`None`: the entries without one) with a seq above
+    /// `after_seq`, in seq order.
+    async fn audit_chain(
         &self,
-        workspace_id: i64,
-        before_id: Option<i64>,
+        workspace_id: Option<i64>,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>>;
+    /// The entries of a workspace (`None`: without one) that carry no seq, with an id above
+    /// `after_id`, in id order.
+    async fn audit_unchained(
+        &self,
+        workspace_id: Option<i64>,
+        after_id: i64,
         limit: i64,
     ) -> Result<Vec<AuditEntry>>;
 }

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use super::*;
 use crate::clock::from_unix;
+use crate::domain::audit;
 
 /// How stale a session's `last_seen_at` may get before a request writes it again.
 const SESSION_TOUCH_EVERY: time::Duration = time::Duration::seconds(30);
@@ -46,13 +47,17 @@ impl SqliteStore {
             .foreign_keys(true)
             // The CLI and a running server write the same file: wait for the lock, do not fail.
             .busy_timeout(Duration::from_secs(10));
+        // A connection to a file in this process cannot have dropped: no ping before each use
+        // (sqlx's default costs a round trip to the connection's thread on every query).
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(options.read_only(true).create_if_missing(false))
             .await?;
         Ok(Self { pool, read })
@@ -62,6 +67,11 @@ impl SqliteStore {
     /// (`sso_sqlite.rs`): their writes must queue with these.
     pub fn pool(&self) -> SqlitePool {
         self.pool.clone()
+    }
+
+    /// The read-only pool, for the reads of other concerns' stores (`scim_sqlite.rs`).
+    pub fn read_pool(&self) -> SqlitePool {
+        self.read.clone()
     }
 
     fn workspace(row: &SqliteRow) -> Workspace {
@@ -549,46 +559,114 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, e: AuditEvent, now: OffsetDateTime) -> Result<()> {
-        sqlx::query("INSERT INTO audit_log (workspace_id, at, kind, actor, ip, device_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?)")
-            .bind(e.workspace_id)
-            .bind(ts(now))
-            .bind(e.kind)
-            .bind(e.actor)
-            .bind(e.ip)
-            .bind(e.device_id)
-            .bind(e.detail.to_string())
-            .execute(&self.pool)
+        let chain = audit::chain_key(e.workspace_id);
+        // IMMEDIATE takes the write lock before the chain's head is read: the one writing
+        // connection orders the appends of this process, the lock (and its busy timeout) those of
+        // other processes on the file (the CLI), so no two appends share a prev_hash.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
-            .map(|_| ())
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        let last: Option<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT seq, hash FROM audit_log WHERE COALESCE(workspace_id, 0) = ? AND seq IS NOT NULL
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(chain)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let (seq, prev_hash) =
+            audit::next_link(last.map(|(seq, hash)| (seq, hash.unwrap_or_default())));
+        let hash = e.content(seq, ts(now), &prev_hash).hash();
+        sqlx::query(
+            "INSERT INTO audit_log (workspace_id, at, kind, actor, ip, device_id, detail, seq, prev_hash, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.workspace_id)
+        .bind(ts(now))
+        .bind(e.kind)
+        .bind(&e.actor)
+        .bind(&e.ip)
+        .bind(&e.device_id)
+        .bind(audit::canonical_json(&e.detail).to_string())
+        .bind(seq)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
     }
 
-    async fn audit_page(
+    async fn audit_page(&self, workspace_id: i64, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE workspace_id = ?1 AND id < ?2 AND (?3 IS NULL OR kind = ?3)
+               AND at >= ?4 AND at < ?5
+             ORDER BY id DESC LIMIT ?6",
+        )
+        .bind(workspace_id)
+        .bind(f.before_id.unwrap_or(i64::MAX))
+        .bind(&f.kind)
+        .bind(f.since.map_or(i64::MIN, ts))
+        .bind(f.until.map_or(i64::MAX, ts))
+        .bind(f.limit)
+        .fetch_all(&self.read)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows.iter().map(audit_entry).collect())
+    }
+
+    async fn audit_chain(
         &self,
-        workspace_id: i64,
-        before_id: Option<i64>,
+        workspace_id: Option<i64>,
+        after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(
-            "SELECT * FROM audit_log WHERE workspace_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            "SELECT * FROM audit_log WHERE COALESCE(workspace_id, 0) = ? AND seq > ? ORDER BY seq LIMIT ?",
         )
-        .bind(workspace_id)
-        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(audit::chain_key(workspace_id))
+        .bind(after_seq)
         .bind(limit)
         .fetch_all(&self.read)
         .await
         .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .map(|row| AuditEntry {
-                id: row.get("id"),
-                at: from_unix(row.get("at")),
-                kind: row.get("kind"),
-                actor: row.get("actor"),
-                ip: row.get("ip"),
-                device_id: row.get("device_id"),
-                detail: serde_json::from_str(row.get::<&str, _>("detail")).unwrap_or_default(),
-            })
-            .collect())
+        Ok(rows.iter().map(audit_entry).collect())
+    }
+
+    async fn audit_unchained(
+        &self,
+        workspace_id: Option<i64>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE COALESCE(workspace_id, 0) = ? AND seq IS NULL AND id > ?
+             ORDER BY id LIMIT ?",
+        )
+        .bind(audit::chain_key(workspace_id))
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows.iter().map(audit_entry).collect())
+    }
+}
+
+fn audit_entry(row: &SqliteRow) -> AuditEntry {
+    AuditEntry {
+        id: row.get("id"),
+        workspace_id: row.get("workspace_id"),
+        at: from_unix(row.get("at")),
+        kind: row.get("kind"),
+        actor: row.get("actor"),
+        ip: row.get("ip"),
+        device_id: row.get("device_id"),
+        detail: serde_json::from_str(row.get::<&str, _>("detail")).unwrap_or_default(),
+        seq: row.get("seq"),
+        prev_hash: row.get("prev_hash"),
+        hash: row.get("hash"),
     }
 }

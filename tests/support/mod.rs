@@ -3,7 +3,11 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod oidc;
 pub mod phone;
+pub mod postgres;
+pub mod redis;
+pub mod scim;
 pub mod server;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

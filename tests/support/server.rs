@@ -1,9 +1,11 @@
-//! Starts the real `assent serve` on a free port with a fresh SQLite database, and runs the CLI
-//! against the same database.
+//! Starts the real `assent serve` on a free port with a fresh database, and runs the CLI against
+//! the same database. The database is a SQLite file in the server's directory, or, when
+//! `ASSENT_TEST_POSTGRES_URL` names a Postgres cluster, a database of its own there (`postgres.rs`):
+//! one suite, either backend.
 
 use std::{
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
@@ -12,6 +14,8 @@ use std::{
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
+use super::postgres::{self, TestDatabase};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_assent");
 
 #[derive(Clone, Debug)]
@@ -19,6 +23,12 @@ pub struct ServerOptions {
     pub challenge_ttl_secs: u64,
     /// `ASSENT_PUBLIC_URL`; `None` is the server's own `http://127.0.0.1:<port>`.
     pub public_url: Option<String>,
+    /// The Postgres cluster to make this server's database on; `None` follows
+    /// `ASSENT_TEST_POSTGRES_URL` (Postgres when set, SQLite otherwise).
+    pub postgres_cluster: Option<String>,
+    /// Variables set last, for the server and the CLI alike (a master key rotation changes the
+    /// keys between restarts).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServerOptions {
@@ -26,8 +36,24 @@ impl Default for ServerOptions {
         Self {
             challenge_ttl_secs: 120,
             public_url: None,
+            postgres_cluster: postgres::selected_cluster(),
+            env: Vec::new(),
         }
     }
+}
+
+/// Where a test server keeps its data.
+#[derive(Clone, Debug)]
+pub enum TestDb {
+    Sqlite {
+        path: PathBuf,
+    },
+    /// With a master key file of the test's making (mode 0600) in the server's directory: nothing
+    /// sits beside a Postgres database for the server to generate one into.
+    Postgres {
+        database: TestDatabase,
+        key_file: PathBuf,
+    },
 }
 
 /// A running server. The binary runs under a small `sh` wrapper that holds our end of a pipe on its
@@ -40,7 +66,7 @@ pub struct TestServer {
     /// `ASSENT_PUBLIC_URL`: the origin browsers send and the `aud` of device JWS.
     pub public_url: String,
     pub dir: PathBuf,
-    pub db_path: PathBuf,
+    pub db: TestDb,
     pub db_url: String,
     pub log_path: PathBuf,
     pub options: ServerOptions,
@@ -73,13 +99,18 @@ pub struct Workspace {
 }
 
 const WRAPPER: &str = r#"
-bin="$1"; dir="$2"
+bin="$1"; dir="$2"; pg_cluster="$3"; pg_drop="$4"
 "$bin" serve >>"$dir/server.log" 2>&1 &
 pid=$!
 read -r _ignored
 kill -TERM "$pid" 2>/dev/null
 wait "$pid"
-if [ -z "$ASSENT_TEST_KEEP" ] && [ ! -e "$dir/restarting" ]; then rm -rf "$dir"; fi
+if [ -z "$ASSENT_TEST_KEEP" ] && [ ! -e "$dir/restarting" ]; then
+    if [ -n "$pg_drop" ]; then
+        psql -X -q -w -d "$pg_cluster" -c "$pg_drop" >/dev/null 2>&1 || true
+    fi
+    rm -rf "$dir"
+fi
 "#;
 
 impl TestServer {
@@ -95,15 +126,27 @@ impl TestServer {
         };
         let base = format!("http://127.0.0.1:{port}");
         let public_url = options.public_url.clone().unwrap_or_else(|| base.clone());
-        let db_path = dir.join("assent.db");
-        let db_url = format!("sqlite://{}", db_path.display());
+        let (db, db_url) = match &options.postgres_cluster {
+            None => {
+                let path = dir.join("assent.db");
+                let url = format!("sqlite://{}", path.display());
+                (TestDb::Sqlite { path }, url)
+            }
+            Some(cluster) => {
+                let database = postgres::create_database(cluster).await;
+                let url = database.url.clone();
+                let key_file = dir.join("master.key");
+                write_new_master_key(&key_file);
+                (TestDb::Postgres { database, key_file }, url)
+            }
+        };
         let log_path = dir.join("server.log");
-        let (wrapper, lifeline) = spawn_wrapper(&dir, &base, &public_url, &db_url, &options);
+        let (wrapper, lifeline) = spawn_wrapper(&dir, &base, &public_url, &db, &db_url, &options);
         let server = TestServer {
             base,
             public_url,
             dir,
-            db_path,
+            db,
             db_url,
             log_path,
             options,
@@ -117,20 +160,29 @@ impl TestServer {
     /// Stops the server (SIGTERM, and waits for it to exit) and starts it again on the same
     /// database, port and master key file.
     pub async fn restart(&mut self) {
+        self.restart_after(|_| ()).await
+    }
+
+    /// `restart`, running `between` while the server is stopped (the CLI works on the database
+    /// alone, as an operator's maintenance step would).
+    pub async fn restart_after<T>(&mut self, between: impl FnOnce(&Self) -> T) -> T {
         let marker = self.dir.join("restarting");
         std::fs::write(&marker, b"").expect("restart marker");
         assert!(self.stop(), "the server did not stop within 10 s");
+        let out = between(self);
         std::fs::remove_file(&marker).expect("remove the restart marker");
         let (wrapper, lifeline) = spawn_wrapper(
             &self.dir,
             &self.base,
             &self.public_url,
+            &self.db,
             &self.db_url,
             &self.options,
         );
         self.wrapper = wrapper;
         self.lifeline = lifeline;
         self.wait_ready().await;
+        out
     }
 
     /// Closes the lifeline and waits (10 s at most) for the wrapper, hence the server, to exit.
@@ -186,11 +238,18 @@ impl TestServer {
         }
     }
 
-    /// Asserts that the SQLite database (main file and WAL) never holds these in plain text.
-    pub fn assert_db_free_of(&self, secrets: &[(&str, &str)]) {
-        let mut files = vec![self.db_path.clone()];
+    /// Asserts that the database never holds these in plain text: on SQLite the main file and WAL
+    /// byte for byte, on Postgres every column of every table.
+    pub async fn assert_db_free_of(&self, secrets: &[(&str, &str)]) {
+        let db_path = match &self.db {
+            TestDb::Sqlite { path } => path,
+            TestDb::Postgres { database, .. } => {
+                return postgres::assert_free_of(database, secrets).await;
+            }
+        };
+        let mut files = vec![db_path.clone()];
         for suffix in ["-wal", "-journal"] {
-            let mut p = self.db_path.clone().into_os_string();
+            let mut p = db_path.clone().into_os_string();
             p.push(suffix);
             files.push(PathBuf::from(p));
         }
@@ -208,7 +267,7 @@ impl TestServer {
                 );
             }
         }
-        assert!(read_any, "no database file at {}", self.db_path.display());
+        assert!(read_any, "no database file at {}", db_path.display());
     }
 
     /// Ages the unused enrollment codes of one console user by `secs`, in the database.
@@ -218,6 +277,11 @@ impl TestServer {
     /// test moves the code's times back, as a clock jump would. Tied to `enrollment_codes`.
     pub async fn age_enrollment_codes(&self, slug: &str, email: &str, secs: i64) {
         use sqlx::Connection;
+        if let TestDb::Postgres { database, .. } = &self.db {
+            let aged = postgres::age_enrollment_codes(database, slug, email, secs).await;
+            assert!(aged >= 1, "no enrollment code to age for {email} in {slug}");
+            return;
+        }
         let mut conn = sqlx::SqliteConnection::connect(&self.db_url)
             .await
             .expect("open the test database");
@@ -247,6 +311,7 @@ impl TestServer {
             &mut cmd,
             &self.base,
             &self.public_url,
+            &self.db,
             &self.db_url,
             &self.options,
         );
@@ -274,6 +339,35 @@ impl TestServer {
         json
     }
 
+    /// Runs the CLI expecting success and JSON lines on stdout (`audit export`); returns them.
+    pub fn cli_lines(&self, args: &[&str]) -> Vec<Value> {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        apply_env(
+            &mut cmd,
+            &self.base,
+            &self.public_url,
+            &self.db,
+            &self.db_url,
+            &self.options,
+        );
+        let out = cmd.output().expect("run the assent CLI");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "assent {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("assent {args:?}: not a JSON line ({e}): {line:?}"))
+            })
+            .collect()
+    }
+
     /// Runs the CLI expecting a failure; returns (stdout, stderr).
     pub fn cli_fails(&self, args: &[&str]) -> (String, String) {
         let mut cmd = Command::new(BIN);
@@ -282,6 +376,7 @@ impl TestServer {
             &mut cmd,
             &self.base,
             &self.public_url,
+            &self.db,
             &self.db_url,
             &self.options,
         );
@@ -356,12 +451,26 @@ fn spawn_wrapper(
     dir: &std::path::Path,
     base: &str,
     public_url: &str,
+    db: &TestDb,
     db_url: &str,
     options: &ServerOptions,
 ) -> (Child, Option<ChildStdin>) {
+    let (pg_cluster, pg_drop) = match db {
+        TestDb::Sqlite { .. } => (String::new(), String::new()),
+        TestDb::Postgres { database, .. } => (
+            database.cluster_url.clone(),
+            postgres::drop_statement(&database.name),
+        ),
+    };
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(WRAPPER).arg("sh").arg(BIN).arg(dir);
-    apply_env(&mut cmd, base, public_url, db_url, options);
+    cmd.arg("-c")
+        .arg(WRAPPER)
+        .arg("sh")
+        .arg(BIN)
+        .arg(dir)
+        .arg(pg_cluster)
+        .arg(pg_drop);
+    apply_env(&mut cmd, base, public_url, db, db_url, options);
     let mut wrapper = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -376,11 +485,22 @@ fn apply_env(
     cmd: &mut Command,
     base: &str,
     public_url: &str,
+    db: &TestDb,
     db_url: &str,
     options: &ServerOptions,
 ) {
-    for var in ["ASSENT_REDIS_URL", "ASSENT_MASTER_KEY", "ASSENT_CONFIG"] {
+    for var in [
+        "ASSENT_REDIS_URL",
+        "ASSENT_MASTER_KEY",
+        "ASSENT_MASTER_KEY_FILE",
+        "ASSENT_OLD_MASTER_KEYS",
+        "ASSENT_OLD_MASTER_KEYS_FILE",
+        "ASSENT_CONFIG",
+    ] {
         cmd.env_remove(var);
+    }
+    if let TestDb::Postgres { key_file, .. } = db {
+        cmd.env("ASSENT_MASTER_KEY_FILE", key_file);
     }
     cmd.env("ASSENT_LISTEN", base.trim_start_matches("http://"))
         .env("ASSENT_PUBLIC_URL", public_url)
@@ -392,8 +512,31 @@ fn apply_env(
         // As verbose as the server's own code goes, so that the "no secret in a log" checks see
         // every line it could ever write.
         .env("ASSENT_LOG", "info,assent=trace,tower_http=debug");
+    for (var, value) in &options.env {
+        cmd.env(var, value);
+    }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+/// Writes a new random master key (base64 of 32 bytes) into `path`, readable by its owner only.
+pub fn write_new_master_key(path: &Path) {
+    use base64::Engine;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key: [u8; 32] = rand::random();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create the master key file");
+    file.write_all(
+        base64::engine::general_purpose::STANDARD
+            .encode(key)
+            .as_bytes(),
+    )
+    .expect("write the master key file");
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }

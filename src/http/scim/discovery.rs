@@ -1,0 +1,47 @@
+//! Discovery (RFC 7644 §4): `/ServiceProviderConfig`, `/ResourceTypes`, `/Schemas`, built by the
+//! engine from the definitions it obeys, so what they announce is what it does.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+use super::scim_json;
+use crate::app::App;
+use crate::scim::discovery;
+use crate::scim::error::{clip, ScimError};
+
+pub async fn service_provider_config(State(app): State<Arc<App>>) -> Response {
+    scim_json(
+        StatusCode::OK,
+        discovery::service_provider_config(&app.config.scim_base_url(), None),
+    )
+}
+
+pub async fn resource_types(State(app): State<Arc<App>>) -> Response {
+    scim_json(
+        StatusCode::OK,
+        discovery::resource_types(&app.config.scim_base_url()),
+    )
+}
+
+pub async fn resource_type(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    match discovery::resource_type(&name, &app.config.scim_base_url()) {
+        Some(doc) => scim_json(StatusCode::OK, doc),
+        None => ScimError::NotFound(format!("no resource type '{}'", clip(&name))).into_response(),
+    }
+}
+
+pub async fn schemas(State(app): State<Arc<App>>) -> Response {
+    scim_json(
+        StatusCode::OK,
+        discovery::schemas(&app.config.scim_base_url()),
+    )
+}
+
+pub async fn schema(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match discovery::schema(&id, &app.config.scim_base_url()) {
+        Some(doc) => scim_json(StatusCode::OK, doc),
+        None => ScimError::NotFound(format!("no schema '{}'", clip(&id))).into_response(),
+    }
+}

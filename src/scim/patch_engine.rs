@@ -1,0 +1,563 @@
+//! The PATCH engine proper: each operation of [`super::patch`] applied to a working
+//! copy of the document, attribute by attribute (RFC 7644 §3.5.2.1–3), with the Entra ID
+//! forms listed there.
+
+use serde_json::{Map, Value};
+
+use super::error::{clip, ScimError};
+use super::eval::{check, eval, resolve, Resolved, Scope};
+use super::filter::{CompValue, CompareOp, Filter};
+use super::members::GroupMembershipDelta;
+use super::patch::{OpKind, PatchOperation};
+use super::path::{AttrPath, PatchPath};
+use super::resource::member_ids;
+use super::schema::{AttrDef, AttrType, Location, Mutability, ResourceKind, ResourceType};
+use super::value::{coerce, coerce_one};
+
+/// Whether a target came from a `path` or from the keys of a path-less value. Keys of a
+/// path-less value are read like a POST body, whose readOnly attributes are ignored
+/// (RFC 7644 §3.3); a `path` that names one is a `mutability` error (§3.5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Path,
+    Body,
+}
+
+/// A document being patched, and the membership delta collected so far.
+pub(super) struct Engine {
+    rt: &'static ResourceType,
+    doc: Map<String, Value>,
+    members: GroupMembershipDelta,
+}
+
+impl Engine {
+    pub(super) fn new(rt: &'static ResourceType, doc: Map<String, Value>) -> Self {
+        Engine {
+            rt,
+            doc,
+            members: GroupMembershipDelta::default(),
+        }
+    }
+
+    pub(super) fn into_parts(self) -> (Map<String, Value>, GroupMembershipDelta) {
+        (self.doc, self.members)
+    }
+
+    pub(super) fn operation(&mut self, op: &PatchOperation) -> Result<(), ScimError> {
+        match (&op.path, op.op) {
+            (None, OpKind::Remove) => Err(ScimError::no_target(
+                "'remove' needs a path (RFC 7644 §3.5.2.2)",
+            )),
+            (None, kind) => {
+                let obj = op
+                    .value
+                    .as_ref()
+                    .and_then(Value::as_object)
+                    .ok_or_else(|| {
+                        ScimError::invalid_syntax(
+                            "an 'add' or 'replace' without path needs an object value",
+                        )
+                    })?;
+                for (key, v) in obj {
+                    if key.eq_ignore_ascii_case("schemas") {
+                        continue;
+                    }
+                    self.target(kind, &PatchPath::parse(key)?, Some(v), Origin::Body)?;
+                }
+                Ok(())
+            }
+            (Some(path), kind) => self.target(kind, path, op.value.as_ref(), Origin::Path),
+        }
+    }
+
+    fn target(
+        &mut self,
+        kind: OpKind,
+        path: &PatchPath,
+        value: Option<&Value>,
+        origin: Origin,
+    ) -> Result<(), ScimError> {
+        match path {
+            PatchPath::Schema(urn) => self.extension(kind, urn, value),
+            PatchPath::Attr(a) => {
+                let r = self.resolve(a)?;
+                if self.is_members(&r) {
+                    return self.members_op(kind, None, r.sub.is_some(), value);
+                }
+                if !writable(&r, origin, a)? {
+                    return Ok(());
+                }
+                match r.sub {
+                    None => self.attr_op(kind, &r, value),
+                    Some(sub) => self.sub_op(kind, &r, sub, value),
+                }
+            }
+            PatchPath::Filtered { attr, filter, sub } => {
+                let r = self.resolve(attr)?;
+                if self.is_members(&r) {
+                    return self.members_op(kind, Some(filter), sub.is_some(), value);
+                }
+                if !writable(&r, origin, attr)? {
+                    return Ok(());
+                }
+                if r.attr.ty != AttrType::Complex || !r.attr.multi_valued {
+                    return Err(ScimError::invalid_path(format!(
+                        "'{attr}' is not a multi-valued complex attribute and takes no value filter"
+                    )));
+                }
+                let filter = check(filter.clone(), Scope::Complex(r.attr))
+                    .map_err(|e| ScimError::invalid_path(e.detail().to_owned()))?;
+                let sub = match sub {
+                    Some(s) => {
+                        let d = r.attr.sub(s).ok_or_else(|| {
+                            ScimError::invalid_path(format!(
+                                "unknown attribute '{}.{}'",
+                                clip(&attr.to_string()),
+                                clip(s)
+                            ))
+                        })?;
+                        if d.mutability == Mutability::ReadOnly {
+                            return readonly(origin, &format!("{attr}.{s}"));
+                        }
+                        Some(d)
+                    }
+                    None => None,
+                };
+                self.filtered_op(kind, &r, &filter, sub, value)
+            }
+        }
+    }
+
+    fn resolve(&self, a: &AttrPath) -> Result<Resolved, ScimError> {
+        resolve(Scope::Resource(self.rt), a).ok_or_else(|| {
+            ScimError::invalid_path(format!("unknown attribute '{}'", clip(&a.to_string())))
+        })
+    }
+
+    fn is_members(&self, r: &Resolved) -> bool {
+        self.rt.kind == ResourceKind::Group
+            && r.attr.name == "members"
+            && r.location == Location::Core
+    }
+
+    /// The object an attribute lives in; extension objects are created on demand.
+    fn container(&mut self, loc: Location) -> &mut Map<String, Value> {
+        match loc {
+            Location::Core => &mut self.doc,
+            Location::Extension(s) => {
+                let slot = self
+                    .doc
+                    .entry(s.id)
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                slot.as_object_mut().expect("just made an object")
+            }
+        }
+    }
+
+    /// `urn:…:enterprise:2.0:User` as a path: the whole extension object.
+    fn extension(
+        &mut self,
+        kind: OpKind,
+        urn: &str,
+        value: Option<&Value>,
+    ) -> Result<(), ScimError> {
+        let ext = self.rt.extension_by_urn(urn).ok_or_else(|| {
+            ScimError::invalid_path(format!("'{urn}' is not an extension of {}", self.rt.name))
+        })?;
+        if kind == OpKind::Remove {
+            self.doc.remove(ext.id);
+            return Ok(());
+        }
+        let obj = value
+            .and_then(Value::as_object)
+            .ok_or_else(|| ScimError::invalid_value(format!("'{}' takes an object", ext.id)))?;
+        for (k, v) in obj {
+            // The extension's own URN list, as in a POST body (see `resource::normalise`).
+            if k.eq_ignore_ascii_case("schemas") {
+                continue;
+            }
+            let mut p = AttrPath::parse(k)?;
+            if p.urn.is_some() {
+                return Err(ScimError::invalid_path(format!(
+                    "'{k}' inside '{}'",
+                    ext.id
+                )));
+            }
+            p.urn = Some(ext.id.to_owned());
+            self.target(kind, &PatchPath::Attr(p), Some(v), Origin::Body)?;
+        }
+        Ok(())
+    }
+
+    /// add / replace / remove of a whole attribute.
+    fn attr_op(
+        &mut self,
+        kind: OpKind,
+        r: &Resolved,
+        value: Option<&Value>,
+    ) -> Result<(), ScimError> {
+        let def = r.attr;
+        let v = match value {
+            Some(v) => coerce(def, v, def.name)?,
+            None => None,
+        };
+        let c = self.container(r.location);
+        match (kind, v) {
+            // An add of nothing changes nothing (Entra sends `"roles": []`).
+            (OpKind::Add, None) => {}
+            (OpKind::Add, Some(v)) => add_value(c, def, v),
+            (OpKind::Replace, Some(v)) => replace_value(c, def, v),
+            (OpKind::Replace, None) | (OpKind::Remove, None) => {
+                c.remove(def.name);
+            }
+            // Remove with a value on a multi-valued attribute removes the listed values
+            // only (Entra's form for members, applied alike to every list).
+            (OpKind::Remove, Some(v)) if def.multi_valued => {
+                if let Some(Value::Array(arr)) = c.get_mut(def.name) {
+                    let gone = v.as_array().cloned().unwrap_or_default();
+                    arr.retain(|e| !gone.iter().any(|g| same_entry(e, g)));
+                }
+            }
+            (OpKind::Remove, Some(_)) => {
+                c.remove(def.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// `name.givenName`, `manager.value`, or `emails.type` (every element).
+    fn sub_op(
+        &mut self,
+        kind: OpKind,
+        r: &Resolved,
+        sub: &AttrDef,
+        value: Option<&Value>,
+    ) -> Result<(), ScimError> {
+        let def = r.attr;
+        let sv = match (kind, value) {
+            (OpKind::Remove, _) | (_, None) => None,
+            (_, Some(v)) => coerce(sub, v, &format!("{}.{}", def.name, sub.name))?,
+        };
+        let c = self.container(r.location);
+        if !def.multi_valued {
+            match sv {
+                Some(x) => {
+                    let obj = object_slot(c, def.name);
+                    obj.insert(sub.name.to_owned(), x);
+                }
+                None if kind == OpKind::Add => {}
+                None => {
+                    if let Some(Value::Object(o)) = c.get_mut(def.name) {
+                        o.remove(sub.name);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let arr = array_slot(c, def.name);
+        match sv {
+            Some(x) if arr.is_empty() => {
+                let mut m = Map::new();
+                m.insert(sub.name.to_owned(), x);
+                arr.push(Value::Object(m));
+            }
+            Some(x) => {
+                for e in arr.iter_mut().filter_map(Value::as_object_mut) {
+                    e.insert(sub.name.to_owned(), x.clone());
+                }
+            }
+            None if kind == OpKind::Add => {}
+            None => {
+                for e in arr.iter_mut().filter_map(Value::as_object_mut) {
+                    e.remove(sub.name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `emails[type eq "work"]` and `emails[type eq "work"].value`.
+    fn filtered_op(
+        &mut self,
+        kind: OpKind,
+        r: &Resolved,
+        filter: &Filter,
+        sub: Option<&AttrDef>,
+        value: Option<&Value>,
+    ) -> Result<(), ScimError> {
+        let def = r.attr;
+        let new = match (kind, value) {
+            (OpKind::Remove, _) | (_, None) => None,
+            (_, Some(v)) => match sub {
+                Some(s) => coerce(s, v, &format!("{}.{}", def.name, s.name))?,
+                None => coerce_one(def, v, def.name)?,
+            },
+        };
+        let c = self.container(r.location);
+        let arr = array_slot(c, def.name);
+        let matched: Vec<usize> = (0..arr.len())
+            .filter(|&i| eval(filter, &arr[i], Scope::Complex(def)))
+            .collect();
+        let mut written = Vec::new();
+        match (kind, sub, new) {
+            (OpKind::Remove, None, _) | (OpKind::Replace, None, None) => {
+                let mut i = 0;
+                arr.retain(|_| {
+                    i += 1;
+                    !matched.contains(&(i - 1))
+                });
+            }
+            (OpKind::Remove, Some(s), _) | (OpKind::Replace, Some(s), None) => {
+                for &i in &matched {
+                    if let Some(o) = arr[i].as_object_mut() {
+                        o.remove(s.name);
+                    }
+                }
+            }
+            (OpKind::Add, _, None) => {}
+            (_, Some(s), Some(x)) if !matched.is_empty() => {
+                for &i in &matched {
+                    if let Some(o) = arr[i].as_object_mut() {
+                        o.insert(s.name.to_owned(), x.clone());
+                    }
+                }
+                written = matched;
+            }
+            (_, None, Some(Value::Object(x))) if !matched.is_empty() => {
+                for &i in &matched {
+                    match (kind, arr[i].as_object_mut()) {
+                        (OpKind::Add, Some(o)) => o.extend(x.clone()),
+                        _ => arr[i] = Value::Object(x.clone()),
+                    }
+                }
+                written = matched;
+            }
+            (_, _, Some(x)) => {
+                // No element matches: build one from the filter (Entra ID's behaviour).
+                let mut entry = eq_template(filter, def).ok_or_else(|| {
+                    ScimError::no_target("no value matches the filter, and it is not a set of 'eq' terms to create one from")
+                })?;
+                match (sub, x) {
+                    (Some(s), x) => {
+                        entry.insert(s.name.to_owned(), x);
+                    }
+                    (None, Value::Object(o)) => entry.extend(o),
+                    (None, _) => {
+                        return Err(ScimError::invalid_value(format!(
+                            "'{}' takes an object",
+                            def.name
+                        )))
+                    }
+                }
+                arr.push(Value::Object(entry));
+                written.push(arr.len() - 1);
+            }
+        }
+        settle_primary(arr, &written);
+        Ok(())
+    }
+
+    /// Group members become a [`GroupMembershipDelta`], never a rewritten list.
+    fn members_op(
+        &mut self,
+        kind: OpKind,
+        filter: Option<&Filter>,
+        has_sub: bool,
+        value: Option<&Value>,
+    ) -> Result<(), ScimError> {
+        let immutable = || {
+            ScimError::mutability(
+                "members are immutable: add or remove whole members (RFC 7643 §4.2)",
+            )
+        };
+        if has_sub {
+            return Err(immutable());
+        }
+        let def = self
+            .rt
+            .schema
+            .attr("members")
+            .expect("Group schema has members");
+        let ids = |v: Option<&Value>| -> Result<Vec<String>, ScimError> {
+            let c = match v {
+                Some(v) => coerce(def, v, "members")?,
+                None => None,
+            };
+            member_ids(c.as_ref())
+        };
+        match (kind, filter) {
+            (OpKind::Add, None) => self.members.add(&ids(value)?),
+            (OpKind::Replace, None) => self.members.replace(&ids(value)?),
+            (OpKind::Remove, None) => match value.filter(|v| !v.is_null()) {
+                Some(v) => self.members.remove(&ids(Some(v))?),
+                None => self.members.replace::<String>(&[]),
+            },
+            (OpKind::Remove, Some(f)) => {
+                let selected = value_eq_ids(f).ok_or_else(|| {
+                    ScimError::invalid_path(
+                        "select members with 'value eq \"id\"' terms joined by 'or'",
+                    )
+                })?;
+                self.members.remove(&selected);
+            }
+            (_, Some(_)) => return Err(immutable()),
+        }
+        Ok(())
+    }
+}
+
+/// Whether a resolved target may be written; readOnly is ignored from a body and an error
+/// from a path.
+fn writable(r: &Resolved, origin: Origin, path: &AttrPath) -> Result<bool, ScimError> {
+    let ro = r.attr.mutability == Mutability::ReadOnly
+        || r.sub.is_some_and(|s| s.mutability == Mutability::ReadOnly);
+    if ro {
+        readonly(origin, &path.to_string())?;
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+fn readonly(origin: Origin, name: &str) -> Result<(), ScimError> {
+    match origin {
+        Origin::Body => Ok(()),
+        Origin::Path => Err(ScimError::mutability(format!("'{name}' is readOnly"))),
+    }
+}
+
+fn object_slot<'m>(c: &'m mut Map<String, Value>, name: &str) -> &'m mut Map<String, Value> {
+    let slot = c.entry(name).or_insert_with(|| Value::Object(Map::new()));
+    if !slot.is_object() {
+        *slot = Value::Object(Map::new());
+    }
+    slot.as_object_mut().expect("just made an object")
+}
+
+fn array_slot<'m>(c: &'m mut Map<String, Value>, name: &str) -> &'m mut Vec<Value> {
+    let slot = c.entry(name).or_insert_with(|| Value::Array(Vec::new()));
+    if !slot.is_array() {
+        *slot = Value::Array(Vec::new());
+    }
+    slot.as_array_mut().expect("just made an array")
+}
+
+/// RFC 7644 §3.5.2.1 add: multi-valued values are appended (an identical one is not
+/// added twice), complex ones merged, simple ones set.
+fn add_value(c: &mut Map<String, Value>, def: &AttrDef, v: Value) {
+    match v {
+        Value::Array(items) if def.multi_valued => {
+            let arr = array_slot(c, def.name);
+            let mut written = Vec::new();
+            for item in items {
+                match arr.iter().position(|e| *e == item) {
+                    Some(i) => written.push(i),
+                    None => {
+                        arr.push(item);
+                        written.push(arr.len() - 1);
+                    }
+                }
+            }
+            settle_primary(arr, &written);
+        }
+        Value::Object(o) if def.ty == AttrType::Complex => object_slot(c, def.name).extend(o),
+        v => {
+            c.insert(def.name.to_owned(), v);
+        }
+    }
+}
+
+/// RFC 7644 §3.5.2.3 replace: lists are replaced whole; a complex value replaces the
+/// sub-attributes it names and leaves the others unchanged.
+fn replace_value(c: &mut Map<String, Value>, def: &AttrDef, v: Value) {
+    match v {
+        Value::Object(o) if def.ty == AttrType::Complex && !def.multi_valued => {
+            object_slot(c, def.name).extend(o)
+        }
+        v => {
+            c.insert(def.name.to_owned(), v);
+        }
+    }
+}
+
+/// An element listed in a remove-with-value: same `value` when it has one, else equal.
+fn same_entry(element: &Value, listed: &Value) -> bool {
+    match (element.get("value"), listed.get("value")) {
+        (Some(a), Some(b)) => a == b,
+        _ => element == listed,
+    }
+}
+
+/// RFC 7644 §3.5.2: a value written with `primary: true` makes every other value of the
+/// list non-primary.
+fn settle_primary(arr: &mut [Value], written: &[usize]) {
+    let is_primary = |v: &Value| v.get("primary") == Some(&Value::Bool(true));
+    let newly: Vec<usize> = written
+        .iter()
+        .copied()
+        .filter(|&i| is_primary(&arr[i]))
+        .collect();
+    if newly.len() != 1 {
+        // None written, or several (the final validation refuses two primaries).
+        return;
+    }
+    for (i, e) in arr.iter_mut().enumerate() {
+        if i != newly[0] && is_primary(e) {
+            e["primary"] = Value::Bool(false);
+        }
+    }
+}
+
+/// The entry a filter of `eq` terms describes: `type eq "work"` → `{"type":"work"}`.
+fn eq_template(filter: &Filter, def: &AttrDef) -> Option<Map<String, Value>> {
+    let mut out = Map::new();
+    let terms: &[Filter] = match filter {
+        Filter::And(v) => v,
+        single => std::slice::from_ref(single),
+    };
+    for t in terms {
+        let Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            value,
+        } = t
+        else {
+            return None;
+        };
+        let sub = def.sub(&path.name)?;
+        let v = match value {
+            CompValue::Str(s) => Value::String(s.clone()),
+            CompValue::Bool(b) => Value::Bool(*b),
+            CompValue::Num(n) => Value::Number(n.clone()),
+            CompValue::Null => return None,
+        };
+        out.insert(sub.name.to_owned(), v);
+    }
+    Some(out)
+}
+
+/// The ids of `members[value eq "a" or value eq "b"]`.
+fn value_eq_ids(filter: &Filter) -> Option<Vec<String>> {
+    let terms: &[Filter] = match filter {
+        Filter::Or(v) => v,
+        single => std::slice::from_ref(single),
+    };
+    terms
+        .iter()
+        .map(|t| match t {
+            Filter::Compare {
+                path,
+                op: CompareOp::Eq,
+                value: CompValue::Str(id),
+            } if path.urn.is_none()
+                && path.sub.is_none()
+                && path.name.eq_ignore_ascii_case("value") =>
+            {
+                Some(id.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}

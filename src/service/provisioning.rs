@@ -1,0 +1,144 @@
+//! The provisioning log (issue 3): every SCIM request a workspace's token opened, written in
+//! batches off the request path, read by the console, pruned after the retention.
+//!
+//! Requests record into a channel; one writer task drains whatever has queued into a single
+//! transaction. Under load the batches grow by themselves (no timer, no delay when idle), so a
+//! SCIM request never waits for the log's write. A reader flushes first, so it sees every request
+//! answered before it asked.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::app::App;
+use crate::store::scim::{LogEntry, LogRecord, ScimStore, StatusRange};
+use crate::store::StoreError;
+
+/// Records queued before requests wait for the writer (backpressure, never a dropped record).
+const QUEUE: usize = 16_384;
+/// Records per transaction at most.
+const BATCH: usize = 1_024;
+
+enum Message {
+    Record(LogRecord),
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct ProvisioningLog {
+    store: Arc<dyn ScimStore>,
+    /// Started on first use, inside the runtime.
+    sender: OnceLock<mpsc::Sender<Message>>,
+    /// SCIM requests whose token opened no workspace, since the last sweep.
+    refused: AtomicU64,
+}
+
+impl ProvisioningLog {
+    pub fn new(store: Arc<dyn ScimStore>) -> Self {
+        Self {
+            store,
+            sender: OnceLock::new(),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    fn sender(&self) -> &mpsc::Sender<Message> {
+        self.sender.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(write_batches(self.store.clone(), rx));
+            tx
+        })
+    }
+
+    pub async fn record(&self, record: LogRecord) {
+        if self.sender().send(Message::Record(record)).await.is_err() {
+            tracing::error!("the provisioning log writer has stopped; a record is lost");
+        }
+    }
+
+    /// Returns once every record queued before the call is written (or failed to be).
+    pub async fn flush(&self) {
+        let Some(sender) = self.sender.get() else {
+            return;
+        };
+        let (ack, done) = oneshot::channel();
+        if sender.send(Message::Flush(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// Counts a SCIM request refused for its token; it belongs to no workspace's log.
+    pub fn count_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn take_refused(&self) -> u64 {
+        self.refused.swap(0, Ordering::Relaxed)
+    }
+}
+
+async fn write_batches(store: Arc<dyn ScimStore>, mut rx: mpsc::Receiver<Message>) {
+    let mut batch = Vec::new();
+    let mut acks = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Record(r) => batch.push(r),
+                Message::Flush(ack) => acks.push(ack),
+            }
+            next = if batch.len() < BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if let Err(e) = store.append_log(&batch).await {
+            tracing::error!(error = %e, records = batch.len(), "could not write the provisioning log");
+        }
+        batch.clear();
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+}
+
+impl App {
+    /// A page of the workspace's provisioning log, newest first.
+    pub async fn provisioning_log(
+        &self,
+        workspace_id: i64,
+        before: Option<i64>,
+        status: StatusRange,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        self.provisioning.flush().await;
+        self.scim
+            .log_page(workspace_id, before, status, limit)
+            .await
+    }
+
+    /// Once a minute: drops entries past the retention, and writes how many SCIM requests were
+    /// refused for their token (never the token) to the audit log.
+    pub async fn sweep_provisioning_log(&self) {
+        let cutoff = self.now() - self.config.scim_log_retention;
+        match self.scim.prune_log(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(entries = n, "pruned the provisioning log"),
+            Err(e) => tracing::warn!(error = %e, "pruning the provisioning log failed"),
+        }
+        let refused = self.provisioning.take_refused();
+        if refused > 0 {
+            self.audit(
+                None,
+                "scim.token_refused",
+                None,
+                None,
+                None,
+                json!({ "requests": refused }),
+            )
+            .await;
+        }
+    }
+}
