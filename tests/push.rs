@@ -1142,11 +1142,17 @@ async fn a_reveal_lights_up_every_phone_and_a_dead_token_is_marked_invalid() {
             .json()
             .await
             .unwrap();
-        let states: Vec<&str> = devices["devices"]
-            .as_array()
-            .unwrap()
+        // Devices enrolled in the same second list in id order: compare by id, not position.
+        let states: Vec<&str> = phones
             .iter()
-            .map(|d| d["push_token_state"].as_str().unwrap())
+            .map(|(_, id)| {
+                devices["devices"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|d| d["id"] == id.as_str())
+                    .map_or("missing", |d| d["push_token_state"].as_str().unwrap())
+            })
             .collect();
         if states == ["ok", "invalid", "ok"] {
             break;
