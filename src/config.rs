@@ -116,7 +116,10 @@ pub struct Config {
 fn push_error(e: crate::push::ConfigError) -> ConfigError {
     let var = e.var();
     let line = e.to_string();
-    let reason = line.strip_prefix(&format!("{var}: ")).unwrap_or(&line).to_owned();
+    let reason = line
+        .strip_prefix(&format!("{var}: "))
+        .unwrap_or(&line)
+        .to_owned();
     ConfigError { var, reason }
 }
 
@@ -342,7 +345,13 @@ impl Config {
                     .filter(|item| !item.trim().is_empty())
                     .map(|item| {
                         crate::http::proxy::Cidr::parse(item).ok_or_else(|| {
-                            bad("ASSENT_TRUSTED_PROXIES", format!("{:?} is not an address or block such as 10.0.0.0/8", item.trim()))
+                            bad(
+                                "ASSENT_TRUSTED_PROXIES",
+                                format!(
+                                    "{:?} is not an address or block such as 10.0.0.0/8",
+                                    item.trim()
+                                ),
+                            )
                         })
                     })
                     .collect::<Result<_, _>>()?,

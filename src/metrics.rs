@@ -98,9 +98,14 @@ impl Default for Metrics {
             "Push notifications by provider and result",
             pushes.clone(),
         );
-        let push_seconds =
-            Family::<ProviderLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 12)));
-        registry.register("push_seconds", "Time to deliver one push, retries included", push_seconds.clone());
+        let push_seconds = Family::<ProviderLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 12))
+        });
+        registry.register(
+            "push_seconds",
+            "Time to deliver one push, retries included",
+            push_seconds.clone(),
+        );
         let push_tokens_invalidated = Counter::default();
         registry.register(
             "push_tokens_invalidated",

@@ -2525,12 +2525,15 @@ async fn a_trusted_balancer_s_forwarded_for_names_the_caller() {
     let resp = b
         .request(Method::POST, "/v1/console/session")
         .header("X-Forwarded-For", "6.6.6.6, 203.0.113.9")
-        .json(&json!({"workspace": ws.slug, "email": ws.owner_email, "password": ws.owner_password}))
+        .json(
+            &json!({"workspace": ws.slug, "email": ws.owner_email, "password": ws.owner_password}),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    b.login_ok(&ws.slug, &ws.owner_email, &ws.owner_password).await;
+    b.login_ok(&ws.slug, &ws.owner_email, &ws.owner_password)
+        .await;
     let page = json_body(b.get("/v1/console/audit?kind=login.succeeded").await, 200).await;
     let ips: Vec<&str> = page["entries"]
         .as_array()
@@ -2539,6 +2542,12 @@ async fn a_trusted_balancer_s_forwarded_for_names_the_caller() {
         .map(|e| e["ip"].as_str().unwrap())
         .collect();
     assert!(ips.contains(&"203.0.113.9"), "{ips:?}");
-    assert!(!ips.contains(&"6.6.6.6"), "a client-written hop is never taken: {ips:?}");
-    assert!(ips.contains(&"127.0.0.1"), "without the header, the balancer's own address: {ips:?}");
+    assert!(
+        !ips.contains(&"6.6.6.6"),
+        "a client-written hop is never taken: {ips:?}"
+    );
+    assert!(
+        ips.contains(&"127.0.0.1"),
+        "without the header, the balancer's own address: {ips:?}"
+    );
 }

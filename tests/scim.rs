@@ -712,9 +712,14 @@ async fn protocol_errors_are_scim_errors() {
         json!({"schemas": [USER_URN], "userName": "big", "title": "x".repeat(2 * 1024 * 1024)});
     // The server answers before reading the whole body and closes that connection: say so, or
     // the client's pool may hand the dying connection to the next request.
-    scim.send(Method::POST, "/Users", Some(&big), &[("Connection", "close")])
-        .await
-        .error(413, None);
+    scim.send(
+        Method::POST,
+        "/Users",
+        Some(&big),
+        &[("Connection", "close")],
+    )
+    .await
+    .error(413, None);
 
     // An unknown or missing token: 401 in the SCIM schema, with a Bearer challenge.
     let resp = client

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::clock::{SharedClock, SystemClock};
-use crate::push::{ApnsClient, FcmClient, PushProvider};
 use crate::config::Config;
+use crate::push::{ApnsClient, FcmClient, PushProvider};
 
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -59,14 +59,18 @@ fn push_providers(config: &Config) -> anyhow::Result<Vec<Arc<dyn PushProvider>>>
             providers.push(Arc::new(ApnsClient::new(apns.clone(), clock.clone())?));
             tracing::info!(topic = %apns.topic, "push: APNs configured");
         }
-        None => tracing::info!("push: APNs not configured (ASSENT_APNS_*); iPhones find challenges by polling"),
+        None => tracing::info!(
+            "push: APNs not configured (ASSENT_APNS_*); iPhones find challenges by polling"
+        ),
     }
     match &config.fcm {
         Some(fcm) => {
             providers.push(Arc::new(FcmClient::new(fcm.clone(), clock)?));
             tracing::info!("push: FCM configured");
         }
-        None => tracing::info!("push: FCM not configured (ASSENT_FCM_*); Android phones find challenges by polling"),
+        None => tracing::info!(
+            "push: FCM not configured (ASSENT_FCM_*); Android phones find challenges by polling"
+        ),
     }
     Ok(providers)
 }

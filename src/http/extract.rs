@@ -75,11 +75,22 @@ where
 impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
-        let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
         let ip = peer
-            .map(|peer| super::proxy::client_ip(peer, forwarded, &app.config.trusted_proxies).to_string())
+            .map(|peer| {
+                super::proxy::client_ip(peer, forwarded, &app.config.trusted_proxies).to_string()
+            })
             .unwrap_or_else(|| "unknown".into());
         let user_agent = parts
             .headers

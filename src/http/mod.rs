@@ -5,8 +5,8 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod mobile;
-pub mod proxy;
 pub mod provisioning;
+pub mod proxy;
 pub mod scim;
 pub mod sso;
 #[cfg(test)]

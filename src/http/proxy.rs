@@ -20,7 +20,10 @@ impl Cidr {
         };
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Cidr { network: addr, prefix })
+        (prefix <= max).then_some(Cidr {
+            network: addr,
+            prefix,
+        })
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -39,7 +42,11 @@ impl Cidr {
             return false;
         }
         let host_bits = u32::from(net_len - self.prefix.min(net_len));
-        let mask = if host_bits >= 128 { 0 } else { u128::MAX << host_bits };
+        let mask = if host_bits >= 128 {
+            0
+        } else {
+            u128::MAX << host_bits
+        };
         (net & mask) == (addr & mask)
     }
 }
@@ -84,7 +91,9 @@ mod tests {
         assert!(!net.contains(ip("172.32.0.1")));
         assert!(Cidr::parse("192.0.2.7").unwrap().contains(ip("192.0.2.7")));
         assert!(Cidr::parse("::1").unwrap().contains(ip("::1")));
-        assert!(Cidr::parse("10.0.0.0/8").unwrap().contains(ip("::ffff:10.1.2.3")));
+        assert!(Cidr::parse("10.0.0.0/8")
+            .unwrap()
+            .contains(ip("::ffff:10.1.2.3")));
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
         assert_eq!(Cidr::parse("10.0.0.0/33"), None);
         assert_eq!(Cidr::parse("nope"), None);
@@ -94,12 +103,27 @@ mod tests {
     fn only_trusted_peers_are_believed() {
         let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
         // A client talking to us directly cannot claim another address.
-        assert_eq!(client_ip(ip("198.51.100.9"), Some("1.2.3.4"), &trusted), ip("198.51.100.9"));
+        assert_eq!(
+            client_ip(ip("198.51.100.9"), Some("1.2.3.4"), &trusted),
+            ip("198.51.100.9")
+        );
         // Behind the balancer: the right-most untrusted hop, whatever the client wrote before it.
-        assert_eq!(client_ip(ip("10.0.0.5"), Some("6.6.6.6, 198.51.100.9"), &trusted), ip("198.51.100.9"));
-        assert_eq!(client_ip(ip("10.0.0.5"), Some("198.51.100.9, 10.0.0.7"), &trusted), ip("198.51.100.9"));
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), Some("6.6.6.6, 198.51.100.9"), &trusted),
+            ip("198.51.100.9")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), Some("198.51.100.9, 10.0.0.7"), &trusted),
+            ip("198.51.100.9")
+        );
         assert_eq!(client_ip(ip("10.0.0.5"), None, &trusted), ip("10.0.0.5"));
-        assert_eq!(client_ip(ip("10.0.0.5"), Some("garbage"), &trusted), ip("10.0.0.5"));
-        assert_eq!(client_ip(ip("10.0.0.5"), Some("198.51.100.9"), &[]), ip("10.0.0.5"));
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), Some("garbage"), &trusted),
+            ip("10.0.0.5")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), Some("198.51.100.9"), &[]),
+            ip("10.0.0.5")
+        );
     }
 }

@@ -23,11 +23,19 @@ impl Notifier {
         keyring: Keyring,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { providers, store, keyring, metrics }
+        Self {
+            providers,
+            store,
+            keyring,
+            metrics,
+        }
     }
 
     fn provider(&self, platform: Platform) -> Option<Arc<dyn PushProvider>> {
-        self.providers.iter().find(|p| p.platform() == platform).cloned()
+        self.providers
+            .iter()
+            .find(|p| p.platform() == platform)
+            .cloned()
     }
 
     /// The device's push target, unless it has no token or the provider refused it before.
@@ -50,7 +58,10 @@ impl Notifier {
     }
 
     fn count(&self, platform: Platform, result: &str) {
-        let labels = PushLabels { provider: platform.as_str(), result: result.to_owned() };
+        let labels = PushLabels {
+            provider: platform.as_str(),
+            result: result.to_owned(),
+        };
         self.metrics.pushes.get_or_create(&labels).inc();
     }
 
@@ -75,18 +86,23 @@ impl Notifier {
                 let outcome = provider.deliver(&target, &message).await;
                 this.metrics
                     .push_seconds
-                    .get_or_create(&crate::metrics::ProviderLabels { provider: target.platform.as_str() })
+                    .get_or_create(&crate::metrics::ProviderLabels {
+                        provider: target.platform.as_str(),
+                    })
                     .observe(began.elapsed().as_secs_f64());
                 match outcome {
                     Delivery::Delivered => this.count(target.platform, "delivered"),
                     Delivery::InvalidToken { reason } => {
                         this.count(target.platform, &format!("invalid_token:{reason}"));
                         this.metrics.push_tokens_invalidated.inc();
-                        if let Err(e) = this.store.mark_push_token_invalid(&target.device_id).await {
+                        if let Err(e) = this.store.mark_push_token_invalid(&target.device_id).await
+                        {
                             tracing::warn!(device = %target.device_id, error = %e, "could not mark a push token invalid");
                         }
                     }
-                    Delivery::Failed { reason } => this.count(target.platform, &format!("failed:{reason}")),
+                    Delivery::Failed { reason } => {
+                        this.count(target.platform, &format!("failed:{reason}"))
+                    }
                 }
             });
         }

@@ -68,9 +68,12 @@ impl App {
             // The phones' prompts can go: a silent "resolved" push to each of the person's devices.
             match self.store.devices_of_user(c.user_id).await {
                 Ok(devices) => {
-                    self.notifier.fan_out(&devices, PushMessage::for_challenge(c, PushKind::Resolved));
+                    self.notifier
+                        .fan_out(&devices, PushMessage::for_challenge(c, PushKind::Resolved));
                 }
-                Err(e) => tracing::warn!(challenge = %c.id, error = %e, "no resolved push after expiry"),
+                Err(e) => {
+                    tracing::warn!(challenge = %c.id, error = %e, "no resolved push after expiry")
+                }
             }
             self.metrics.challenge(c.action, "expired");
             self.audit(

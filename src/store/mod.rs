@@ -1,6 +1,8 @@
 //! Durable data behind one trait. `sqlite.rs` is the embedded default; `postgres.rs` implements
 //! the same trait for deployments with several instances.
 
+#[cfg(test)]
+mod audit_tests;
 pub mod postgres;
 pub mod scim;
 pub mod scim_postgres;
@@ -12,8 +14,6 @@ pub mod sqlite;
 pub mod sso;
 pub mod sso_postgres;
 pub mod sso_sqlite;
-#[cfg(test)]
-mod audit_tests;
 #[cfg(test)]
 pub(crate) mod test_db;
 
