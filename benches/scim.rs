@@ -190,6 +190,8 @@ async fn start_assent(dir: &Path) -> Server {
         decision: "approve".into(),
         number: Some(challenge["number"].as_u64().unwrap() as u8),
         reason: None,
+        workspace: None,
+        ticket: None,
         iat,
         exp: iat + 60,
     };

@@ -99,6 +99,12 @@ pub struct Config {
     /// sealed, during and after a rotation (`assent keys rotate`).
     pub old_master_keys: Vec<Secret>,
     pub challenge_ttl: Duration,
+    /// `ASSENT_CHALLENGES_PER_HOUR`: step-up challenges one person may cause per hour (0: no
+    /// limit); the next answers 429 with Retry-After.
+    pub challenges_per_hour: u32,
+    /// `ASSENT_NOT_ME_BLOCK_SECS`: after a `not_me` denial, no new challenge for that person for
+    /// this long.
+    pub not_me_block: Duration,
     pub session_idle: Duration,
     pub session_max: Duration,
     /// `ASSENT_SCIM_LOG_RETENTION_DAYS`: how long the provisioning log keeps an entry.
@@ -325,6 +331,23 @@ impl Config {
             master_key,
             old_master_keys,
             challenge_ttl: positive_secs(get, "ASSENT_CHALLENGE_TTL_SECS", 120)?,
+            challenges_per_hour: match get("ASSENT_CHALLENGES_PER_HOUR") {
+                None => 20,
+                Some(v) => v
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n <= 100_000)
+                    .ok_or_else(|| {
+                        bad(
+                            "ASSENT_CHALLENGES_PER_HOUR",
+                            format!(
+                                "expected a whole number from 0 (no limit) to 100000, got {v:?}"
+                            ),
+                        )
+                    })?,
+            },
+            not_me_block: positive_secs(get, "ASSENT_NOT_ME_BLOCK_SECS", 15 * 60)?,
             session_idle: positive_secs(get, "ASSENT_SESSION_IDLE_SECS", 30 * 60)?,
             session_max: positive_secs(get, "ASSENT_SESSION_MAX_SECS", 12 * 3600)?,
             scim_log_retention: positive_days(get, "ASSENT_SCIM_LOG_RETENTION_DAYS", 30)?,
@@ -386,6 +409,8 @@ mod tests {
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
         assert!(!c.secure_cookies);
         assert_eq!(c.challenge_ttl, Duration::seconds(120));
+        assert_eq!(c.challenges_per_hour, 20);
+        assert_eq!(c.not_me_block, Duration::minutes(15));
         assert_eq!(c.scim_log_retention, Duration::days(30));
         assert!(
             matches!(c.master_key, MasterKeySource::File(ref p) if p.to_str() == Some("assent.db.key"))
@@ -410,6 +435,9 @@ mod tests {
             ("ASSENT_CHALLENGE_TTL_SECS", "-5"),
             ("ASSENT_CHALLENGE_TTL_SECS", "soon"),
             ("ASSENT_SESSION_IDLE_SECS", "0"),
+            ("ASSENT_CHALLENGES_PER_HOUR", "-1"),
+            ("ASSENT_CHALLENGES_PER_HOUR", "many"),
+            ("ASSENT_NOT_ME_BLOCK_SECS", "0"),
             ("ASSENT_SCIM_LOG_RETENTION_DAYS", "0"),
             ("ASSENT_SCIM_LOG_RETENTION_DAYS", "a month"),
             ("ASSENT_LOG", "assent=loudest"),

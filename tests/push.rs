@@ -1191,6 +1191,8 @@ async fn a_reveal_lights_up_every_phone_and_a_dead_token_is_marked_invalid() {
         decision: "approve".into(),
         number: reveal["number"].as_u64().map(|n| n as u8),
         reason: None,
+        workspace: None,
+        ticket: None,
         iat,
         exp: iat + 60,
     };

@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use assent::challenges::redis::RedisChallenges;
-use assent::challenges::{ChallengeStore, LOGIN_WINDOW};
+use assent::challenges::{ChallengeStore, Inserted, LOGIN_WINDOW};
 use assent::domain::challenge::{Action, Challenge, Origin, Request, Status};
 use futures_util::future::join_all;
 use prometheus_client::metrics::family::Family;
@@ -36,11 +36,21 @@ fn challenge(user_id: i64, action: Action, now: OffsetDateTime, ttl_secs: i64) -
             user_email: "e@w.test".into(),
             session_hash: "s".into(),
             origin: Origin::default(),
+            support: None,
+            second_approvers: vec![],
         },
         now,
         time::Duration::seconds(ttl_secs),
         &mut rand::thread_rng(),
     )
+}
+
+/// What an insert that was not limited superseded.
+fn inserted(r: Result<Inserted, assent::challenges::LiveError>) -> Option<Challenge> {
+    match r.expect("insert") {
+        Inserted::Stored { superseded } => superseded.map(|c| *c),
+        Inserted::Limited { retry_at } => panic!("limited until {retry_at}"),
+    }
 }
 
 fn store(redis: &RedisServer) -> RedisChallenges {
@@ -58,7 +68,7 @@ async fn redis_swap_is_a_compare_and_swap_on_the_version() {
     let store = store(&redis);
     let now = now();
     let c = challenge(1, Action::Reveal, now, 120);
-    assert!(store.insert(&c, now).await.unwrap().is_none());
+    assert!(inserted(store.insert(&c, now, 0).await).is_none());
     assert_eq!(store.get(&c.id).await.unwrap().as_ref(), Some(&c));
     assert!(store.get("no-such-id").await.unwrap().is_none());
 
@@ -107,14 +117,10 @@ async fn redis_insert_supersedes_the_pending_challenge_of_the_same_action_once()
     let now = now();
     let first = challenge(7, Action::Reveal, now, 120);
     let rotate = challenge(7, Action::Rotate, now, 120);
-    assert!(store.insert(&first, now).await.unwrap().is_none());
-    assert!(store.insert(&rotate, now).await.unwrap().is_none());
+    assert!(inserted(store.insert(&first, now, 0).await).is_none());
+    assert!(inserted(store.insert(&rotate, now, 0).await).is_none());
     let second = challenge(7, Action::Reveal, now, 120);
-    let superseded = store
-        .insert(&second, now)
-        .await
-        .unwrap()
-        .expect("superseded");
+    let superseded = inserted(store.insert(&second, now, 0).await).expect("superseded");
     assert_eq!(superseded.id, first.id);
     assert_eq!(superseded.status, Status::Expired);
     assert_eq!(store.get(&first.id).await.unwrap().unwrap(), superseded);
@@ -134,7 +140,7 @@ async fn redis_insert_supersedes_the_pending_challenge_of_the_same_action_once()
     approved.version += 1;
     assert!(store.swap(&approved, second.version).await.unwrap());
     let third = challenge(7, Action::Reveal, now, 120);
-    assert!(store.insert(&third, now).await.unwrap().is_none());
+    assert!(inserted(store.insert(&third, now, 0).await).is_none());
     assert_eq!(
         store.get(&second.id).await.unwrap().unwrap().status,
         Status::Approved
@@ -144,10 +150,10 @@ async fn redis_insert_supersedes_the_pending_challenge_of_the_same_action_once()
     let racers: Vec<Challenge> = (0..12)
         .map(|_| challenge(8, Action::Reveal, now, 120))
         .collect();
-    let results = join_all(racers.iter().map(|c| store.insert(c, now))).await;
+    let results = join_all(racers.iter().map(|c| store.insert(c, now, 0))).await;
     let superseded: Vec<String> = results
         .into_iter()
-        .filter_map(|r| r.unwrap().map(|c| c.id))
+        .filter_map(|r| inserted(r).map(|c| c.id))
         .collect();
     assert_eq!(superseded.len(), racers.len() - 1, "{superseded:?}");
     let pending = store.pending_for_user(8, now).await.unwrap();
@@ -162,6 +168,83 @@ async fn redis_insert_supersedes_the_pending_challenge_of_the_same_action_once()
 }
 
 #[tokio::test]
+async fn redis_holds_the_hourly_limit_for_racing_requests_of_one_person() {
+    let redis = RedisServer::start().await;
+    let store = store(&redis);
+    let now = now();
+    let racers: Vec<Challenge> = (0..12)
+        .map(|_| challenge(21, Action::Reveal, now, 120))
+        .collect();
+    let results = join_all(racers.iter().map(|c| store.insert(c, now, 5))).await;
+    let mut stored = 0;
+    for r in results {
+        match r.unwrap() {
+            Inserted::Stored { .. } => stored += 1,
+            Inserted::Limited { retry_at } => {
+                assert_eq!(retry_at, now + time::Duration::hours(1))
+            }
+        }
+    }
+    assert_eq!(stored, 5, "exactly the limit's worth get through");
+    // Somebody else is not affected; an hour later the person may ask again.
+    inserted(
+        store
+            .insert(&challenge(22, Action::Reveal, now, 120), now, 5)
+            .await,
+    );
+    let later = now + time::Duration::hours(1);
+    inserted(
+        store
+            .insert(&challenge(21, Action::Reveal, later, 120), later, 5)
+            .await,
+    );
+    // The count's key expires an hour after the last request.
+    let ttl: i64 = redis.query(&["PTTL", "assent:issued:21"]).await;
+    assert!(ttl > 3_000_000, "PTTL {ttl}");
+}
+
+#[tokio::test]
+async fn redis_lists_a_challenge_awaiting_its_second_approval_to_the_second_approvers() {
+    let redis = RedisServer::start().await;
+    let store = store(&redis);
+    let now = now();
+    let mut c = challenge(31, Action::Rotate, now, 120);
+    c.second_approvers = vec![32, 33];
+    inserted(store.insert(&c, now, 0).await);
+    let ids = |list: Vec<Challenge>| list.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.pending_for_user(31, now).await.unwrap()),
+        [c.id.clone()]
+    );
+    assert!(store.pending_for_user(32, now).await.unwrap().is_empty());
+
+    let mut first = c.clone();
+    first.first_approval = Some(assent::domain::challenge::FirstApproval {
+        device_id: "d31".into(),
+        at: now,
+    });
+    first.version += 1;
+    assert!(store.swap(&first, c.version).await.unwrap());
+    assert!(store.pending_for_user(31, now).await.unwrap().is_empty());
+    assert_eq!(
+        ids(store.pending_for_user(32, now).await.unwrap()),
+        [c.id.clone()]
+    );
+    assert_eq!(
+        ids(store.pending_for_user(33, now).await.unwrap()),
+        [c.id.clone()]
+    );
+
+    let mut approved = first.clone();
+    approved.status = Status::Approved;
+    approved.version += 1;
+    assert!(store.swap(&approved, first.version).await.unwrap());
+    for user in [31, 32, 33] {
+        assert!(store.pending_for_user(user, now).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
 async fn redis_due_pending_blocks_counters_and_replays_follow_the_given_clock() {
     let redis = RedisServer::start().await;
     let store = store(&redis);
@@ -169,8 +252,8 @@ async fn redis_due_pending_blocks_counters_and_replays_follow_the_given_clock() 
     // Made 100 s ago with a 120 s TTL: due 20 s from now; the other one 120 s from now.
     let old = challenge(3, Action::Reveal, now - time::Duration::seconds(100), 120);
     let fresh = challenge(3, Action::Rotate, now, 120);
-    store.insert(&old, now).await.unwrap();
-    store.insert(&fresh, now).await.unwrap();
+    store.insert(&old, now, 0).await.unwrap();
+    store.insert(&fresh, now, 0).await.unwrap();
     let later = now + time::Duration::seconds(20);
     assert!(store.due(now).await.unwrap().is_empty());
     assert!(store

@@ -4,11 +4,11 @@
 //! durable store.
 
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 
-use super::{slot, ChallengeStore, LiveError, Result, LOGIN_WINDOW};
+use super::{slot, ChallengeStore, Inserted, LiveError, Result, ISSUE_WINDOW, LOGIN_WINDOW};
 use crate::domain::challenge::{Challenge, Status};
 use crate::store::Store;
 
@@ -20,6 +20,8 @@ struct State {
     blocked: HashMap<i64, OffsetDateTime>,
     /// key → (failures, first failure of the window, last failure)
     failures: HashMap<String, (u32, OffsetDateTime, OffsetDateTime)>,
+    /// person → when their challenges of the last hour were made, oldest first.
+    issued: HashMap<i64, VecDeque<OffsetDateTime>>,
 }
 
 pub struct MemoryChallenges {
@@ -51,14 +53,26 @@ impl ChallengeStore for MemoryChallenges {
         &self,
         challenge: &Challenge,
         now: OffsetDateTime,
-    ) -> Result<Option<Challenge>> {
+        per_hour: u32,
+    ) -> Result<Inserted> {
         let mut state = self.lock();
+        let issued = state.issued.entry(challenge.user_id).or_default();
+        while issued.front().is_some_and(|t| *t + ISSUE_WINDOW <= now) {
+            issued.pop_front();
+        }
+        if per_hour > 0 && issued.len() >= per_hour as usize {
+            let oldest = issued[issued.len() - per_hour as usize];
+            return Ok(Inserted::Limited {
+                retry_at: oldest + ISSUE_WINDOW,
+            });
+        }
+        issued.push_back(now);
         let key = slot(challenge.user_id, challenge.action);
         let mut superseded = None;
         if let Some(old_id) = state.current.get(&key).cloned() {
             if let Some(old) = state.challenges.get_mut(&old_id) {
                 if old.supersede(now) {
-                    superseded = Some(old.clone());
+                    superseded = Some(Box::new(old.clone()));
                 }
             }
         }
@@ -66,7 +80,7 @@ impl ChallengeStore for MemoryChallenges {
         state
             .challenges
             .insert(challenge.id.clone(), challenge.clone());
-        Ok(superseded)
+        Ok(Inserted::Stored { superseded })
     }
 
     async fn get(&self, id: &str) -> Result<Option<Challenge>> {
@@ -78,7 +92,9 @@ impl ChallengeStore for MemoryChallenges {
         let mut pending: Vec<Challenge> = state
             .challenges
             .values()
-            .filter(|c| c.user_id == user_id && c.status == Status::Pending && !c.is_due(now))
+            .filter(|c| {
+                c.status == Status::Pending && !c.is_due(now) && c.deciders().contains(&user_id)
+            })
             .cloned()
             .collect();
         pending.sort_by(|a, b| {
@@ -118,7 +134,9 @@ impl ChallengeStore for MemoryChallenges {
             current,
             blocked,
             failures,
+            issued,
         } = &mut *state;
+        issued.retain(|_, times| times.back().is_some_and(|t| *t + ISSUE_WINDOW > now));
         current.retain(|_, id| challenges.contains_key(id));
         blocked.retain(|_, until| *until > now);
         failures.retain(|_, (_, first, _)| *first + LOGIN_WINDOW > now);
@@ -219,6 +237,8 @@ mod tests {
                 user_email: "e".into(),
                 session_hash: "s".into(),
                 origin: Origin::default(),
+                support: None,
+                second_approvers: vec![],
             },
             NOW,
             Duration::seconds(120),
@@ -230,14 +250,10 @@ mod tests {
     async fn a_new_challenge_supersedes_the_pending_one_of_the_same_action() {
         let (store, _dir) = store().await;
         let first = new(1, Action::Reveal);
-        assert!(store.insert(&first, NOW).await.unwrap().is_none());
-        assert!(store
-            .insert(&new(1, Action::Rotate), NOW)
-            .await
-            .unwrap()
-            .is_none());
+        assert!(stored(store.insert(&first, NOW, 0).await).is_none());
+        assert!(stored(store.insert(&new(1, Action::Rotate), NOW, 0).await).is_none());
         let second = new(1, Action::Reveal);
-        let superseded = store.insert(&second, NOW).await.unwrap().unwrap();
+        let superseded = stored(store.insert(&second, NOW, 0).await).unwrap();
         assert_eq!(superseded.id, first.id);
         assert_eq!(
             store.get(&first.id).await.unwrap().unwrap().status,
@@ -246,11 +262,70 @@ mod tests {
         assert_eq!(store.pending_for_user(1, NOW).await.unwrap().len(), 2);
     }
 
+    fn stored(r: Result<Inserted>) -> Option<Challenge> {
+        match r.unwrap() {
+            Inserted::Stored { superseded } => superseded.map(|c| *c),
+            Inserted::Limited { .. } => panic!("limited"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_hourly_limit_counts_per_person_and_frees_up_as_the_hour_slides() {
+        let (store, _dir) = store().await;
+        for i in 0..3 {
+            let at = NOW + Duration::minutes(i * 10);
+            stored(store.insert(&new(1, Action::Reveal), at, 3).await);
+        }
+        let later = NOW + Duration::minutes(30);
+        match store
+            .insert(&new(1, Action::Reveal), later, 3)
+            .await
+            .unwrap()
+        {
+            Inserted::Limited { retry_at } => assert_eq!(retry_at, NOW + Duration::hours(1)),
+            other => panic!("{other:?}"),
+        }
+        // Somebody else is not affected; the limit frees up when the oldest leaves the hour.
+        stored(store.insert(&new(2, Action::Reveal), later, 3).await);
+        stored(
+            store
+                .insert(&new(1, Action::Reveal), NOW + Duration::hours(1), 3)
+                .await,
+        );
+        assert!(matches!(
+            store
+                .insert(&new(1, Action::Reveal), NOW + Duration::hours(1), 3)
+                .await
+                .unwrap(),
+            Inserted::Limited { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_challenge_awaiting_its_second_approval_is_pending_for_the_second_approvers() {
+        let (store, _dir) = store().await;
+        let mut c = new(1, Action::Rotate);
+        c.second_approvers = vec![2, 3];
+        store.insert(&c, NOW, 0).await.unwrap();
+        assert_eq!(store.pending_for_user(1, NOW).await.unwrap().len(), 1);
+        assert!(store.pending_for_user(2, NOW).await.unwrap().is_empty());
+        let before = c.version;
+        c.first_approval = Some(crate::domain::challenge::FirstApproval {
+            device_id: "d".into(),
+            at: NOW,
+        });
+        c.version += 1;
+        assert!(store.swap(&c, before).await.unwrap());
+        assert!(store.pending_for_user(1, NOW).await.unwrap().is_empty());
+        assert_eq!(store.pending_for_user(2, NOW).await.unwrap()[0].id, c.id);
+        assert_eq!(store.pending_for_user(3, NOW).await.unwrap().len(), 1);
+    }
+
     #[tokio::test]
     async fn swap_has_one_winner() {
         let (store, _dir) = store().await;
         let c = new(1, Action::Reveal);
-        store.insert(&c, NOW).await.unwrap();
+        store.insert(&c, NOW, 0).await.unwrap();
         let mut a = c.clone();
         a.expire_if_due(NOW + Duration::seconds(500));
         let mut b = c.clone();
@@ -263,7 +338,7 @@ mod tests {
     async fn due_and_purge_follow_the_clock() {
         let (store, _dir) = store().await;
         let c = new(1, Action::Reveal);
-        store.insert(&c, NOW).await.unwrap();
+        store.insert(&c, NOW, 0).await.unwrap();
         assert!(store.due(NOW).await.unwrap().is_empty());
         assert_eq!(
             store.due(NOW + Duration::seconds(120)).await.unwrap().len(),

@@ -19,19 +19,38 @@ pub type Result<T> = std::result::Result<T, LiveError>;
 
 /// Window over which failed logins are counted.
 pub const LOGIN_WINDOW: Duration = Duration::minutes(15);
+/// Window of the per-person challenge limit.
+pub const ISSUE_WINDOW: Duration = Duration::hours(1);
+
+/// What `insert` did.
+#[derive(Debug)]
+pub enum Inserted {
+    /// Stored; a still-pending challenge of the same person and action was superseded.
+    Stored { superseded: Option<Box<Challenge>> },
+    /// Not stored: the person already had the limit's worth of challenges in the last hour; the
+    /// oldest of them leaves the window at `retry_at`.
+    Limited { retry_at: OffsetDateTime },
+}
 
 #[async_trait]
 pub trait ChallengeStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 
-    /// Stores a new challenge. A still-pending challenge of the same person and action is
-    /// superseded (expired) in the same step and returned, so its waiters can be told.
-    async fn insert(&self, challenge: &Challenge, now: OffsetDateTime)
-        -> Result<Option<Challenge>>;
+    /// Stores a new challenge unless its person already has `per_hour` challenges made in the
+    /// last hour (0: no limit). A still-pending challenge of the same person and action is
+    /// superseded (expired) in the same step and returned, so its waiters can be told. The check,
+    /// the count and the store are one atomic step, so instances cannot overshoot together.
+    async fn insert(
+        &self,
+        challenge: &Challenge,
+        now: OffsetDateTime,
+        per_hour: u32,
+    ) -> Result<Inserted>;
 
     async fn get(&self, id: &str) -> Result<Option<Challenge>>;
 
-    /// The person's challenges that are still pending at `now`, newest first.
+    /// The challenges still pending at `now` that this person may decide (their own, and under
+    /// the two-person rule those waiting for their second approval), newest first.
     async fn pending_for_user(&self, user_id: i64, now: OffsetDateTime) -> Result<Vec<Challenge>>;
 
     /// Stores `challenge` only if the stored one still has `expected_version`: of two racing

@@ -6,7 +6,8 @@
 //! | --- | --- | --- |
 //! | `challenge:{id}` | hash `v` (version), `c` (the challenge as JSON) | at `retain_until` |
 //! | `current:{user}:{action}` | id of the person's pending challenge for the action | with it |
-//! | `pending:{user}` | sorted set: id → `expires_at`, the person's pending challenges | a minute after the last |
+//! | `pending:{user}` | sorted set: id → `expires_at`, the pending challenges the person may decide (their own; a colleague's awaiting a second approval) | a minute after the last |
+//! | `issued:{user}` | sorted set: id → creation (unix ms), the person's challenges of the last hour (the hourly limit) | an hour after the last |
 //! | `due` | sorted set: id → `expires_at`, challenges still waiting (pending or approved) | never (entries leave on transition) |
 //! | `blocked:{user}` | the not-me block's end, unix ms | then |
 //! | `login:{key}` | hash `n`, `first`, `last` (unix ms): failed logins of the window | with the window |
@@ -30,7 +31,7 @@ use std::sync::LazyLock;
 use std::time::Duration as StdDuration;
 use time::OffsetDateTime;
 
-use super::{slot, ChallengeStore, LiveError, Result, LOGIN_WINDOW};
+use super::{slot, ChallengeStore, Inserted, LiveError, Result, ISSUE_WINDOW, LOGIN_WINDOW};
 use crate::domain::challenge::{Challenge, Status};
 use crate::metrics::RedisLabels;
 
@@ -52,15 +53,26 @@ pub(crate) fn connection_manager(client: redis::Client) -> redis::RedisResult<Co
     ConnectionManager::new_lazy_with_config(client, config)
 }
 
-/// KEYS: slot, new challenge, pending:{user}, due.
+/// KEYS: slot, new challenge, pending:{user}, due, issued:{user}.
 /// ARGV: new id, new version, new JSON, new retain (unix s), new expires_at (unix s), challenge
 /// key prefix, superseded id ('' when the caller found none), its expected version, its new
-/// version, its new JSON, its retain.
+/// version, its new JSON, its retain, the hourly limit ('0': none), now (unix ms), the start of
+/// the hour's window (unix ms, exclusive).
 /// Returns {0} inserted, {1, json} the slot's pending challenge must be superseded first, {2} the
-/// slot changed since the caller looked: look again.
+/// slot changed since the caller looked: look again, {3, ms} the person is at the hourly limit
+/// until ms.
 static INSERT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[14])
+local limit = tonumber(ARGV[12])
+if limit > 0 then
+  local n = redis.call('ZCARD', KEYS[5])
+  if n >= limit then
+    local oldest = redis.call('ZRANGE', KEYS[5], n - limit, n - limit, 'WITHSCORES')
+    return {3, oldest[2]}
+  end
+end
 local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[7] then
   local pending = redis.call('HGET', ARGV[6] .. current, 'c')
@@ -82,14 +94,18 @@ redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
 local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
 redis.call('EXPIREAT', KEYS[3], last[2] + 60)
+redis.call('ZADD', KEYS[5], ARGV[13], ARGV[1])
+redis.call('PEXPIREAT', KEYS[5], ARGV[13] + 3600000)
 return {0, false}
 ",
     )
 });
 
-/// KEYS: challenge, pending:{user}, due, slot.
+/// KEYS: challenge, due, slot, then the pending:{user} indexes to add the id to (ARGV[9] of
+/// them: the people who may decide it now), then those to remove it from.
 /// ARGV: expected version, new version, JSON, retain (unix s), id, expires_at (unix s),
-/// '1' if still waiting (due index), '1' if still pending (pending index and slot).
+/// '1' if still waiting (due index), '1' if still pending (keeps the slot), how many indexes to
+/// add to.
 /// Returns 1 when written, 0 when the stored version was not the expected one.
 static SWAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -98,15 +114,22 @@ if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'c', ARGV[3])
 redis.call('EXPIREAT', KEYS[1], ARGV[4])
 if ARGV[7] == '1' then
-  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
-else
-  redis.call('ZREM', KEYS[3], ARGV[5])
-end
-if ARGV[8] == '1' then
   redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
 else
   redis.call('ZREM', KEYS[2], ARGV[5])
-  if redis.call('GET', KEYS[4]) == ARGV[5] then redis.call('DEL', KEYS[4]) end
+end
+local adds = tonumber(ARGV[9])
+for i = 4, #KEYS do
+  if i < 4 + adds then
+    redis.call('ZADD', KEYS[i], ARGV[6], ARGV[5])
+    local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+    redis.call('EXPIREAT', KEYS[i], last[2] + 60)
+  else
+    redis.call('ZREM', KEYS[i], ARGV[5])
+  end
+end
+if ARGV[8] ~= '1' then
+  if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
 end
 return 1
 ",
@@ -197,6 +220,10 @@ fn pending_key(user_id: i64) -> String {
     format!("{PREFIX}pending:{user_id}")
 }
 
+fn issued_key(user_id: i64) -> String {
+    format!("{PREFIX}issued:{user_id}")
+}
+
 fn login_key(key: &str) -> String {
     format!("{PREFIX}login:{key}")
 }
@@ -207,10 +234,11 @@ fn waits(c: &Challenge) -> bool {
 }
 
 /// What `insert`'s script answered.
-enum Inserted {
+enum Attempt {
     Done,
     SupersedeFirst(Box<Challenge>),
     LookAgain,
+    Limited(OffsetDateTime),
 }
 
 pub struct RedisChallenges {
@@ -238,13 +266,16 @@ impl RedisChallenges {
         &self,
         new: &Challenge,
         superseded: Option<(&Challenge, u64)>,
-    ) -> Result<Inserted> {
+        now: OffsetDateTime,
+        per_hour: u32,
+    ) -> Result<Attempt> {
         let mut invocation = INSERT.prepare_invoke();
         invocation
             .key(slot_key(new))
             .key(challenge_key(&new.id))
             .key(pending_key(new.user_id))
             .key(DUE)
+            .key(issued_key(new.user_id))
             .arg(&new.id)
             .arg(new.version)
             .arg(encode(new)?)
@@ -260,14 +291,24 @@ impl RedisChallenges {
                 .arg(old.retain_until().unix_timestamp()),
             None => invocation.arg("").arg("").arg("").arg("").arg(""),
         };
+        invocation
+            .arg(per_hour)
+            .arg(unix_ms(now))
+            .arg(unix_ms(now - ISSUE_WINDOW));
         let (code, pending): (i64, Option<String>) = invocation
             .invoke_async(&mut self.conn("insert"))
             .await
             .map_err(unavailable)?;
         Ok(match (code, pending) {
-            (0, _) => Inserted::Done,
-            (1, Some(json)) => Inserted::SupersedeFirst(Box::new(decode(&json)?)),
-            _ => Inserted::LookAgain,
+            (0, _) => Attempt::Done,
+            (1, Some(json)) => Attempt::SupersedeFirst(Box::new(decode(&json)?)),
+            (3, Some(oldest)) => {
+                let ms = oldest.parse::<f64>().map_err(|_| {
+                    LiveError::Unavailable("unreadable challenge count in Redis".into())
+                })?;
+                Attempt::Limited(from_unix_ms(ms as i64)? + ISSUE_WINDOW)
+            }
+            _ => Attempt::LookAgain,
         })
     }
 
@@ -307,22 +348,28 @@ impl ChallengeStore for RedisChallenges {
         &self,
         challenge: &Challenge,
         now: OffsetDateTime,
-    ) -> Result<Option<Challenge>> {
+        per_hour: u32,
+    ) -> Result<Inserted> {
         // Usually one round trip; two when a pending challenge of the same person and action is
         // superseded; more only while other requests change that slot at the same moment.
         let mut superseding: Option<(Challenge, u64)> = None;
         loop {
             let attempt = superseding.as_ref().map(|(c, v)| (c, *v));
-            match self.try_insert(challenge, attempt).await? {
-                Inserted::Done => return Ok(superseding.map(|(c, _)| c)),
-                Inserted::SupersedeFirst(old) => {
+            match self.try_insert(challenge, attempt, now, per_hour).await? {
+                Attempt::Done => {
+                    return Ok(Inserted::Stored {
+                        superseded: superseding.map(|(c, _)| Box::new(c)),
+                    })
+                }
+                Attempt::Limited(retry_at) => return Ok(Inserted::Limited { retry_at }),
+                Attempt::SupersedeFirst(old) => {
                     let mut old = *old;
                     let expected = old.version;
                     // The slot only ever names a pending challenge, so this always applies.
                     old.supersede(now);
                     superseding = Some((old, expected));
                 }
-                Inserted::LookAgain => superseding = None,
+                Attempt::LookAgain => superseding = None,
             }
         }
     }
@@ -344,7 +391,9 @@ impl ChallengeStore for RedisChallenges {
             .list("pending", &pending_key(user_id), "+inf", &lowest, -1)
             .await?
             .into_iter()
-            .filter(|c| c.status == Status::Pending && !c.is_due(now))
+            .filter(|c| {
+                c.status == Status::Pending && !c.is_due(now) && c.deciders().contains(&user_id)
+            })
             .collect();
         pending.sort_by(|a, b| {
             b.created_at
@@ -356,11 +405,22 @@ impl ChallengeStore for RedisChallenges {
 
     async fn swap(&self, challenge: &Challenge, expected_version: u64) -> Result<bool> {
         let c = challenge;
-        let written: i64 = SWAP
+        let pending = c.status == Status::Pending;
+        let add: Vec<i64> = if pending { c.deciders() } else { Vec::new() };
+        let mut remove: Vec<i64> = std::iter::once(c.user_id)
+            .chain(c.second_approvers.iter().copied())
+            .filter(|u| !add.contains(u))
+            .collect();
+        remove.dedup();
+        let mut invocation = SWAP.prepare_invoke();
+        invocation
             .key(challenge_key(&c.id))
-            .key(pending_key(c.user_id))
             .key(DUE)
-            .key(slot_key(c))
+            .key(slot_key(c));
+        for user in add.iter().chain(&remove) {
+            invocation.key(pending_key(*user));
+        }
+        let written: i64 = invocation
             .arg(expected_version)
             .arg(c.version)
             .arg(encode(c)?)
@@ -368,11 +428,8 @@ impl ChallengeStore for RedisChallenges {
             .arg(&c.id)
             .arg(c.expires_at.unix_timestamp())
             .arg(if waits(c) { "1" } else { "0" })
-            .arg(if c.status == Status::Pending {
-                "1"
-            } else {
-                "0"
-            })
+            .arg(if pending { "1" } else { "0" })
+            .arg(add.len())
             .invoke_async(&mut self.conn("swap"))
             .await
             .map_err(unavailable)?;

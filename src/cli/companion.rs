@@ -110,7 +110,7 @@ fn load(path: &Path) -> anyhow::Result<(State, DeviceSigner)> {
 }
 
 /// Turns an error answer into one line (problem+json's detail when there is one).
-async fn check(response: reqwest::Response) -> anyhow::Result<Value> {
+pub(crate) async fn check(response: reqwest::Response) -> anyhow::Result<Value> {
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if status.is_success() {
@@ -183,6 +183,9 @@ impl Device {
     ) -> anyhow::Result<Value> {
         let iat = OffsetDateTime::now_utc().unix_timestamp();
         let text = |key: &str| challenge[key].as_str().unwrap_or_default().to_owned();
+        // A support rotation signs what the phone shows about it: the workspace and the ticket.
+        let support = challenge["action"] == "scim_token.support_rotate";
+        let shown = |v: &Value| support.then(|| v.as_str().unwrap_or_default().to_owned());
         let claims = DecisionClaims {
             iss: self.state.device_id.clone(),
             aud: self.state.audience.clone(),
@@ -192,6 +195,8 @@ impl Device {
             decision: decision.to_owned(),
             number,
             reason,
+            workspace: shown(&challenge["workspace"]["slug"]),
+            ticket: shown(&challenge["context"]["ticket"]),
             iat,
             exp: iat + 60,
         };
@@ -208,8 +213,12 @@ impl Device {
 }
 
 fn describe(c: &Value) -> String {
+    let ticket = match c["context"]["ticket"].as_str() {
+        Some(t) => format!("  ticket {t}"),
+        None => String::new(),
+    };
     format!(
-        "{}  {}  workspace {} ({})  asked by {} from {}  expires {}",
+        "{}  {}{ticket}  workspace {} ({})  asked by {} from {}  expires {}",
         c["id"].as_str().unwrap_or_default(),
         c["action"].as_str().unwrap_or_default(),
         c["workspace"]["name"].as_str().unwrap_or_default(),

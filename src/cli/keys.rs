@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use crate::config::Config;
 use crate::service::keys;
-use crate::store::sealed;
+use crate::store::{sealed, AuditEvent};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -29,13 +29,31 @@ pub async fn run(command: KeysCommand, config: Config) -> anyhow::Result<()> {
         batch_size,
         max_batches,
     } = command;
-    let store = sealed::open(&config.database).await?;
+    let (store, audit) = sealed::open_with_store(&config.database).await?;
     let (keyring, files) = keys::rotation_keyring(&config)?;
     let rotation =
         keys::reseal_all(store.as_ref(), &keyring, batch_size.into(), max_batches).await?;
     if let (Some(files), 0) = (&files, rotation.remaining) {
         files.finish()?;
         tracing::info!(old = %files.old.display(), "the new master key is in place; the old one is kept beside it until you delete it");
+    }
+    // In the deployment's own chain (no workspace): which key, how far, who ran it.
+    let event = AuditEvent {
+        workspace_id: None,
+        kind: if rotation.remaining == 0 {
+            "keys.rotated"
+        } else {
+            "keys.rotation_paused"
+        },
+        actor: std::env::var("USER").ok().map(|u| format!("cli:{u}")),
+        detail: serde_json::to_value(&rotation)?,
+        ..AuditEvent::default()
+    };
+    if let Err(e) = audit
+        .append_audit(event, time::OffsetDateTime::now_utc())
+        .await
+    {
+        tracing::error!(error = %e, "could not append the rotation to the audit log");
     }
     println!("{}", serde_json::to_string(&rotation)?);
     Ok(())

@@ -1,11 +1,12 @@
-//! The command line: `serve`, `workspace create`, `member add`, `audit verify|export`, `keys
-//! rotate`. Configuration comes from the environment (see `config.rs`); a command's standard
+//! The command line: `serve`, `workspace create`, `member add`, `staff add`, `support rotate`,
+//! `audit verify|export`, `keys rotate`. Configuration comes from the environment (see `config.rs`); a command's standard
 //! output holds only its JSON answer (JSON lines for `audit export`).
 
 pub mod audit;
 pub mod companion;
 pub mod keys;
 pub mod serve;
+pub mod support;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -38,6 +39,16 @@ pub enum Command {
     Member {
         #[command(subcommand)]
         command: MemberCommand,
+    },
+    /// Manage support staff (operators of this deployment, members of no workspace).
+    Staff {
+        #[command(subcommand)]
+        command: support::StaffCommand,
+    },
+    /// Support actions on a workspace, approved on your own phone.
+    Support {
+        #[command(subcommand)]
+        command: support::SupportCommand,
     },
     /// Act as the phone app: enroll, list pending challenges, approve or deny.
     Companion(companion::CompanionArgs),
@@ -103,6 +114,8 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Audit { command } => audit::run(command, config).await,
         Command::Keys { command } => keys::run(command, config).await,
         Command::Serve => serve::serve(config).await,
+        Command::Staff { command } => support::run_staff(command, config).await,
+        Command::Support { command } => support::run_support(command, config).await,
         Command::Workspace {
             command:
                 WorkspaceCommand::Create {

@@ -105,6 +105,25 @@ pub struct Request {
     /// Hash of the session that asked: only it may read and release the challenge.
     pub session_hash: String,
     pub origin: Origin,
+    /// Set for a support rotation: why support acts, shown on the phone and signed by it.
+    pub support: Option<SupportContext>,
+    /// Under the two-person rule: who may give the second approval after the requester's.
+    pub second_approvers: Vec<i64>,
+}
+
+/// Why a support engineer asks to rotate a workspace's token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupportContext {
+    pub ticket: String,
+    pub reason: String,
+}
+
+/// The requester's own approval, kept while the challenge waits for a second person's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstApproval {
+    pub device_id: String,
+    #[serde(with = "time::serde::timestamp")]
+    pub at: OffsetDateTime,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +149,16 @@ pub struct Challenge {
     pub ended_at: Option<OffsetDateTime>,
     pub decided_by_device: Option<String>,
     pub deny_reason: Option<DenyReason>,
+    #[serde(default)]
+    pub support: Option<SupportContext>,
+    /// Under the two-person rule, the people who may give the second approval (never the
+    /// requester); empty when one approval is enough.
+    #[serde(default)]
+    pub second_approvers: Vec<i64>,
+    /// The requester's approval once given under the two-person rule; the challenge then stays
+    /// `pending`, with a fresh nonce, until one of `second_approvers` decides.
+    #[serde(default)]
+    pub first_approval: Option<FirstApproval>,
     /// Bumped by every transition; stores swap only when it is unchanged (one winner per race).
     pub version: u64,
 }
@@ -145,6 +174,9 @@ pub struct Decision {
     pub approve: bool,
     pub number: Option<u8>,
     pub reason: Option<DenyReason>,
+    /// The workspace slug and ticket a support rotation's decision signed (None otherwise).
+    pub workspace: Option<String>,
+    pub ticket: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -160,6 +192,9 @@ pub enum DecideError {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Approved,
+    /// The requester approved under the two-person rule: the challenge now waits for a second
+    /// person (still `pending`).
+    FirstApproved,
     Denied(Option<DenyReason>),
     /// An approval with the wrong number: the challenge is denied, the caller answers 422.
     WrongNumber,
@@ -207,6 +242,9 @@ impl Challenge {
             ended_at: None,
             decided_by_device: None,
             deny_reason: None,
+            support: req.support,
+            second_approvers: req.second_approvers,
+            first_approval: None,
             version: 0,
         }
     }
@@ -242,12 +280,34 @@ impl Challenge {
         }
     }
 
+    /// Who may decide now: the requester, or under the two-person rule once the requester has
+    /// approved, one of the second approvers.
+    pub fn deciders(&self) -> Vec<i64> {
+        if self.first_approval.is_some() {
+            self.second_approvers.clone()
+        } else {
+            vec![self.user_id]
+        }
+    }
+
+    pub fn awaits_second_approval(&self) -> bool {
+        self.status == Status::Pending && self.first_approval.is_some()
+    }
+
     pub fn decide(&mut self, d: &Decision, now: OffsetDateTime) -> Result<Outcome, DecideError> {
-        if d.device_user_id != self.user_id {
+        if !self.deciders().contains(&d.device_user_id) {
             return Err(DecideError::NotTheOwner);
         }
         if d.challenge_id != self.id || d.nonce != self.nonce || d.action != self.action.as_str() {
             return Err(DecideError::Mismatch);
+        }
+        // What a support rotation's phone showed is what it signed: the workspace and the ticket.
+        if let Some(support) = &self.support {
+            if d.workspace.as_deref() != Some(self.workspace_slug.as_str())
+                || d.ticket.as_deref() != Some(support.ticket.as_str())
+            {
+                return Err(DecideError::Mismatch);
+            }
         }
         self.expire_if_due(now);
         if self.status != Status::Pending {
@@ -263,6 +323,16 @@ impl Challenge {
             self.deny_reason = Some(DenyReason::WrongNumber);
             self.end(Status::Denied, now);
             return Ok(Outcome::WrongNumber);
+        }
+        if !self.second_approvers.is_empty() && self.first_approval.is_none() {
+            // The second person signs a fresh nonce: the first approval cannot be replayed as it.
+            self.first_approval = Some(FirstApproval {
+                device_id: d.device_id.clone(),
+                at: now,
+            });
+            self.nonce = random_b64url::<32>();
+            self.version += 1;
+            return Ok(Outcome::FirstApproved);
         }
         // Approved is not an end: the release (or expiry) still follows.
         self.status = Status::Approved;
@@ -311,6 +381,8 @@ mod tests {
                 user_email: "a@acme.test".into(),
                 session_hash: "s".into(),
                 origin: Origin::default(),
+                support: None,
+                second_approvers: vec![],
             },
             NOW,
             Duration::seconds(120),
@@ -328,6 +400,8 @@ mod tests {
             approve,
             number,
             reason: None,
+            workspace: None,
+            ticket: None,
         }
     }
 
@@ -364,6 +438,8 @@ mod tests {
             user_email: c.user_email.clone(),
             session_hash: c.session_hash.clone(),
             origin: c.origin.clone(),
+            support: c.support.clone(),
+            second_approvers: c.second_approvers.clone(),
         }
     }
 
@@ -462,5 +538,48 @@ mod tests {
         let v1 = c.version;
         c.release(NOW).unwrap();
         assert!(v0 < v1 && v1 < c.version);
+    }
+
+    #[test]
+    fn two_person_rule_needs_a_second_person_with_a_fresh_nonce() {
+        let mut c = challenge();
+        c.second_approvers = vec![11, 12];
+        let first = decision(&c, true, Some(c.number));
+        // Nobody else may go first.
+        let mut early = first.clone();
+        early.device_user_id = 11;
+        assert_eq!(c.decide(&early, NOW), Err(DecideError::NotTheOwner));
+        let nonce = c.nonce.clone();
+        assert_eq!(c.decide(&first, NOW), Ok(Outcome::FirstApproved));
+        assert_eq!(c.status, Status::Pending);
+        assert!(c.awaits_second_approval());
+        assert_ne!(c.nonce, nonce);
+        assert_eq!(c.deciders(), vec![11, 12]);
+        // The requester cannot approve twice, and the old nonce is dead.
+        assert_eq!(c.decide(&first, NOW), Err(DecideError::NotTheOwner));
+        let mut second = decision(&c, true, Some(c.number));
+        second.device_user_id = 12;
+        let mut stale = second.clone();
+        stale.nonce = nonce;
+        assert_eq!(c.decide(&stale, NOW), Err(DecideError::Mismatch));
+        assert_eq!(c.decide(&second, NOW), Ok(Outcome::Approved));
+        assert_eq!(c.status, Status::Approved);
+    }
+
+    #[test]
+    fn a_support_decision_must_sign_the_workspace_and_ticket() {
+        let mut c = challenge();
+        c.action = Action::SupportRotate;
+        c.support = Some(SupportContext {
+            ticket: "T-1".into(),
+            reason: "lost".into(),
+        });
+        let mut d = decision(&c, true, Some(c.number));
+        assert_eq!(c.decide(&d, NOW), Err(DecideError::Mismatch));
+        d.workspace = Some("acme".into());
+        d.ticket = Some("T-2".into());
+        assert_eq!(c.decide(&d, NOW), Err(DecideError::Mismatch));
+        d.ticket = Some("T-1".into());
+        assert_eq!(c.decide(&d, NOW), Ok(Outcome::Approved));
     }
 }

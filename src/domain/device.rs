@@ -125,6 +125,11 @@ pub struct DecisionClaims {
     pub number: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For `scim_token.support_rotate`: the workspace slug and the ticket the phone showed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
     pub iat: i64,
     pub exp: i64,
 }
@@ -353,6 +358,8 @@ mod tests {
             decision: "approve".into(),
             number: Some(42),
             reason: None,
+            workspace: None,
+            ticket: None,
             iat,
             exp: iat + 60,
         };

@@ -5,5 +5,6 @@ pub mod challenge;
 pub mod crypto;
 pub mod device;
 pub mod password;
+pub mod policy;
 pub mod sso;
 pub mod token;

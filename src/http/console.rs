@@ -12,7 +12,7 @@ use serde_json::json;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-use super::extract::{session_cookie, ApiJson};
+use super::extract::{session_cookie, ApiJson, ChallengeSession};
 use crate::app::App;
 use crate::bus::Subscription;
 use crate::clock::{rfc3339, ser_opt_rfc3339, ser_rfc3339};
@@ -33,10 +33,17 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/console/devices/{id}", delete(remove_device))
         .route("/v1/console/scim-token/reveal", post(reveal))
         .route("/v1/console/scim-token/rotate", post(rotate))
-        .route("/v1/console/challenges/{id}", get(challenge))
-        .route("/v1/console/challenges/{id}/events", get(events))
+        .route(
+            "/v1/console/challenges/{id}",
+            get(challenge::<ConsoleSession>),
+        )
+        .route(
+            "/v1/console/challenges/{id}/events",
+            get(events::<ConsoleSession>),
+        )
         .route("/v1/console/challenges/{id}/release", post(release))
         .route("/v1/console/audit", get(audit))
+        .route("/v1/console/policy", get(policy).put(set_policy))
 }
 
 #[derive(Deserialize)]
@@ -123,6 +130,14 @@ async fn start_enrollment(
     State(app): State<Arc<App>>,
     session: ConsoleSession,
 ) -> ApiResult<Response> {
+    start_enrollment_for(&app, &session).await
+}
+
+/// An enrollment code for the signed-in person's own phone (console user or staff).
+pub(super) async fn start_enrollment_for(
+    app: &App,
+    session: &ConsoleSession,
+) -> ApiResult<Response> {
     let offer = app
         .start_enrollment(
             session.user.id,
@@ -197,13 +212,7 @@ struct ChallengeCreated {
     notified_devices: usize,
 }
 
-async fn step_up(
-    app: &App,
-    session: &ConsoleSession,
-    action: Action,
-    caller: &Caller,
-) -> ApiResult<Response> {
-    let (c, notified) = app.request_step_up(session, action, caller).await?;
+pub(super) async fn step_up_answer(c: Challenge, notified: usize) -> ApiResult<Response> {
     let answer = ChallengeCreated {
         challenge_id: c.id,
         number: c.number,
@@ -211,6 +220,16 @@ async fn step_up(
         notified_devices: notified,
     };
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+async fn step_up(
+    app: &App,
+    session: &ConsoleSession,
+    action: Action,
+    caller: &Caller,
+) -> ApiResult<Response> {
+    let (c, notified) = app.request_step_up(session, action, caller).await?;
+    step_up_answer(c, notified).await
 }
 
 async fn reveal(
@@ -236,6 +255,13 @@ pub struct ChallengeView {
     status: Status,
     #[serde(serialize_with = "ser_rfc3339")]
     expires_at: OffsetDateTime,
+    /// `second_approval` while a pending challenge waits for the two-person rule's second person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    awaiting: Option<&'static str>,
+}
+
+fn awaiting(c: &Challenge) -> Option<&'static str> {
+    c.awaits_second_approval().then_some("second_approval")
 }
 
 impl From<&Challenge> for ChallengeView {
@@ -245,16 +271,19 @@ impl From<&Challenge> for ChallengeView {
             action: c.action,
             status: c.status,
             expires_at: c.expires_at,
+            awaiting: awaiting(c),
         }
     }
 }
 
-async fn challenge(
+pub(super) async fn challenge<S: ChallengeSession>(
     State(app): State<Arc<App>>,
-    session: ConsoleSession,
+    session: S,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ChallengeView>> {
-    let c = app.challenge_of_session(&id, &session.id_hash).await?;
+    let c = app
+        .challenge_of_session(&id, &session.session().id_hash)
+        .await?;
     Ok(Json(ChallengeView::from(&c)))
 }
 
@@ -264,7 +293,7 @@ struct Waiter {
     id: String,
     session_hash: String,
     subscription: Subscription,
-    last: Option<Status>,
+    last: Option<(Status, Option<&'static str>)>,
     done: bool,
     _open: OpenStream,
 }
@@ -285,10 +314,12 @@ impl Drop for OpenStream {
     }
 }
 
-fn status_event(status: Status) -> Event {
-    Event::default()
-        .event("status")
-        .data(json!({ "status": status.as_str() }).to_string())
+fn status_event(status: Status, awaiting: Option<&'static str>) -> Event {
+    let data = match awaiting {
+        None => json!({ "status": status.as_str() }),
+        Some(what) => json!({ "status": status.as_str(), "awaiting": what }),
+    };
+    Event::default().event("status").data(data.to_string())
 }
 
 /// How long a stream waits before reading an unavailable challenge store again, unless woken.
@@ -315,10 +346,11 @@ async fn next_event(mut w: Waiter) -> Option<(Result<Event, std::convert::Infall
             }
             Err(_) => return None,
         };
-        if w.last != Some(c.status) {
-            w.last = Some(c.status);
+        let now = (c.status, awaiting(&c));
+        if w.last != Some(now) {
+            w.last = Some(now);
             w.done = c.status.ends_the_wait();
-            return Some((Ok(status_event(c.status)), w));
+            return Some((Ok(status_event(now.0, now.1)), w));
         }
         let until_expiry = (c.expires_at - w.app.now()).max(time::Duration::ZERO);
         let sleep = std::time::Duration::try_from(until_expiry).unwrap_or_default();
@@ -332,18 +364,19 @@ async fn next_event(mut w: Waiter) -> Option<(Result<Event, std::convert::Infall
     }
 }
 
-async fn events(
+pub(super) async fn events<S: ChallengeSession>(
     State(app): State<Arc<App>>,
-    session: ConsoleSession,
+    session: S,
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>> {
+    let session_hash = session.session().id_hash.clone();
     // Subscribe first, then read: a change between the two is never missed.
     let subscription = app.bus.subscribe(&id).await?;
-    app.challenge_of_session(&id, &session.id_hash).await?;
+    app.challenge_of_session(&id, &session_hash).await?;
     let waiter = Waiter {
         app: app.clone(),
         id,
-        session_hash: session.id_hash,
+        session_hash,
         subscription,
         last: None,
         done: false,
@@ -447,5 +480,43 @@ async fn audit(
         .collect();
     Ok(Json(
         json!({ "entries": entries, "next_before": next_before }),
+    ))
+}
+
+#[derive(Serialize)]
+struct PolicyAnswer {
+    #[serde(flatten)]
+    policy: crate::domain::policy::Policy,
+    /// While a rotation's grace period lasts: until when the replaced token still works.
+    #[serde(serialize_with = "ser_opt_rfc3339")]
+    old_token_valid_until: Option<OffsetDateTime>,
+}
+
+impl From<crate::service::policy::PolicyView> for PolicyAnswer {
+    fn from(v: crate::service::policy::PolicyView) -> Self {
+        Self {
+            policy: v.policy,
+            old_token_valid_until: v.old_token_valid_until,
+        }
+    }
+}
+
+async fn policy(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+) -> ApiResult<Json<PolicyAnswer>> {
+    Ok(Json(app.workspace_policy(&session).await?.into()))
+}
+
+async fn set_policy(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    caller: Caller,
+    ApiJson(body): ApiJson<crate::domain::policy::Policy>,
+) -> ApiResult<Json<PolicyAnswer>> {
+    Ok(Json(
+        app.set_workspace_policy(&session, body, &caller)
+            .await?
+            .into(),
     ))
 }

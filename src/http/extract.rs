@@ -14,9 +14,11 @@ use super::error::problem;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::service::devices::AuthedDevice;
-use crate::service::{Caller, ConsoleSession};
+use crate::service::{Caller, ConsoleSession, StaffSession};
 
 pub const SESSION_COOKIE: &str = "assent_session";
+/// The support API's own cookie (CONTRACT.md section 8), scoped to its paths.
+pub const SUPPORT_COOKIE: &str = "assent_support_session";
 /// Largest request body any JSON route accepts.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
@@ -79,19 +81,7 @@ impl FromRequestParts<Arc<App>> for Caller {
         parts: &mut Parts,
         app: &Arc<App>,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        let ip = peer
-            .map(|peer| {
-                super::proxy::client_ip(peer, forwarded, &app.config.trusted_proxies).to_string()
-            })
-            .unwrap_or_else(|| "unknown".into());
+        let ip = client_ip(&parts.extensions, &parts.headers, app);
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -100,6 +90,22 @@ impl FromRequestParts<Arc<App>> for Caller {
             .unwrap_or_default();
         Ok(Caller { ip, user_agent })
     }
+}
+
+/// The caller's address: the peer, or behind a trusted proxy the address it forwarded.
+pub fn client_ip(
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+    app: &App,
+) -> String {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    peer.map(|peer| {
+        super::proxy::client_ip(peer, forwarded, &app.config.trusted_proxies).to_string()
+    })
+    .unwrap_or_else(|| "unknown".into())
 }
 
 /// The value of one cookie in the request, if present.
@@ -123,7 +129,41 @@ impl FromRequestParts<Arc<App>> for ConsoleSession {
         app: &Arc<App>,
     ) -> Result<Self, Self::Rejection> {
         let id = cookie(parts, SESSION_COOKIE).ok_or(ApiError::Unauthorized)?;
-        app.console_session(id).await?.ok_or(ApiError::Unauthorized)
+        app.session_of(id, false)
+            .await?
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+impl FromRequestParts<Arc<App>> for StaffSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        let id = cookie(parts, SUPPORT_COOKIE).ok_or(ApiError::Unauthorized)?;
+        app.session_of(id, true)
+            .await?
+            .map(StaffSession)
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// A session that may ask for step-up challenges and follow them: the console's or support's.
+pub trait ChallengeSession: FromRequestParts<Arc<App>, Rejection = ApiError> + Send {
+    fn session(&self) -> &ConsoleSession;
+}
+
+impl ChallengeSession for ConsoleSession {
+    fn session(&self) -> &ConsoleSession {
+        self
+    }
+}
+
+impl ChallengeSession for StaffSession {
+    fn session(&self) -> &ConsoleSession {
+        &self.0
     }
 }
 
@@ -160,4 +200,21 @@ pub fn session_cookie(app: &App, session_id: Option<&str>) -> String {
         ),
         None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
     }
+}
+
+/// `Set-Cookie` for a new support session, or (with `None`) one that clears it. Sent only to the
+/// support API's paths, so the console never even sees it.
+pub fn support_cookie(app: &App, session_id: Option<&str>) -> String {
+    let secure = if app.config.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let (value, max_age) = match session_id {
+        Some(id) => (id, app.config.session_max.whole_seconds()),
+        None => ("", 0),
+    };
+    format!(
+        "{SUPPORT_COOKIE}={value}; Path=/v1/support; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    )
 }

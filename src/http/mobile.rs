@@ -125,8 +125,23 @@ struct PendingView {
     expires_at: OffsetDateTime,
 }
 
+/// Where the request came from; for a support rotation also its ticket and reason (which the
+/// phone signs); under the two-person rule, that the requester has approved already.
+fn context(c: &Challenge) -> serde_json::Value {
+    let mut context = json!({"ip": c.origin.ip, "user_agent": c.origin.user_agent});
+    if let Some(support) = &c.support {
+        context["ticket"] = json!(support.ticket);
+        context["reason"] = json!(support.reason);
+    }
+    if c.first_approval.is_some() {
+        context["second_approval"] = json!(true);
+    }
+    context
+}
+
 impl From<Challenge> for PendingView {
     fn from(c: Challenge) -> Self {
+        let context = context(&c);
         Self {
             id: c.id,
             action: c.action,
@@ -134,7 +149,7 @@ impl From<Challenge> for PendingView {
             number_choices: c.number_choices,
             workspace: json!({"slug": c.workspace_slug, "name": c.workspace_name}),
             requested_by: json!({"email": c.user_email}),
-            context: json!({"ip": c.origin.ip, "user_agent": c.origin.user_agent}),
+            context,
             created_at: c.created_at,
             expires_at: c.expires_at,
         }
@@ -167,13 +182,15 @@ async fn decide(
     ApiJson(body): ApiJson<DecisionBody>,
 ) -> ApiResult<Response> {
     let (challenge, outcome) = app.decide(&me, &id, &body.decision, &caller).await?;
-    let status =
+    let answer =
         match outcome {
             Outcome::WrongNumber => return Err(ApiError::Unprocessable(
                 "the number does not match the one shown in the console; the request was denied"
                     .into(),
             )),
-            _ => challenge.status.as_str(),
+            // This phone's approval counts; a second person's is still to come.
+            Outcome::FirstApproved => json!({"status": "approved", "awaiting": "second_approval"}),
+            _ => json!({ "status": challenge.status.as_str() }),
         };
-    Ok(Json(json!({ "status": status })).into_response())
+    Ok(Json(answer).into_response())
 }

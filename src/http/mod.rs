@@ -9,6 +9,7 @@ pub mod provisioning;
 pub mod proxy;
 pub mod scim;
 pub mod sso;
+pub mod support;
 #[cfg(test)]
 mod tests;
 pub mod web;
@@ -76,6 +77,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(scim::routes(app.clone()))
         .merge(provisioning::routes())
         .merge(sso::routes())
+        .merge(support::routes())
         .merge(health::routes())
         .merge(web::routes())
         .fallback(error::not_found)

@@ -21,6 +21,9 @@ use crate::store::sqlite::SqliteStore;
 
 const PUBLIC: &str = "http://assent.test";
 
+#[path = "lifecycle_tests.rs"]
+mod lifecycle;
+
 struct Harness {
     app: Arc<App>,
     clock: Arc<ManualClock>,
@@ -34,12 +37,20 @@ struct Phone {
 }
 
 async fn harness() -> Harness {
+    harness_with(&[]).await
+}
+
+/// A harness whose configuration also has these variables.
+async fn harness_with(vars: &[(&str, &str)]) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/t.db", dir.path().display());
     let config = Config::from_lookup(&|name| match name {
         "ASSENT_PUBLIC_URL" => Some(PUBLIC.into()),
         "ASSENT_DATABASE_URL" => Some(url.clone()),
-        _ => None,
+        other => vars
+            .iter()
+            .find(|(k, _)| *k == other)
+            .map(|(_, v)| v.to_string()),
     })
     .unwrap();
     let clock = Arc::new(ManualClock::new(
@@ -182,6 +193,8 @@ impl Harness {
     }
 
     fn decision(&self, phone: &Phone, challenge: &Value, approve: bool, number: u8) -> Value {
+        let shown = |v: &Value| v.as_str().map(str::to_owned);
+        let support = challenge["action"] == "scim_token.support_rotate";
         let iat = self.clock.now().unix_timestamp();
         let claims = DecisionClaims {
             iss: phone.id.clone(),
@@ -192,6 +205,12 @@ impl Harness {
             decision: if approve { "approve" } else { "deny" }.into(),
             number: Some(number),
             reason: None,
+            workspace: support
+                .then(|| shown(&challenge["workspace"]["slug"]))
+                .flatten(),
+            ticket: support
+                .then(|| shown(&challenge["context"]["ticket"]))
+                .flatten(),
             iat,
             exp: iat + 60,
         };
@@ -415,6 +434,8 @@ async fn not_me_pauses_new_challenges_for_fifteen_minutes_of_clock_time() {
         decision: "deny".into(),
         number: None,
         reason: Some("not_me".into()),
+        workspace: None,
+        ticket: None,
         iat,
         exp: iat + 60,
     };

@@ -23,9 +23,9 @@ use time::OffsetDateTime;
 
 use super::retry::{deliver_with_retries, parse_retry_after, transport_failure, Attempt};
 use super::{
-    action_title, log_outcome, lookup_var, parse_endpoint, read_config_file, workspace_label,
-    ApnsEnvironment, ConfigError, Delivery, Platform, PushKind, PushMessage, PushProvider,
-    PushTarget, RetryPolicy, Secret,
+    action_title, log_outcome, lookup_var, notice_text, parse_endpoint, read_config_file,
+    workspace_label, ApnsEnvironment, ConfigError, Delivery, Platform, PushKind, PushMessage,
+    PushProvider, PushTarget, RetryPolicy, Secret,
 };
 use crate::clock::{rfc3339, SharedClock};
 
@@ -290,7 +290,7 @@ impl ApnsClient {
             }
         };
         let (push_type, priority) = match msg.kind {
-            PushKind::Challenge => (
+            PushKind::Challenge | PushKind::Notice => (
                 HeaderValue::from_static("alert"),
                 HeaderValue::from_static("10"),
             ),
@@ -446,6 +446,10 @@ fn payload(msg: &PushMessage) -> serde_json::Value {
             "mutable-content": 1,
         }),
         PushKind::Resolved => json!({ "content-available": 1 }),
+        PushKind::Notice => {
+            let (title, body) = notice_text(&msg.action, &workspace);
+            json!({ "alert": { "title": title, "body": body } })
+        }
     };
     json!({
         "aps": aps,

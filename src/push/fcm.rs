@@ -453,7 +453,7 @@ impl PushProvider for FcmClient {
 /// way in HTTP v1); the data the app sees holds no token and no secret.
 fn message(token: &str, msg: &PushMessage, now: OffsetDateTime) -> serde_json::Value {
     let priority = match msg.kind {
-        PushKind::Challenge => "high",
+        PushKind::Challenge | PushKind::Notice => "high",
         // Android demotes apps whose high-priority messages show nothing, so the silent
         // "resolved" message goes at normal priority.
         PushKind::Resolved => "normal",

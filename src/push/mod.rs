@@ -61,6 +61,9 @@ pub enum PushKind {
     Challenge,
     /// Silent: the challenge was decided or expired, so the prompt can disappear.
     Resolved,
+    /// A visible notice that needs no answer: support rotated the token, or someone's request was
+    /// reported as not theirs. `action` names which (`notice_title`).
+    Notice,
 }
 
 impl PushKind {
@@ -69,6 +72,7 @@ impl PushKind {
         match self {
             PushKind::Challenge => "challenge",
             PushKind::Resolved => "resolved",
+            PushKind::Notice => "notice",
         }
     }
 }
@@ -207,6 +211,21 @@ pub(crate) fn action_title(action: &str) -> String {
         "scim_token.rotate" => "Regenerate the SCIM token?".to_owned(),
         "scim_token.support_rotate" => "Support: rotate the SCIM token?".to_owned(),
         other => format!("Approve {other}?"),
+    }
+}
+
+/// The alert of a notice push: what happened, and what the reader may want to do.
+pub(crate) fn notice_text(action: &str, workspace: &str) -> (String, String) {
+    match action {
+        "scim_token.support_rotated" => (
+            "Support rotated the SCIM token".to_owned(),
+            format!("{workspace}: fetch the new token with View Token and update your identity provider."),
+        ),
+        "security.suspected_attack" => (
+            "A request was reported as not made by its admin".to_owned(),
+            format!("{workspace}: someone denied a request as \"not me\". Review the activity log."),
+        ),
+        other => (other.to_owned(), workspace.to_owned()),
     }
 }
 

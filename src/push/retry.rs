@@ -119,7 +119,7 @@ pub(crate) struct Retries<'a> {
 impl<'a> Retries<'a> {
     pub(crate) fn new(policy: &'a RetryPolicy, msg: &PushMessage, now: OffsetDateTime) -> Self {
         let deadline = match msg.kind {
-            PushKind::Challenge => msg.expires_at,
+            PushKind::Challenge | PushKind::Notice => msg.expires_at,
             PushKind::Resolved => msg.expires_at.max(now + policy.resolved_grace),
         };
         Self {

@@ -7,6 +7,7 @@ use super::{Caller, ConsoleSession};
 use crate::app::App;
 use crate::domain::crypto::{random_b64url, sha256_hex, Secret};
 use crate::domain::password;
+use crate::domain::policy::STAFF_REALM;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Role, Session, StoreError, User, Workspace};
 
@@ -145,6 +146,47 @@ impl App {
         Ok((user, password))
     }
 
+    /// A support staff member (CONTRACT.md section 8): an operator of the deployment, in the staff
+    /// realm, never a member of a workspace. The one-time password is returned once.
+    pub async fn add_staff(&self, email: &str) -> ApiResult<(User, Secret)> {
+        let realm = self.staff_realm().await?;
+        if !valid_email(email) {
+            return Err(ApiError::BadRequest("e-mail is not a valid address".into()));
+        }
+        let password = Secret::new(password::generate());
+        let hash = self.hasher.hash(password.clone()).await;
+        let user = match self
+            .store
+            .create_user(realm.id, email, Role::Admin, &hash, self.now())
+            .await
+        {
+            Err(StoreError::Conflict) => {
+                return Err(ApiError::Conflict(format!("{email} is already staff")))
+            }
+            other => other?,
+        };
+        self.audit(
+            Some(realm.id),
+            "staff.added",
+            Some(email),
+            None,
+            None,
+            json!({}),
+        )
+        .await;
+        Ok((user, password))
+    }
+
+    pub async fn staff_realm(&self) -> ApiResult<Workspace> {
+        self.store
+            .workspace_by_slug(STAFF_REALM)
+            .await?
+            .ok_or_else(|| {
+                tracing::error!("the staff realm is missing: migration 0005 did not run");
+                ApiError::Internal
+            })
+    }
+
     /// On the very first start, a `demo` workspace so the first command leads somewhere.
     pub async fn ensure_first_workspace(&self) -> ApiResult<Option<(Workspace, String, Secret)>> {
         if self.store.count_workspaces().await? > 0 {
@@ -171,8 +213,9 @@ impl App {
         Ok(())
     }
 
-    /// Password sign-in. Every wrong part (workspace, e-mail, password) gives the same 401, after
-    /// the same Argon2 work; repeated failures per account and per IP are slowed down (429).
+    /// Password sign-in to the console. Every wrong part (workspace, e-mail, password) gives the
+    /// same 401, after the same Argon2 work; repeated failures per account and per IP are slowed
+    /// down (429). Staff cannot sign in here (the support API is theirs).
     pub async fn sign_in(
         &self,
         slug: &str,
@@ -180,12 +223,41 @@ impl App {
         password: Secret,
         caller: &Caller,
     ) -> ApiResult<SignedIn> {
+        self.password_sign_in(slug, email, password, caller, false)
+            .await
+    }
+
+    /// Password sign-in of a support staff member (CONTRACT.md section 8), with the console's
+    /// throttles and answers.
+    pub async fn staff_sign_in(
+        &self,
+        email: &str,
+        password: Secret,
+        caller: &Caller,
+    ) -> ApiResult<SignedIn> {
+        self.password_sign_in(STAFF_REALM, email, password, caller, true)
+            .await
+    }
+
+    async fn password_sign_in(
+        &self,
+        slug: &str,
+        email: &str,
+        password: Secret,
+        caller: &Caller,
+        staff: bool,
+    ) -> ApiResult<SignedIn> {
         let account_key = format!("login:acct:{}:{}", slug, email.to_lowercase());
         let ip_key = format!("login:ip:{}", caller.ip);
         self.throttled(&account_key, ACCOUNT_FREE_FAILURES).await?;
         self.throttled(&ip_key, IP_FREE_FAILURES).await?;
 
-        let workspace = self.store.workspace_by_slug(slug).await?;
+        // The staff realm is no workspace a console user can name, and staff sign in nowhere else.
+        let workspace = self
+            .store
+            .workspace_by_slug(slug)
+            .await?
+            .filter(|w| (w.slug == STAFF_REALM) == staff);
         let user = match &workspace {
             Some(w) => self.store.user_by_email(w.id, email).await?,
             None => None,
@@ -200,7 +272,11 @@ impl App {
             self.challenges.login_failed(&ip_key, now).await?;
             self.audit(
                 workspace.as_ref().map(|w| w.id),
-                "login.failed",
+                if staff {
+                    "staff.login.failed"
+                } else {
+                    "login.failed"
+                },
                 Some(email),
                 Some(&caller.ip),
                 None,
@@ -213,7 +289,7 @@ impl App {
 
         // With single sign-on enforced, only owners keep their password (break-glass). Checked
         // after the password, so the answer tells nothing to whoever does not know it.
-        if user.role != Role::Owner && self.sso_enforced(workspace.id).await? {
+        if !staff && user.role != Role::Owner && self.sso_enforced(workspace.id).await? {
             self.audit(
                 Some(workspace.id),
                 "login.refused",
@@ -231,7 +307,11 @@ impl App {
         let session_id = self.start_session(&user).await?;
         self.audit(
             Some(workspace.id),
-            "login.succeeded",
+            if staff {
+                "staff.login.succeeded"
+            } else {
+                "login.succeeded"
+            },
             Some(&user.email),
             Some(&caller.ip),
             None,
@@ -262,8 +342,20 @@ impl App {
         Ok(session_id)
     }
 
-    /// The session behind a cookie value, if it is alive; each use slides its idle expiry.
-    pub async fn console_session(&self, session_id: &str) -> ApiResult<Option<ConsoleSession>> {
+    /// The session behind a cookie value, if it is alive and of the realm asked for (a staff
+    /// member's with `staff`, a workspace member's without); each use slides its idle expiry.
+    pub async fn session_of(
+        &self,
+        session_id: &str,
+        staff: bool,
+    ) -> ApiResult<Option<ConsoleSession>> {
+        Ok(self
+            .console_session(session_id)
+            .await?
+            .filter(|s| (s.workspace.slug == STAFF_REALM) == staff))
+    }
+
+    async fn console_session(&self, session_id: &str) -> ApiResult<Option<ConsoleSession>> {
         let id_hash = sha256_hex(session_id.as_bytes());
         let now = self.now();
         let Some(session) = self
@@ -290,7 +382,11 @@ impl App {
         self.store.delete_session(&session.id_hash).await?;
         self.audit(
             Some(session.workspace.id),
-            "logout",
+            if session.workspace.slug == STAFF_REALM {
+                "staff.logout"
+            } else {
+                "logout"
+            },
             Some(&session.user.email),
             Some(&caller.ip),
             None,

@@ -5,10 +5,12 @@ pub mod audit;
 pub mod devices;
 pub mod keys;
 pub mod oidc;
+pub mod policy;
 pub mod provisioning;
 pub mod scim;
 pub mod sso;
 pub mod stepup;
+pub mod support;
 pub mod tokens;
 
 use crate::store::{User, Workspace};
@@ -21,6 +23,11 @@ pub struct ConsoleSession {
     pub user: User,
     pub workspace: Workspace,
 }
+
+/// A signed-in support staff member (CONTRACT.md section 8). Inside, a session like the
+/// console's, whose user belongs to the staff realm (`domain::policy::STAFF_REALM`).
+#[derive(Clone, Debug)]
+pub struct StaffSession(pub ConsoleSession);
 
 /// Where a request came from, for the audit log and the phone's prompt.
 #[derive(Clone, Debug, Default)]

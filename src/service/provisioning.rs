@@ -6,8 +6,8 @@
 //! SCIM request never waits for the log's write. A reader flushes first, so it sees every request
 //! answered before it asked.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
@@ -26,12 +26,23 @@ enum Message {
     Flush(oneshot::Sender<()>),
 }
 
+/// Addresses told apart in one sweep's count; beyond, requests are only counted in the total.
+const MAX_REFUSING_IPS: usize = 1000;
+/// Addresses named in one audit entry, the busiest first.
+const NAMED_IPS: usize = 20;
+
+#[derive(Default)]
+struct Refused {
+    total: u64,
+    by_ip: HashMap<String, u64>,
+}
+
 pub struct ProvisioningLog {
     store: Arc<dyn ScimStore>,
     /// Started on first use, inside the runtime.
     sender: OnceLock<mpsc::Sender<Message>>,
-    /// SCIM requests whose token opened no workspace, since the last sweep.
-    refused: AtomicU64,
+    /// SCIM requests whose token opened no workspace since the last sweep, by source address.
+    refused: Mutex<Refused>,
 }
 
 impl ProvisioningLog {
@@ -39,7 +50,7 @@ impl ProvisioningLog {
         Self {
             store,
             sender: OnceLock::new(),
-            refused: AtomicU64::new(0),
+            refused: Mutex::default(),
         }
     }
 
@@ -69,12 +80,18 @@ impl ProvisioningLog {
     }
 
     /// Counts a SCIM request refused for its token; it belongs to no workspace's log.
-    pub fn count_refused(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
+    pub fn count_refused(&self, ip: &str) {
+        let mut refused = self.refused.lock().expect("refusal counter lock");
+        refused.total += 1;
+        if let Some(n) = refused.by_ip.get_mut(ip) {
+            *n += 1;
+        } else if refused.by_ip.len() < MAX_REFUSING_IPS {
+            refused.by_ip.insert(ip.to_owned(), 1);
+        }
     }
 
-    fn take_refused(&self) -> u64 {
-        self.refused.swap(0, Ordering::Relaxed)
+    fn take_refused(&self) -> Refused {
+        std::mem::take(&mut *self.refused.lock().expect("refusal counter lock"))
     }
 }
 
@@ -129,14 +146,21 @@ impl App {
             Err(e) => tracing::warn!(error = %e, "pruning the provisioning log failed"),
         }
         let refused = self.provisioning.take_refused();
-        if refused > 0 {
+        if refused.total > 0 {
+            let mut by_ip: Vec<(String, u64)> = refused.by_ip.into_iter().collect();
+            by_ip.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let sources: Vec<_> = by_ip
+                .iter()
+                .take(NAMED_IPS)
+                .map(|(ip, n)| json!({"ip": ip, "requests": n}))
+                .collect();
             self.audit(
                 None,
                 "scim.token_refused",
                 None,
                 None,
                 None,
-                json!({ "requests": refused }),
+                json!({ "requests": refused.total, "sources": sources, "distinct_sources": by_ip.len() }),
             )
             .await;
         }

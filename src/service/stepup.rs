@@ -8,19 +8,21 @@ use time::Duration;
 use super::devices::AuthedDevice;
 use super::{Caller, ConsoleSession};
 use crate::app::App;
+use crate::challenges::Inserted;
 use crate::domain::challenge::{
     Action, Challenge, DecideError, Decision, DenyReason, Origin, Outcome, ReleaseError, Request,
-    Status,
+    Status, SupportContext,
 };
 use crate::domain::crypto::Secret;
 use crate::domain::device::{self, DeviceKey};
+use crate::domain::policy::Policy;
 use crate::error::{ApiError, ApiResult};
 use crate::proto::{ChallengeChanged, ChallengeStatus};
 use crate::push::{PushKind, PushMessage};
-use crate::store::Role;
+use crate::store::{Role, User, Workspace};
 
-/// After a `not_me` denial, no new challenge for that person for this long.
-pub const NOT_ME_BLOCK: Duration = Duration::minutes(15);
+/// How long the push services keep trying to deliver a notice.
+const NOTICE_LIFETIME: Duration = Duration::minutes(30);
 
 /// What the console gets back from a released challenge.
 pub struct Released {
@@ -99,6 +101,51 @@ impl App {
         if user.role < Role::Admin {
             return Err(ApiError::Forbidden("only owners and admins may do this"));
         }
+        let policy = self.store.policy(session.workspace.id).await?;
+        // Regenerating shows the new token too: both need the policy's leave to view it.
+        if !policy.token_viewers.admit(user.role) {
+            return Err(ApiError::Forbidden(
+                "this workspace's policy lets only owners view the token",
+            ));
+        }
+        self.open_challenge(session, &session.workspace, action, None, &policy, caller)
+            .await
+    }
+
+    /// The owners and admins of `workspace` other than `requester` who have a phone to approve
+    /// on: the second approvers of the two-person rule.
+    async fn second_approvers(&self, workspace: &Workspace, requester: i64) -> ApiResult<Vec<i64>> {
+        let mut ids = Vec::new();
+        for u in self
+            .store
+            .users_with_role(workspace.id, Role::Admin)
+            .await?
+        {
+            if u.id != requester && self.store.count_devices_of_user(u.id).await? > 0 {
+                ids.push(u.id);
+            }
+        }
+        if ids.is_empty() {
+            return Err(ApiError::Conflict(
+                "this workspace's two-person rule needs a second owner or admin with an enrolled device"
+                    .into(),
+            ));
+        }
+        Ok(ids)
+    }
+
+    /// Makes the challenge of `session`'s person about `workspace`, within the fatigue limits,
+    /// and pushes it to their phones. Shared by the console and support.
+    pub(super) async fn open_challenge(
+        &self,
+        session: &ConsoleSession,
+        workspace: &Workspace,
+        action: Action,
+        support: Option<SupportContext>,
+        policy: &Policy,
+        caller: &Caller,
+    ) -> ApiResult<(Challenge, usize)> {
+        let user = &session.user;
         let now = self.now();
         if let Some(until) = self.challenges.blocked_until(user.id, now).await? {
             return Err(ApiError::TooManyRequests {
@@ -114,12 +161,17 @@ impl App {
                     .into(),
             ));
         }
+        let second_approvers = if policy.two_person_rotation && action != Action::Reveal {
+            self.second_approvers(workspace, user.id).await?
+        } else {
+            Vec::new()
+        };
         let challenge = Challenge::new(
             Request {
                 action,
-                workspace_id: session.workspace.id,
-                workspace_slug: session.workspace.slug.clone(),
-                workspace_name: session.workspace.name.clone(),
+                workspace_id: workspace.id,
+                workspace_slug: workspace.slug.clone(),
+                workspace_name: workspace.name.clone(),
                 user_id: user.id,
                 user_email: user.email.clone(),
                 session_hash: session.id_hash.clone(),
@@ -127,22 +179,59 @@ impl App {
                     ip: caller.ip.clone(),
                     user_agent: caller.user_agent.clone(),
                 },
+                support,
+                second_approvers,
             },
             now,
             self.config.challenge_ttl,
             &mut rand::rngs::OsRng,
         );
-        if let Some(old) = self.challenges.insert(&challenge, now).await? {
-            self.announce(&old).await;
+        match self
+            .challenges
+            .insert(&challenge, now, self.config.challenges_per_hour)
+            .await?
+        {
+            Inserted::Limited { retry_at } => {
+                self.metrics.challenge(action, "limited");
+                self.audit(
+                    Some(workspace.id),
+                    "security.challenge_limit",
+                    Some(&user.email),
+                    Some(&caller.ip),
+                    None,
+                    json!({"action": action.as_str(), "per_hour": self.config.challenges_per_hour}),
+                )
+                .await;
+                return Err(ApiError::TooManyRequests {
+                    detail: format!(
+                        "at most {} step-up requests per person per hour; try again later",
+                        self.config.challenges_per_hour
+                    ),
+                    retry_after_secs: (retry_at - now).whole_seconds().max(1) as u64,
+                });
+            }
+            Inserted::Stored { superseded } => {
+                if let Some(old) = superseded {
+                    self.announce(&old).await;
+                }
+            }
         }
         self.metrics.challenge(action, "created");
+        let mut detail = json!({"challenge": challenge.id, "action": action.as_str(), "user_agent": caller.user_agent});
+        if let Some(support) = &challenge.support {
+            detail["ticket"] = json!(support.ticket);
+            detail["reason"] = json!(support.reason);
+        }
+        if !challenge.second_approvers.is_empty() {
+            detail["two_person_rule"] = json!(true);
+        }
         self.audit(
-            Some(session.workspace.id),
+            Some(workspace.id),
             "challenge.created",
             Some(&user.email),
             Some(&caller.ip),
             None,
-            json!({"challenge": challenge.id, "action": action.as_str(), "user_agent": caller.user_agent}),
+            detail,
         )
         .await;
         let notified = self.notifier.fan_out(
@@ -150,6 +239,28 @@ impl App {
             PushMessage::for_challenge(&challenge, PushKind::Challenge),
         );
         Ok((challenge, notified))
+    }
+
+    /// A visible notice to the phones of these people (owners after a `not_me`, admins after a
+    /// support rotation); how many pushes were started.
+    pub(super) async fn notify_people(
+        &self,
+        users: &[User],
+        challenge: &Challenge,
+        what: &str,
+    ) -> ApiResult<usize> {
+        let mut devices = Vec::new();
+        for u in users {
+            devices.extend(self.store.devices_of_user(u.id).await?);
+        }
+        let message = PushMessage {
+            kind: PushKind::Notice,
+            challenge_id: challenge.id.clone(),
+            action: what.to_owned(),
+            workspace_name: challenge.workspace_name.clone(),
+            expires_at: self.now() + NOTICE_LIFETIME,
+        };
+        Ok(self.notifier.fan_out(&devices, message))
     }
 
     /// The challenge, if it belongs to this session (anything else is "not found"), with expiry
@@ -220,6 +331,8 @@ impl App {
             approve,
             number: claims.number,
             reason,
+            workspace: claims.workspace.clone(),
+            ticket: claims.ticket.clone(),
         };
         if claims.sub != challenge_id {
             return Err(ApiError::Forbidden(
@@ -249,23 +362,28 @@ impl App {
                 )))
             }
         };
+        if outcome == Outcome::FirstApproved {
+            return self.await_second_approval(challenge, me, caller).await;
+        }
         self.metrics
             .decision_seconds
             .observe((now - challenge.created_at).as_seconds_f64().max(0.0));
-        let (kind, detail) = match outcome {
-            Outcome::Approved => (
-                "challenge.approved",
-                json!({"challenge": challenge.id, "action": challenge.action.as_str()}),
-            ),
-            Outcome::Denied(reason) => (
-                "challenge.denied",
-                json!({"challenge": challenge.id, "action": challenge.action.as_str(), "reason": reason.map(DenyReason::as_str)}),
-            ),
-            Outcome::WrongNumber => (
-                "challenge.denied",
-                json!({"challenge": challenge.id, "action": challenge.action.as_str(), "reason": "wrong_number"}),
-            ),
+        let mut detail = json!({"challenge": challenge.id, "action": challenge.action.as_str()});
+        let kind = match outcome {
+            Outcome::Approved => "challenge.approved",
+            Outcome::Denied(reason) => {
+                detail["reason"] = json!(reason.map(DenyReason::as_str));
+                "challenge.denied"
+            }
+            _ => {
+                detail["reason"] = json!("wrong_number");
+                "challenge.denied"
+            }
         };
+        if challenge.first_approval.is_some() {
+            // The second person of the two-person rule decided.
+            detail["second_approver"] = json!(me.user.email);
+        }
         self.metrics.challenge(
             challenge.action,
             if outcome == Outcome::Approved {
@@ -277,7 +395,7 @@ impl App {
         self.audit(
             Some(challenge.workspace_id),
             kind,
-            Some(&challenge.user_email),
+            Some(&me.user.email),
             Some(&caller.ip),
             Some(&me.device.id),
             detail,
@@ -285,30 +403,24 @@ impl App {
         .await;
 
         if outcome == Outcome::Denied(Some(DenyReason::NotMe)) {
-            self.challenges
-                .block_user(challenge.user_id, now + NOT_ME_BLOCK)
-                .await?;
-            self.audit(
-                Some(challenge.workspace_id),
-                "security.suspected_attack",
-                Some(&challenge.user_email),
-                Some(&challenge.origin.ip),
-                Some(&me.device.id),
-                json!({"challenge": challenge.id, "requested_from": challenge.origin.ip, "user_agent": challenge.origin.user_agent}),
-            )
-            .await;
+            self.suspected_attack(&challenge, me).await?;
         }
-        if outcome == Outcome::Approved && challenge.action == Action::Rotate {
-            self.rotate_on_approval(&challenge).await?;
+        if outcome == Outcome::Approved && challenge.action != Action::Reveal {
+            self.rotate_on_approval(&challenge, &me.user.email).await?;
         }
-        // Other phones of this person can drop their prompt now.
-        let others: Vec<_> = self
-            .store
-            .devices_of_user(challenge.user_id)
-            .await?
-            .into_iter()
-            .filter(|d| d.id != me.device.id)
-            .collect();
+        // The other phones that showed the prompt can drop it now.
+        let mut others = Vec::new();
+        for user in
+            std::iter::once(challenge.user_id).chain(challenge.second_approvers.iter().copied())
+        {
+            others.extend(
+                self.store
+                    .devices_of_user(user)
+                    .await?
+                    .into_iter()
+                    .filter(|d| d.id != me.device.id),
+            );
+        }
         self.notifier.fan_out(
             &others,
             PushMessage::for_challenge(&challenge, PushKind::Resolved),
@@ -316,22 +428,111 @@ impl App {
         Ok((challenge, outcome))
     }
 
-    /// "Regenerate": the new token is made the moment the phone approves (CONTRACT.md section 3).
-    async fn rotate_on_approval(&self, challenge: &Challenge) -> ApiResult<()> {
+    /// The requester approved under the two-person rule: the prompt moves to the second
+    /// approvers' phones.
+    async fn await_second_approval(
+        &self,
+        challenge: Challenge,
+        me: &AuthedDevice,
+        caller: &Caller,
+    ) -> ApiResult<(Challenge, Outcome)> {
+        self.audit(
+            Some(challenge.workspace_id),
+            "challenge.first_approved",
+            Some(&me.user.email),
+            Some(&caller.ip),
+            Some(&me.device.id),
+            json!({"challenge": challenge.id, "action": challenge.action.as_str()}),
+        )
+        .await;
+        let mut devices = Vec::new();
+        for user in &challenge.second_approvers {
+            devices.extend(self.store.devices_of_user(*user).await?);
+        }
+        self.notifier.fan_out(
+            &devices,
+            PushMessage::for_challenge(&challenge, PushKind::Challenge),
+        );
+        Ok((challenge, Outcome::FirstApproved))
+    }
+
+    /// A `not_me` denial: the requester may make no new challenge for a while, and the
+    /// workspace's owners are told (audit entry, and a push to their phones).
+    async fn suspected_attack(&self, challenge: &Challenge, me: &AuthedDevice) -> ApiResult<()> {
+        let until = self.now() + self.config.not_me_block;
+        self.challenges.block_user(challenge.user_id, until).await?;
+        let owners: Vec<User> = self
+            .store
+            .users_with_role(challenge.workspace_id, Role::Owner)
+            .await?;
+        let alerted = self
+            .notify_people(&owners, challenge, "security.suspected_attack")
+            .await?;
+        self.audit(
+            Some(challenge.workspace_id),
+            "security.suspected_attack",
+            Some(&challenge.user_email),
+            Some(&challenge.origin.ip),
+            Some(&me.device.id),
+            json!({
+                "challenge": challenge.id,
+                "action": challenge.action.as_str(),
+                "requested_from": challenge.origin.ip,
+                "user_agent": challenge.origin.user_agent,
+                "reported_by": me.user.email,
+                "blocked_until": crate::clock::rfc3339(until),
+                "owners_alerted": owners.iter().map(|o| o.email.as_str()).collect::<Vec<_>>(),
+                "owner_pushes": alerted,
+            }),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// "Regenerate" and support rotations: the new token is made the moment the (last) phone
+    /// approves (CONTRACT.md section 3); under the workspace's grace period the old one keeps
+    /// working a while. After a support rotation the workspace's admins are told.
+    async fn rotate_on_approval(&self, challenge: &Challenge, approver: &str) -> ApiResult<()> {
         let workspace = self
             .store
             .workspace_by_id(challenge.workspace_id)
             .await?
             .ok_or(ApiError::NotFound)?;
         match self.rotate_token(&workspace, &challenge.user_email).await {
-            Ok(_) => {
+            Ok(rotated) => {
+                let mut detail =
+                    json!({"challenge": challenge.id, "action": challenge.action.as_str()});
+                if let Some(until) = rotated.grace_until {
+                    detail["old_token_valid_until"] = json!(crate::clock::rfc3339(until));
+                }
+                if challenge.first_approval.is_some() {
+                    detail["second_approver"] = json!(approver);
+                }
+                if let Some(support) = &challenge.support {
+                    detail["ticket"] = json!(support.ticket);
+                    detail["reason"] = json!(support.reason);
+                    let admins = self
+                        .store
+                        .users_with_role(workspace.id, Role::Admin)
+                        .await?;
+                    detail["admins_told"] =
+                        json!(admins.iter().map(|a| a.email.as_str()).collect::<Vec<_>>());
+                    detail["admin_pushes"] = json!(
+                        self.notify_people(&admins, challenge, "scim_token.support_rotated")
+                            .await?
+                    );
+                }
                 self.audit(
                     Some(workspace.id),
-                    "token.rotated",
+                    if challenge.support.is_some() {
+                        "token.support_rotated"
+                    } else {
+                        "token.rotated"
+                    },
                     Some(&challenge.user_email),
                     Some(&challenge.origin.ip),
                     None,
-                    json!({"challenge": challenge.id}),
+                    detail,
                 )
                 .await;
                 Ok(())
@@ -361,7 +562,8 @@ impl App {
         let now = self.now();
         let (challenge, result) = self
             .transition(id, |c| {
-                if c.session_hash == session.id_hash {
+                // A support rotation never releases a token, whoever asks.
+                if c.session_hash == session.id_hash && c.action != Action::SupportRotate {
                     Some(c.release(now))
                 } else {
                     None

@@ -13,6 +13,13 @@ pub(super) fn token_context(workspace_slug: &str) -> Vec<u8> {
     format!("scim-token:{workspace_slug}").into_bytes()
 }
 
+/// What a rotation did.
+pub struct Rotated {
+    pub created_at: OffsetDateTime,
+    /// Until when the replaced token still works (the workspace's grace period), if at all.
+    pub grace_until: Option<OffsetDateTime>,
+}
+
 impl App {
     /// A new token, sealed for storage. The plain token is returned only to be dropped by callers
     /// that do not need it.
@@ -34,12 +41,18 @@ impl App {
         }
     }
 
-    /// Replaces the workspace's token; the old one stops authenticating with this write.
-    pub async fn rotate_token(&self, workspace: &Workspace, by: &str) -> ApiResult<OffsetDateTime> {
+    /// Replaces the workspace's token. The old one stops authenticating with this write, or
+    /// when the workspace's grace period ends.
+    pub async fn rotate_token(&self, workspace: &Workspace, by: &str) -> ApiResult<Rotated> {
+        let policy = self.store.policy(workspace.id).await?;
         let fresh = self.mint_token(workspace.id, &workspace.slug, by);
         let created_at = fresh.created_at;
-        self.store.put_scim_token(fresh).await?;
-        Ok(created_at)
+        let grace_until = policy.grace().map(|grace| created_at + grace);
+        self.store.put_scim_token(fresh, grace_until).await?;
+        Ok(Rotated {
+            created_at,
+            grace_until,
+        })
     }
 
     pub async fn reveal_token(&self, workspace: &Workspace) -> ApiResult<(Secret, OffsetDateTime)> {
@@ -61,10 +74,16 @@ impl App {
             return Ok(None);
         }
         let hash = token::lookup_hash(bearer);
-        Ok(self
-            .store
-            .workspace_by_token_hash(&hash)
-            .await?
+        let found = match self.store.workspace_by_token_hash(&hash).await? {
+            Some(found) => Some(found),
+            // A replaced token still in its grace period (asked only when the current ones miss).
+            None => {
+                self.store
+                    .workspace_by_grace_hash(&hash, self.now())
+                    .await?
+            }
+        };
+        Ok(found
             .filter(|(_, stored)| ct_eq(stored, &hash))
             .map(|(workspace, _)| workspace))
     }

@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 
 use crate::domain::audit;
 use crate::domain::crypto::Sealed;
+pub use crate::domain::policy::Policy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -318,8 +319,38 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes what has expired: replay-cache entries, sessions, old enrollment codes.
     async fn prune(&self, now: OffsetDateTime) -> Result<()>;
 
-    /// Replaces the workspace's token; the old hash stops matching in the same statement.
-    async fn put_scim_token(&self, token: StoredToken) -> Result<()>;
+    /// Replaces the workspace's token, in one transaction. With `grace_until` the replaced token
+    /// keeps authenticating until then (`workspace_by_grace_hash`); without it, it stops at once.
+    /// Either way a token replaced earlier and still in its grace stops now.
+    async fn put_scim_token(
+        &self,
+        token: StoredToken,
+        grace_until: Option<OffsetDateTime>,
+    ) -> Result<()>;
+    /// The workspace whose replaced token has this hash and is still in its grace period.
+    async fn workspace_by_grace_hash(
+        &self,
+        token_hash: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<Option<(Workspace, [u8; 32])>>;
+    /// Until when the workspace's replaced token still works, if it does.
+    async fn grace_until(
+        &self,
+        workspace_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>>;
+
+    /// The workspace's policy (the defaults when its owners never set one).
+    async fn policy(&self, workspace_id: i64) -> Result<Policy>;
+    async fn put_policy(
+        &self,
+        workspace_id: i64,
+        policy: &Policy,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<()>;
+    /// The workspace's users with at least `role`.
+    async fn users_with_role(&self, workspace_id: i64, role: Role) -> Result<Vec<User>>;
     async fn scim_token(&self, workspace_id: i64) -> Result<Option<StoredToken>>;
     async fn workspace_by_token_hash(
         &self,

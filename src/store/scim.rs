@@ -227,6 +227,13 @@ pub trait ScimStore: Send + Sync + 'static {
     ) -> Result<Vec<LogEntry>>;
     /// Deletes entries older than `cutoff`; returns how many.
     async fn prune_log(&self, cutoff: OffsetDateTime) -> Result<u64>;
+    /// When the workspace's newest logged SCIM request came, and how many requests since `since`
+    /// failed (status 400 and above).
+    async fn log_summary(
+        &self,
+        workspace_id: i64,
+        since: OffsetDateTime,
+    ) -> Result<(Option<OffsetDateTime>, i64)>;
 }
 
 /// The document of a user whose manager is being deleted, without its `manager` (through the

@@ -708,4 +708,25 @@ impl ScimStore for SqliteScimStore {
             }
         }
     }
+
+    async fn log_summary(
+        &self,
+        workspace_id: i64,
+        since: OffsetDateTime,
+    ) -> Result<(Option<OffsetDateTime>, i64)> {
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT at FROM scim_provisioning_log WHERE workspace_id = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(workspace_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(unavailable)?;
+        let errors: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM scim_provisioning_log WHERE workspace_id = ? AND at >= ? AND status >= 400")
+            .bind(workspace_id)
+            .bind(ts(since))
+            .fetch_one(&self.read)
+            .await
+            .map_err(unavailable)?;
+        Ok((last.map(from_unix), errors))
+    }
 }

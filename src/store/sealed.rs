@@ -205,13 +205,28 @@ pub trait SealedStore: Send + Sync + 'static {
 
 /// Opens the configured database for a rotation (the CLI does not need the rest of the app).
 pub async fn open(database: &Database) -> anyhow::Result<Arc<dyn SealedStore>> {
+    Ok(open_with_store(database).await?.0)
+}
+
+/// The sealed columns and the rest of the same database (for the rotation's audit entry).
+pub async fn open_with_store(
+    database: &Database,
+) -> anyhow::Result<(Arc<dyn SealedStore>, Arc<dyn super::Store>)> {
     Ok(match database {
-        Database::Sqlite { url, .. } => Arc::new(super::sealed_sqlite::SqliteSealedStore::new(
-            super::sqlite::SqliteStore::open(url).await?.pool(),
-        )),
-        Database::Postgres { url } => Arc::new(super::sealed_postgres::PgSealedStore::new(
-            super::postgres::PgStore::open(url).await?.pool(),
-        )),
+        Database::Sqlite { url, .. } => {
+            let store = super::sqlite::SqliteStore::open(url).await?;
+            (
+                Arc::new(super::sealed_sqlite::SqliteSealedStore::new(store.pool())),
+                Arc::new(store),
+            )
+        }
+        Database::Postgres { url } => {
+            let store = super::postgres::PgStore::open(url).await?;
+            (
+                Arc::new(super::sealed_postgres::PgSealedStore::new(store.pool())),
+                Arc::new(store),
+            )
+        }
     })
 }
 

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use super::*;
 use crate::clock::from_unix;
 use crate::domain::audit;
+use crate::domain::policy::TokenViewers;
 
 /// How stale a session's `last_seen_at` may get before a request writes it again.
 const SESSION_TOUCH_EVERY: time::Duration = time::Duration::seconds(30);
@@ -166,7 +167,7 @@ impl Store for SqliteStore {
     }
 
     async fn count_workspaces(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM workspaces")
+        sqlx::query_scalar("SELECT COUNT(*) FROM workspaces WHERE slug <> '_staff'")
             .fetch_one(&self.read)
             .await
             .map_err(unavailable)
@@ -514,6 +515,7 @@ impl Store for SqliteStore {
             "DELETE FROM used_jtis WHERE expires_at < ?",
             "DELETE FROM sessions WHERE expires_at < ?",
             "DELETE FROM enrollment_codes WHERE expires_at < ? - 86400",
+            "DELETE FROM scim_token_grace WHERE expires_at <= ?",
         ] {
             sqlx::query(sql)
                 .bind(ts(now))
@@ -524,12 +526,130 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(unavailable)
     }
 
-    async fn put_scim_token(&self, token: StoredToken) -> Result<()> {
-        bind_token(sqlx::query(UPSERT_TOKEN), &token)
-            .execute(&self.pool)
+    async fn put_scim_token(
+        &self,
+        token: StoredToken,
+        grace_until: Option<OffsetDateTime>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("DELETE FROM scim_token_grace WHERE workspace_id = ?")
+            .bind(token.workspace_id)
+            .execute(&mut *tx)
             .await
-            .map(|_| ())
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if let Some(until) = grace_until {
+            sqlx::query(
+                "INSERT INTO scim_token_grace (token_hash, workspace_id, expires_at) SELECT token_hash, workspace_id, ? FROM scim_tokens WHERE workspace_id = ?",
+            )
+            .bind(ts(until))
+            .bind(token.workspace_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        bind_token(sqlx::query(UPSERT_TOKEN), &token)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn workspace_by_grace_hash(
+        &self,
+        token_hash: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<Option<(Workspace, [u8; 32])>> {
+        let row = sqlx::query(
+            "SELECT w.*, g.token_hash FROM scim_token_grace g JOIN workspaces w ON w.id = g.workspace_id WHERE g.token_hash = ? AND g.expires_at > ?",
+        )
+        .bind(token_hash.as_slice())
+        .bind(ts(now))
+        .fetch_optional(&self.read)
+        .await
+        .map_err(unavailable)?;
+        Ok(row.map(|row| {
+            let hash: Vec<u8> = row.get("token_hash");
+            (Self::workspace(&row), hash.try_into().unwrap_or([0; 32]))
+        }))
+    }
+
+    async fn grace_until(
+        &self,
+        workspace_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>> {
+        let until: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(expires_at) FROM scim_token_grace WHERE workspace_id = ? AND expires_at > ?",
+        )
+        .bind(workspace_id)
+        .bind(ts(now))
+        .fetch_one(&self.read)
+        .await
+        .map_err(unavailable)?;
+        Ok(until.map(from_unix))
+    }
+
+    async fn policy(&self, workspace_id: i64) -> Result<Policy> {
+        let row = sqlx::query(
+            "SELECT two_person_rotation, rotation_grace_minutes, token_viewers FROM workspace_policies WHERE workspace_id = ?",
+        )
+        .bind(workspace_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(unavailable)?;
+        Ok(match row {
+            None => Policy::default(),
+            Some(row) => Policy {
+                two_person_rotation: row.get("two_person_rotation"),
+                rotation_grace_minutes: row
+                    .get::<i64, _>("rotation_grace_minutes")
+                    .clamp(0, i64::from(crate::domain::policy::MAX_GRACE_MINUTES))
+                    as u32,
+                token_viewers: TokenViewers::parse(row.get("token_viewers"))
+                    .unwrap_or(TokenViewers::Owners),
+            },
+        })
+    }
+
+    async fn put_policy(
+        &self,
+        workspace_id: i64,
+        policy: &Policy,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO workspace_policies (workspace_id, two_person_rotation, rotation_grace_minutes, token_viewers, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id) DO UPDATE SET two_person_rotation = excluded.two_person_rotation, rotation_grace_minutes = excluded.rotation_grace_minutes, token_viewers = excluded.token_viewers, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+        )
+        .bind(workspace_id)
+        .bind(policy.two_person_rotation)
+        .bind(i64::from(policy.rotation_grace_minutes))
+        .bind(policy.token_viewers.as_str())
+        .bind(ts(now))
+        .bind(by)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(unavailable)
+    }
+
+    async fn users_with_role(&self, workspace_id: i64, role: Role) -> Result<Vec<User>> {
+        let roles: &[&str] = match role {
+            Role::Owner => &["owner"],
+            Role::Admin => &["owner", "admin"],
+            Role::Member => &["owner", "admin", "member"],
+        };
+        let rows = sqlx::query(
+            "SELECT * FROM users WHERE workspace_id = ? AND role IN (?, ?, ?) ORDER BY id",
+        )
+        .bind(workspace_id)
+        .bind(roles[0])
+        .bind(roles.get(1).copied().unwrap_or(roles[0]))
+        .bind(roles.get(2).copied().unwrap_or(roles[0]))
+        .fetch_all(&self.read)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows.iter().map(Self::user).collect())
     }
 
     async fn scim_token(&self, workspace_id: i64) -> Result<Option<StoredToken>> {

@@ -303,6 +303,21 @@ impl TestServer {
         conn.close().await.ok();
     }
 
+    /// The CLI as a command, configured like this server (for a caller that runs it itself).
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        apply_env(
+            &mut cmd,
+            &self.base,
+            &self.public_url,
+            &self.db,
+            &self.db_url,
+            &self.options,
+        );
+        cmd
+    }
+
     /// Runs the CLI against this server's database; asserts success and that stdout is ONE JSON object.
     pub fn cli(&self, args: &[&str]) -> Value {
         let mut cmd = Command::new(BIN);

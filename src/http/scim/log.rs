@@ -22,10 +22,11 @@ pub async fn record(State(app): State<Arc<App>>, request: Request, next: Next) -
     let at = app.now();
     let method = request.method().as_str().to_owned();
     let path: String = request.uri().path().chars().take(MAX_PATH).collect();
+    let ip = crate::http::extract::client_ip(request.extensions(), request.headers(), &app);
     let mut response = next.run(request).await;
     let Some(ScimWorkspace(workspace)) = response.extensions_mut().remove::<ScimWorkspace>() else {
         if response.status() == StatusCode::UNAUTHORIZED {
-            app.provisioning.count_refused();
+            app.provisioning.count_refused(&ip);
         }
         return response;
     };

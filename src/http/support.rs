@@ -1,0 +1,149 @@
+//! Support API (CONTRACT.md section 8): staff sign-in with its own cookie, their phones'
+//! enrollment, a workspace's non-secret summary, and the token rotation that never shows the
+//! token.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+use super::console::{challenge, events, start_enrollment_for, step_up_answer};
+use super::extract::{support_cookie, ApiJson};
+use crate::app::App;
+use crate::clock::{ser_opt_rfc3339, ser_rfc3339};
+use crate::domain::challenge::Action;
+use crate::domain::crypto::Secret;
+use crate::error::ApiResult;
+use crate::service::{Caller, StaffSession};
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/v1/support/session", post(sign_in).delete(sign_out))
+        .route("/v1/support/devices/enrollments", post(start_enrollment))
+        .route("/v1/support/workspaces/{slug}", get(summary))
+        .route(
+            "/v1/support/workspaces/{slug}/scim-token/rotate",
+            post(rotate),
+        )
+        .route(
+            "/v1/support/challenges/{id}",
+            get(challenge::<StaffSession>),
+        )
+        .route(
+            "/v1/support/challenges/{id}/events",
+            get(events::<StaffSession>),
+        )
+        .route("/v1/support/challenges/{id}/release", post(release))
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    email: String,
+    password: String,
+}
+
+async fn sign_in(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    ApiJson(body): ApiJson<SignIn>,
+) -> ApiResult<Response> {
+    let signed_in = app
+        .staff_sign_in(&body.email, Secret::new(body.password), &caller)
+        .await?;
+    let cookie = support_cookie(&app, Some(signed_in.session_id.expose()));
+    Ok((
+        [(header::SET_COOKIE, cookie)],
+        Json(json!({ "email": signed_in.user.email })),
+    )
+        .into_response())
+}
+
+async fn sign_out(
+    State(app): State<Arc<App>>,
+    staff: StaffSession,
+    caller: Caller,
+) -> ApiResult<Response> {
+    app.sign_out(&staff.0, &caller).await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, support_cookie(&app, None))],
+    )
+        .into_response())
+}
+
+async fn start_enrollment(State(app): State<Arc<App>>, staff: StaffSession) -> ApiResult<Response> {
+    start_enrollment_for(&app, &staff.0).await
+}
+
+#[derive(Serialize)]
+struct Summary {
+    slug: String,
+    name: String,
+    #[serde(serialize_with = "ser_opt_rfc3339")]
+    token_created_at: Option<OffsetDateTime>,
+    token_rotated_by: Option<String>,
+    #[serde(serialize_with = "ser_opt_rfc3339")]
+    last_scim_request_at: Option<OffsetDateTime>,
+    scim_errors_24h: i64,
+}
+
+async fn summary(
+    State(app): State<Arc<App>>,
+    staff: StaffSession,
+    caller: Caller,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Summary>> {
+    let s = app.support_summary(&staff, &slug, &caller).await?;
+    Ok(Json(Summary {
+        slug: s.workspace.slug,
+        name: s.workspace.name,
+        token_created_at: s.token_created_at,
+        token_rotated_by: s.token_rotated_by,
+        last_scim_request_at: s.last_scim_request_at,
+        scim_errors_24h: s.scim_errors_24h,
+    }))
+}
+
+#[derive(Deserialize)]
+struct Rotate {
+    ticket: String,
+    reason: String,
+}
+
+async fn rotate(
+    State(app): State<Arc<App>>,
+    staff: StaffSession,
+    caller: Caller,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<Rotate>,
+) -> ApiResult<Response> {
+    let (c, notified) = app
+        .request_support_rotation(&staff, &slug, &body.ticket, &body.reason, &caller)
+        .await?;
+    step_up_answer(c, notified).await
+}
+
+#[derive(Serialize)]
+struct Rotated {
+    action: Action,
+    #[serde(serialize_with = "ser_rfc3339")]
+    rotated_at: OffsetDateTime,
+}
+
+async fn release(
+    State(app): State<Arc<App>>,
+    staff: StaffSession,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Rotated>> {
+    let rotated_at = app.support_release(&id, &staff, &caller).await?;
+    Ok(Json(Rotated {
+        action: Action::SupportRotate,
+        rotated_at,
+    }))
+}

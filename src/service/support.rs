@@ -1,0 +1,156 @@
+//! Support staff (CONTRACT.md section 8): they see what helps them help a workspace, nothing
+//! secret, and rotate its SCIM token after proving who they are on their own phone. They never
+//! see the token: its admins are told and fetch it with View Token.
+
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+
+use super::{Caller, StaffSession};
+use crate::app::App;
+use crate::domain::challenge::{Action, Challenge, ReleaseError, SupportContext};
+use crate::domain::policy::STAFF_REALM;
+use crate::error::{ApiError, ApiResult};
+use crate::store::Workspace;
+
+/// What support may know about a workspace.
+pub struct WorkspaceSummary {
+    pub workspace: Workspace,
+    pub token_created_at: Option<OffsetDateTime>,
+    pub token_rotated_by: Option<String>,
+    pub last_scim_request_at: Option<OffsetDateTime>,
+    pub scim_errors_24h: i64,
+}
+
+/// Longest ticket reference and reason support may give.
+const MAX_TICKET: usize = 64;
+const MAX_REASON: usize = 500;
+
+fn checked(text: &str, field: &str, max: usize) -> ApiResult<String> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > max || text.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} must be 1 to {max} characters, without control characters"
+        )));
+    }
+    Ok(text.to_owned())
+}
+
+impl App {
+    /// A workspace by slug for support: the staff realm is no workspace.
+    async fn supported_workspace(&self, slug: &str) -> ApiResult<Workspace> {
+        self.store
+            .workspace_by_slug(slug)
+            .await?
+            .filter(|w| w.slug != STAFF_REALM)
+            .ok_or(ApiError::NotFound)
+    }
+
+    pub async fn support_summary(
+        &self,
+        staff: &StaffSession,
+        slug: &str,
+        caller: &Caller,
+    ) -> ApiResult<WorkspaceSummary> {
+        let workspace = self.supported_workspace(slug).await?;
+        let token = self.store.scim_token(workspace.id).await?;
+        // The log is written in batches: what is queued counts too.
+        self.provisioning.flush().await;
+        let (last_scim_request_at, scim_errors_24h) = self
+            .scim
+            .log_summary(workspace.id, self.now() - Duration::hours(24))
+            .await?;
+        // Looking is an event too: the workspace's admins see who from support looked, and when.
+        self.audit(
+            Some(workspace.id),
+            "support.viewed",
+            Some(&staff.0.user.email),
+            Some(&caller.ip),
+            None,
+            json!({}),
+        )
+        .await;
+        Ok(WorkspaceSummary {
+            token_created_at: token.as_ref().map(|t| t.created_at),
+            token_rotated_by: token.map(|t| t.created_by),
+            last_scim_request_at,
+            scim_errors_24h,
+            workspace,
+        })
+    }
+
+    /// A support rotation: a challenge on the staff member's own phones, which sign the workspace
+    /// and the ticket along with their decision.
+    pub async fn request_support_rotation(
+        &self,
+        staff: &StaffSession,
+        slug: &str,
+        ticket: &str,
+        reason: &str,
+        caller: &Caller,
+    ) -> ApiResult<(Challenge, usize)> {
+        let support = SupportContext {
+            ticket: checked(ticket, "ticket", MAX_TICKET)?,
+            reason: checked(reason, "reason", MAX_REASON)?,
+        };
+        let workspace = self.supported_workspace(slug).await?;
+        let policy = self.store.policy(workspace.id).await?;
+        self.open_challenge(
+            &staff.0,
+            &workspace,
+            Action::SupportRotate,
+            Some(support),
+            &policy,
+            caller,
+        )
+        .await
+    }
+
+    /// Ends an approved support rotation, once: it says when the token was rotated, never what it
+    /// is.
+    pub async fn support_release(
+        &self,
+        id: &str,
+        staff: &StaffSession,
+        caller: &Caller,
+    ) -> ApiResult<OffsetDateTime> {
+        let now = self.now();
+        let (challenge, result) = self
+            .transition(id, |c| {
+                if c.session_hash == staff.0.id_hash && c.action == Action::SupportRotate {
+                    Some(c.release(now))
+                } else {
+                    None
+                }
+            })
+            .await?;
+        match result {
+            None => return Err(ApiError::NotFound),
+            Some(Err(ReleaseError::AlreadyReleased)) => {
+                return Err(ApiError::Gone("this rotation was already confirmed".into()))
+            }
+            Some(Err(ReleaseError::NotApproved)) => {
+                return Err(ApiError::Conflict(format!(
+                    "the challenge is {}, not approved",
+                    challenge.status.as_str()
+                )))
+            }
+            Some(Ok(())) => {}
+        }
+        self.metrics.challenge(challenge.action, "released");
+        let token = self
+            .store
+            .scim_token(challenge.workspace_id)
+            .await?
+            .ok_or(ApiError::Internal)?;
+        self.audit(
+            Some(challenge.workspace_id),
+            "support.rotation_confirmed",
+            Some(&staff.0.user.email),
+            Some(&caller.ip),
+            challenge.decided_by_device.as_deref(),
+            json!({"challenge": challenge.id}),
+        )
+        .await;
+        Ok(token.created_at)
+    }
+}
