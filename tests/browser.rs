@@ -708,3 +708,51 @@ async fn admin_regenerates_the_token_and_the_old_one_stops_working() {
     assert_no_console_errors(&page).await;
     page.close().await;
 }
+
+/// An owner sets a grace period in the Token policy card; Regenerate then says the old token keeps
+/// working, and the page shows until when while it does.
+#[tokio::test]
+async fn owner_sets_a_grace_period_and_the_page_shows_it_after_regenerating() {
+    let _serial = serial().await;
+    let server = server::shared().await;
+    let (_ws, page) = owner_page(server, "grace").await;
+    let phone = Phone::new();
+    enroll_through_page(&page, &phone, "Owner phone", None).await;
+    let old = view_token(&page, &phone).await;
+    close_token_dialog(&page).await;
+
+    page.wait_visible("policy-section").await;
+    assert!(!page.displayed("grace-notice").await);
+    page.fill("policy-grace", "30").await;
+    page.click("policy-save").await;
+    page.wait_text("policy-message", "Policy saved", WAIT).await;
+
+    page.click("regenerate-token").await;
+    page.wait_dialog("confirm-dialog").await;
+    let warning = page.text("confirm-text").await;
+    assert!(
+        warning.contains("keeps working for 30 minutes"),
+        "{warning}"
+    );
+    page.click("confirm-ok").await;
+    let n = wait_challenge_number(&page).await;
+    phone.run(&["approve", "--number", &n.to_string()]);
+    let new = wait_token(&page).await;
+    page.screenshot("grace-new-token").await;
+    assert_eq!(page.text("token-title").await, "New Directory Sync token");
+    assert_ne!(new, old);
+    close_token_dialog(&page).await;
+    let notice = page
+        .wait_text("grace-notice", "keeps working until", WAIT)
+        .await;
+    assert!(notice.contains("grace period"), "{notice}");
+    page.screenshot("grace-period").await;
+    assert_eq!(
+        scim_status(server, Some(&old)).await,
+        200,
+        "in its grace period"
+    );
+    assert_eq!(scim_status(server, Some(&new)).await, 200);
+    assert_no_console_errors(&page).await;
+    page.close().await;
+}

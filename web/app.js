@@ -202,6 +202,8 @@ function relativeTime(ms) {
 // Session: sign in, sign out
 
 let session = null; // {email, role, workspace, workspace_name, scim_base_url} while signed in
+// The workspace's token policy as last loaded (null until then, and for members).
+let policy = null;
 
 const canManage = () => session !== null && (session.role === 'owner' || session.role === 'admin');
 
@@ -220,6 +222,8 @@ async function loadSession({ afterSignIn = false, signedOutMessage = '' } = {}) 
 
 function showSignIn(message = '', kind = 'info') {
   session = null;
+  policy = null;
+  $('grace-notice').hidden = true;
   for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
   $('device-list').replaceChildren();
   $('activity-rows').replaceChildren();
@@ -259,8 +263,12 @@ function enterConsole(s, afterSignIn) {
   document.title = `Directory Sync · ${workspaceName} · Assent`;
   if (afterSignIn) $('main').focus();
 
+  $('policy-section').hidden = !manage;
   loadDevices();
-  if (manage) loadActivity(true);
+  if (manage) {
+    loadActivity(true);
+    loadPolicy();
+  }
 }
 
 async function signIn(event) {
@@ -354,11 +362,16 @@ let retryAction = null;
 async function requestToken(kind, opener) {
   if (kind === 'rotate') {
     if (!canManage()) return;
+    const grace = policy ? policy.rotation_grace_minutes : 0;
     const confirmed = await confirmAction({
       title: 'Regenerate the token?',
       paragraphs: [
-        'The current token stops working at once. Microsoft Entra ID cannot provision users until you paste the new token into its provisioning configuration.',
-        'You approve this on your phone, then see the new token.',
+        grace > 0
+          ? `The current token keeps working for ${grace} minutes (this workspace's grace period), then stops. Paste the new token into Microsoft Entra ID's provisioning configuration before then.`
+          : 'The current token stops working at once. Microsoft Entra ID cannot provision users until you paste the new token into its provisioning configuration.',
+        policy && policy.two_person_rotation
+          ? 'You approve this on your phone, then a second owner or admin approves on theirs; then you see the new token.'
+          : 'You approve this on your phone, then see the new token.',
       ],
       confirmLabel: 'Regenerate token',
     });
@@ -443,13 +456,13 @@ function follow(c) {
   const source = new EventSource(`/v1/console/challenges/${encodeURIComponent(c.id)}/events`);
   c.source = source;
   source.addEventListener('status', (event) => {
-    let status;
+    let data;
     try {
-      status = JSON.parse(event.data).status;
+      data = JSON.parse(event.data);
     } catch {
       return;
     }
-    onStatus(c, status);
+    onStatus(c, data.status, data.awaiting);
   });
   source.addEventListener('error', () => {
     if (c !== challenge || c.ended) return;
@@ -477,7 +490,7 @@ async function checkOnce(c) {
     return;
   }
   if (c !== challenge) return;
-  onStatus(c, s.status);
+  onStatus(c, s.status, s.awaiting);
   if (!c.ended) {
     // Still pending, but no stream to tell us when that changes: let the user follow it again.
     setChallengeStatus('The connection to the server was lost while waiting.', 'error');
@@ -490,8 +503,13 @@ async function checkOnce(c) {
   }
 }
 
-function onStatus(c, status) {
+function onStatus(c, status, awaiting) {
   if (c !== challenge || c.ended) return;
+  if (status === 'pending' && awaiting === 'second_approval') {
+    // The two-person rule: the second person picks the same number on their own phone.
+    setChallengeStatus(`Approved on your phone. Waiting for a second owner or admin to approve; they pick ${c.number}.`, 'success');
+    return;
+  }
   if (status === 'pending') {
     setChallengeStatus('Waiting for your approval on your phone…');
     return;
@@ -568,6 +586,7 @@ async function release(c) {
   if (c !== challenge) return; // the user closed the dialog meanwhile
   $('challenge-dialog').close();
   showToken(released, c.opener);
+  if (released.action === 'scim_token.rotate') loadPolicy();
 }
 
 function onChallengeDialogClosed() {
@@ -746,6 +765,66 @@ async function loadMoreActivity(event) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Token policy (owners change it; admins read it) and the grace period of the last rotation
+
+async function loadPolicy() {
+  let loaded;
+  try {
+    loaded = await api('GET', '/v1/console/policy');
+  } catch (err) {
+    notify($('policy-message'), `Could not load the policy. ${describe(err)}`, 'error');
+    return;
+  }
+  showPolicy(loaded);
+}
+
+function showPolicy(p) {
+  policy = p;
+  const owner = session !== null && session.role === 'owner';
+  $('policy-two-person').checked = policy.two_person_rotation;
+  $('policy-grace').value = String(policy.rotation_grace_minutes);
+  $('policy-viewers').value = policy.token_viewers;
+  for (const id of ['policy-two-person', 'policy-grace', 'policy-viewers']) $(id).disabled = !owner;
+  $('policy-save').hidden = !owner;
+  $('policy-hint').textContent = owner
+    ? 'Rules for this workspace\'s token. Every change is in the activity log.'
+    : 'Set by the workspace\'s owners.';
+  const notice = $('grace-notice');
+  if (policy.old_token_valid_until) {
+    notice.replaceChildren('The previous token keeps working until ', timeEl(policy.old_token_valid_until),
+      ' (grace period), so your identity provider can switch to the new one.');
+    notice.hidden = false;
+  } else {
+    notice.replaceChildren();
+    notice.hidden = true;
+  }
+}
+
+async function savePolicy(event) {
+  event.preventDefault();
+  const grace = Number($('policy-grace').value);
+  if (!Number.isInteger(grace) || grace < 0 || grace > 10080) {
+    notify($('policy-message'), 'The grace period is a whole number of minutes from 0 to 10080 (a week).', 'error');
+    $('policy-grace').focus();
+    return;
+  }
+  await busy($('policy-save'), async () => {
+    try {
+      const saved = await api('PUT', '/v1/console/policy', {
+        two_person_rotation: $('policy-two-person').checked,
+        rotation_grace_minutes: grace,
+        token_viewers: $('policy-viewers').value,
+      });
+      showPolicy(saved);
+      notify($('policy-message'), 'Policy saved.', 'success');
+      loadActivity(true);
+    } catch (err) {
+      notify($('policy-message'), `The policy was not saved. ${describe(err)}`, 'error');
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Wiring
 
 function on(id, type, handler) {
@@ -775,6 +854,7 @@ function start() {
   on('enroll-dialog', 'close', onEnrollDialogClosed);
   on('confirm-dialog', 'close', () => restoreFocus($('confirm-dialog')));
 
+  on('policy-form', 'submit', savePolicy);
   on('activity-more', 'click', loadMoreActivity);
   on('activity-refresh', 'click', (e) => busy(e.currentTarget, () => loadActivity(true)));
 

@@ -31,6 +31,11 @@ impl Action {
         }
     }
 
+    /// Approving it makes a new token.
+    pub fn rotates(self) -> bool {
+        self != Action::Reveal
+    }
+
     /// Words for a push alert or a log line.
     pub fn describe(self) -> &'static str {
         match self {
@@ -159,6 +164,10 @@ pub struct Challenge {
     /// `pending`, with a fresh nonce, until one of `second_approvers` decides.
     #[serde(default)]
     pub first_approval: Option<FirstApproval>,
+    /// For a rotation: when the new token was made, after the approval. Only then may it be
+    /// released (and only then are waiters told it is approved).
+    #[serde(default, with = "time::serde::timestamp::option")]
+    pub rotated_at: Option<OffsetDateTime>,
     /// Bumped by every transition; stores swap only when it is unchanged (one winner per race).
     pub version: u64,
 }
@@ -206,6 +215,8 @@ pub enum ReleaseError {
     NotApproved,
     #[error("the token was already released")]
     AlreadyReleased,
+    #[error("the new token is still being made")]
+    NotRotatedYet,
 }
 
 fn two_digit(rng: &mut impl Rng) -> u8 {
@@ -245,6 +256,7 @@ impl Challenge {
             support: req.support,
             second_approvers: req.second_approvers,
             first_approval: None,
+            rotated_at: None,
             version: 0,
         }
     }
@@ -340,9 +352,23 @@ impl Challenge {
         Ok(Outcome::Approved)
     }
 
+    /// Records that the approved rotation made its new token; true when this changed anything.
+    pub fn mark_rotated(&mut self, at: OffsetDateTime) -> bool {
+        if self.status == Status::Approved && self.rotated_at.is_none() {
+            self.rotated_at = Some(at);
+            self.version += 1;
+            true
+        } else {
+            false
+        }
+    }
+
     pub fn release(&mut self, now: OffsetDateTime) -> Result<(), ReleaseError> {
         self.expire_if_due(now);
         match self.status {
+            Status::Approved if self.action.rotates() && self.rotated_at.is_none() => {
+                Err(ReleaseError::NotRotatedYet)
+            }
             Status::Approved => {
                 self.end(Status::Released, now);
                 Ok(())
@@ -528,6 +554,17 @@ mod tests {
         let mut fresh = challenge();
         assert!(fresh.supersede(NOW));
         assert_eq!(fresh.status, Status::Expired);
+    }
+
+    #[test]
+    fn a_rotation_is_released_only_once_its_new_token_is_made() {
+        let mut c = challenge();
+        c.action = Action::Rotate;
+        c.decide(&decision(&c, true, Some(c.number)), NOW).unwrap();
+        assert_eq!(c.release(NOW), Err(ReleaseError::NotRotatedYet));
+        assert!(c.mark_rotated(NOW));
+        assert!(!c.mark_rotated(NOW), "once");
+        assert_eq!(c.release(NOW), Ok(()));
     }
 
     #[test]

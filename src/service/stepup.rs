@@ -38,8 +38,22 @@ impl App {
     pub async fn transition<T>(
         &self,
         id: &str,
-        mut f: impl FnMut(&mut Challenge) -> T,
+        f: impl FnMut(&mut Challenge) -> T,
     ) -> ApiResult<(Challenge, T)> {
+        let (challenge, result, changed) = self.transition_quietly(id, f).await?;
+        if changed {
+            self.announce(&challenge).await;
+        }
+        Ok((challenge, result))
+    }
+
+    /// `transition` without the announcement; true when the challenge changed, for the caller to
+    /// announce once it is ready to be seen (a rotation: once the new token exists).
+    async fn transition_quietly<T>(
+        &self,
+        id: &str,
+        mut f: impl FnMut(&mut Challenge) -> T,
+    ) -> ApiResult<(Challenge, T, bool)> {
         loop {
             let Some(mut challenge) = self.challenges.get(id).await? else {
                 return Err(ApiError::NotFound);
@@ -47,11 +61,10 @@ impl App {
             let before = challenge.version;
             let result = f(&mut challenge);
             if challenge.version == before {
-                return Ok((challenge, result));
+                return Ok((challenge, result, false));
             }
             if self.challenges.swap(&challenge, before).await? {
-                self.announce(&challenge).await;
-                return Ok((challenge, result));
+                return Ok((challenge, result, true));
             }
         }
     }
@@ -339,9 +352,15 @@ impl App {
                 "the decision was signed for another challenge",
             ));
         }
-        let (challenge, result) = self
-            .transition(challenge_id, |c| c.decide(&decision, now))
+        let (challenge, result, changed) = self
+            .transition_quietly(challenge_id, |c| c.decide(&decision, now))
             .await?;
+        // An approved rotation is announced once its new token exists (`rotate_on_approval`), so
+        // that no browser releases the old one; everything else at once.
+        let rotating = matches!(result, Ok(Outcome::Approved)) && challenge.action.rotates();
+        if changed && !rotating {
+            self.announce(&challenge).await;
+        }
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(DecideError::NotTheOwner) => {
@@ -405,7 +424,7 @@ impl App {
         if outcome == Outcome::Denied(Some(DenyReason::NotMe)) {
             self.suspected_attack(&challenge, me).await?;
         }
-        if outcome == Outcome::Approved && challenge.action != Action::Reveal {
+        if rotating {
             self.rotate_on_approval(&challenge, &me.user.email).await?;
         }
         // The other phones that showed the prompt can drop it now.
@@ -500,6 +519,9 @@ impl App {
             .ok_or(ApiError::NotFound)?;
         match self.rotate_token(&workspace, &challenge.user_email).await {
             Ok(rotated) => {
+                // Now the approval may be seen and the new token released.
+                self.transition(&challenge.id, |c| c.mark_rotated(rotated.created_at))
+                    .await?;
                 let mut detail =
                     json!({"challenge": challenge.id, "action": challenge.action.as_str()});
                 if let Some(until) = rotated.grace_until {
@@ -578,6 +600,11 @@ impl App {
             Some(Err(ReleaseError::AlreadyReleased)) => {
                 return Err(ApiError::Gone(
                     "the token was already released for this challenge".into(),
+                ))
+            }
+            Some(Err(ReleaseError::NotRotatedYet)) => {
+                return Err(ApiError::Conflict(
+                    "the new token is still being made; try again in a moment".into(),
                 ))
             }
             Some(Err(ReleaseError::NotApproved)) => {

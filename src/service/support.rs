@@ -128,6 +128,11 @@ impl App {
             Some(Err(ReleaseError::AlreadyReleased)) => {
                 return Err(ApiError::Gone("this rotation was already confirmed".into()))
             }
+            Some(Err(ReleaseError::NotRotatedYet)) => {
+                return Err(ApiError::Conflict(
+                    "the new token is still being made; try again in a moment".into(),
+                ))
+            }
             Some(Err(ReleaseError::NotApproved)) => {
                 return Err(ApiError::Conflict(format!(
                     "the challenge is {}, not approved",
@@ -137,11 +142,7 @@ impl App {
             Some(Ok(())) => {}
         }
         self.metrics.challenge(challenge.action, "released");
-        let token = self
-            .store
-            .scim_token(challenge.workspace_id)
-            .await?
-            .ok_or(ApiError::Internal)?;
+        let rotated_at = challenge.rotated_at.ok_or(ApiError::Internal)?;
         self.audit(
             Some(challenge.workspace_id),
             "support.rotation_confirmed",
@@ -151,6 +152,6 @@ impl App {
             json!({"challenge": challenge.id}),
         )
         .await;
-        Ok(token.created_at)
+        Ok(rotated_at)
     }
 }
