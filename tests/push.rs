@@ -1227,3 +1227,296 @@ async fn a_reveal_lights_up_every_phone_and_a_dead_token_is_marked_invalid() {
         "the deciding phone gets no resolved push"
     );
 }
+
+/// One phone of the notices test: its key, its device id, its push token.
+struct NoticePhone {
+    signer: assent::domain::device::DeviceSigner,
+    id: String,
+}
+
+impl NoticePhone {
+    async fn enroll(
+        http: &reqwest::Client,
+        base: &str,
+        cookie: &str,
+        enrollments: &str,
+        platform: &str,
+        token: &str,
+    ) -> NoticePhone {
+        let offer: Value = http
+            .post(format!("{base}{enrollments}"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let signer = assent::domain::device::DeviceSigner::generate();
+        let mut body = json!({"enrollment_code": offer["code"], "name": platform, "platform": platform,
+                              "push_token": token, "public_key": signer.public_key().to_jwk()});
+        if platform == "apns" {
+            body["apns_environment"] = json!("sandbox");
+        }
+        let enrolled: Value = http
+            .post(format!("{base}/v1/mobile/devices"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        NoticePhone {
+            signer,
+            id: enrolled["device_id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    fn auth(&self, base: &str) -> String {
+        format!(
+            "Device {}",
+            self.signer
+                .sign_request(&self.id, base, OffsetDateTime::now_utc())
+        )
+    }
+
+    /// Signs and sends a decision on its newest pending challenge; returns the HTTP status.
+    async fn decide(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        number: Option<u8>,
+        reason: Option<&str>,
+    ) -> u16 {
+        let pending: Value = http
+            .get(format!("{base}/v1/mobile/challenges"))
+            .header("authorization", self.auth(base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let c = &pending["challenges"][0];
+        let support = c["action"] == "scim_token.support_rotate";
+        let iat = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = assent::domain::device::DecisionClaims {
+            iss: self.id.clone(),
+            aud: base.to_owned(),
+            sub: c["id"].as_str().unwrap().to_owned(),
+            nonce: c["nonce"].as_str().unwrap().to_owned(),
+            action: c["action"].as_str().unwrap().to_owned(),
+            decision: if number.is_some() { "approve" } else { "deny" }.into(),
+            number,
+            reason: reason.map(str::to_owned),
+            workspace: support.then(|| c["workspace"]["slug"].as_str().unwrap().to_owned()),
+            ticket: support.then(|| c["context"]["ticket"].as_str().unwrap().to_owned()),
+            iat,
+            exp: iat + 60,
+        };
+        http.post(format!(
+            "{base}/v1/mobile/challenges/{}/decision",
+            claims.sub
+        ))
+        .header("authorization", self.auth(base))
+        .json(&json!({"decision": self.signer.sign_decision(&self.id, &claims)}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+    }
+}
+
+fn cli_json(db: &str, args: &[&str]) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_assent"))
+        .args(args)
+        .env("ASSENT_DATABASE_URL", db)
+        .env("ASSENT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn session_cookie(http: &reqwest::Client, url: String, body: Value) -> String {
+    let res = http.post(url).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The notices of the token lifecycle reach real push services: the workspace's admins hear of a
+/// support rotation, its owners of a "not me" denial — visible alerts that name no token.
+#[tokio::test]
+async fn admins_hear_of_a_support_rotation_and_owners_of_a_not_me_by_push() {
+    install_crypto_provider();
+    let apns = ApnsServer::start().await;
+    let fcm = FcmServer::start().await;
+    let served = serve_with_push(&apns, &fcm).await;
+    let (base, db) = (served.base.as_str(), served.db.as_str());
+    let http = reqwest::Client::new();
+
+    let owner = cli_json(
+        db,
+        &[
+            "workspace",
+            "create",
+            "--slug",
+            "acme",
+            "--name",
+            "Acme",
+            "--owner-email",
+            "o@acme.test",
+        ],
+    );
+    let admin = cli_json(
+        db,
+        &[
+            "member",
+            "add",
+            "--workspace",
+            "acme",
+            "--email",
+            "a@acme.test",
+            "--role",
+            "admin",
+        ],
+    );
+    let staff = cli_json(db, &["staff", "add", "--email", "ops@support.test"]);
+    let owner_cookie = session_cookie(
+        &http,
+        format!("{base}/v1/console/session"),
+        json!({"workspace": "acme", "email": "o@acme.test", "password": owner["password"]}),
+    )
+    .await;
+    let admin_cookie = session_cookie(
+        &http,
+        format!("{base}/v1/console/session"),
+        json!({"workspace": "acme", "email": "a@acme.test", "password": admin["password"]}),
+    )
+    .await;
+    let staff_cookie = session_cookie(
+        &http,
+        format!("{base}/v1/support/session"),
+        json!({"email": "ops@support.test", "password": staff["password"]}),
+    )
+    .await;
+    let (owner_iphone, admin_android, staff_android) =
+        (apns_token(11), fcm_token(12), fcm_token(13));
+    let _owner_phone = NoticePhone::enroll(
+        &http,
+        base,
+        &owner_cookie,
+        "/v1/console/devices/enrollments",
+        "apns",
+        &owner_iphone,
+    )
+    .await;
+    let admin_phone = NoticePhone::enroll(
+        &http,
+        base,
+        &admin_cookie,
+        "/v1/console/devices/enrollments",
+        "fcm",
+        &admin_android,
+    )
+    .await;
+    let staff_phone = NoticePhone::enroll(
+        &http,
+        base,
+        &staff_cookie,
+        "/v1/support/devices/enrollments",
+        "fcm",
+        &staff_android,
+    )
+    .await;
+
+    // Support rotates: the staff phone gets the prompt, then owner and admin a notice.
+    let started: Value = http
+        .post(format!(
+            "{base}/v1/support/workspaces/acme/scim-token/rotate"
+        ))
+        .header("cookie", &staff_cookie)
+        .json(&json!({"ticket": "T-77", "reason": "lost token"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(started["notified_devices"], 1, "{started}");
+    eventually(10, "the staff prompt", || {
+        !fcm.received_for(&staff_android).is_empty()
+    })
+    .await;
+    assert!(
+        apns.received_for(&owner_iphone).is_empty(),
+        "no prompt to the workspace"
+    );
+    let number = started["number"].as_u64().map(|n| n as u8);
+    assert_eq!(staff_phone.decide(&http, base, number, None).await, 200);
+    eventually(10, "the owner's notice", || {
+        !apns.received_for(&owner_iphone).is_empty()
+    })
+    .await;
+    eventually(10, "the admin's notice", || {
+        !fcm.received_for(&admin_android).is_empty()
+    })
+    .await;
+    let notice = apns.received_for(&owner_iphone)[0].clone();
+    assert_eq!(notice.header("apns-push-type"), Some("alert"));
+    let payload = notice.json();
+    assert_eq!(payload["kind"], "notice");
+    assert_eq!(payload["action"], "scim_token.support_rotated");
+    assert_eq!(
+        payload["aps"]["alert"]["title"],
+        "Support rotated the SCIM token"
+    );
+    let android = fcm.received_for(&admin_android)[0].body.clone();
+    assert_eq!(android["message"]["data"]["kind"], "notice", "{android}");
+    assert_eq!(android["message"]["android"]["priority"], "high");
+    for text in [payload.to_string(), android.to_string()] {
+        assert!(!text.contains("assent_scim_"), "{text}");
+    }
+
+    // The admin reports a request as not theirs: the owner is alerted on the phone.
+    let reveal: Value = http
+        .post(format!("{base}/v1/console/scim-token/reveal"))
+        .header("cookie", &admin_cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reveal["notified_devices"], 1, "{reveal}");
+    assert_eq!(
+        admin_phone.decide(&http, base, None, Some("not_me")).await,
+        200
+    );
+    eventually(10, "the owner's alert", || {
+        apns.received_for(&owner_iphone).len() == 2
+    })
+    .await;
+    let alert = apns.received_for(&owner_iphone)[1].json();
+    assert_eq!(alert["kind"], "notice");
+    assert_eq!(alert["action"], "security.suspected_attack");
+    assert!(
+        alert["aps"]["alert"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("Acme"),
+        "{alert}"
+    );
+}
