@@ -1059,31 +1059,8 @@ async fn a_reveal_lights_up_every_phone_and_a_dead_token_is_marked_invalid() {
 
     let mut phones = Vec::new();
     for (platform, token) in [("apns", &iphone), ("apns", &dead_iphone), ("fcm", &android)] {
-        let offer: Value = http
-            .post(format!("{base}/v1/console/devices/enrollments"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let signer = assent::domain::device::DeviceSigner::generate();
-        let mut body = json!({"enrollment_code": offer["code"], "name": platform, "platform": platform,
-                              "push_token": token, "public_key": signer.public_key().to_jwk()});
-        if platform == "apns" {
-            body["apns_environment"] = json!("sandbox");
-        }
-        let enrolled: Value = http
-            .post(format!("{base}/v1/mobile/devices"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        phones.push((signer, enrolled["device_id"].as_str().unwrap().to_owned()));
+        let enrollments = "/v1/console/devices/enrollments";
+        phones.push(TestPhone::enroll(&http, base, &cookie, enrollments, platform, token).await);
     }
 
     let reveal: Value = http
@@ -1145,7 +1122,7 @@ async fn a_reveal_lights_up_every_phone_and_a_dead_token_is_marked_invalid() {
         // Devices enrolled in the same second list in id order: compare by id, not position.
         let states: Vec<&str> = phones
             .iter()
-            .map(|(_, id)| {
+            .map(|TestPhone { id, .. }| {
                 devices["devices"]
                     .as_array()
                     .unwrap()
@@ -1163,53 +1140,8 @@ async fn a_reveal_lights_up_every_phone_and_a_dead_token_is_marked_invalid() {
 
     // The iPhone approves: the Android phone gets the silent "resolved" message; the dead token
     // is not tried again.
-    let (signer, device_id) = &phones[0];
-    let auth = format!(
-        "Device {}",
-        signer.sign_request(device_id, base, OffsetDateTime::now_utc())
-    );
-    let pending: Value = http
-        .get(format!("{base}/v1/mobile/challenges"))
-        .header("authorization", auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let nonce = pending["challenges"][0]["nonce"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let iat = OffsetDateTime::now_utc().unix_timestamp();
-    let claims = assent::domain::device::DecisionClaims {
-        iss: device_id.clone(),
-        aud: base.clone(),
-        sub: challenge_id.clone(),
-        nonce,
-        action: "scim_token.reveal".into(),
-        decision: "approve".into(),
-        number: reveal["number"].as_u64().map(|n| n as u8),
-        reason: None,
-        workspace: None,
-        ticket: None,
-        iat,
-        exp: iat + 60,
-    };
-    let auth = format!(
-        "Device {}",
-        signer.sign_request(device_id, base, OffsetDateTime::now_utc())
-    );
-    let decided = http
-        .post(format!(
-            "{base}/v1/mobile/challenges/{challenge_id}/decision"
-        ))
-        .header("authorization", auth)
-        .json(&json!({"decision": signer.sign_decision(device_id, &claims)}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(decided.status(), 200);
+    let number = reveal["number"].as_u64().map(|n| n as u8);
+    assert_eq!(phones[0].decide(&http, base, number, None).await, 200);
     eventually(10, "the resolved message", || {
         fcm.received_for(&android).len() == 2
     })
@@ -1228,13 +1160,13 @@ async fn a_reveal_lights_up_every_phone_and_a_dead_token_is_marked_invalid() {
     );
 }
 
-/// One phone of the notices test: its key, its device id, its push token.
-struct NoticePhone {
+/// A phone of the tests that run the real server: its key and its device id.
+struct TestPhone {
     signer: assent::domain::device::DeviceSigner,
     id: String,
 }
 
-impl NoticePhone {
+impl TestPhone {
     async fn enroll(
         http: &reqwest::Client,
         base: &str,
@@ -1242,7 +1174,7 @@ impl NoticePhone {
         enrollments: &str,
         platform: &str,
         token: &str,
-    ) -> NoticePhone {
+    ) -> TestPhone {
         let offer: Value = http
             .post(format!("{base}{enrollments}"))
             .header("cookie", cookie)
@@ -1267,7 +1199,7 @@ impl NoticePhone {
             .json()
             .await
             .unwrap();
-        NoticePhone {
+        TestPhone {
             signer,
             id: enrolled["device_id"].as_str().unwrap().to_owned(),
         }
@@ -1414,7 +1346,7 @@ async fn admins_hear_of_a_support_rotation_and_owners_of_a_not_me_by_push() {
     .await;
     let (owner_iphone, admin_android, staff_android) =
         (apns_token(11), fcm_token(12), fcm_token(13));
-    let _owner_phone = NoticePhone::enroll(
+    let _owner_phone = TestPhone::enroll(
         &http,
         base,
         &owner_cookie,
@@ -1423,7 +1355,7 @@ async fn admins_hear_of_a_support_rotation_and_owners_of_a_not_me_by_push() {
         &owner_iphone,
     )
     .await;
-    let admin_phone = NoticePhone::enroll(
+    let admin_phone = TestPhone::enroll(
         &http,
         base,
         &admin_cookie,
@@ -1432,7 +1364,7 @@ async fn admins_hear_of_a_support_rotation_and_owners_of_a_not_me_by_push() {
         &admin_android,
     )
     .await;
-    let staff_phone = NoticePhone::enroll(
+    let staff_phone = TestPhone::enroll(
         &http,
         base,
         &staff_cookie,

@@ -574,6 +574,42 @@ impl App {
         }
     }
 
+    /// Marks the challenge released, once, if it belongs to this session and its action is one
+    /// this caller may release (anything else is "not found").
+    pub(super) async fn release_challenge(
+        &self,
+        id: &str,
+        session_hash: &str,
+        releasable: impl Fn(Action) -> bool,
+    ) -> ApiResult<Challenge> {
+        let now = self.now();
+        let (challenge, result) = self
+            .transition(id, |c| {
+                (c.session_hash == session_hash && releasable(c.action)).then(|| c.release(now))
+            })
+            .await?;
+        match result {
+            None => {
+                tracing::info!(challenge = %id, "release asked for by another session");
+                Err(ApiError::NotFound)
+            }
+            Some(Err(ReleaseError::AlreadyReleased)) => {
+                Err(ApiError::Gone("this challenge was already released".into()))
+            }
+            Some(Err(ReleaseError::NotRotatedYet)) => Err(ApiError::Conflict(
+                "the new token is still being made; try again in a moment".into(),
+            )),
+            Some(Err(ReleaseError::NotApproved)) => Err(ApiError::Conflict(format!(
+                "the challenge is {}, not approved",
+                challenge.status.as_str()
+            ))),
+            Some(Ok(())) => {
+                self.metrics.challenge(challenge.action, "released");
+                Ok(challenge)
+            }
+        }
+    }
+
     /// Hands the token to the session that asked, exactly once.
     pub async fn release(
         &self,
@@ -581,41 +617,10 @@ impl App {
         session: &ConsoleSession,
         caller: &Caller,
     ) -> ApiResult<Released> {
-        let now = self.now();
-        let (challenge, result) = self
-            .transition(id, |c| {
-                // A support rotation never releases a token, whoever asks.
-                if c.session_hash == session.id_hash && c.action != Action::SupportRotate {
-                    Some(c.release(now))
-                } else {
-                    None
-                }
-            })
+        // A support rotation never releases a token, whoever asks.
+        let challenge = self
+            .release_challenge(id, &session.id_hash, |a| a != Action::SupportRotate)
             .await?;
-        match result {
-            None => {
-                tracing::info!(challenge = %id, "release asked for by another session");
-                return Err(ApiError::NotFound);
-            }
-            Some(Err(ReleaseError::AlreadyReleased)) => {
-                return Err(ApiError::Gone(
-                    "the token was already released for this challenge".into(),
-                ))
-            }
-            Some(Err(ReleaseError::NotRotatedYet)) => {
-                return Err(ApiError::Conflict(
-                    "the new token is still being made; try again in a moment".into(),
-                ))
-            }
-            Some(Err(ReleaseError::NotApproved)) => {
-                return Err(ApiError::Conflict(format!(
-                    "the challenge is {}, not approved",
-                    challenge.status.as_str()
-                )))
-            }
-            Some(Ok(())) => {}
-        }
-        self.metrics.challenge(challenge.action, "released");
         let (token, token_created_at) = self.reveal_token(&session.workspace).await?;
         self.audit(
             Some(session.workspace.id),

@@ -7,7 +7,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::{Caller, StaffSession};
 use crate::app::App;
-use crate::domain::challenge::{Action, Challenge, ReleaseError, SupportContext};
+use crate::domain::challenge::{Action, Challenge, SupportContext};
 use crate::domain::policy::STAFF_REALM;
 use crate::error::{ApiError, ApiResult};
 use crate::store::Workspace;
@@ -113,35 +113,9 @@ impl App {
         staff: &StaffSession,
         caller: &Caller,
     ) -> ApiResult<OffsetDateTime> {
-        let now = self.now();
-        let (challenge, result) = self
-            .transition(id, |c| {
-                if c.session_hash == staff.0.id_hash && c.action == Action::SupportRotate {
-                    Some(c.release(now))
-                } else {
-                    None
-                }
-            })
+        let challenge = self
+            .release_challenge(id, &staff.0.id_hash, |a| a == Action::SupportRotate)
             .await?;
-        match result {
-            None => return Err(ApiError::NotFound),
-            Some(Err(ReleaseError::AlreadyReleased)) => {
-                return Err(ApiError::Gone("this rotation was already confirmed".into()))
-            }
-            Some(Err(ReleaseError::NotRotatedYet)) => {
-                return Err(ApiError::Conflict(
-                    "the new token is still being made; try again in a moment".into(),
-                ))
-            }
-            Some(Err(ReleaseError::NotApproved)) => {
-                return Err(ApiError::Conflict(format!(
-                    "the challenge is {}, not approved",
-                    challenge.status.as_str()
-                )))
-            }
-            Some(Ok(())) => {}
-        }
-        self.metrics.challenge(challenge.action, "released");
         let rotated_at = challenge.rotated_at.ok_or(ApiError::Internal)?;
         self.audit(
             Some(challenge.workspace_id),

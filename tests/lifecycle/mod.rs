@@ -90,6 +90,13 @@ fn support_decision(
     phone.sign(&header, &claims)
 }
 
+/// Approves the pending support rotation `id` on `phone`, signing what it shows.
+async fn approve_support(phone: &Phone, id: &str, number: i64, slug: &str, ticket: &str) {
+    let listed = phone.pending(id).await;
+    let jws = support_decision(phone, &listed, number, Some((slug, ticket)));
+    json_body(phone.send_decision(id, &jws).await, 200).await;
+}
+
 async fn support_rotate(staff: &Staff, slug: &str, ticket: &str) -> Value {
     json_body(
         staff
@@ -655,14 +662,7 @@ async fn the_two_person_rule_sends_a_rotation_to_a_second_admin_after_the_first_
     let started = support_rotate(&staff, &owner.ws.slug, &ticket).await;
     let id = id_of(&started);
     let number = number_of(&started);
-    let listed = staff.phone.pending(&id).await;
-    let jws = support_decision(
-        &staff.phone,
-        &listed,
-        number,
-        Some((&owner.ws.slug, &ticket)),
-    );
-    json_body(staff.phone.send_decision(&id, &jws).await, 200).await;
+    approve_support(&staff.phone, &id, number, &owner.ws.slug, &ticket).await;
     problem(
         staff
             .browser
@@ -671,14 +671,7 @@ async fn the_two_person_rule_sends_a_rotation_to_a_second_admin_after_the_first_
         &[409],
     )
     .await;
-    let listed = admin.phone.pending(&id).await;
-    let jws = support_decision(
-        &admin.phone,
-        &listed,
-        number,
-        Some((&owner.ws.slug, &ticket)),
-    );
-    json_body(admin.phone.send_decision(&id, &jws).await, 200).await;
+    approve_support(&admin.phone, &id, number, &owner.ws.slug, &ticket).await;
     json_body(
         staff
             .browser

@@ -18,6 +18,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime, UtcOffset};
 
 pub use browser::Browser;
 pub use phone::Phone;
+#[allow(unused_imports)] // not every test binary starts a server of its own
 pub use server::{ServerOptions, TestServer, Workspace};
 
 /// How long any single wait in a test may take before it is a failure.

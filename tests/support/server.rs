@@ -320,17 +320,7 @@ impl TestServer {
 
     /// Runs the CLI against this server's database; asserts success and that stdout is ONE JSON object.
     pub fn cli(&self, args: &[&str]) -> Value {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args);
-        apply_env(
-            &mut cmd,
-            &self.base,
-            &self.public_url,
-            &self.db,
-            &self.db_url,
-            &self.options,
-        );
-        let out = cmd.output().expect("run the assent CLI");
+        let out = self.cli_command(args).output().expect("run the assent CLI");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -356,17 +346,7 @@ impl TestServer {
 
     /// Runs the CLI expecting success and JSON lines on stdout (`audit export`); returns them.
     pub fn cli_lines(&self, args: &[&str]) -> Vec<Value> {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args);
-        apply_env(
-            &mut cmd,
-            &self.base,
-            &self.public_url,
-            &self.db,
-            &self.db_url,
-            &self.options,
-        );
-        let out = cmd.output().expect("run the assent CLI");
+        let out = self.cli_command(args).output().expect("run the assent CLI");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -385,17 +365,7 @@ impl TestServer {
 
     /// Runs the CLI expecting a failure; returns (stdout, stderr).
     pub fn cli_fails(&self, args: &[&str]) -> (String, String) {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args);
-        apply_env(
-            &mut cmd,
-            &self.base,
-            &self.public_url,
-            &self.db,
-            &self.db_url,
-            &self.options,
-        );
-        let out = cmd.output().expect("run the assent CLI");
+        let out = self.cli_command(args).output().expect("run the assent CLI");
         assert!(
             !out.status.success(),
             "assent {args:?} succeeded: {}",
