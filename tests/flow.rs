@@ -1088,7 +1088,7 @@ fn a_malformed_log_filter_stops_start_up_too() {
 async fn the_cli_fails_cleanly_on_bad_input() {
     let server = shared().await;
     let ws = server.create_workspace();
-    let cases: [&[&str]; 4] = [
+    let cases: [&[&str]; 7] = [
         &[
             "workspace",
             "create",
@@ -1128,6 +1128,30 @@ async fn the_cli_fails_cleanly_on_bad_input() {
             &ws.owner_email,
             "--role",
             "admin",
+        ],
+        // The staff realm takes no members: staff are made with `staff add`.
+        &[
+            "member",
+            "add",
+            "--workspace",
+            "_staff",
+            "--email",
+            "a@b.example.com",
+            "--role",
+            "owner",
+        ],
+        &["staff", "add", "--email", "not-an-address"],
+        &[
+            "support",
+            "rotate",
+            "--workspace",
+            &ws.slug,
+            "--ticket",
+            "T-1",
+            "--email",
+            "x@y.example.com",
+            "--server",
+            "http://127.0.0.1:9",
         ],
     ];
     for args in cases {

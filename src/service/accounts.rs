@@ -112,10 +112,12 @@ impl App {
         email: &str,
         role: Role,
     ) -> ApiResult<(User, Secret)> {
+        // Staff are made by `add_staff`, never as members of their realm.
         let workspace = self
             .store
             .workspace_by_slug(slug)
             .await?
+            .filter(|w| w.slug != STAFF_REALM)
             .ok_or(ApiError::NotFound)?;
         if !valid_email(email) {
             return Err(ApiError::BadRequest("e-mail is not a valid address".into()));
