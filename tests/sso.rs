@@ -628,11 +628,20 @@ async fn enforced_sso_refuses_passwords_except_for_owners() {
     let (admin, admin_password) = server.add_member(&ws, "admin");
     let (member, member_password) = server.add_member(&ws, "member");
     let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    // A password session opened before enforcing ends with it; the owner's does not.
+    let early = Browser::logged_in(server, &ws.slug, &admin, &admin_password).await;
     json_body(
         put_sso(&owner_browser, &settings(&mini.issuer, &[], "member", true)).await,
         200,
     )
     .await;
+    problem(early.get("/v1/console/session").await, &[401]).await;
+    json_body(owner_browser.get("/v1/console/session").await, 200).await;
+    let configured = audit(&owner_browser, "sso.configured").await;
+    assert_eq!(
+        configured[0]["detail"]["sessions_ended"], 1,
+        "{configured:#?}"
+    );
 
     for (email, password) in [(&admin, &admin_password), (&member, &member_password)] {
         let mut b = Browser::new(server);

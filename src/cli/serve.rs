@@ -106,9 +106,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     axum::serve(
         listener,
-        crate::http::router(app).into_make_service_with_connect_info::<SocketAddr>(),
+        crate::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;
+    // Provisioning log records still queued are written before the process ends.
+    app.provisioning.flush().await;
     Ok(())
 }

@@ -219,6 +219,14 @@ impl App {
             updated_by: session.user.email.clone(),
         };
         self.sso.put_config(&config).await?;
+        // Enforcing ends the password sessions it would now refuse: every non-owner signs in again
+        // (through the provider). Sessions do not record how they began, so SSO ones end too.
+        let was_enforced = previous.as_ref().is_some_and(|p| p.enforce);
+        let sessions_ended = if config.enforce && !was_enforced {
+            self.store.end_sessions_but_owners(workspace.id).await?
+        } else {
+            0
+        };
         self.audit(
             Some(workspace.id),
             "sso.configured",
@@ -232,6 +240,7 @@ impl App {
                 "default_role": config.default_role.as_str(),
                 "enforce": config.enforce,
                 "client_secret_changed": secret_given.is_some(),
+                "sessions_ended": sessions_ended,
             }),
         )
         .await;

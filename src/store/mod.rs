@@ -282,6 +282,9 @@ pub trait Store: Send + Sync + 'static {
         idle_cutoff: OffsetDateTime,
     ) -> Result<Option<Session>>;
     async fn delete_session(&self, id_hash: &str) -> Result<()>;
+    /// Ends the sessions of the workspace's users other than its owners (single sign-on enforced);
+    /// returns how many.
+    async fn end_sessions_but_owners(&self, workspace_id: i64) -> Result<u64>;
 
     async fn create_enrollment(
         &self,

@@ -335,6 +335,17 @@ impl Store for SqliteStore {
         Ok(Some(session))
     }
 
+    async fn end_sessions_but_owners(&self, workspace_id: i64) -> Result<u64> {
+        sqlx::query(
+            "DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE workspace_id = ? AND role <> 'owner')",
+        )
+        .bind(workspace_id)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(unavailable)
+    }
+
     async fn delete_session(&self, id_hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
             .bind(id_hash)
