@@ -697,3 +697,36 @@ async fn the_console_page_offers_single_sign_on() {
         "app.js does not start SSO"
     );
 }
+
+#[tokio::test]
+async fn one_address_may_start_only_so_many_sign_ins_to_a_workspace() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let first_owner = owner(server, &ws).await;
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    configure(&first_owner, &mini.issuer, &[], "member").await;
+    let start = format!("{}/v1/sso/{}/start", server.base, ws.slug);
+    for i in 0..60 {
+        let hop = UserAgent::new().get(&start).await;
+        let location = hop.location.unwrap_or_default();
+        assert!(location.starts_with(&mini.issuer), "start {i}: {location}");
+    }
+    let hop = UserAgent::new().get(&start).await;
+    assert_eq!(hop.status, 302);
+    assert!(
+        hop.location.unwrap().ends_with("/?sso_error=rate_limited"),
+        "the 61st start within the window"
+    );
+    assert!(hop.set_cookie.is_empty(), "{:?}", hop.set_cookie);
+    let failed = audit(&first_owner, "sso.login.failed").await;
+    assert_eq!(failed[0]["detail"]["reason"], "rate_limited", "{failed:#?}");
+
+    // Another workspace's sign-in is not held up by this one.
+    let other = server.create_workspace();
+    let other_owner = owner(server, &other).await;
+    configure(&other_owner, &mini.issuer, &[], "member").await;
+    let hop = UserAgent::new()
+        .get(&format!("{}/v1/sso/{}/start", server.base, other.slug))
+        .await;
+    assert!(hop.location.unwrap().starts_with(&mini.issuer));
+}

@@ -312,6 +312,7 @@ const SSO_ERRORS = {
   email_not_verified: 'The identity provider has not verified your e-mail address.',
   domain_not_allowed: 'Your e-mail address is not a member of this workspace, and its domain may not join.',
   linked_elsewhere: 'This workspace member is linked to another account at the identity provider.',
+  rate_limited: 'Too many single sign-on attempts from here. Wait a few minutes, then try again.',
   unavailable: 'Single sign-on is unavailable. Try again shortly.',
 };
 

@@ -34,6 +34,8 @@ pub enum Failure {
     DomainNotAllowed,
     /// The member with the e-mail is linked to another subject of the provider.
     LinkedElsewhere,
+    /// Too many sign-ins started from one address to one workspace lately.
+    RateLimited,
     /// Our own storage failed.
     Unavailable,
 }
@@ -57,6 +59,7 @@ impl Failure {
             Failure::EmailNotVerified => "email_not_verified",
             Failure::DomainNotAllowed => "domain_not_allowed",
             Failure::LinkedElsewhere => "linked_elsewhere",
+            Failure::RateLimited => "rate_limited",
             Failure::Unavailable => "unavailable",
         }
     }

@@ -26,6 +26,9 @@ pub const PENDING_TTL: Duration = Duration::minutes(10);
 /// How long a sign-in is kept after it expired or was used: a late or replayed callback is then
 /// told `expired` or logged as a replay in its workspace, rather than met as an unknown state.
 const PENDING_KEPT: Duration = Duration::hours(1);
+/// Sign-ins one address may start to one workspace in the counting window (`LOGIN_WINDOW`, 15
+/// minutes): far beyond a person's, far below a flood's.
+pub const SSO_STARTS_PER_WINDOW: u32 = 60;
 /// Most domains one workspace lists.
 const MAX_DOMAINS: usize = 100;
 
@@ -256,7 +259,7 @@ impl App {
         caller: &Caller,
     ) -> Result<SsoStarted, Failure> {
         let mut trail = Trail::default();
-        let result = self.start_inner(slug, binding, &mut trail).await;
+        let result = self.start_inner(slug, binding, caller, &mut trail).await;
         if let Err(refused) = &result {
             self.audit_refusal(&trail, refused, caller).await;
         }
@@ -267,6 +270,7 @@ impl App {
         &self,
         slug: &str,
         binding: Option<&str>,
+        caller: &Caller,
         trail: &mut Trail,
     ) -> Result<SsoStarted, Refused> {
         let now = self.now();
@@ -284,6 +288,21 @@ impl App {
             .map_err(store_failed)?
             .ok_or_else(|| Refused::new(Failure::NotConfigured, "no single sign-on settings"))?;
         trail.issuer = Some(config.issuer.clone());
+        // Each start stores a pending sign-in: one address may not pile them up for a workspace.
+        let starts = self
+            .challenges
+            .login_failed(&format!("sso-start:{}:{}", workspace.id, caller.ip), now)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "single sign-on: the start counter is unavailable");
+                Refused::new(Failure::Unavailable, "start counter unavailable")
+            })?;
+        if starts > SSO_STARTS_PER_WINDOW {
+            return Err(Refused::new(
+                Failure::RateLimited,
+                "too many sign-ins started from this address",
+            ));
+        }
         self.sso
             .prune_pending(now - PENDING_KEPT)
             .await
