@@ -19,7 +19,7 @@ use crate::domain::policy::Policy;
 use crate::error::{ApiError, ApiResult};
 use crate::proto::{ChallengeChanged, ChallengeStatus};
 use crate::push::{PushKind, PushMessage};
-use crate::store::{Role, User, Workspace};
+use crate::store::{Device, Role, User, Workspace};
 
 /// How long the push services keep trying to deliver a notice.
 const NOTICE_LIFETIME: Duration = Duration::minutes(30);
@@ -254,6 +254,15 @@ impl App {
         Ok((challenge, notified))
     }
 
+    /// The enrolled devices of these people, in order.
+    async fn devices_of_people(&self, people: &[i64]) -> ApiResult<Vec<Device>> {
+        let mut devices = Vec::new();
+        for user in people {
+            devices.extend(self.store.devices_of_user(*user).await?);
+        }
+        Ok(devices)
+    }
+
     /// A visible notice to the phones of these people (owners after a `not_me`, admins after a
     /// support rotation); how many pushes were started.
     pub(super) async fn notify_people(
@@ -262,10 +271,8 @@ impl App {
         challenge: &Challenge,
         what: &str,
     ) -> ApiResult<usize> {
-        let mut devices = Vec::new();
-        for u in users {
-            devices.extend(self.store.devices_of_user(u.id).await?);
-        }
+        let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
+        let devices = self.devices_of_people(&ids).await?;
         let message = PushMessage {
             kind: PushKind::Notice,
             challenge_id: challenge.id.clone(),
@@ -428,18 +435,10 @@ impl App {
             self.rotate_on_approval(&challenge, &me.user.email).await?;
         }
         // The other phones that showed the prompt can drop it now.
-        let mut others = Vec::new();
-        for user in
-            std::iter::once(challenge.user_id).chain(challenge.second_approvers.iter().copied())
-        {
-            others.extend(
-                self.store
-                    .devices_of_user(user)
-                    .await?
-                    .into_iter()
-                    .filter(|d| d.id != me.device.id),
-            );
-        }
+        let mut everyone = vec![challenge.user_id];
+        everyone.extend(&challenge.second_approvers);
+        let mut others = self.devices_of_people(&everyone).await?;
+        others.retain(|d| d.id != me.device.id);
         self.notifier.fan_out(
             &others,
             PushMessage::for_challenge(&challenge, PushKind::Resolved),
@@ -464,10 +463,7 @@ impl App {
             json!({"challenge": challenge.id, "action": challenge.action.as_str()}),
         )
         .await;
-        let mut devices = Vec::new();
-        for user in &challenge.second_approvers {
-            devices.extend(self.store.devices_of_user(*user).await?);
-        }
+        let devices = self.devices_of_people(&challenge.second_approvers).await?;
         self.notifier.fan_out(
             &devices,
             PushMessage::for_challenge(&challenge, PushKind::Challenge),
