@@ -718,7 +718,13 @@ async fn one_address_may_start_only_so_many_sign_ins_to_a_workspace() {
         "the 61st start within the window"
     );
     assert!(hop.set_cookie.is_empty(), "{:?}", hop.set_cookie);
+    // More refusals are counted, but only the first of the window is in the audit log.
+    for _ in 0..5 {
+        let hop = UserAgent::new().get(&start).await;
+        assert!(hop.location.unwrap().ends_with("/?sso_error=rate_limited"));
+    }
     let failed = audit(&first_owner, "sso.login.failed").await;
+    assert_eq!(failed.len(), 1, "{failed:#?}");
     assert_eq!(failed[0]["detail"]["reason"], "rate_limited", "{failed:#?}");
 
     // Another workspace's sign-in is not held up by this one.

@@ -302,6 +302,17 @@ impl Challenge {
         }
     }
 
+    /// The status clients are shown: an approved rotation reads `pending` until its new token is
+    /// made, so nobody tries to release it before that.
+    pub fn shown_status(&self) -> Status {
+        match self.status {
+            Status::Approved if self.action.rotates() && self.rotated_at.is_none() => {
+                Status::Pending
+            }
+            status => status,
+        }
+    }
+
     pub fn awaits_second_approval(&self) -> bool {
         self.status == Status::Pending && self.first_approval.is_some()
     }
@@ -314,7 +325,10 @@ impl Challenge {
             return Err(DecideError::Mismatch);
         }
         // What a support rotation's phone showed is what it signed: the workspace and the ticket.
-        if let Some(support) = &self.support {
+        if self.action == Action::SupportRotate || self.support.is_some() {
+            let Some(support) = &self.support else {
+                return Err(DecideError::Mismatch);
+            };
             if d.workspace.as_deref() != Some(self.workspace_slug.as_str())
                 || d.ticket.as_deref() != Some(support.ticket.as_str())
             {
@@ -343,6 +357,8 @@ impl Challenge {
                 at: now,
             });
             self.nonce = random_b64url::<32>();
+            // The second person gets a whole lifetime of their own, not what the first left.
+            self.expires_at = now + (self.expires_at - self.created_at);
             self.version += 1;
             return Ok(Outcome::FirstApproved);
         }
@@ -562,7 +578,13 @@ mod tests {
         c.action = Action::Rotate;
         c.decide(&decision(&c, true, Some(c.number)), NOW).unwrap();
         assert_eq!(c.release(NOW), Err(ReleaseError::NotRotatedYet));
+        assert_eq!(
+            c.shown_status(),
+            Status::Pending,
+            "not shown approved before"
+        );
         assert!(c.mark_rotated(NOW));
+        assert_eq!(c.shown_status(), Status::Approved);
         assert!(!c.mark_rotated(NOW), "once");
         assert_eq!(c.release(NOW), Ok(()));
     }
@@ -587,8 +609,14 @@ mod tests {
         early.device_user_id = 11;
         assert_eq!(c.decide(&early, NOW), Err(DecideError::NotTheOwner));
         let nonce = c.nonce.clone();
-        assert_eq!(c.decide(&first, NOW), Ok(Outcome::FirstApproved));
+        let later = NOW + Duration::seconds(100);
+        assert_eq!(c.decide(&first, later), Ok(Outcome::FirstApproved));
         assert_eq!(c.status, Status::Pending);
+        assert_eq!(
+            c.expires_at,
+            later + Duration::seconds(120),
+            "a fresh lifetime"
+        );
         assert!(c.awaits_second_approval());
         assert_ne!(c.nonce, nonce);
         assert_eq!(c.deciders(), vec![11, 12]);
@@ -617,6 +645,13 @@ mod tests {
         d.ticket = Some("T-2".into());
         assert_eq!(c.decide(&d, NOW), Err(DecideError::Mismatch));
         d.ticket = Some("T-1".into());
+        let mut bare = c.clone();
+        bare.support = None;
+        assert_eq!(
+            bare.decide(&d, NOW),
+            Err(DecideError::Mismatch),
+            "keyed on the action too"
+        );
         assert_eq!(c.decide(&d, NOW), Ok(Outcome::Approved));
     }
 }

@@ -269,7 +269,7 @@ impl From<&Challenge> for ChallengeView {
         Self {
             id: c.id.clone(),
             action: c.action,
-            status: c.status,
+            status: c.shown_status(),
             expires_at: c.expires_at,
             awaiting: awaiting(c),
         }
@@ -346,10 +346,10 @@ async fn next_event(mut w: Waiter) -> Option<(Result<Event, std::convert::Infall
             }
             Err(_) => return None,
         };
-        let now = (c.status, awaiting(&c));
+        let now = (c.shown_status(), awaiting(&c));
         if w.last != Some(now) {
             w.last = Some(now);
-            w.done = c.status.ends_the_wait();
+            w.done = now.0.ends_the_wait();
             return Some((Ok(status_event(now.0, now.1)), w));
         }
         let until_expiry = (c.expires_at - w.app.now()).max(time::Duration::ZERO);

@@ -240,8 +240,19 @@ async fn only_owners_set_the_policy_and_it_decides_who_views_the_token() {
     // Before: the admin may view.
     h.step_up(&admin, &admin_phone, "reveal").await;
 
+    // A reveal the admin asked for before the change…
+    let (status, _, started) = h.post("/v1/console/scim-token/reveal", &admin).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = started["challenge_id"].as_str().unwrap().to_owned();
     let (status, _) = h.set_policy(&owner, owners_only).await;
     assert_eq!(status, StatusCode::OK);
+    // …is approved on the phone, yet not released: the policy is read again at release.
+    h.approve(&admin_phone, &id, started["number"].as_u64().unwrap() as u8)
+        .await;
+    let (status, _, problem) = h
+        .post(&format!("/v1/console/challenges/{id}/release"), &admin)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
     assert_eq!(
         h.get("/v1/console/policy", &admin).await["token_viewers"],
         "owners"

@@ -103,6 +103,8 @@ struct Trail {
     workspace_id: Option<i64>,
     issuer: Option<String>,
     actor: Option<String>,
+    /// A refusal already audited in its window (the start limit's repeats): counted, not logged.
+    quiet: bool,
 }
 
 impl App {
@@ -261,7 +263,9 @@ impl App {
         let mut trail = Trail::default();
         let result = self.start_inner(slug, binding, caller, &mut trail).await;
         if let Err(refused) = &result {
-            self.audit_refusal(&trail, refused, caller).await;
+            if !trail.quiet {
+                self.audit_refusal(&trail, refused, caller).await;
+            }
         }
         result.map_err(|r| r.failure)
     }
@@ -298,6 +302,8 @@ impl App {
                 Refused::new(Failure::Unavailable, "start counter unavailable")
             })?;
         if starts > SSO_STARTS_PER_WINDOW {
+            // The first refusal of the window is audited; a flood after it must not fill the log.
+            trail.quiet = starts > SSO_STARTS_PER_WINDOW + 1;
             return Err(Refused::new(
                 Failure::RateLimited,
                 "too many sign-ins started from this address",

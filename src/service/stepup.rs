@@ -24,6 +24,13 @@ use crate::store::{Device, Role, User, Workspace};
 /// How long the push services keep trying to deliver a notice.
 const NOTICE_LIFETIME: Duration = Duration::minutes(30);
 
+/// Whole seconds from `now` to `then`, rounded up (at least 1): a client that waits that long is
+/// not refused again.
+fn seconds_until(now: time::OffsetDateTime, then: time::OffsetDateTime) -> u64 {
+    let ms = (then - now).whole_milliseconds().max(1) as u64;
+    ms.div_ceil(1000)
+}
+
 /// What the console gets back from a released challenge.
 pub struct Released {
     pub token: Secret,
@@ -80,8 +87,10 @@ impl App {
             tracing::warn!(challenge = %c.id, error = %e, "could not announce a challenge change");
         }
         if c.status == Status::Expired {
-            // The phones' prompts can go: a silent "resolved" push to each of the person's devices.
-            match self.store.devices_of_user(c.user_id).await {
+            // The phones' prompts can go: a silent "resolved" push to each device that showed one.
+            let mut people = vec![c.user_id];
+            people.extend(&c.second_approvers);
+            match self.devices_of_people(&people).await {
                 Ok(devices) => {
                     self.notifier
                         .fan_out(&devices, PushMessage::for_challenge(c, PushKind::Resolved));
@@ -164,7 +173,7 @@ impl App {
             return Err(ApiError::TooManyRequests {
                 detail: "a recent request was reported as not made by you; new requests are paused"
                     .into(),
-                retry_after_secs: (until - now).whole_seconds().max(1) as u64,
+                retry_after_secs: seconds_until(now, until),
             });
         }
         let devices = self.store.devices_of_user(user.id).await?;
@@ -220,7 +229,7 @@ impl App {
                         "at most {} step-up requests per person per hour; try again later",
                         self.config.challenges_per_hour
                     ),
-                    retry_after_secs: (retry_at - now).whole_seconds().max(1) as u64,
+                    retry_after_secs: seconds_until(now, retry_at),
                 });
             }
             Inserted::Stored { superseded } => {
@@ -515,9 +524,7 @@ impl App {
             .ok_or(ApiError::NotFound)?;
         match self.rotate_token(&workspace, &challenge.user_email).await {
             Ok(rotated) => {
-                // Now the approval may be seen and the new token released.
-                self.transition(&challenge.id, |c| c.mark_rotated(rotated.created_at))
-                    .await?;
+                // The rotation happened: its audit entry first, whatever fails after it.
                 let mut detail =
                     json!({"challenge": challenge.id, "action": challenge.action.as_str()});
                 if let Some(until) = rotated.grace_until {
@@ -526,20 +533,24 @@ impl App {
                 if challenge.first_approval.is_some() {
                     detail["second_approver"] = json!(approver);
                 }
-                if let Some(support) = &challenge.support {
-                    detail["ticket"] = json!(support.ticket);
-                    detail["reason"] = json!(support.reason);
-                    let admins = self
-                        .store
-                        .users_with_role(workspace.id, Role::Admin)
-                        .await?;
-                    detail["admins_told"] =
-                        json!(admins.iter().map(|a| a.email.as_str()).collect::<Vec<_>>());
-                    detail["admin_pushes"] = json!(
-                        self.notify_people(&admins, challenge, "scim_token.support_rotated")
-                            .await?
-                    );
-                }
+                let admins = match &challenge.support {
+                    None => Vec::new(),
+                    Some(support) => {
+                        detail["ticket"] = json!(support.ticket);
+                        detail["reason"] = json!(support.reason);
+                        let admins = self
+                            .store
+                            .users_with_role(workspace.id, Role::Admin)
+                            .await
+                            .unwrap_or_else(|e| {
+                                tracing::warn!(error = %e, "cannot list the admins to tell of a support rotation");
+                                Vec::new()
+                            });
+                        detail["admins_told"] =
+                            json!(admins.iter().map(|a| a.email.as_str()).collect::<Vec<_>>());
+                        admins
+                    }
+                };
                 self.audit(
                     Some(workspace.id),
                     if challenge.support.is_some() {
@@ -553,6 +564,32 @@ impl App {
                     detail,
                 )
                 .await;
+                // Now the approval may be seen and the new token released. The store may blink:
+                // the rotation is done, so try a few times before giving up on telling it.
+                let mut attempt = 0;
+                loop {
+                    match self
+                        .transition(&challenge.id, |c| c.mark_rotated(rotated.created_at))
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(ApiError::Unavailable(e)) if attempt < 3 => {
+                            attempt += 1;
+                            tracing::warn!(challenge = %challenge.id, error = %e, "marking the rotation failed; trying again");
+                            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt))
+                                .await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if !admins.is_empty() {
+                    if let Err(e) = self
+                        .notify_people(&admins, challenge, "scim_token.support_rotated")
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not push the support rotation's notice");
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
@@ -613,6 +650,13 @@ impl App {
         session: &ConsoleSession,
         caller: &Caller,
     ) -> ApiResult<Released> {
+        // The policy may have changed since the challenge was made.
+        let policy = self.store.policy(session.workspace.id).await?;
+        if !policy.token_viewers.admit(session.user.role) {
+            return Err(ApiError::Forbidden(
+                "this workspace's policy lets only owners view the token",
+            ));
+        }
         // A support rotation never releases a token, whoever asks.
         let challenge = self
             .release_challenge(id, &session.id_hash, |a| a != Action::SupportRotate)

@@ -3,6 +3,8 @@
 
 #[cfg(test)]
 mod audit_tests;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod postgres;
 pub mod scim;
 pub mod scim_postgres;

@@ -555,6 +555,13 @@ impl Store for PgStore {
         grace_until: Option<OffsetDateTime>,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Two rotations of one workspace at once take turns, so the second keeps the first's
+        // token in grace (not the same old one twice).
+        sqlx::query("SELECT 1 FROM scim_tokens WHERE workspace_id = $1 FOR UPDATE")
+            .bind(token.workspace_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         sqlx::query("DELETE FROM scim_token_grace WHERE workspace_id = $1")
             .bind(token.workspace_id)
             .execute(&mut *tx)
