@@ -19,6 +19,13 @@ pub enum StaffCommand {
         #[arg(long)]
         email: String,
     },
+    /// Remove a staff account at once: its sessions end and its phones are unenrolled.
+    Remove {
+        #[arg(long)]
+        email: String,
+    },
+    /// List the staff accounts: {"staff":[{"email"}]}.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -43,13 +50,32 @@ pub enum SupportCommand {
 }
 
 pub async fn run_staff(command: StaffCommand, config: Config) -> anyhow::Result<()> {
-    let StaffCommand::Add { email } = command;
     let app = App::open(config, Vec::new()).await?;
-    let (user, password) = app.add_staff(&email).await?;
-    println!(
-        "{}",
-        json!({"email": user.email, "password": password.expose()})
-    );
+    match command {
+        StaffCommand::Add { email } => {
+            let (user, password) = app.add_staff(&email).await?;
+            println!(
+                "{}",
+                json!({"email": user.email, "password": password.expose()})
+            );
+        }
+        StaffCommand::Remove { email } => {
+            app.remove_staff(&email).await.map_err(|e| match e {
+                crate::error::ApiError::NotFound => anyhow!("no staff member {email}"),
+                other => other.into(),
+            })?;
+            println!("{}", json!({"email": email, "removed": true}));
+        }
+        StaffCommand::List => {
+            let staff: Vec<_> = app
+                .list_staff()
+                .await?
+                .into_iter()
+                .map(|u| json!({"email": u.email}))
+                .collect();
+            println!("{}", json!({ "staff": staff }));
+        }
+    }
     Ok(())
 }
 

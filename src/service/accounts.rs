@@ -179,6 +179,32 @@ impl App {
         Ok((user, password))
     }
 
+    /// Removes a staff member at once: their sessions end, their phones are unenrolled.
+    pub async fn remove_staff(&self, email: &str) -> ApiResult<()> {
+        let realm = self.staff_realm().await?;
+        let user = self
+            .store
+            .user_by_email(realm.id, email)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        self.store.delete_user(user.id).await?;
+        self.audit(
+            Some(realm.id),
+            "staff.removed",
+            Some(&user.email),
+            None,
+            None,
+            json!({}),
+        )
+        .await;
+        Ok(())
+    }
+
+    pub async fn list_staff(&self) -> ApiResult<Vec<User>> {
+        let realm = self.staff_realm().await?;
+        Ok(self.store.users_with_role(realm.id, Role::Member).await?)
+    }
+
     pub async fn staff_realm(&self) -> ApiResult<Workspace> {
         self.store
             .workspace_by_slug(STAFF_REALM)

@@ -272,6 +272,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<User>;
     async fn user_by_email(&self, workspace_id: i64, email: &str) -> Result<Option<User>>;
     async fn user_by_id(&self, id: i64) -> Result<Option<User>>;
+    /// Deletes the user with their sessions, devices and enrollment codes; false when none.
+    async fn delete_user(&self, id: i64) -> Result<bool>;
 
     async fn create_session(&self, session: &Session) -> Result<()>;
     /// The live session with this hash, its idle clock slid forward to `now` (written at most every

@@ -286,6 +286,16 @@ impl Store for PgStore {
         Ok(row.as_ref().map(Self::user))
     }
 
+    async fn delete_user(&self, id: i64) -> Result<bool> {
+        // Sessions, devices and enrollment codes go with it (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected() > 0)
+            .map_err(unavailable)
+    }
+
     async fn create_session(&self, s: &Session) -> Result<()> {
         sqlx::query("INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&s.id_hash)

@@ -719,3 +719,65 @@ async fn a_not_me_denial_alerts_the_workspace_owners() {
     // The owner is not blocked by someone else's report.
     owner.browser.start("reveal").await;
 }
+
+#[tokio::test]
+async fn a_removed_staff_member_is_out_at_once() {
+    let server = shared().await;
+    let owner = owner_with_phone(server).await;
+    let staff = staff_with_phone(server).await;
+    let listed = server.cli(&["staff", "list"]);
+    assert!(
+        listed["staff"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"email": staff.email})),
+        "{listed}"
+    );
+    let ticket = unique("GONE");
+    let started = support_rotate(&staff, &owner.ws.slug, &ticket).await;
+    let id = id_of(&started);
+
+    let removed = server.cli(&["staff", "remove", "--email", &staff.email]);
+    assert_eq!(removed["removed"], true);
+    // The session, the phone and the password are all gone with the account.
+    problem(
+        staff
+            .browser
+            .get(&format!("/v1/support/workspaces/{}", owner.ws.slug))
+            .await,
+        &[401],
+    )
+    .await;
+    problem(
+        staff
+            .phone
+            .get_challenges_with(Some(&staff.phone.auth()))
+            .await,
+        &[401],
+    )
+    .await;
+    let jws = support_decision(
+        &staff.phone,
+        &json!({"id": id, "nonce": "x", "action": "scim_token.support_rotate"}),
+        number_of(&started),
+        Some((&owner.ws.slug, &ticket)),
+    );
+    problem(staff.phone.send_decision(&id, &jws).await, &[401]).await;
+    let mut b = Browser::new(server);
+    problem(
+        b.post_json(
+            "/v1/support/session",
+            &json!({"email": staff.email, "password": staff.password}),
+        )
+        .await,
+        &[401],
+    )
+    .await;
+    let listed = server.cli(&["staff", "list"]);
+    assert!(!listed.to_string().contains(&staff.email), "{listed}");
+    let (stdout, stderr) = server.cli_fails(&["staff", "remove", "--email", &staff.email]);
+    assert!(
+        stdout.trim().is_empty() && stderr.contains("no staff member"),
+        "{stderr}"
+    );
+}
