@@ -89,6 +89,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The origin clients use, without a trailing slash; the `aud` of device JWS.
     pub public_url: String,
+    /// `public_url`'s origin (`scheme://host[:port]`): what a browser's `Origin` header must say
+    /// on a console or support write.
+    pub public_origin: String,
     pub secure_cookies: bool,
     pub database: Database,
     /// `ASSENT_REDIS_URL`: challenges, the replay cache and the bus in Redis, shared by every
@@ -105,6 +108,9 @@ pub struct Config {
     /// `ASSENT_NOT_ME_BLOCK_SECS`: after a `not_me` denial, no new challenge for that person for
     /// this long.
     pub not_me_block: Duration,
+    /// `ASSENT_REAUTH_WINDOW_SECS`: a first phone is enrolled only this long after the session's
+    /// person last proved who they are (CONTRACT.md section 3).
+    pub reauth_window: Duration,
     pub session_idle: Duration,
     pub session_max: Duration,
     /// `ASSENT_SCIM_LOG_RETENTION_DAYS`: how long the provisioning log keeps an entry.
@@ -324,6 +330,7 @@ impl Config {
 
         Ok(Self {
             listen,
+            public_origin: public.origin().ascii_serialization(),
             public_url,
             secure_cookies,
             database,
@@ -348,6 +355,7 @@ impl Config {
                     })?,
             },
             not_me_block: positive_secs(get, "ASSENT_NOT_ME_BLOCK_SECS", 15 * 60)?,
+            reauth_window: positive_secs(get, "ASSENT_REAUTH_WINDOW_SECS", 600)?,
             session_idle: positive_secs(get, "ASSENT_SESSION_IDLE_SECS", 30 * 60)?,
             session_max: positive_secs(get, "ASSENT_SESSION_MAX_SECS", 12 * 3600)?,
             scim_log_retention: positive_days(get, "ASSENT_SCIM_LOG_RETENTION_DAYS", 30)?,
@@ -438,6 +446,7 @@ mod tests {
             ("ASSENT_CHALLENGES_PER_HOUR", "-1"),
             ("ASSENT_CHALLENGES_PER_HOUR", "many"),
             ("ASSENT_NOT_ME_BLOCK_SECS", "0"),
+            ("ASSENT_REAUTH_WINDOW_SECS", "ten minutes"),
             ("ASSENT_SCIM_LOG_RETENTION_DAYS", "0"),
             ("ASSENT_SCIM_LOG_RETENTION_DAYS", "a month"),
             ("ASSENT_LOG", "assent=loudest"),

@@ -13,6 +13,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(&'static str),
+    /// A first phone needs a fresh authentication (CONTRACT.md section 3): 403 with
+    /// `"reauth_required": true`, and how to re-authenticate (`password`, or `sso` with the URL).
+    #[error("prove who you are again before adding your first phone")]
+    ReauthRequired { sso_url: Option<String> },
     #[error("not found")]
     NotFound,
     #[error("{0}")]
@@ -35,7 +39,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => 400,
             ApiError::Unauthorized => 401,
-            ApiError::Forbidden(_) => 403,
+            ApiError::Forbidden(_) | ApiError::ReauthRequired { .. } => 403,
             ApiError::NotFound => 404,
             ApiError::Conflict(_) => 409,
             ApiError::Gone(_) => 410,
@@ -52,6 +56,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad-request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::ReauthRequired { .. } => "reauth-required",
             ApiError::NotFound => "not-found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Gone(_) => "gone",

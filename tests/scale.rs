@@ -38,6 +38,7 @@ fn challenge(user_id: i64, action: Action, now: OffsetDateTime, ttl_secs: i64) -
             origin: Origin::default(),
             support: None,
             second_approvers: vec![],
+            subject: None,
         },
         now,
         time::Duration::seconds(ttl_secs),

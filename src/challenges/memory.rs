@@ -238,6 +238,7 @@ mod tests {
                 session_hash: "s".into(),
                 origin: Origin::default(),
                 support: None,
+                subject: None,
                 second_approvers: vec![],
             },
             NOW,

@@ -20,6 +20,12 @@ pub enum Action {
     Rotate,
     #[serde(rename = "scim_token.support_rotate")]
     SupportRotate,
+    /// Adding a phone when the person already has one: a session alone never adds a phone.
+    #[serde(rename = "device.enroll")]
+    DeviceEnroll,
+    /// An owner or admin removes every phone of a member who lost theirs (`Challenge::subject`).
+    #[serde(rename = "member.devices_reset")]
+    MemberDevicesReset,
 }
 
 impl Action {
@@ -28,12 +34,19 @@ impl Action {
             Action::Reveal => "scim_token.reveal",
             Action::Rotate => "scim_token.rotate",
             Action::SupportRotate => "scim_token.support_rotate",
+            Action::DeviceEnroll => "device.enroll",
+            Action::MemberDevicesReset => "member.devices_reset",
         }
     }
 
     /// Approving it makes a new token.
     pub fn rotates(self) -> bool {
-        self != Action::Reveal
+        matches!(self, Action::Rotate | Action::SupportRotate)
+    }
+
+    /// Its release hands over the SCIM token (the console's View Token and Regenerate).
+    pub fn releases_token(self) -> bool {
+        matches!(self, Action::Reveal | Action::Rotate)
     }
 
     /// Words for a push alert or a log line.
@@ -42,6 +55,8 @@ impl Action {
             Action::Reveal => "View the SCIM token",
             Action::Rotate => "Regenerate the SCIM token",
             Action::SupportRotate => "Support: rotate the SCIM token",
+            Action::DeviceEnroll => "Add a new phone to your account",
+            Action::MemberDevicesReset => "Reset a member's phones",
         }
     }
 }
@@ -114,6 +129,15 @@ pub struct Request {
     pub support: Option<SupportContext>,
     /// Under the two-person rule: who may give the second approval after the requester's.
     pub second_approvers: Vec<i64>,
+    /// The person the action is about, when it is not the requester (a member's phones reset).
+    pub subject: Option<Subject>,
+}
+
+/// The person an action is about, shown on the phone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    pub user_id: i64,
+    pub email: String,
 }
 
 /// Why a support engineer asks to rotate a workspace's token.
@@ -160,6 +184,8 @@ pub struct Challenge {
     /// requester); empty when one approval is enough.
     #[serde(default)]
     pub second_approvers: Vec<i64>,
+    #[serde(default)]
+    pub subject: Option<Subject>,
     /// The requester's approval once given under the two-person rule; the challenge then stays
     /// `pending`, with a fresh nonce, until one of `second_approvers` decides.
     #[serde(default)]
@@ -255,6 +281,7 @@ impl Challenge {
             deny_reason: None,
             support: req.support,
             second_approvers: req.second_approvers,
+            subject: req.subject,
             first_approval: None,
             rotated_at: None,
             version: 0,
@@ -425,6 +452,7 @@ mod tests {
                 origin: Origin::default(),
                 support: None,
                 second_approvers: vec![],
+                subject: None,
             },
             NOW,
             Duration::seconds(120),
@@ -482,6 +510,7 @@ mod tests {
             origin: c.origin.clone(),
             support: c.support.clone(),
             second_approvers: c.second_approvers.clone(),
+            subject: c.subject.clone(),
         }
     }
 

@@ -159,12 +159,19 @@ fn verify<T: serde::de::DeserializeOwned>(
         })
 }
 
+/// `iat` and `exp` each within reach of the server's clock, and the lifetime between them short.
+/// Checked arithmetic throughout: `exp - iat` of `i64::MAX` and `i64::MIN` wraps in a release
+/// build, which once let such a token through.
 fn check_times(iat: i64, exp: i64, max_lifetime: i64, now: OffsetDateTime) -> Result<(), JwsError> {
     let now = now.unix_timestamp();
-    if exp <= iat || exp - iat > max_lifetime {
+    let lifetime = exp.checked_sub(iat).ok_or(JwsError::TooLongLived)?;
+    if lifetime <= 0 || lifetime > max_lifetime {
         return Err(JwsError::TooLongLived);
     }
-    if iat > now + CLOCK_SKEW || exp < now - CLOCK_SKEW {
+    // Both ends near now: issued no later than the skew allows and no earlier than the longest
+    // lifetime ago; expiring no earlier than the skew allows and no later than a lifetime ahead.
+    let reach = max_lifetime + CLOCK_SKEW;
+    if iat > now + CLOCK_SKEW || iat < now - reach || exp < now - CLOCK_SKEW || exp > now + reach {
         return Err(JwsError::Expired);
     }
     Ok(())
@@ -317,6 +324,28 @@ mod tests {
             verify_request(&jws, &key, "dev1", AUD, later).unwrap_err(),
             JwsError::Expired
         );
+    }
+
+    #[test]
+    fn times_at_the_ends_of_i64_are_refused_not_wrapped() {
+        let now = NOW.unix_timestamp();
+        for (iat, exp) in [
+            (i64::MIN, i64::MAX),
+            (i64::MAX, i64::MIN),
+            (i64::MIN, now + 60),
+            (now, i64::MAX),
+            (i64::MIN, i64::MIN + 60),
+            (i64::MAX - 60, i64::MAX),
+            (now - 10_000, now - 9_990),
+            (now + 10_000, now + 10_010),
+        ] {
+            assert!(
+                check_times(iat, exp, MAX_REQUEST_LIFETIME, NOW).is_err(),
+                "iat {iat}, exp {exp} must be refused"
+            );
+        }
+        assert!(check_times(now, now + 60, MAX_REQUEST_LIFETIME, NOW).is_ok());
+        assert!(check_times(now - 30, now + 30, MAX_REQUEST_LIFETIME, NOW).is_ok());
     }
 
     #[test]

@@ -19,6 +19,8 @@ use crate::clock::{rfc3339, ser_opt_rfc3339, ser_rfc3339};
 use crate::domain::challenge::{Action, Challenge, Status};
 use crate::domain::crypto::Secret;
 use crate::error::{ApiError, ApiResult};
+use crate::service::devices::{EnrollmentOffer, EnrollmentStart};
+use crate::service::stepup::Released;
 use crate::service::{Caller, ConsoleSession};
 use crate::store::{Device, Role};
 
@@ -28,6 +30,7 @@ pub fn routes() -> Router<Arc<App>> {
             "/v1/console/session",
             post(sign_in).get(whoami).delete(sign_out),
         )
+        .route("/v1/console/session/reauth", post(reauth))
         .route("/v1/console/devices/enrollments", post(start_enrollment))
         .route("/v1/console/devices", get(list_devices))
         .route("/v1/console/devices/{id}", delete(remove_device))
@@ -42,6 +45,10 @@ pub fn routes() -> Router<Arc<App>> {
             get(events::<ConsoleSession>),
         )
         .route("/v1/console/challenges/{id}/release", post(release))
+        .route(
+            "/v1/console/members/{id}/devices",
+            delete(reset_member_devices),
+        )
         .route("/v1/console/audit", get(audit))
         .route("/v1/console/policy", get(policy).put(set_policy))
 }
@@ -108,7 +115,10 @@ async fn sign_out(
 }
 
 #[derive(Serialize)]
-struct EnrollmentAnswer {
+pub(super) struct EnrollmentAnswer {
+    /// `device.enroll` when the code comes with a challenge's release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<Action>,
     code: String,
     uri: String,
     #[serde(serialize_with = "ser_rfc3339")]
@@ -129,29 +139,71 @@ fn qr_svg(data: &str) -> ApiResult<String> {
 async fn start_enrollment(
     State(app): State<Arc<App>>,
     session: ConsoleSession,
+    caller: Caller,
 ) -> ApiResult<Response> {
-    start_enrollment_for(&app, &session).await
+    start_enrollment_for(&app, &session, &caller).await
 }
 
-/// An enrollment code for the signed-in person's own phone (console user or staff).
+/// The signed-in person's own phone (console user or staff): the code at once for a first phone
+/// (201), or a `device.enroll` step-up on the phones they have (202).
 pub(super) async fn start_enrollment_for(
     app: &App,
     session: &ConsoleSession,
+    caller: &Caller,
 ) -> ApiResult<Response> {
-    let offer = app
-        .start_enrollment(
-            session.user.id,
-            Some(session.workspace.id),
-            &session.user.email,
+    match app.request_enrollment(session, caller).await? {
+        EnrollmentStart::Code(offer) => Ok((
+            StatusCode::CREATED,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(enrollment_answer(&offer)?),
         )
-        .await?;
-    let answer = EnrollmentAnswer {
+            .into_response()),
+        EnrollmentStart::StepUp(challenge, notified) => step_up_answer(challenge, notified).await,
+    }
+}
+
+impl EnrollmentAnswer {
+    pub(super) fn set_action(&mut self, action: Action) {
+        self.action = Some(action);
+    }
+}
+
+pub(super) fn enrollment_answer(offer: &EnrollmentOffer) -> ApiResult<EnrollmentAnswer> {
+    Ok(EnrollmentAnswer {
+        action: None,
         code: offer.code.expose().to_owned(),
         uri: offer.uri.expose().to_owned(),
         expires_at: offer.expires_at,
         qr_svg: qr_svg(offer.uri.expose())?,
-    };
-    Ok((StatusCode::CREATED, Json(answer)).into_response())
+    })
+}
+
+#[derive(Deserialize)]
+struct Reauth {
+    password: String,
+}
+
+async fn reauth(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    caller: Caller,
+    ApiJson(body): ApiJson<Reauth>,
+) -> ApiResult<StatusCode> {
+    app.reauthenticate(&session, Secret::new(body.password), &caller)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn reset_member_devices(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    // Member ids are integers; anything else names nobody.
+    let id: i64 = id.trim().parse().map_err(|_| ApiError::NotFound)?;
+    let (challenge, notified) = app.request_devices_reset(&session, id, &caller).await?;
+    step_up_answer(challenge, notified).await
 }
 
 #[derive(Serialize)]
@@ -400,13 +452,28 @@ async fn release(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let released = app.release(&id, &session, &caller).await?;
-    let body = ReleasedView {
-        token: released.token.expose().to_owned(),
-        action: released.action,
-        token_created_at: released.token_created_at,
+    let body = match app.release(&id, &session, &caller).await? {
+        Released::Token {
+            token,
+            action,
+            token_created_at,
+        } => json!(ReleasedView {
+            token: token.expose().to_owned(),
+            action,
+            token_created_at,
+        }),
+        Released::Enrollment(offer) => {
+            let mut answer = enrollment_answer(&offer)?;
+            answer.set_action(Action::DeviceEnroll);
+            json!(answer)
+        }
+        Released::DevicesReset { member_id, removed } => json!({
+            "action": Action::MemberDevicesReset,
+            "id": member_id,
+            "devices_removed": removed,
+        }),
     };
-    // The token must not linger in any cache.
+    // A token or a code must not linger in any cache.
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 

@@ -11,12 +11,25 @@ fn title(status: StatusCode) -> &'static str {
 }
 
 pub fn problem(status: StatusCode, slug: &str, detail: &str) -> Response {
-    let body = json!({
+    problem_with(status, slug, detail, json!({}))
+}
+
+/// A problem with extension members (RFC 9457 section 3.2) beside the four standard ones.
+fn problem_with(
+    status: StatusCode,
+    slug: &str,
+    detail: &str,
+    extensions: serde_json::Value,
+) -> Response {
+    let mut body = json!({
         "type": format!("urn:assent:problem:{slug}"),
         "title": title(status),
         "status": status.as_u16(),
         "detail": detail,
     });
+    if let (Some(body), serde_json::Value::Object(more)) = (body.as_object_mut(), extensions) {
+        body.extend(more);
+    }
     let mut response = (status, body.to_string()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -35,7 +48,16 @@ impl IntoResponse for ApiError {
             ApiError::Internal => "the server could not complete the request".to_owned(),
             other => other.to_string(),
         };
-        let mut response = problem(status, self.slug(), &detail);
+        let extensions = match &self {
+            ApiError::ReauthRequired { sso_url: None } => {
+                json!({"reauth_required": true, "reauth": "password"})
+            }
+            ApiError::ReauthRequired { sso_url: Some(url) } => {
+                json!({"reauth_required": true, "reauth": "sso", "reauth_url": url})
+            }
+            _ => json!({}),
+        };
+        let mut response = problem_with(status, self.slug(), &detail, extensions);
         if let ApiError::TooManyRequests {
             retry_after_secs, ..
         } = self

@@ -136,6 +136,12 @@ fn context(c: &Challenge) -> serde_json::Value {
     if c.first_approval.is_some() {
         context["second_approval"] = json!(true);
     }
+    if let Some(subject) = &c.subject {
+        // Whose phones a reset removes: the approver must see who it is about.
+        context["member"] = json!({"email": subject.email});
+    }
+    // What the phone shows as the request, in words.
+    context["description"] = json!(c.action.describe());
     context
 }
 

@@ -1,10 +1,12 @@
 //! HTTP: the router assembled from one module per surface, plus the layers every route shares.
 
 pub mod console;
+pub mod detach;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod mobile;
+pub mod origin;
 pub mod provisioning;
 pub mod proxy;
 pub mod scim;
@@ -82,7 +84,12 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(web::routes())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn(detach::detach))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            origin::same_origin_writes,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(middleware::from_fn(harden))
         .with_state(app)

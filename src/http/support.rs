@@ -12,13 +12,14 @@ use serde_json::json;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-use super::console::{challenge, events, start_enrollment_for, step_up_answer};
+use super::console::{challenge, enrollment_answer, events, start_enrollment_for, step_up_answer};
 use super::extract::{support_cookie, ApiJson};
 use crate::app::App;
 use crate::clock::{ser_opt_rfc3339, ser_rfc3339};
 use crate::domain::challenge::Action;
 use crate::domain::crypto::Secret;
 use crate::error::ApiResult;
+use crate::service::support::SupportReleased;
 use crate::service::{Caller, StaffSession};
 
 pub fn routes() -> Router<Arc<App>> {
@@ -76,8 +77,12 @@ async fn sign_out(
         .into_response())
 }
 
-async fn start_enrollment(State(app): State<Arc<App>>, staff: StaffSession) -> ApiResult<Response> {
-    start_enrollment_for(&app, &staff.0).await
+async fn start_enrollment(
+    State(app): State<Arc<App>>,
+    staff: StaffSession,
+    caller: Caller,
+) -> ApiResult<Response> {
+    start_enrollment_for(&app, &staff.0, &caller).await
 }
 
 #[derive(Serialize)]
@@ -140,10 +145,17 @@ async fn release(
     staff: StaffSession,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Rotated>> {
-    let rotated_at = app.support_release(&id, &staff, &caller).await?;
-    Ok(Json(Rotated {
-        action: Action::SupportRotate,
-        rotated_at,
-    }))
+) -> ApiResult<Response> {
+    match app.support_release(&id, &staff, &caller).await? {
+        SupportReleased::Rotated(rotated_at) => Ok(Json(Rotated {
+            action: Action::SupportRotate,
+            rotated_at,
+        })
+        .into_response()),
+        SupportReleased::Enrollment(offer) => {
+            let mut answer = enrollment_answer(&offer)?;
+            answer.set_action(Action::DeviceEnroll);
+            Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
+        }
+    }
 }

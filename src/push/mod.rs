@@ -210,6 +210,8 @@ pub(crate) fn action_title(action: &str) -> String {
         "scim_token.reveal" => "Reveal the SCIM token?".to_owned(),
         "scim_token.rotate" => "Regenerate the SCIM token?".to_owned(),
         "scim_token.support_rotate" => "Support: rotate the SCIM token?".to_owned(),
+        "device.enroll" => "Add a new phone to your account?".to_owned(),
+        "member.devices_reset" => "Reset a member's phones?".to_owned(),
         other => format!("Approve {other}?"),
     }
 }
@@ -224,6 +226,14 @@ pub(crate) fn notice_text(action: &str, workspace: &str) -> (String, String) {
         "security.suspected_attack" => (
             "A request was reported as not made by its admin".to_owned(),
             format!("{workspace}: someone denied a request as \"not me\". Review the activity log."),
+        ),
+        "device.enrolled" => (
+            "A phone was added".to_owned(),
+            format!("{workspace}: a new phone can now approve requests. If this was not expected, review the activity log."),
+        ),
+        "device.removed" => (
+            "A phone was removed".to_owned(),
+            format!("{workspace}: a phone can no longer approve requests. If this was not expected, review the activity log."),
         ),
         other => (other.to_owned(), workspace.to_owned()),
     }

@@ -9,10 +9,14 @@ use crate::domain::crypto::{random_b64url, sha256_hex, Secret};
 use crate::domain::password;
 use crate::domain::policy::STAFF_REALM;
 use crate::error::{ApiError, ApiResult};
-use crate::store::{Role, Session, StoreError, User, Workspace};
+use crate::store::{AuthMethod, Role, Session, StoreError, User, Workspace};
 
-/// Failures an account may have in the window before sign-in slows down.
+/// Failures one address may have against one account in the window before sign-in slows down
+/// for that address (and only that one: the owner still signs in from her own).
 pub const ACCOUNT_FREE_FAILURES: u32 = 5;
+/// Failures an account may have from all addresses together before it slows down for everyone: a
+/// ceiling only a distributed attack reaches (and it is audited when it is).
+pub const ACCOUNT_CEILING_FAILURES: u32 = 100;
 /// Failures one IP address may have (across accounts) before it slows down.
 pub const IP_FREE_FAILURES: u32 = 20;
 /// Longest wait imposed after repeated failures.
@@ -50,6 +54,27 @@ fn backoff(
     let wait = Duration::seconds((1i64 << excess.min(20)).min(MAX_BACKOFF_SECS));
     let until = last? + wait;
     (until > now).then(|| (until - now).whole_seconds().max(1) as u64)
+}
+
+/// The counters a password check is throttled by (in the challenge store, so across instances).
+struct ThrottleKeys {
+    /// This account from this address: the one that slows down first.
+    pair: String,
+    /// This account from anywhere: a high ceiling.
+    account: String,
+    /// This address against any account.
+    ip: String,
+}
+
+impl ThrottleKeys {
+    fn new(slug: &str, email: &str, ip: &str) -> Self {
+        let account = format!("login:acct:{}:{}", slug, email.to_lowercase());
+        Self {
+            pair: format!("{account}:{ip}"),
+            account,
+            ip: format!("login:ip:{ip}"),
+        }
+    }
 }
 
 /// What signing in hands back: the cookie value (only here, in plain) and who signed in.
@@ -241,6 +266,41 @@ impl App {
         Ok(())
     }
 
+    /// Refuses a password check while any of the three counters is past its allowance.
+    async fn check_throttles(&self, keys: &ThrottleKeys) -> ApiResult<()> {
+        self.throttled(&keys.pair, ACCOUNT_FREE_FAILURES).await?;
+        self.throttled(&keys.ip, IP_FREE_FAILURES).await?;
+        self.throttled(&keys.account, ACCOUNT_CEILING_FAILURES)
+            .await
+    }
+
+    /// Counts a wrong password on every counter; the first time the account's ceiling is passed
+    /// in a window, the owners can read it in the audit log.
+    async fn count_failure(
+        &self,
+        keys: &ThrottleKeys,
+        workspace_id: Option<i64>,
+        email: &str,
+        caller: &Caller,
+    ) -> ApiResult<()> {
+        let now = self.now();
+        self.challenges.login_failed(&keys.pair, now).await?;
+        self.challenges.login_failed(&keys.ip, now).await?;
+        let on_account = self.challenges.login_failed(&keys.account, now).await?;
+        if on_account == ACCOUNT_CEILING_FAILURES + 1 {
+            self.audit(
+                workspace_id,
+                "security.login_ceiling",
+                Some(email),
+                Some(&caller.ip),
+                None,
+                json!({"failures": on_account, "window_minutes": crate::challenges::LOGIN_WINDOW.whole_minutes()}),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
     /// Password sign-in to the console. Every wrong part (workspace, e-mail, password) gives the
     /// same 401, after the same Argon2 work; repeated failures per account and per IP are slowed
     /// down (429). Staff cannot sign in here (the support API is theirs).
@@ -275,10 +335,8 @@ impl App {
         caller: &Caller,
         staff: bool,
     ) -> ApiResult<SignedIn> {
-        let account_key = format!("login:acct:{}:{}", slug, email.to_lowercase());
-        let ip_key = format!("login:ip:{}", caller.ip);
-        self.throttled(&account_key, ACCOUNT_FREE_FAILURES).await?;
-        self.throttled(&ip_key, IP_FREE_FAILURES).await?;
+        let keys = ThrottleKeys::new(slug, email, &caller.ip);
+        self.check_throttles(&keys).await?;
 
         // The staff realm is no workspace a console user can name, and staff sign in nowhere else.
         let workspace = self
@@ -295,9 +353,8 @@ impl App {
             .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
             .await;
         let (Some(workspace), Some(user), true) = (workspace.clone(), user, ok) else {
-            let now = self.now();
-            self.challenges.login_failed(&account_key, now).await?;
-            self.challenges.login_failed(&ip_key, now).await?;
+            self.count_failure(&keys, workspace.as_ref().map(|w| w.id), email, caller)
+                .await?;
             self.audit(
                 workspace.as_ref().map(|w| w.id),
                 if staff {
@@ -313,7 +370,7 @@ impl App {
             .await;
             return Err(ApiError::Unauthorized);
         };
-        self.challenges.login_succeeded(&account_key).await?;
+        self.challenges.login_succeeded(&keys.pair).await?;
 
         // With single sign-on enforced, only owners keep their password (break-glass). Checked
         // after the password, so the answer tells nothing to whoever does not know it.
@@ -332,7 +389,7 @@ impl App {
             ));
         }
 
-        let session_id = self.start_session(&user).await?;
+        let session_id = self.start_session(&user, AuthMethod::Password).await?;
         self.audit(
             Some(workspace.id),
             if staff {
@@ -353,9 +410,86 @@ impl App {
         })
     }
 
+    /// Re-authentication of a signed-in session with its person's password (`POST
+    /// /v1/console/session/reauth`): the same throttles, Argon2 work and 401 as sign-in, and the
+    /// same single sign-on rule. Opens the reauth window again (a first phone may be enrolled).
+    pub async fn reauthenticate(
+        &self,
+        session: &ConsoleSession,
+        password: Secret,
+        caller: &Caller,
+    ) -> ApiResult<()> {
+        let staff = session.workspace.slug == STAFF_REALM;
+        let keys = ThrottleKeys::new(&session.workspace.slug, &session.user.email, &caller.ip);
+        self.check_throttles(&keys).await?;
+        // Read again: the password may have changed since the session began.
+        let user = self.store.user_by_id(session.user.id).await?;
+        let ok = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await;
+        if !ok {
+            self.count_failure(
+                &keys,
+                Some(session.workspace.id),
+                &session.user.email,
+                caller,
+            )
+            .await?;
+            self.audit(
+                Some(session.workspace.id),
+                "reauth.failed",
+                Some(&session.user.email),
+                Some(&caller.ip),
+                None,
+                json!({"user_agent": caller.user_agent}),
+            )
+            .await;
+            return Err(ApiError::Unauthorized);
+        }
+        self.challenges.login_succeeded(&keys.pair).await?;
+        if !staff
+            && session.user.role != Role::Owner
+            && self.sso_enforced(session.workspace.id).await?
+        {
+            return Err(ApiError::Forbidden(
+                "this workspace signs in with single sign-on: re-authenticate with \"Sign in with single sign-on\"",
+            ));
+        }
+        self.session_reauthenticated(session, "password", caller)
+            .await
+    }
+
+    /// Opens the session's reauth window now: its person just proved who they are, with their
+    /// password or at the workspace's OpenID provider (`how`).
+    pub async fn session_reauthenticated(
+        &self,
+        session: &ConsoleSession,
+        how: &str,
+        caller: &Caller,
+    ) -> ApiResult<()> {
+        if !self
+            .store
+            .reauthenticate_session(&session.id_hash, self.now())
+            .await?
+        {
+            return Err(ApiError::Unauthorized);
+        }
+        self.audit(
+            Some(session.workspace.id),
+            "session.reauthenticated",
+            Some(&session.user.email),
+            Some(&caller.ip),
+            None,
+            json!({"method": how, "user_agent": caller.user_agent}),
+        )
+        .await;
+        Ok(())
+    }
+
     /// A new console session for `user`: the cookie value, returned only here, in plain. Password
     /// sign-in and single sign-on both end here.
-    pub async fn start_session(&self, user: &User) -> ApiResult<Secret> {
+    pub async fn start_session(&self, user: &User, method: AuthMethod) -> ApiResult<Secret> {
         let session_id = Secret::new(random_b64url::<32>());
         let now = self.now();
         self.store
@@ -365,6 +499,8 @@ impl App {
                 created_at: now,
                 last_seen_at: now,
                 expires_at: now + self.config.session_max,
+                authenticated_at: now,
+                method,
             })
             .await?;
         Ok(session_id)
@@ -403,6 +539,8 @@ impl App {
             id_hash,
             user,
             workspace,
+            authenticated_at: session.authenticated_at,
+            method: session.method,
         }))
     }
 

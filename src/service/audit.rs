@@ -7,6 +7,7 @@ use std::io::Write;
 use crate::app::App;
 use crate::clock::rfc3339;
 use crate::domain::audit::{self, Break, Verifier};
+use crate::error::{ApiError, ApiResult};
 use crate::store::{AuditEntry, AuditEvent, StoreError};
 
 /// How many entries one read of a chain takes.
@@ -32,8 +33,40 @@ pub struct Verified {
 }
 
 impl App {
-    /// Appends a security event. A failure to record is logged loudly but does not undo the action
-    /// that already happened.
+    /// Appends a security event that must be on record before the action goes on (issue 13:
+    /// fail closed): revealing, rotating, enrolling and staff actions stop with 503 when their
+    /// entry cannot be written, so nothing security-relevant happens unrecorded.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn audit_required(
+        &self,
+        workspace_id: Option<i64>,
+        kind: &'static str,
+        actor: Option<&str>,
+        ip: Option<&str>,
+        device_id: Option<&str>,
+        detail: Value,
+    ) -> ApiResult<()> {
+        let event = AuditEvent {
+            workspace_id,
+            kind,
+            actor: actor.map(str::to_owned),
+            ip: ip.map(str::to_owned),
+            device_id: device_id.map(str::to_owned),
+            detail,
+        };
+        self.store
+            .append_audit(event, self.now())
+            .await
+            .map_err(|e| {
+                tracing::error!(kind, error = %e, "could not append to the audit log");
+                ApiError::Unavailable(
+                    "the audit log cannot be written; nothing was done, try again shortly".into(),
+                )
+            })
+    }
+
+    /// Appends an event whose action cannot be held back (a failed sign-in, an expiry): a failure
+    /// to record is logged loudly.
     pub async fn audit(
         &self,
         workspace_id: Option<i64>,
@@ -43,17 +76,10 @@ impl App {
         device_id: Option<&str>,
         detail: Value,
     ) {
-        let event = AuditEvent {
-            workspace_id,
-            kind,
-            actor: actor.map(str::to_owned),
-            ip: ip.map(str::to_owned),
-            device_id: device_id.map(str::to_owned),
-            detail,
-        };
-        if let Err(e) = self.store.append_audit(event, self.now()).await {
-            tracing::error!(kind, error = %e, "could not append to the audit log");
-        }
+        // The cause is logged inside; the action this records has already happened.
+        let _ = self
+            .audit_required(workspace_id, kind, actor, ip, device_id, detail)
+            .await;
     }
 }
 

@@ -4,12 +4,15 @@ use rand::Rng;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
+use super::stepup::{About, NOTICE_LIFETIME};
 use super::{Caller, ConsoleSession};
 use crate::app::App;
+use crate::domain::challenge::{Action, Challenge, Subject};
 use crate::domain::crypto::{random_b64url, sha256_hex, Secret};
 use crate::domain::device::{self, DeviceKey, CLOCK_SKEW};
 use crate::error::{ApiError, ApiResult};
-use crate::store::{Device, Enrollment, NewDevice, Platform, User};
+use crate::push::{PushKind, PushMessage};
+use crate::store::{AuthMethod, Device, Enrollment, NewDevice, Platform, Role, User};
 
 pub const ENROLLMENT_TTL: Duration = Duration::minutes(10);
 /// Crockford's base32: no I, L, O or U, so a code read aloud or typed is unambiguous.
@@ -58,6 +61,30 @@ pub struct EnrollRequest {
     pub public_key: serde_json::Value,
 }
 
+/// What asking for an enrollment code gives (CONTRACT.md section 3).
+pub enum EnrollmentStart {
+    /// No phone yet, within the reauth window: the code itself.
+    Code(EnrollmentOffer),
+    /// A phone already: a `device.enroll` challenge on it; the code comes with its release.
+    StepUp(Challenge, usize),
+}
+
+/// Which change to a person's phones a notice tells of.
+#[derive(Clone, Copy)]
+pub enum DeviceChange {
+    Enrolled,
+    Removed,
+}
+
+impl DeviceChange {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeviceChange::Enrolled => "device.enrolled",
+            DeviceChange::Removed => "device.removed",
+        }
+    }
+}
+
 /// A device whose request signature checked out.
 #[derive(Clone, Debug)]
 pub struct AuthedDevice {
@@ -66,17 +93,66 @@ pub struct AuthedDevice {
 }
 
 impl App {
-    pub async fn start_enrollment(
+    /// A code for the signed-in person's own phone. A session alone never adds a phone: with a
+    /// phone already, the existing phones must approve (`device.enroll`); with none, the session
+    /// must have proved who its person is within the reauth window (issue 12).
+    pub async fn request_enrollment(
         &self,
-        user_id: i64,
-        workspace_id: Option<i64>,
-        actor: &str,
+        session: &ConsoleSession,
+        caller: &Caller,
+    ) -> ApiResult<EnrollmentStart> {
+        if self.store.count_devices_of_user(session.user.id).await? == 0 {
+            if self.now() - session.authenticated_at > self.config.reauth_window {
+                return Err(ApiError::ReauthRequired {
+                    sso_url: (session.method == AuthMethod::Sso)
+                        .then(|| format!("/v1/sso/{}/start?reauth=1", session.workspace.slug)),
+                });
+            }
+            let offer = self.issue_enrollment_code(session, caller, None).await?;
+            return Ok(EnrollmentStart::Code(offer));
+        }
+        let policy = self.store.policy(session.workspace.id).await?;
+        let (challenge, notified) = self
+            .open_challenge(
+                session,
+                &session.workspace,
+                Action::DeviceEnroll,
+                About::default(),
+                &policy,
+                caller,
+            )
+            .await?;
+        Ok(EnrollmentStart::StepUp(challenge, notified))
+    }
+
+    /// Makes a one-time enrollment code for the session's person, on record first (a code is
+    /// never handed out unaudited). `approved_by` is the `device.enroll` challenge that allowed it.
+    pub(super) async fn issue_enrollment_code(
+        &self,
+        session: &ConsoleSession,
+        caller: &Caller,
+        approved_by: Option<&Challenge>,
     ) -> ApiResult<EnrollmentOffer> {
         let code = new_code();
         let now = self.now();
         let expires_at = now + ENROLLMENT_TTL;
+        let mut detail = json!({"user_agent": caller.user_agent});
+        if let Some(c) = approved_by {
+            detail["challenge"] = json!(c.id);
+        } else {
+            detail["first_device"] = json!(true);
+        }
+        self.audit_required(
+            Some(session.workspace.id),
+            "enrollment.started",
+            Some(&session.user.email),
+            Some(&caller.ip),
+            approved_by.and_then(|c| c.decided_by_device.as_deref()),
+            detail,
+        )
+        .await?;
         self.store
-            .create_enrollment(&code_hash(code.expose()), user_id, now, expires_at)
+            .create_enrollment(&code_hash(code.expose()), session.user.id, now, expires_at)
             .await?;
         let uri = url::Url::parse_with_params(
             "assent://enroll",
@@ -86,20 +162,48 @@ impl App {
             ],
         )
         .expect("static scheme parses");
-        self.audit(
-            workspace_id,
-            "enrollment.started",
-            Some(actor),
-            None,
-            None,
-            json!({}),
-        )
-        .await;
         Ok(EnrollmentOffer {
             code,
             uri: Secret::new(uri.to_string()),
             expires_at,
         })
+    }
+
+    /// A notice to the person's other phones and to the workspace's owners' phones that a phone
+    /// was added or removed; how many pushes were started.
+    pub(super) async fn tell_of_device_change(
+        &self,
+        person: &User,
+        device_id: &str,
+        change: DeviceChange,
+    ) -> ApiResult<usize> {
+        let mut people = vec![person.id];
+        for owner in self
+            .store
+            .users_with_role(person.workspace_id, Role::Owner)
+            .await?
+        {
+            if !people.contains(&owner.id) {
+                people.push(owner.id);
+            }
+        }
+        let mut devices = self.devices_of_people(&people).await?;
+        devices.retain(|d| d.id != device_id);
+        let workspace_name = self
+            .store
+            .workspace_by_id(person.workspace_id)
+            .await?
+            .map(|w| w.name)
+            .unwrap_or_default();
+        let message = PushMessage {
+            kind: PushKind::Notice,
+            // A notice answers nothing: the id says what it is about (here, the device).
+            challenge_id: device_id.to_owned(),
+            action: change.as_str().to_owned(),
+            workspace_name,
+            expires_at: self.now() + NOTICE_LIFETIME,
+        };
+        Ok(self.notifier.fan_out(&devices, message))
     }
 
     pub async fn enroll(&self, req: EnrollRequest, caller: &Caller) -> ApiResult<(String, String)> {
@@ -151,16 +255,32 @@ impl App {
             )),
             Enrollment::Expired => Err(ApiError::Gone("this enrollment code has expired".into())),
             Enrollment::Enrolled { user_id } => {
-                let user = self.store.user_by_id(user_id).await?;
-                self.audit(
-                    user.as_ref().map(|u| u.workspace_id),
-                    "device.enrolled",
-                    user.as_ref().map(|u| u.email.as_str()),
-                    Some(&caller.ip),
-                    Some(&device_id),
-                    json!({"name": name, "platform": req.platform.as_str()}),
-                )
-                .await;
+                let user = self.store.user_by_id(user_id).await?.ok_or_else(|| {
+                    tracing::error!("an enrollment code outlived its user");
+                    ApiError::Internal
+                })?;
+                let recorded = self
+                    .audit_required(
+                        Some(user.workspace_id),
+                        "device.enrolled",
+                        Some(&user.email),
+                        Some(&caller.ip),
+                        Some(&device_id),
+                        json!({"name": name, "platform": req.platform.as_str(),
+                               "user_agent": caller.user_agent}),
+                    )
+                    .await;
+                if let Err(e) = recorded {
+                    // Fail closed: a phone that is not on record does not stay enrolled.
+                    self.store.delete_device(user.id, &device_id).await?;
+                    return Err(e);
+                }
+                if let Err(e) = self
+                    .tell_of_device_change(&user, &device_id, DeviceChange::Enrolled)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not tell of a new phone");
+                }
                 Ok((device_id, self.config.public_url.clone()))
             }
         }
@@ -214,39 +334,151 @@ impl App {
         Ok(self.store.devices_of_user(user_id).await?)
     }
 
+    /// The console's Remove: one of the person's own phones, on record first.
     pub async fn remove_device(
         &self,
         session: &ConsoleSession,
         device_id: &str,
         caller: &Caller,
     ) -> ApiResult<()> {
-        if !self.store.delete_device(session.user.id, device_id).await? {
+        let devices = self.store.devices_of_user(session.user.id).await?;
+        if !devices.iter().any(|d| d.id == device_id) {
             return Err(ApiError::NotFound);
         }
-        self.audit(
-            Some(session.workspace.id),
-            "device.removed",
-            Some(&session.user.email),
-            Some(&caller.ip),
-            Some(device_id),
-            json!({"by": "console"}),
-        )
-        .await;
+        self.removed_on_record(&session.user, device_id, "console", caller)
+            .await?;
+        self.store.delete_device(session.user.id, device_id).await?;
+        self.after_removal(&session.user, device_id).await;
         Ok(())
     }
 
+    /// The phone unenrolls itself.
     pub async fn unenroll(&self, me: &AuthedDevice, caller: &Caller) -> ApiResult<()> {
+        self.removed_on_record(&me.user, &me.device.id, "device", caller)
+            .await?;
         self.store.delete_device(me.user.id, &me.device.id).await?;
-        self.audit(
-            Some(me.user.workspace_id),
-            "device.removed",
-            Some(&me.user.email),
-            Some(&caller.ip),
-            Some(&me.device.id),
-            json!({"by": "device"}),
-        )
-        .await;
+        self.after_removal(&me.user, &me.device.id).await;
         Ok(())
+    }
+
+    async fn removed_on_record(
+        &self,
+        person: &User,
+        device_id: &str,
+        by: &str,
+        caller: &Caller,
+    ) -> ApiResult<()> {
+        self.audit_required(
+            Some(person.workspace_id),
+            "device.removed",
+            Some(&person.email),
+            Some(&caller.ip),
+            Some(device_id),
+            json!({"by": by, "user_agent": caller.user_agent}),
+        )
+        .await
+    }
+
+    async fn after_removal(&self, person: &User, device_id: &str) {
+        if let Err(e) = self
+            .tell_of_device_change(person, device_id, DeviceChange::Removed)
+            .await
+        {
+            tracing::warn!(error = %e, "could not tell of a removed phone");
+        }
+    }
+
+    /// An owner or admin asks to remove every phone of a member who lost theirs (CONTRACT.md
+    /// section 3a): a `member.devices_reset` challenge on the asker's own phones. Only an owner
+    /// resets an owner.
+    pub async fn request_devices_reset(
+        &self,
+        session: &ConsoleSession,
+        member_id: i64,
+        caller: &Caller,
+    ) -> ApiResult<(Challenge, usize)> {
+        if session.user.role < Role::Admin {
+            return Err(ApiError::Forbidden(
+                "only owners and admins may reset a member's phones",
+            ));
+        }
+        let member = self
+            .store
+            .user_by_id(member_id)
+            .await?
+            .filter(|u| u.workspace_id == session.workspace.id)
+            .ok_or(ApiError::NotFound)?;
+        if member.role == Role::Owner && session.user.role != Role::Owner {
+            return Err(ApiError::Forbidden(
+                "only an owner may reset an owner's phones",
+            ));
+        }
+        let policy = self.store.policy(session.workspace.id).await?;
+        self.open_challenge(
+            session,
+            &session.workspace,
+            Action::MemberDevicesReset,
+            About {
+                support: None,
+                subject: Some(Subject {
+                    user_id: member.id,
+                    email: member.email.clone(),
+                }),
+            },
+            &policy,
+            caller,
+        )
+        .await
+    }
+
+    /// Removes every phone of `member`, on record first; `by` is who did it (an owner or admin
+    /// through an approved challenge, or the operator). The member enrolls again under the
+    /// reauth rule. Returns how many phones went.
+    pub async fn reset_devices(
+        &self,
+        member: &User,
+        by: &str,
+        ip: Option<&str>,
+        challenge: Option<&Challenge>,
+    ) -> ApiResult<u64> {
+        let devices = self.store.devices_of_user(member.id).await?;
+        let ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+        let mut detail = json!({"member": member.email, "by": by, "devices": ids});
+        if let Some(c) = challenge {
+            detail["challenge"] = json!(c.id);
+        }
+        self.audit_required(
+            Some(member.workspace_id),
+            "member.devices_reset",
+            Some(by),
+            ip,
+            challenge.and_then(|c| c.decided_by_device.as_deref()),
+            detail,
+        )
+        .await?;
+        let removed = self.store.delete_devices_of_user(member.id).await?;
+        // One notice for the lot: the member has no phone left, the owners hear it once.
+        if let Some(first) = devices.first() {
+            self.after_removal(member, &first.id).await;
+        }
+        Ok(removed)
+    }
+
+    /// `assent devices reset`: the operator's recovery for an owner who lost every phone and has
+    /// no other owner to reset them (local access to the deployment; audited).
+    pub async fn operator_reset_devices(&self, slug: &str, email: &str) -> ApiResult<(User, u64)> {
+        let workspace = self
+            .store
+            .workspace_by_slug(slug)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        let member = self
+            .store
+            .user_by_email(workspace.id, email)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        let removed = self.reset_devices(&member, "operator", None, None).await?;
+        Ok((member, removed))
     }
 
     pub async fn refresh_push_token(

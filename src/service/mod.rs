@@ -13,7 +13,7 @@ pub mod stepup;
 pub mod support;
 pub mod tokens;
 
-use crate::store::{User, Workspace};
+use crate::store::{AuthMethod, User, Workspace};
 
 /// A signed-in console user, as the session cookie resolved.
 #[derive(Clone, Debug)]
@@ -22,6 +22,10 @@ pub struct ConsoleSession {
     pub id_hash: String,
     pub user: User,
     pub workspace: Workspace,
+    /// When the person last proved who they are in this session (sign-in or re-authentication).
+    pub authenticated_at: time::OffsetDateTime,
+    /// How they did: it says how they re-authenticate.
+    pub method: AuthMethod,
 }
 
 /// A signed-in support staff member (CONTRACT.md section 8). Inside, a session like the

@@ -530,7 +530,10 @@ impl App {
             .sso_member(&workspace, &config, &identity, &email)
             .await?;
         trail.actor = Some(user.email.clone());
-        let session_id = self.start_session(&user).await.map_err(session_failed)?;
+        let session_id = self
+            .start_session(&user, crate::store::AuthMethod::Sso)
+            .await
+            .map_err(session_failed)?;
         Ok((
             SignedIn {
                 session_id,

@@ -5,13 +5,13 @@
 use serde_json::json;
 use time::Duration;
 
-use super::devices::AuthedDevice;
+use super::devices::{AuthedDevice, EnrollmentOffer};
 use super::{Caller, ConsoleSession};
 use crate::app::App;
 use crate::challenges::Inserted;
 use crate::domain::challenge::{
     Action, Challenge, DecideError, Decision, DenyReason, Origin, Outcome, ReleaseError, Request,
-    Status, SupportContext,
+    Status, Subject, SupportContext,
 };
 use crate::domain::crypto::Secret;
 use crate::domain::device::{self, DeviceKey};
@@ -22,7 +22,7 @@ use crate::push::{PushKind, PushMessage};
 use crate::store::{Device, Role, User, Workspace};
 
 /// How long the push services keep trying to deliver a notice.
-const NOTICE_LIFETIME: Duration = Duration::minutes(30);
+pub(super) const NOTICE_LIFETIME: Duration = Duration::minutes(30);
 
 /// Whole seconds from `now` to `then`, rounded up (at least 1): a client that waits that long is
 /// not refused again.
@@ -31,11 +31,26 @@ fn seconds_until(now: time::OffsetDateTime, then: time::OffsetDateTime) -> u64 {
     ms.div_ceil(1000)
 }
 
-/// What the console gets back from a released challenge.
-pub struct Released {
-    pub token: Secret,
-    pub action: Action,
-    pub token_created_at: time::OffsetDateTime,
+/// What a challenge is about beyond its action: a support rotation's ticket, or the member whose
+/// phones are reset.
+#[derive(Default)]
+pub struct About {
+    pub support: Option<SupportContext>,
+    pub subject: Option<Subject>,
+}
+
+/// What a released challenge hands to the session that asked, by action.
+pub enum Released {
+    /// View Token and Regenerate: the token, once.
+    Token {
+        token: Secret,
+        action: Action,
+        token_created_at: time::OffsetDateTime,
+    },
+    /// `device.enroll`: a one-time code for the new phone.
+    Enrollment(EnrollmentOffer),
+    /// `member.devices_reset`: how many phones went.
+    DevicesReset { member_id: i64, removed: u64 },
 }
 
 impl App {
@@ -130,8 +145,15 @@ impl App {
                 "this workspace's policy lets only owners view the token",
             ));
         }
-        self.open_challenge(session, &session.workspace, action, None, &policy, caller)
-            .await
+        self.open_challenge(
+            session,
+            &session.workspace,
+            action,
+            About::default(),
+            &policy,
+            caller,
+        )
+        .await
     }
 
     /// The owners and admins of `workspace` other than `requester` who have a phone to approve
@@ -163,10 +185,11 @@ impl App {
         session: &ConsoleSession,
         workspace: &Workspace,
         action: Action,
-        support: Option<SupportContext>,
+        about: About,
         policy: &Policy,
         caller: &Caller,
     ) -> ApiResult<(Challenge, usize)> {
+        let About { support, subject } = about;
         let user = &session.user;
         let now = self.now();
         if let Some(until) = self.challenges.blocked_until(user.id, now).await? {
@@ -183,7 +206,7 @@ impl App {
                     .into(),
             ));
         }
-        let second_approvers = if policy.two_person_rotation && action != Action::Reveal {
+        let second_approvers = if policy.two_person_rotation && action.rotates() {
             self.second_approvers(workspace, user.id).await?
         } else {
             Vec::new()
@@ -203,6 +226,7 @@ impl App {
                 },
                 support,
                 second_approvers,
+                subject,
             },
             now,
             self.config.challenge_ttl,
@@ -264,7 +288,7 @@ impl App {
     }
 
     /// The enrolled devices of these people, in order.
-    async fn devices_of_people(&self, people: &[i64]) -> ApiResult<Vec<Device>> {
+    pub(super) async fn devices_of_people(&self, people: &[i64]) -> ApiResult<Vec<Device>> {
         let mut devices = Vec::new();
         for user in people {
             devices.extend(self.store.devices_of_user(*user).await?);
@@ -643,8 +667,57 @@ impl App {
         }
     }
 
-    /// Hands the token to the session that asked, exactly once.
+    /// Hands what the challenge was for to the session that asked, exactly once: the token, an
+    /// enrollment code, or a member's phones reset. A support rotation is released by support.
     pub async fn release(
+        &self,
+        id: &str,
+        session: &ConsoleSession,
+        caller: &Caller,
+    ) -> ApiResult<Released> {
+        let asked = self.challenge_of_session(id, &session.id_hash).await?;
+        match asked.action {
+            Action::Reveal | Action::Rotate => self.release_token(id, session, caller).await,
+            Action::DeviceEnroll => {
+                let challenge = self
+                    .release_challenge(id, &session.id_hash, |a| a == Action::DeviceEnroll)
+                    .await?;
+                let offer = self
+                    .issue_enrollment_code(session, caller, Some(&challenge))
+                    .await?;
+                Ok(Released::Enrollment(offer))
+            }
+            Action::MemberDevicesReset => {
+                let challenge = self
+                    .release_challenge(id, &session.id_hash, |a| a == Action::MemberDevicesReset)
+                    .await?;
+                let subject = challenge.subject.as_ref().ok_or(ApiError::Internal)?;
+                // The member may have left since the challenge was made.
+                let member = self
+                    .store
+                    .user_by_id(subject.user_id)
+                    .await?
+                    .filter(|u| u.workspace_id == session.workspace.id)
+                    .ok_or(ApiError::NotFound)?;
+                let removed = self
+                    .reset_devices(
+                        &member,
+                        &session.user.email,
+                        Some(&caller.ip),
+                        Some(&challenge),
+                    )
+                    .await?;
+                Ok(Released::DevicesReset {
+                    member_id: member.id,
+                    removed,
+                })
+            }
+            Action::SupportRotate => Err(ApiError::NotFound),
+        }
+    }
+
+    /// View Token and Regenerate: the token, once, and only once its release is on record.
+    async fn release_token(
         &self,
         id: &str,
         session: &ConsoleSession,
@@ -657,12 +730,10 @@ impl App {
                 "this workspace's policy lets only owners view the token",
             ));
         }
-        // A support rotation never releases a token, whoever asks.
         let challenge = self
-            .release_challenge(id, &session.id_hash, |a| a != Action::SupportRotate)
+            .release_challenge(id, &session.id_hash, Action::releases_token)
             .await?;
-        let (token, token_created_at) = self.reveal_token(&session.workspace).await?;
-        self.audit(
+        self.audit_required(
             Some(session.workspace.id),
             "token.released",
             Some(&session.user.email),
@@ -670,8 +741,9 @@ impl App {
             challenge.decided_by_device.as_deref(),
             json!({"challenge": challenge.id, "action": challenge.action.as_str()}),
         )
-        .await;
-        Ok(Released {
+        .await?;
+        let (token, token_created_at) = self.reveal_token(&session.workspace).await?;
+        Ok(Released::Token {
             token,
             action: challenge.action,
             token_created_at,

@@ -35,6 +35,12 @@ fn checked(text: &str, field: &str, max: usize) -> ApiResult<String> {
     Ok(text.to_owned())
 }
 
+/// What a support release hands back.
+pub enum SupportReleased {
+    Rotated(OffsetDateTime),
+    Enrollment(super::devices::EnrollmentOffer),
+}
+
 impl App {
     /// A workspace by slug for support: the staff realm is no workspace.
     async fn supported_workspace(&self, slug: &str) -> ApiResult<Workspace> {
@@ -60,7 +66,7 @@ impl App {
             .log_summary(workspace.id, self.now() - Duration::hours(24))
             .await?;
         // Looking is an event too: the workspace's admins see who from support looked, and when.
-        self.audit(
+        self.audit_required(
             Some(workspace.id),
             "support.viewed",
             Some(&staff.0.user.email),
@@ -68,7 +74,7 @@ impl App {
             None,
             json!({}),
         )
-        .await;
+        .await?;
         Ok(WorkspaceSummary {
             token_created_at: token.as_ref().map(|t| t.created_at),
             token_rotated_by: token.map(|t| t.created_by),
@@ -98,26 +104,38 @@ impl App {
             &staff.0,
             &workspace,
             Action::SupportRotate,
-            Some(support),
+            super::stepup::About {
+                support: Some(support),
+                subject: None,
+            },
             &policy,
             caller,
         )
         .await
     }
 
-    /// Ends an approved support rotation, once: it says when the token was rotated, never what it
-    /// is.
+    /// Ends an approved support challenge, once: a rotation says when the token was rotated,
+    /// never what it is; a `device.enroll` hands the staff member's new phone its code.
     pub async fn support_release(
         &self,
         id: &str,
         staff: &StaffSession,
         caller: &Caller,
-    ) -> ApiResult<OffsetDateTime> {
+    ) -> ApiResult<SupportReleased> {
+        let asked = self.challenge_of_session(id, &staff.0.id_hash).await?;
+        if asked.action == Action::DeviceEnroll {
+            return match self.release(id, &staff.0, caller).await? {
+                super::stepup::Released::Enrollment(offer) => {
+                    Ok(SupportReleased::Enrollment(offer))
+                }
+                _ => Err(ApiError::Internal),
+            };
+        }
         let challenge = self
             .release_challenge(id, &staff.0.id_hash, |a| a == Action::SupportRotate)
             .await?;
         let rotated_at = challenge.rotated_at.ok_or(ApiError::Internal)?;
-        self.audit(
+        self.audit_required(
             Some(challenge.workspace_id),
             "support.rotation_confirmed",
             Some(&staff.0.user.email),
@@ -125,7 +143,7 @@ impl App {
             challenge.decided_by_device.as_deref(),
             json!({"challenge": challenge.id}),
         )
-        .await;
-        Ok(rotated_at)
+        .await?;
+        Ok(SupportReleased::Rotated(rotated_at))
     }
 }

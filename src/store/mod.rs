@@ -99,6 +99,36 @@ pub struct Session {
     pub created_at: OffsetDateTime,
     pub last_seen_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    /// When its person last proved who they are: the sign-in, or a later re-authentication.
+    pub authenticated_at: OffsetDateTime,
+    pub method: AuthMethod,
+}
+
+/// How a console session's person proves who they are again (the reauth window of issue 12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// With their password (`POST /v1/console/session/reauth`).
+    Password,
+    /// At the workspace's OpenID provider (`GET /v1/sso/{workspace}/start?reauth=1`).
+    Sso,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Password => "password",
+            AuthMethod::Sso => "sso",
+        }
+    }
+
+    /// What the database holds; anything unknown is treated as a password session.
+    pub fn parse(s: &str) -> AuthMethod {
+        if s == "sso" {
+            AuthMethod::Sso
+        } else {
+            AuthMethod::Password
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -286,6 +316,8 @@ pub trait Store: Send + Sync + 'static {
         idle_cutoff: OffsetDateTime,
     ) -> Result<Option<Session>>;
     async fn delete_session(&self, id_hash: &str) -> Result<()>;
+    /// Records that the session's person proved who they are at `now`; false when no such session.
+    async fn reauthenticate_session(&self, id_hash: &str, now: OffsetDateTime) -> Result<bool>;
     /// Ends the sessions of the workspace's users other than its owners (single sign-on enforced);
     /// returns how many.
     async fn end_sessions_but_owners(&self, workspace_id: i64) -> Result<u64>;
@@ -310,6 +342,8 @@ pub trait Store: Send + Sync + 'static {
     async fn count_devices_of_user(&self, user_id: i64) -> Result<i64>;
     /// Deletes the device if it belongs to `user_id`; false when there was none.
     async fn delete_device(&self, user_id: i64, id: &str) -> Result<bool>;
+    /// Deletes every device of the user (a reset); how many there were.
+    async fn delete_devices_of_user(&self, user_id: i64) -> Result<u64>;
     async fn set_push_token(&self, id: &str, token: Option<Sealed>) -> Result<()>;
     async fn mark_push_token_invalid(&self, id: &str) -> Result<()>;
     async fn touch_device(&self, id: &str, now: OffsetDateTime) -> Result<()>;

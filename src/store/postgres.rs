@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Row};
+use sqlx::{Connection, PgPool, Row};
 use std::str::FromStr;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -59,6 +59,9 @@ impl PgStore {
             // A connection that died with the server (a Postgres restart) is noticed before use
             // (test_before_acquire, on by default) and replaced; idle ones are recycled anyway.
             .idle_timeout(Duration::from_secs(300))
+            // A connection must never come back inside a transaction (issue 13): sqlx rolls back
+            // a dropped `Transaction`, and this discards anything that still slipped through.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect_with(options)
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to the Postgres database: {e}"))?;
@@ -297,12 +300,14 @@ impl Store for PgStore {
     }
 
     async fn create_session(&self, s: &Session) -> Result<()> {
-        sqlx::query("INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query("INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at, authenticated_at, method) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&s.id_hash)
             .bind(s.user_id)
             .bind(ts(s.created_at))
             .bind(ts(s.last_seen_at))
             .bind(ts(s.expires_at))
+            .bind(ts(s.authenticated_at))
+            .bind(s.method.as_str())
             .execute(&self.pool)
             .await
             .map(|_| ())
@@ -329,6 +334,8 @@ impl Store for PgStore {
             created_at: from_unix(row.get("created_at")),
             last_seen_at: from_unix(row.get("last_seen_at")),
             expires_at: from_unix(row.get("expires_at")),
+            authenticated_at: from_unix(row.get("authenticated_at")),
+            method: AuthMethod::parse(row.get::<&str, _>("method")),
         };
         if session.last_seen_at <= idle_cutoff || session.expires_at <= now {
             self.delete_session(id_hash).await?;
@@ -357,6 +364,16 @@ impl Store for PgStore {
         .await
         .map(|done| done.rows_affected())
         .map_err(unavailable)
+    }
+
+    async fn reauthenticate_session(&self, id_hash: &str, now: OffsetDateTime) -> Result<bool> {
+        sqlx::query("UPDATE sessions SET authenticated_at = $1 WHERE id_hash = $2")
+            .bind(ts(now))
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected() > 0)
+            .map_err(unavailable)
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<()> {
@@ -483,6 +500,15 @@ impl Store for PgStore {
             .await
             .map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_devices_of_user(&self, user_id: i64) -> Result<u64> {
+        sqlx::query("DELETE FROM devices WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(unavailable)
     }
 
     async fn set_push_token(&self, id: &str, token: Option<Sealed>) -> Result<()> {

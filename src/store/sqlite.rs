@@ -38,6 +38,25 @@ fn ts(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
 }
 
+/// Whether the writer may go back to its pool (issue 13). sqlx-sqlite's `begin` has no guard:
+/// when a request's future is dropped after BEGIN was sent and before the `Transaction` exists,
+/// the connection comes back inside a transaction that nobody will end, and every later write
+/// either fails ("non-zero transaction depth") or is never committed. The ping waits until the
+/// connection's worker has run everything queued before it (that BEGIN, or the ROLLBACK of a
+/// dropped `Transaction`); a connection still inside a transaction then is closed (SQLite rolls
+/// it back) and the pool opens a fresh one.
+async fn release_outside_transaction(
+    conn: &mut sqlx::SqliteConnection,
+) -> std::result::Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("a database connection came back inside a transaction: discarded");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` and runs the migrations.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
@@ -53,6 +72,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
+            .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
@@ -294,12 +314,14 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, s: &Session) -> Result<()> {
-        sqlx::query("INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at, authenticated_at, method) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(&s.id_hash)
             .bind(s.user_id)
             .bind(ts(s.created_at))
             .bind(ts(s.last_seen_at))
             .bind(ts(s.expires_at))
+            .bind(ts(s.authenticated_at))
+            .bind(s.method.as_str())
             .execute(&self.pool)
             .await
             .map(|_| ())
@@ -326,6 +348,8 @@ impl Store for SqliteStore {
             created_at: from_unix(row.get("created_at")),
             last_seen_at: from_unix(row.get("last_seen_at")),
             expires_at: from_unix(row.get("expires_at")),
+            authenticated_at: from_unix(row.get("authenticated_at")),
+            method: AuthMethod::parse(row.get::<&str, _>("method")),
         };
         if session.last_seen_at <= idle_cutoff || session.expires_at <= now {
             self.delete_session(id_hash).await?;
@@ -354,6 +378,16 @@ impl Store for SqliteStore {
         .await
         .map(|done| done.rows_affected())
         .map_err(unavailable)
+    }
+
+    async fn reauthenticate_session(&self, id_hash: &str, now: OffsetDateTime) -> Result<bool> {
+        sqlx::query("UPDATE sessions SET authenticated_at = ? WHERE id_hash = ?")
+            .bind(ts(now))
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected() > 0)
+            .map_err(unavailable)
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<()> {
@@ -475,6 +509,15 @@ impl Store for SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_devices_of_user(&self, user_id: i64) -> Result<u64> {
+        sqlx::query("DELETE FROM devices WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(unavailable)
     }
 
     async fn set_push_token(&self, id: &str, token: Option<Sealed>) -> Result<()> {
