@@ -4,6 +4,7 @@
 //! need a short TTL, trip the login slowdown or restart the server, start their own.
 
 mod lifecycle;
+mod security;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -35,6 +36,14 @@ async fn enrolled_phone(server: &TestServer, browser: &Browser) -> Phone {
         .enroll(enrollment["code"].as_str().expect("code"))
         .await;
     phone
+}
+
+/// Another phone for someone who has one: added through a `device.enroll` step-up on `phone`.
+async fn second_phone(server: &TestServer, browser: &Browser, phone: &Phone) -> Phone {
+    let offer = browser.enrollment_approved_by(phone).await;
+    let mut second = Phone::new(server);
+    second.enroll(offer["code"].as_str().expect("code")).await;
+    second
 }
 
 async fn owner_with_phone(server: &TestServer) -> Person {
@@ -754,9 +763,22 @@ async fn enrollment_code_is_single_use_and_an_unknown_one_is_404() {
     )
     .await;
 
-    // An apns phone enrolls with its environment.
+    // The second code was given for a first phone, without any phone's approval: now that a
+    // phone is enrolled it adds none (and is spent).
+    let late = Phone::new(server);
+    problem(
+        late.enroll_with(&late.enrollment_body(e2["code"].as_str().unwrap()))
+            .await,
+        &[410],
+    )
+    .await;
+    let devices = json_body(browser.get("/v1/console/devices").await, 200).await;
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 1, "{devices}");
+
+    // An apns phone enrolls with its environment, through the first phone's approval.
+    let e3 = browser.enrollment_approved_by(&first).await;
     let mut apns = Phone::new(server);
-    let mut body = apns.enrollment_body(e2["code"].as_str().unwrap());
+    let mut body = apns.enrollment_body(e3["code"].as_str().unwrap());
     body["platform"] = json!("apns");
     body["apns_environment"] = json!("sandbox");
     let answer = json_body(apns.enroll_with(&body).await, 201).await;
@@ -778,6 +800,7 @@ async fn enrollment_code_is_single_use_and_an_unknown_one_is_404() {
     server.assert_log_free_of(&[
         ("enrollment code", code),
         ("enrollment code", e2["code"].as_str().unwrap()),
+        ("enrollment code", e3["code"].as_str().unwrap()),
     ]);
 }
 
@@ -1635,7 +1658,7 @@ async fn an_approve_without_a_valid_number_never_approves() {
 async fn any_of_the_persons_phones_may_decide() {
     let server = shared().await;
     let p = owner_with_phone(server).await;
-    let tablet = enrolled_phone(server, &p.browser).await;
+    let tablet = second_phone(server, &p.browser, &p.phone).await;
     let ch = p.browser.start("reveal").await;
     let id = id_of(&ch);
     let listed = p.phone.pending(&id).await;
@@ -1867,7 +1890,7 @@ async fn wait_until_expired(browser: &Browser, id: &str) {
 async fn unenrolled_devices_can_no_longer_authenticate() {
     let server = shared().await;
     let p = owner_with_phone(server).await;
-    let tablet = enrolled_phone(server, &p.browser).await;
+    let tablet = second_phone(server, &p.browser, &p.phone).await;
     let stranger = owner_with_phone(server).await;
     let devices = json_body(p.browser.get("/v1/console/devices").await, 200).await;
     assert_eq!(devices["devices"].as_array().unwrap().len(), 2, "{devices}");

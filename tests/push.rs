@@ -1057,11 +1057,70 @@ async fn a_reveal_lights_up_every_phone_and_a_dead_token_is_marked_invalid() {
         .unwrap()
         .to_owned();
 
-    let mut phones = Vec::new();
-    for (platform, token) in [("apns", &iphone), ("apns", &dead_iphone), ("fcm", &android)] {
-        let enrollments = "/v1/console/devices/enrollments";
-        phones.push(TestPhone::enroll(&http, base, &cookie, enrollments, platform, token).await);
+    // The first phone enrolls at once, the others through its approval. The dead iPhone comes
+    // last, so nothing is pushed to it before the reveal.
+    let enrollments = "/v1/console/devices/enrollments";
+    let mut phones: Vec<TestPhone> = Vec::new();
+    for (platform, token) in [("apns", &iphone), ("fcm", &android), ("apns", &dead_iphone)] {
+        let phone = TestPhone::enroll(
+            &http,
+            base,
+            &cookie,
+            enrollments,
+            platform,
+            token,
+            phones.first(),
+        )
+        .await;
+        phones.push(phone);
     }
+    // The first phone was asked twice ("Add a new phone?") and told twice that one was added; the
+    // Android phone was told of the third.
+    // The Android phone also heard that the third phone's prompt was resolved.
+    eventually(10, "the enrollment prompts and notices", || {
+        apns.received_for(&iphone).len() == 4 && fcm.received_for(&android).len() == 2
+    })
+    .await;
+    let mut seen: Vec<(String, String)> = apns
+        .received_for(&iphone)
+        .iter()
+        .map(|r| {
+            let p = r.json();
+            (
+                p["kind"].as_str().unwrap().to_owned(),
+                p["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let pair = |k: &str, a: &str| (k.to_owned(), a.to_owned());
+    assert_eq!(
+        seen,
+        vec![
+            pair("challenge", "device.enroll"),
+            pair("challenge", "device.enroll"),
+            pair("notice", "device.enrolled"),
+            pair("notice", "device.enrolled"),
+        ]
+    );
+    let android_kinds: Vec<(String, String)> = fcm
+        .received_for(&android)
+        .iter()
+        .map(|r| {
+            let data = &r.body["message"]["data"];
+            (
+                data["kind"].as_str().unwrap().to_owned(),
+                data["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        android_kinds.contains(&pair("notice", "device.enrolled")),
+        "{android_kinds:?}"
+    );
+    assert!(apns.received_for(&dead_iphone).is_empty());
+    apns.forget_received();
+    fcm.forget_received();
 
     let reveal: Value = http
         .post(format!("{base}/v1/console/scim-token/reveal"))
@@ -1131,7 +1190,7 @@ async fn a_reveal_lights_up_every_phone_and_a_dead_token_is_marked_invalid() {
                     .map_or("missing", |d| d["push_token_state"].as_str().unwrap())
             })
             .collect();
-        if states == ["ok", "invalid", "ok"] {
+        if states == ["ok", "ok", "invalid"] {
             break;
         }
         assert!(Instant::now() < deadline, "device states {states:?}");
@@ -1167,6 +1226,9 @@ struct TestPhone {
 }
 
 impl TestPhone {
+    /// Enrolls a phone through `enrollments` (`{prefix}/devices/enrollments`). The person's
+    /// first phone gets its code at once; any later one only through `approver`'s approval of the
+    /// `device.enroll` challenge, whose release hands the code.
     async fn enroll(
         http: &reqwest::Client,
         base: &str,
@@ -1174,16 +1236,33 @@ impl TestPhone {
         enrollments: &str,
         platform: &str,
         token: &str,
+        approver: Option<&TestPhone>,
     ) -> TestPhone {
-        let offer: Value = http
+        let resp = http
             .post(format!("{base}{enrollments}"))
             .header("cookie", cookie)
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
+        let status = resp.status().as_u16();
+        let mut offer: Value = resp.json().await.unwrap();
+        if status == 202 {
+            let approver = approver.expect("a phone to approve the new one");
+            let number = offer["number"].as_u64().map(|n| n as u8);
+            assert_eq!(approver.decide(http, base, number, None).await, 200);
+            let prefix = enrollments.trim_end_matches("/devices/enrollments");
+            let id = offer["challenge_id"].as_str().unwrap().to_owned();
+            let resp = http
+                .post(format!("{base}{prefix}/challenges/{id}/release"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            offer = resp.json().await.unwrap();
+        } else {
+            assert_eq!(status, 201, "{offer}");
+        }
         let signer = assent::domain::device::DeviceSigner::generate();
         let mut body = json!({"enrollment_code": offer["code"], "name": platform, "platform": platform,
                               "push_token": token, "public_key": signer.public_key().to_jwk()});
@@ -1353,6 +1432,7 @@ async fn admins_hear_of_a_support_rotation_and_owners_of_a_not_me_by_push() {
         "/v1/console/devices/enrollments",
         "apns",
         &owner_iphone,
+        None,
     )
     .await;
     let admin_phone = TestPhone::enroll(
@@ -1362,6 +1442,7 @@ async fn admins_hear_of_a_support_rotation_and_owners_of_a_not_me_by_push() {
         "/v1/console/devices/enrollments",
         "fcm",
         &admin_android,
+        None,
     )
     .await;
     let staff_phone = TestPhone::enroll(
@@ -1371,8 +1452,20 @@ async fn admins_hear_of_a_support_rotation_and_owners_of_a_not_me_by_push() {
         "/v1/support/devices/enrollments",
         "fcm",
         &staff_android,
+        None,
     )
     .await;
+    // The owner is told that the admin added a phone.
+    eventually(10, "the owner's notice of the admin's phone", || {
+        !apns.received_for(&owner_iphone).is_empty()
+    })
+    .await;
+    let told = apns.received_for(&owner_iphone)[0].json();
+    assert_eq!(told["kind"], "notice", "{told}");
+    assert_eq!(told["action"], "device.enrolled", "{told}");
+    assert_eq!(told["aps"]["alert"]["title"], "A phone was added", "{told}");
+    apns.forget_received();
+    fcm.forget_received();
 
     // Support rotates: the staff phone gets the prompt, then owner and admin a notice.
     let started: Value = http

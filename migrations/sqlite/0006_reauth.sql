@@ -5,3 +5,10 @@
 ALTER TABLE sessions ADD COLUMN authenticated_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sessions ADD COLUMN method TEXT NOT NULL DEFAULT 'password' CHECK (method IN ('password', 'sso'));
 UPDATE sessions SET authenticated_at = created_at;
+
+-- A code handed out without any phone's approval (the first phone, under the reauth window)
+-- enrolls only while its person still has no phone.
+ALTER TABLE enrollment_codes ADD COLUMN first_device INTEGER NOT NULL DEFAULT 0;
+
+-- When each person last signed in (password or single sign-on), for the members list.
+ALTER TABLE users ADD COLUMN last_sign_in_at INTEGER;

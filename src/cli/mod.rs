@@ -1,4 +1,4 @@
-//! The command line: `serve`, `workspace create`, `member add`, `staff add`, `support rotate`,
+//! The command line: `serve`, `workspace create`, `member add`, `devices reset`, `staff add`, `support rotate`,
 //! `audit verify|export`, `keys rotate`. Configuration comes from the environment (see `config.rs`); a command's standard
 //! output holds only its JSON answer (JSON lines for `audit export`).
 
@@ -39,6 +39,11 @@ pub enum Command {
     Member {
         #[command(subcommand)]
         command: MemberCommand,
+    },
+    /// Recover a person who lost every phone (local access to the deployment; audited).
+    Devices {
+        #[command(subcommand)]
+        command: DevicesCommand,
     },
     /// Manage support staff (operators of this deployment, members of no workspace).
     Staff {
@@ -107,6 +112,18 @@ pub enum MemberCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum DevicesCommand {
+    /// Remove every phone of a person, for an owner who lost all of theirs and has no other owner
+    /// to reset them; they enroll again after a fresh sign-in. Prints how many phones went.
+    Reset {
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        email: String,
+    },
+}
+
 /// Runs a command; errors come back as one line for `main` to print.
 pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
@@ -116,6 +133,25 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve => serve::serve(config).await,
         Command::Staff { command } => support::run_staff(command, config).await,
         Command::Support { command } => support::run_support(command, config).await,
+        Command::Devices {
+            command: DevicesCommand::Reset { workspace, email },
+        } => {
+            let app = App::open(config, Vec::new()).await?;
+            let (member, removed) = app
+                .operator_reset_devices(&workspace, &email)
+                .await
+                .map_err(|e| match e {
+                    crate::error::ApiError::NotFound => {
+                        anyhow::anyhow!("no person {email} in workspace {workspace}")
+                    }
+                    other => other.into(),
+                })?;
+            println!(
+                "{}",
+                json!({"workspace": workspace, "email": member.email, "devices_removed": removed})
+            );
+            Ok(())
+        }
         Command::Workspace {
             command:
                 WorkspaceCommand::Create {

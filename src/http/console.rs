@@ -45,6 +45,7 @@ pub fn routes() -> Router<Arc<App>> {
             get(events::<ConsoleSession>),
         )
         .route("/v1/console/challenges/{id}/release", post(release))
+        .route("/v1/console/members", get(members))
         .route(
             "/v1/console/members/{id}/devices",
             delete(reset_member_devices),
@@ -192,6 +193,28 @@ async fn reauth(
     app.reauthenticate(&session, Secret::new(body.password), &caller)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn members(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+) -> ApiResult<Json<serde_json::Value>> {
+    let members: Vec<serde_json::Value> = app
+        .members(&session)
+        .await?
+        .into_iter()
+        .map(|m| {
+            json!({
+                "id": m.user.id,
+                "email": m.user.email,
+                "role": m.user.role,
+                "devices": m.devices,
+                "last_sign_in_at": m.last_sign_in_at.map(rfc3339),
+                "sso_linked": m.sso_linked,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "members": members })))
 }
 
 async fn reset_member_devices(

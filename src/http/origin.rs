@@ -26,13 +26,14 @@ fn changes_state(method: &Method) -> bool {
 /// Why a request is refused, for the log; `None` when it may go on.
 fn cross_site(request: &Request, expected: &str) -> Option<&'static str> {
     let headers = request.headers();
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let same = origin
+    // Every `Origin` value must be ours: a second, foreign one is no less foreign.
+    let foreign = headers.get_all(header::ORIGIN).iter().any(|origin| {
+        !origin
             .to_str()
-            .is_ok_and(|o| o.eq_ignore_ascii_case(expected));
-        if !same {
-            return Some("origin");
-        }
+            .is_ok_and(|o| o.eq_ignore_ascii_case(expected))
+    });
+    if foreign {
+        return Some("origin");
     }
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if fetch_site.is_some_and(|s| s.eq_ignore_ascii_case("cross-site")) {
@@ -96,6 +97,13 @@ mod tests {
         assert_eq!(
             cross_site(
                 &post(&[("origin", "https://assent.example.com.evil.example")]),
+                ours
+            ),
+            Some("origin")
+        );
+        assert_eq!(
+            cross_site(
+                &post(&[("origin", ours), ("origin", "https://evil.example")]),
                 ours
             ),
             Some("origin")

@@ -25,6 +25,7 @@ use crate::service::{Caller, StaffSession};
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/support/session", post(sign_in).delete(sign_out))
+        .route("/v1/support/session/reauth", post(reauth))
         .route("/v1/support/devices/enrollments", post(start_enrollment))
         .route("/v1/support/workspaces/{slug}", get(summary))
         .route(
@@ -75,6 +76,23 @@ async fn sign_out(
         [(header::SET_COOKIE, support_cookie(&app, None))],
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+struct Reauth {
+    password: String,
+}
+
+/// As the console's: re-opens the window in which a first phone may be enrolled.
+async fn reauth(
+    State(app): State<Arc<App>>,
+    staff: StaffSession,
+    caller: Caller,
+    ApiJson(body): ApiJson<Reauth>,
+) -> ApiResult<StatusCode> {
+    app.reauthenticate(&staff.0, Secret::new(body.password), &caller)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn start_enrollment(

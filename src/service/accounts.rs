@@ -274,7 +274,7 @@ impl App {
             .await
     }
 
-    /// Counts a wrong password on every counter; the first time the account's ceiling is passed
+    /// Counts a wrong password on every counter; the first time the account's ceiling is reached
     /// in a window, the owners can read it in the audit log.
     async fn count_failure(
         &self,
@@ -287,7 +287,8 @@ impl App {
         self.challenges.login_failed(&keys.pair, now).await?;
         self.challenges.login_failed(&keys.ip, now).await?;
         let on_account = self.challenges.login_failed(&keys.account, now).await?;
-        if on_account == ACCOUNT_CEILING_FAILURES + 1 {
+        // The failure that reaches the ceiling: from the next one on, everyone waits.
+        if on_account == ACCOUNT_CEILING_FAILURES {
             self.audit(
                 workspace_id,
                 "security.login_ceiling",

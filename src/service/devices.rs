@@ -152,7 +152,13 @@ impl App {
         )
         .await?;
         self.store
-            .create_enrollment(&code_hash(code.expose()), session.user.id, now, expires_at)
+            .create_enrollment(
+                &code_hash(code.expose()),
+                session.user.id,
+                now,
+                expires_at,
+                approved_by.is_none(),
+            )
             .await?;
         let uri = url::Url::parse_with_params(
             "assent://enroll",
@@ -254,6 +260,9 @@ impl App {
                 "this enrollment code was already used".into(),
             )),
             Enrollment::Expired => Err(ApiError::Gone("this enrollment code has expired".into())),
+            Enrollment::NotFirst => Err(ApiError::Gone(
+                "this code was for a first phone and a phone is enrolled now: add another phone from the console, approved on that phone".into(),
+            )),
             Enrollment::Enrolled { user_id } => {
                 let user = self.store.user_by_id(user_id).await?.ok_or_else(|| {
                     tracing::error!("an enrollment code outlived its user");

@@ -41,7 +41,13 @@ async fn fill(app: &App) -> Secrets {
         .unwrap()
         .unwrap();
     app.store
-        .create_enrollment("code", owner.id, now, now + time::Duration::minutes(10))
+        .create_enrollment(
+            "code",
+            owner.id,
+            now,
+            now + time::Duration::minutes(10),
+            true,
+        )
         .await
         .unwrap();
     let device_id = "dev_rotation".to_owned();

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod audit;
 pub mod devices;
 pub mod keys;
+pub mod members;
 pub mod oidc;
 pub mod policy;
 pub mod provisioning;

@@ -92,6 +92,15 @@ impl std::fmt::Debug for User {
     }
 }
 
+/// A person of a workspace as the members list shows them (CONTRACT.md section 3a).
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub user: User,
+    pub devices: i64,
+    pub last_sign_in_at: Option<OffsetDateTime>,
+    pub sso_linked: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct Session {
     pub id_hash: String,
@@ -185,6 +194,9 @@ pub enum Enrollment {
     Unknown,
     Spent,
     Expired,
+    /// A code given for a first phone (no approval) while the person has a phone by now: spent,
+    /// and no device added.
+    NotFirst,
     /// The code was valid and is now spent; the device is created in the same transaction.
     Enrolled {
         user_id: i64,
@@ -302,6 +314,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<User>;
     async fn user_by_email(&self, workspace_id: i64, email: &str) -> Result<Option<User>>;
     async fn user_by_id(&self, id: i64) -> Result<Option<User>>;
+    /// The workspace's people for the members list, by e-mail.
+    async fn members(&self, workspace_id: i64) -> Result<Vec<Member>>;
     /// Deletes the user with their sessions, devices and enrollment codes; false when none.
     async fn delete_user(&self, id: i64) -> Result<bool>;
 
@@ -328,6 +342,7 @@ pub trait Store: Send + Sync + 'static {
         user_id: i64,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
+        first_device: bool,
     ) -> Result<()>;
     /// Spends the code and creates the device, atomically; a code works once.
     async fn enroll_device(

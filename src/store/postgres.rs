@@ -280,6 +280,27 @@ impl Store for PgStore {
         Ok(row.as_ref().map(Self::user))
     }
 
+    async fn members(&self, workspace_id: i64) -> Result<Vec<Member>> {
+        let rows = sqlx::query(
+            "SELECT u.*, (SELECT COUNT(*) FROM devices d WHERE d.user_id = u.id) AS devices,
+                    EXISTS (SELECT 1 FROM sso_links l WHERE l.user_id = u.id) AS sso_linked
+             FROM users u WHERE u.workspace_id = $1 ORDER BY u.email_lower",
+        )
+        .bind(workspace_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|row| Member {
+                user: Self::user(row),
+                devices: row.get("devices"),
+                last_sign_in_at: row.get::<Option<i64>, _>("last_sign_in_at").map(from_unix),
+                sso_linked: row.get("sso_linked"),
+            })
+            .collect())
+    }
+
     async fn user_by_id(&self, id: i64) -> Result<Option<User>> {
         let row = sqlx::query("SELECT * FROM users WHERE id = $1")
             .bind(id)
@@ -300,6 +321,7 @@ impl Store for PgStore {
     }
 
     async fn create_session(&self, s: &Session) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query("INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at, authenticated_at, method) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&s.id_hash)
             .bind(s.user_id)
@@ -308,10 +330,16 @@ impl Store for PgStore {
             .bind(ts(s.expires_at))
             .bind(ts(s.authenticated_at))
             .bind(s.method.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
-            .map(|_| ())
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        sqlx::query("UPDATE users SET last_sign_in_at = $1 WHERE id = $2")
+            .bind(ts(s.created_at))
+            .bind(s.user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn touch_session(
@@ -391,12 +419,14 @@ impl Store for PgStore {
         user_id: i64,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
+        first_device: bool,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO enrollment_codes (code_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+        sqlx::query("INSERT INTO enrollment_codes (code_hash, user_id, created_at, expires_at, first_device) VALUES ($1, $2, $3, $4, $5)")
             .bind(code_hash)
             .bind(user_id)
             .bind(ts(now))
             .bind(ts(expires_at))
+            .bind(first_device)
             .execute(&self.pool)
             .await
             .map(|_| ())
@@ -413,15 +443,15 @@ impl Store for PgStore {
         // Spend the code only if it is unspent and unexpired: the UPDATE is the single winner. A
         // concurrent UPDATE of the same row waits for this transaction and then re-checks
         // `used_at IS NULL` (READ COMMITTED), so it finds nothing to spend.
-        let spent: Option<i64> = sqlx::query_scalar(
-            "UPDATE enrollment_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING user_id",
+        let spent: Option<(i64, bool)> = sqlx::query_as(
+            "UPDATE enrollment_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING user_id, first_device",
         )
         .bind(ts(now))
         .bind(code_hash)
         .fetch_optional(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let Some(user_id) = spent else {
+        let Some((user_id, first_device)) = spent else {
             let row = sqlx::query("SELECT used_at FROM enrollment_codes WHERE code_hash = $1")
                 .bind(code_hash)
                 .fetch_optional(&mut *tx)
@@ -433,6 +463,26 @@ impl Store for PgStore {
                 Some(_) => Enrollment::Expired,
             });
         };
+        if first_device {
+            // Two first-phone codes of one person redeemed at once: the second waits here and
+            // then sees the first one's phone.
+            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            let has_one: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM devices WHERE user_id = $1)")
+                    .bind(user_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            if has_one {
+                // A code given without any phone's approval adds only a first phone.
+                tx.commit().await.map_err(unavailable)?;
+                return Ok(Enrollment::NotFirst);
+            }
+        }
         let (key_id, nonce, ciphertext) = match &d.push_token {
             Some(s) => (
                 Some(s.key_id.clone()),

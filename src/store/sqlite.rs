@@ -294,6 +294,27 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(Self::user))
     }
 
+    async fn members(&self, workspace_id: i64) -> Result<Vec<Member>> {
+        let rows = sqlx::query(
+            "SELECT u.*, (SELECT COUNT(*) FROM devices d WHERE d.user_id = u.id) AS devices,
+                    EXISTS (SELECT 1 FROM sso_links l WHERE l.user_id = u.id) AS sso_linked
+             FROM users u WHERE u.workspace_id = ? ORDER BY u.email_lower",
+        )
+        .bind(workspace_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|row| Member {
+                user: Self::user(row),
+                devices: row.get("devices"),
+                last_sign_in_at: row.get::<Option<i64>, _>("last_sign_in_at").map(from_unix),
+                sso_linked: row.get("sso_linked"),
+            })
+            .collect())
+    }
+
     async fn user_by_id(&self, id: i64) -> Result<Option<User>> {
         let row = sqlx::query("SELECT * FROM users WHERE id = ?")
             .bind(id)
@@ -314,6 +335,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, s: &Session) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query("INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at, authenticated_at, method) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(&s.id_hash)
             .bind(s.user_id)
@@ -322,10 +344,16 @@ impl Store for SqliteStore {
             .bind(ts(s.expires_at))
             .bind(ts(s.authenticated_at))
             .bind(s.method.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
-            .map(|_| ())
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        sqlx::query("UPDATE users SET last_sign_in_at = ? WHERE id = ?")
+            .bind(ts(s.created_at))
+            .bind(s.user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn touch_session(
@@ -405,12 +433,14 @@ impl Store for SqliteStore {
         user_id: i64,
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
+        first_device: bool,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO enrollment_codes (code_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO enrollment_codes (code_hash, user_id, created_at, expires_at, first_device) VALUES (?, ?, ?, ?, ?)")
             .bind(code_hash)
             .bind(user_id)
             .bind(ts(now))
             .bind(ts(expires_at))
+            .bind(first_device)
             .execute(&self.pool)
             .await
             .map(|_| ())
@@ -425,8 +455,8 @@ impl Store for SqliteStore {
     ) -> Result<Enrollment> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // Spend the code only if it is unspent and unexpired: the UPDATE is the single winner.
-        let spent: Option<i64> = sqlx::query_scalar(
-            "UPDATE enrollment_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING user_id",
+        let spent: Option<(i64, bool)> = sqlx::query_as(
+            "UPDATE enrollment_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING user_id, first_device",
         )
         .bind(ts(now))
         .bind(code_hash)
@@ -434,7 +464,7 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let Some(user_id) = spent else {
+        let Some((user_id, first_device)) = spent else {
             let row = sqlx::query("SELECT used_at FROM enrollment_codes WHERE code_hash = ?")
                 .bind(code_hash)
                 .fetch_optional(&mut *tx)
@@ -446,6 +476,19 @@ impl Store for SqliteStore {
                 Some(_) => Enrollment::Expired,
             });
         };
+        if first_device {
+            let has_one: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM devices WHERE user_id = ?)")
+                    .bind(user_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            if has_one {
+                // A code given without any phone's approval adds only a first phone.
+                tx.commit().await.map_err(unavailable)?;
+                return Ok(Enrollment::NotFirst);
+            }
+        }
         let (key_id, nonce, ciphertext) = match &d.push_token {
             Some(s) => (
                 Some(s.key_id.clone()),

@@ -763,7 +763,7 @@ async fn a_removed_staff_member_is_out_at_once() {
         Some((&owner.ws.slug, &ticket)),
     );
     problem(staff.phone.send_decision(&id, &jws).await, &[401]).await;
-    let mut b = Browser::new(server);
+    let b = Browser::new(server);
     problem(
         b.post_json(
             "/v1/support/session",

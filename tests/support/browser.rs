@@ -132,9 +132,32 @@ impl Browser {
         self.cookies.iter().map(|(_, v)| v.clone()).collect()
     }
 
-    /// `POST /v1/console/devices/enrollments` → 201 `{"code","uri","expires_at"}`.
+    /// `POST /v1/console/devices/enrollments` for a first phone → 201 `{"code","uri","expires_at"}`.
     pub async fn enrollment(&self) -> Value {
         json_body(self.post("/v1/console/devices/enrollments").await, 201).await
+    }
+
+    /// Another phone for a person who has one (`prefix` `/v1/console` or `/v1/support`): 202 with
+    /// a `device.enroll` challenge, which `phone` approves; the release hands the code (200).
+    pub async fn enrollment_approved_at(&self, prefix: &str, phone: &super::Phone) -> Value {
+        let resp = self.post(&format!("{prefix}/devices/enrollments")).await;
+        let challenge = json_body(resp, 202).await;
+        let id = challenge["challenge_id"].as_str().expect("challenge_id");
+        let number = challenge["number"].as_i64().expect("number");
+        let shown = phone.pending(id).await;
+        assert_eq!(shown["action"], "device.enroll", "{shown}");
+        phone.approve(id, number).await;
+        let resp = self
+            .post(&format!("{prefix}/challenges/{id}/release"))
+            .await;
+        let offer = json_body(resp, 200).await;
+        assert_eq!(offer["action"], "device.enroll", "{offer}");
+        offer
+    }
+
+    /// `enrollment_approved_at` on the console.
+    pub async fn enrollment_approved_by(&self, phone: &super::Phone) -> Value {
+        self.enrollment_approved_at("/v1/console", phone).await
     }
 
     pub async fn reveal(&self) -> Response {

@@ -136,6 +136,29 @@ pub async fn age_enrollment_codes(db: &TestDatabase, slug: &str, email: &str, se
     done.rows_affected()
 }
 
+/// `TestServer::age_session_authentication` on Postgres; returns the number of sessions aged.
+pub async fn age_session_authentication(
+    db: &TestDatabase,
+    slug: &str,
+    email: &str,
+    secs: i64,
+) -> u64 {
+    let mut conn = connect(&db.url).await;
+    let done = sqlx::query(
+        "UPDATE sessions SET authenticated_at = authenticated_at - $1 \
+         WHERE user_id IN (SELECT u.id FROM users u JOIN workspaces w \
+         ON w.id = u.workspace_id WHERE w.slug = $2 AND u.email_lower = lower($3))",
+    )
+    .bind(secs)
+    .bind(slug)
+    .bind(email)
+    .execute(&mut conn)
+    .await
+    .expect("age sessions");
+    conn.close().await.ok();
+    done.rows_affected()
+}
+
 /// A Postgres cluster of one test's own (scripts/postgres-cluster), for tests that stop and start
 /// the database under a running server without disturbing the servers of other tests.
 pub struct PrivateCluster {

@@ -303,6 +303,36 @@ impl TestServer {
         conn.close().await.ok();
     }
 
+    /// Moves the last authentication of `email`'s sessions `secs` into the past, as if the reauth
+    /// window had passed.
+    pub async fn age_session_authentication(&self, slug: &str, email: &str, secs: i64) {
+        use sqlx::Connection;
+        if let TestDb::Postgres { database, .. } = &self.db {
+            let aged = postgres::age_session_authentication(database, slug, email, secs).await;
+            assert!(aged >= 1, "no session to age for {email} in {slug}");
+            return;
+        }
+        let mut conn = sqlx::SqliteConnection::connect(&self.db_url)
+            .await
+            .expect("open the test database");
+        let done = sqlx::query(
+            "UPDATE sessions SET authenticated_at = authenticated_at - ?1 \
+             WHERE user_id IN (SELECT u.id FROM users u JOIN workspaces w \
+             ON w.id = u.workspace_id WHERE w.slug = ?2 AND u.email_lower = lower(?3))",
+        )
+        .bind(secs)
+        .bind(slug)
+        .bind(email)
+        .execute(&mut conn)
+        .await
+        .expect("age sessions");
+        assert!(
+            done.rows_affected() >= 1,
+            "no session to age for {email} in {slug}"
+        );
+        conn.close().await.ok();
+    }
+
     /// The CLI as a command, configured like this server (for a caller that runs it itself).
     pub fn cli_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);

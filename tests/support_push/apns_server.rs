@@ -190,6 +190,11 @@ impl ApnsServer {
         self.state.received.lock().unwrap().clone()
     }
 
+    /// Forgets what was received so far, so a test can count what a later step sends.
+    pub fn forget_received(&self) {
+        self.state.received.lock().unwrap().clear();
+    }
+
     pub fn received_for(&self, device_token: &str) -> Vec<ApnsRequest> {
         self.received()
             .into_iter()

@@ -196,6 +196,11 @@ impl FcmServer {
         self.state.received.lock().unwrap().clone()
     }
 
+    /// Forgets what was received so far, so a test can count what a later step sends.
+    pub fn forget_received(&self) {
+        self.state.received.lock().unwrap().clear();
+    }
+
     pub fn received_for(&self, registration_token: &str) -> Vec<FcmRequest> {
         self.received()
             .into_iter()
