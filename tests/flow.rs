@@ -4,6 +4,7 @@
 //! need a short TTL, trip the login slowdown or restart the server, start their own.
 
 mod lifecycle;
+mod resilience;
 mod security;
 mod support;
 

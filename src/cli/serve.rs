@@ -27,7 +27,8 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Expires due challenges once a second so their waiters hear `expired` on time, and prunes
+/// Expires due challenges once a second so their waiters hear `expired` on time, takes up approved
+/// rotations that a dead process left unfinished every 10 seconds, and prunes
 /// expired sessions, replay-cache entries, enrollment codes and old provisioning-log entries once a
 /// minute.
 fn spawn_sweeper(app: Arc<App>) {
@@ -38,6 +39,11 @@ fn spawn_sweeper(app: Arc<App>) {
             tick.tick().await;
             if let Err(e) = app.sweep_challenges().await {
                 tracing::warn!(error = %e, "challenge sweep failed");
+            }
+            if second % 10 == 0 {
+                if let Err(e) = app.resume_rotations().await {
+                    tracing::warn!(error = %e, "taking up unfinished rotations failed");
+                }
             }
             if second % 60 == 0 {
                 if let Err(e) = app.store.prune(app.now()).await {

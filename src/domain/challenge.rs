@@ -194,6 +194,11 @@ pub struct Challenge {
     /// released (and only then are waiters told it is approved).
     #[serde(default, with = "time::serde::timestamp::option")]
     pub rotated_at: Option<OffsetDateTime>,
+    /// For a rotation: when the work after its approval (the new token, then `rotated_at`) last
+    /// began; set by the approval. Work that began long ago and never ended (the process died in
+    /// between) is taken up again by `claim_rotation`.
+    #[serde(default, with = "time::serde::timestamp::option")]
+    pub rotation_started_at: Option<OffsetDateTime>,
     /// Bumped by every transition; stores swap only when it is unchanged (one winner per race).
     pub version: u64,
 }
@@ -284,6 +289,7 @@ impl Challenge {
             subject: req.subject,
             first_approval: None,
             rotated_at: None,
+            rotation_started_at: None,
             version: 0,
         }
     }
@@ -391,8 +397,31 @@ impl Challenge {
         }
         // Approved is not an end: the release (or expiry) still follows.
         self.status = Status::Approved;
+        if self.action.rotates() {
+            self.rotation_started_at = Some(now);
+        }
         self.version += 1;
         Ok(Outcome::Approved)
+    }
+
+    /// Takes up an approved rotation whose work began at least `stale` ago and never ended. Returns
+    /// when that work had begun (the approval, at first), or None when there is nothing to take
+    /// up; of two racing claims, the compare-and-swap lets one win.
+    pub fn claim_rotation(
+        &mut self,
+        now: OffsetDateTime,
+        stale: Duration,
+    ) -> Option<OffsetDateTime> {
+        if self.status != Status::Approved || !self.action.rotates() || self.rotated_at.is_some() {
+            return None;
+        }
+        let began = self.rotation_started_at.unwrap_or(self.created_at);
+        if now - began < stale {
+            return None;
+        }
+        self.rotation_started_at = Some(now);
+        self.version += 1;
+        Some(began)
     }
 
     /// Records that the approved rotation made its new token; true when this changed anything.
@@ -616,6 +645,28 @@ mod tests {
         assert_eq!(c.shown_status(), Status::Approved);
         assert!(!c.mark_rotated(NOW), "once");
         assert_eq!(c.release(NOW), Ok(()));
+    }
+
+    #[test]
+    fn an_unfinished_rotation_is_claimed_once_it_is_stale() {
+        let mut c = challenge();
+        c.action = Action::Rotate;
+        let d = decision(&c, true, Some(c.number));
+        assert_eq!(c.decide(&d, NOW), Ok(Outcome::Approved));
+        assert_eq!(c.rotation_started_at, Some(NOW));
+        let stale = Duration::seconds(10);
+        assert_eq!(c.claim_rotation(NOW + Duration::seconds(5), stale), None);
+        let later = NOW + Duration::seconds(11);
+        assert_eq!(c.claim_rotation(later, stale), Some(NOW));
+        // The claim restarts the clock: a second claimant right after finds nothing.
+        assert_eq!(c.claim_rotation(later, stale), None);
+        assert!(c.mark_rotated(later));
+        assert_eq!(c.claim_rotation(later + Duration::minutes(1), stale), None);
+        // A reveal has nothing to rotate.
+        let mut r = challenge();
+        let d = decision(&r, true, Some(r.number));
+        r.decide(&d, NOW).unwrap();
+        assert_eq!(r.claim_rotation(NOW + Duration::minutes(1), stale), None);
     }
 
     #[test]

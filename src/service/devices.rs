@@ -108,7 +108,8 @@ impl App {
                         .then(|| format!("/v1/sso/{}/start?reauth=1", session.workspace.slug)),
                 });
             }
-            let offer = self.issue_enrollment_code(session, caller, None).await?;
+            self.enrollment_on_record(session, caller, None).await?;
+            let offer = self.issue_enrollment_code(session, false).await?;
             return Ok(EnrollmentStart::Code(offer));
         }
         let policy = self.store.policy(session.workspace.id).await?;
@@ -125,17 +126,14 @@ impl App {
         Ok(EnrollmentStart::StepUp(challenge, notified))
     }
 
-    /// Makes a one-time enrollment code for the session's person, on record first (a code is
-    /// never handed out unaudited). `approved_by` is the `device.enroll` challenge that allowed it.
-    pub(super) async fn issue_enrollment_code(
+    /// Puts a code for the session's person on record (a code is never handed out unaudited);
+    /// `approved_by` is the `device.enroll` challenge that allowed it, none for a first phone.
+    pub(super) async fn enrollment_on_record(
         &self,
         session: &ConsoleSession,
         caller: &Caller,
         approved_by: Option<&Challenge>,
-    ) -> ApiResult<EnrollmentOffer> {
-        let code = new_code();
-        let now = self.now();
-        let expires_at = now + ENROLLMENT_TTL;
+    ) -> ApiResult<()> {
         let mut detail = json!({"user_agent": caller.user_agent});
         if let Some(c) = approved_by {
             detail["challenge"] = json!(c.id);
@@ -150,14 +148,26 @@ impl App {
             approved_by.and_then(|c| c.decided_by_device.as_deref()),
             detail,
         )
-        .await?;
+        .await
+    }
+
+    /// Makes a one-time enrollment code for the session's person (put on record before). A code
+    /// without a phone's approval enrolls only a first phone.
+    pub(super) async fn issue_enrollment_code(
+        &self,
+        session: &ConsoleSession,
+        approved: bool,
+    ) -> ApiResult<EnrollmentOffer> {
+        let code = new_code();
+        let now = self.now();
+        let expires_at = now + ENROLLMENT_TTL;
         self.store
             .create_enrollment(
                 &code_hash(code.expose()),
                 session.user.id,
                 now,
                 expires_at,
-                approved_by.is_none(),
+                !approved,
             )
             .await?;
         let uri = url::Url::parse_with_params(
@@ -440,16 +450,15 @@ impl App {
         .await
     }
 
-    /// Removes every phone of `member`, on record first; `by` is who did it (an owner or admin
-    /// through an approved challenge, or the operator). The member enrolls again under the
-    /// reauth rule. Returns how many phones went.
-    pub async fn reset_devices(
+    /// Puts the reset of every phone of `member` on record; `by` is who does it (an owner or admin
+    /// through an approved challenge, or the operator). Returns the phones it is about.
+    pub(super) async fn reset_on_record(
         &self,
         member: &User,
         by: &str,
         ip: Option<&str>,
         challenge: Option<&Challenge>,
-    ) -> ApiResult<u64> {
+    ) -> ApiResult<Vec<Device>> {
         let devices = self.store.devices_of_user(member.id).await?;
         let ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
         let mut detail = json!({"member": member.email, "by": by, "devices": ids});
@@ -465,6 +474,12 @@ impl App {
             detail,
         )
         .await?;
+        Ok(devices)
+    }
+
+    /// Removes every phone of `member` (the reset put on record before, with `devices`); they
+    /// enroll again under the reauth rule. Returns how many phones went.
+    pub(super) async fn reset_devices(&self, member: &User, devices: &[Device]) -> ApiResult<u64> {
         let removed = self.store.delete_devices_of_user(member.id).await?;
         // One notice for the lot: the member has no phone left, the owners hear it once.
         if let Some(first) = devices.first() {
@@ -486,7 +501,10 @@ impl App {
             .user_by_email(workspace.id, email)
             .await?
             .ok_or(ApiError::NotFound)?;
-        let removed = self.reset_devices(&member, "operator", None, None).await?;
+        let devices = self
+            .reset_on_record(&member, "operator", None, None)
+            .await?;
+        let removed = self.reset_devices(&member, &devices).await?;
         Ok((member, removed))
     }
 

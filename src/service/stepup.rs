@@ -21,6 +21,10 @@ use crate::proto::{ChallengeChanged, ChallengeStatus};
 use crate::push::{PushKind, PushMessage};
 use crate::store::{Device, Role, User, Workspace};
 
+/// How long an approved rotation's work may run before the sweeper takes it up (it takes
+/// milliseconds; only a process that died midway leaves it this long).
+const ROTATION_STALE: Duration = Duration::seconds(15);
+
 /// How long the push services keep trying to deliver a notice.
 pub(super) const NOTICE_LIFETIME: Duration = Duration::minutes(30);
 
@@ -271,15 +275,26 @@ impl App {
         if !challenge.second_approvers.is_empty() {
             detail["two_person_rule"] = json!(true);
         }
-        self.audit(
-            Some(workspace.id),
-            "challenge.created",
-            Some(&user.email),
-            Some(&caller.ip),
-            None,
-            detail,
-        )
-        .await;
+        if let Err(e) = self
+            .audit_required(
+                Some(workspace.id),
+                "challenge.created",
+                Some(&user.email),
+                Some(&caller.ip),
+                None,
+                detail,
+            )
+            .await
+        {
+            // Not on record, so not asked: the phones never see it.
+            let now = self.now();
+            self.transition(&challenge.id, |c| {
+                c.expires_at = now;
+                c.expire_if_due(now)
+            })
+            .await?;
+            return Err(e);
+        }
         let notified = self.notifier.fan_out(
             &devices,
             PushMessage::for_challenge(&challenge, PushKind::Challenge),
@@ -539,96 +554,166 @@ impl App {
 
     /// "Regenerate" and support rotations: the new token is made the moment the (last) phone
     /// approves (CONTRACT.md section 3); under the workspace's grace period the old one keeps
-    /// working a while. After a support rotation the workspace's admins are told.
+    /// working a while. The rotation is on record before it happens (fail closed), and the
+    /// challenge is marked rotated after it, retrying a blinking store. After a support rotation
+    /// the workspace's admins are told. Runs in the request's detached task, so a phone that
+    /// hangs up cannot cut it in half; a process that dies midway is caught up by
+    /// `resume_rotations`.
     async fn rotate_on_approval(&self, challenge: &Challenge, approver: &str) -> ApiResult<()> {
+        let done = self.rotate_for(challenge, approver).await;
+        if let Err(e) = &done {
+            tracing::warn!(challenge = %challenge.id, error = %e, "the approved rotation failed");
+            // Nothing to release if the rotation did not happen: end the challenge.
+            let now = self.now();
+            self.transition(&challenge.id, |c| {
+                if c.status == Status::Approved && c.rotated_at.is_none() {
+                    c.expires_at = now;
+                    c.expire_if_due(now);
+                }
+            })
+            .await?;
+        }
+        done
+    }
+
+    async fn rotate_for(&self, challenge: &Challenge, approver: &str) -> ApiResult<()> {
         let workspace = self
             .store
             .workspace_by_id(challenge.workspace_id)
             .await?
             .ok_or(ApiError::NotFound)?;
-        match self.rotate_token(&workspace, &challenge.user_email).await {
-            Ok(rotated) => {
-                // The rotation happened: its audit entry first, whatever fails after it.
-                let mut detail =
-                    json!({"challenge": challenge.id, "action": challenge.action.as_str()});
-                if let Some(until) = rotated.grace_until {
-                    detail["old_token_valid_until"] = json!(crate::clock::rfc3339(until));
-                }
-                if challenge.first_approval.is_some() {
-                    detail["second_approver"] = json!(approver);
-                }
-                let admins = match &challenge.support {
-                    None => Vec::new(),
-                    Some(support) => {
-                        detail["ticket"] = json!(support.ticket);
-                        detail["reason"] = json!(support.reason);
-                        let admins = self
-                            .store
-                            .users_with_role(workspace.id, Role::Admin)
-                            .await
-                            .unwrap_or_else(|e| {
-                                tracing::warn!(error = %e, "cannot list the admins to tell of a support rotation");
-                                Vec::new()
-                            });
-                        detail["admins_told"] =
-                            json!(admins.iter().map(|a| a.email.as_str()).collect::<Vec<_>>());
-                        admins
-                    }
-                };
-                self.audit(
-                    Some(workspace.id),
-                    if challenge.support.is_some() {
-                        "token.support_rotated"
-                    } else {
-                        "token.rotated"
-                    },
-                    Some(&challenge.user_email),
-                    Some(&challenge.origin.ip),
-                    None,
-                    detail,
-                )
-                .await;
-                // Now the approval may be seen and the new token released. The store may blink:
-                // the rotation is done, so try a few times before giving up on telling it.
-                let mut attempt = 0;
-                loop {
-                    match self
-                        .transition(&challenge.id, |c| c.mark_rotated(rotated.created_at))
-                        .await
-                    {
-                        Ok(_) => break,
-                        Err(ApiError::Unavailable(e)) if attempt < 3 => {
-                            attempt += 1;
-                            tracing::warn!(challenge = %challenge.id, error = %e, "marking the rotation failed; trying again");
-                            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt))
-                                .await;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                if !admins.is_empty() {
-                    if let Err(e) = self
-                        .notify_people(&admins, challenge, "scim_token.support_rotated")
-                        .await
-                    {
-                        tracing::warn!(error = %e, "could not push the support rotation's notice");
-                    }
-                }
-                Ok(())
+        let (fresh, grace_until) = self
+            .prepare_rotation(&workspace, &challenge.user_email)
+            .await?;
+        let created_at = fresh.created_at;
+        let mut detail = json!({"challenge": challenge.id, "action": challenge.action.as_str()});
+        if let Some(until) = grace_until {
+            detail["old_token_valid_until"] = json!(crate::clock::rfc3339(until));
+        }
+        if challenge.first_approval.is_some() {
+            detail["second_approver"] = json!(approver);
+        }
+        let admins = match &challenge.support {
+            None => Vec::new(),
+            Some(support) => {
+                detail["ticket"] = json!(support.ticket);
+                detail["reason"] = json!(support.reason);
+                let admins = self
+                    .store
+                    .users_with_role(workspace.id, Role::Admin)
+                    .await?;
+                detail["admins_told"] =
+                    json!(admins.iter().map(|a| a.email.as_str()).collect::<Vec<_>>());
+                admins
             }
-            Err(e) => {
-                // Nothing to release if the rotation did not happen: end the challenge.
-                let now = self.now();
-                self.transition(&challenge.id, |c| {
-                    if c.status == Status::Approved {
-                        c.expires_at = now;
-                        c.expire_if_due(now);
-                    }
-                })
-                .await?;
-                Err(e)
+        };
+        let kind = if challenge.support.is_some() {
+            "token.support_rotated"
+        } else {
+            "token.rotated"
+        };
+        self.audit_required(
+            Some(workspace.id),
+            kind,
+            Some(&challenge.user_email),
+            Some(&challenge.origin.ip),
+            None,
+            detail,
+        )
+        .await?;
+        if let Err(e) = self.store.put_scim_token(fresh, grace_until).await {
+            // On record as rotated, yet it did not happen: say so next to it.
+            self.audit(
+                Some(workspace.id),
+                "token.rotation_failed",
+                Some(&challenge.user_email),
+                None,
+                None,
+                json!({"challenge": challenge.id}),
+            )
+            .await;
+            return Err(e.into());
+        }
+        // Now the approval may be seen and the new token released. The store may blink: the
+        // rotation is done, so try a few times before giving up on telling it.
+        let mut attempt = 0;
+        loop {
+            match self
+                .transition(&challenge.id, |c| c.mark_rotated(created_at))
+                .await
+            {
+                Ok(_) => break,
+                Err(ApiError::Unavailable(e)) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(challenge = %challenge.id, error = %e, "marking the rotation failed; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => return Err(e),
             }
         }
+        if !admins.is_empty() {
+            if let Err(e) = self
+                .notify_people(&admins, challenge, "scim_token.support_rotated")
+                .await
+            {
+                tracing::warn!(error = %e, "could not push the support rotation's notice");
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes up approved rotations whose work began `ROTATION_STALE` ago and never ended (the
+    /// process died between the approval and the marking): the token is rotated unless a rotation
+    /// already happened after the approval, and the challenge is marked so that it can be
+    /// released. Returns how many were taken up.
+    pub async fn resume_rotations(&self) -> ApiResult<usize> {
+        let now = self.now();
+        let live = self.challenges.due(now + self.config.challenge_ttl).await?;
+        let mut resumed = 0;
+        for c in live {
+            if c.status != Status::Approved || !c.action.rotates() || c.rotated_at.is_some() {
+                continue;
+            }
+            let (claimed, began, won) = self
+                .transition_quietly(&c.id, |c| c.claim_rotation(now, ROTATION_STALE))
+                .await?;
+            let (Some(began), true) = (began, won) else {
+                continue;
+            };
+            resumed += 1;
+            tracing::warn!(challenge = %claimed.id, "taking up an approved rotation that never finished");
+            let current = self.store.scim_token(claimed.workspace_id).await?;
+            match current {
+                // The token was replaced after the approval: only the marking was lost.
+                Some(token) if token.created_at >= began => {
+                    self.transition(&claimed.id, |c| c.mark_rotated(token.created_at))
+                        .await?;
+                }
+                _ => {
+                    let approver = claimed.user_email.clone();
+                    self.rotate_on_approval(&claimed, &approver).await?;
+                }
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Whether the session that read `challenge` (through `challenge_of_session`) may release it
+    /// now: of an action `releasable` admits (anything else is "not found"), approved and ready.
+    /// Nothing changes: the caller puts the release on record, then `release_challenge` makes it.
+    pub(super) fn releasable(
+        &self,
+        challenge: &Challenge,
+        releasable: impl Fn(Action) -> bool,
+    ) -> ApiResult<()> {
+        if !releasable(challenge.action) {
+            tracing::info!(challenge = %challenge.id, "release of another kind of challenge asked for");
+            return Err(ApiError::NotFound);
+        }
+        let mut trial = challenge.clone();
+        trial
+            .release(self.now())
+            .map_err(|e| release_refused(e, &trial))
     }
 
     /// Marks the challenge released, once, if it belongs to this session and its action is one
@@ -650,16 +735,7 @@ impl App {
                 tracing::info!(challenge = %id, "release asked for by another session");
                 Err(ApiError::NotFound)
             }
-            Some(Err(ReleaseError::AlreadyReleased)) => {
-                Err(ApiError::Gone("this challenge was already released".into()))
-            }
-            Some(Err(ReleaseError::NotRotatedYet)) => Err(ApiError::Conflict(
-                "the new token is still being made; try again in a moment".into(),
-            )),
-            Some(Err(ReleaseError::NotApproved)) => Err(ApiError::Conflict(format!(
-                "the challenge is {}, not approved",
-                challenge.status.as_str()
-            ))),
+            Some(Err(e)) => Err(release_refused(e, &challenge)),
             Some(Ok(())) => {
                 self.metrics.challenge(challenge.action, "released");
                 Ok(challenge)
@@ -668,7 +744,8 @@ impl App {
     }
 
     /// Hands what the challenge was for to the session that asked, exactly once: the token, an
-    /// enrollment code, or a member's phones reset. A support rotation is released by support.
+    /// enrollment code, or a member's phones reset. Each release is on record before it happens
+    /// (503 and nothing released when it cannot be). A support rotation is released by support.
     pub async fn release(
         &self,
         id: &str,
@@ -677,21 +754,21 @@ impl App {
     ) -> ApiResult<Released> {
         let asked = self.challenge_of_session(id, &session.id_hash).await?;
         match asked.action {
-            Action::Reveal | Action::Rotate => self.release_token(id, session, caller).await,
+            Action::Reveal | Action::Rotate => self.release_token(&asked, session, caller).await,
             Action::DeviceEnroll => {
-                let challenge = self
-                    .release_challenge(id, &session.id_hash, |a| a == Action::DeviceEnroll)
+                let is_enroll = |a| a == Action::DeviceEnroll;
+                self.releasable(&asked, is_enroll)?;
+                self.enrollment_on_record(session, caller, Some(&asked))
                     .await?;
-                let offer = self
-                    .issue_enrollment_code(session, caller, Some(&challenge))
+                self.release_challenge(id, &session.id_hash, is_enroll)
                     .await?;
+                let offer = self.issue_enrollment_code(session, true).await?;
                 Ok(Released::Enrollment(offer))
             }
             Action::MemberDevicesReset => {
-                let challenge = self
-                    .release_challenge(id, &session.id_hash, |a| a == Action::MemberDevicesReset)
-                    .await?;
-                let subject = challenge.subject.as_ref().ok_or(ApiError::Internal)?;
+                let is_reset = |a| a == Action::MemberDevicesReset;
+                self.releasable(&asked, is_reset)?;
+                let subject = asked.subject.as_ref().ok_or(ApiError::Internal)?;
                 // The member may have left since the challenge was made.
                 let member = self
                     .store
@@ -699,14 +776,12 @@ impl App {
                     .await?
                     .filter(|u| u.workspace_id == session.workspace.id)
                     .ok_or(ApiError::NotFound)?;
-                let removed = self
-                    .reset_devices(
-                        &member,
-                        &session.user.email,
-                        Some(&caller.ip),
-                        Some(&challenge),
-                    )
+                let devices = self
+                    .reset_on_record(&member, &session.user.email, Some(&caller.ip), Some(&asked))
                     .await?;
+                self.release_challenge(id, &session.id_hash, is_reset)
+                    .await?;
+                let removed = self.reset_devices(&member, &devices).await?;
                 Ok(Released::DevicesReset {
                     member_id: member.id,
                     removed,
@@ -719,7 +794,7 @@ impl App {
     /// View Token and Regenerate: the token, once, and only once its release is on record.
     async fn release_token(
         &self,
-        id: &str,
+        ready: &Challenge,
         session: &ConsoleSession,
         caller: &Caller,
     ) -> ApiResult<Released> {
@@ -730,18 +805,19 @@ impl App {
                 "this workspace's policy lets only owners view the token",
             ));
         }
-        let challenge = self
-            .release_challenge(id, &session.id_hash, Action::releases_token)
-            .await?;
+        self.releasable(ready, Action::releases_token)?;
         self.audit_required(
             Some(session.workspace.id),
             "token.released",
             Some(&session.user.email),
             Some(&caller.ip),
-            challenge.decided_by_device.as_deref(),
-            json!({"challenge": challenge.id, "action": challenge.action.as_str()}),
+            ready.decided_by_device.as_deref(),
+            json!({"challenge": ready.id, "action": ready.action.as_str()}),
         )
         .await?;
+        let challenge = self
+            .release_challenge(&ready.id, &session.id_hash, Action::releases_token)
+            .await?;
         let (token, token_created_at) = self.reveal_token(&session.workspace).await?;
         Ok(Released::Token {
             token,
@@ -762,5 +838,21 @@ impl App {
         }
         self.challenges.purge(now).await?;
         Ok(expired)
+    }
+}
+
+/// Why a challenge cannot be released, as the caller is told.
+fn release_refused(e: ReleaseError, challenge: &Challenge) -> ApiError {
+    match e {
+        ReleaseError::AlreadyReleased => {
+            ApiError::Gone("this challenge was already released".into())
+        }
+        ReleaseError::NotRotatedYet => {
+            ApiError::Conflict("the new token is still being made; try again in a moment".into())
+        }
+        ReleaseError::NotApproved => ApiError::Conflict(format!(
+            "the challenge is {}, not approved",
+            challenge.status.as_str()
+        )),
     }
 }

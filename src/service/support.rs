@@ -131,19 +131,22 @@ impl App {
                 _ => Err(ApiError::Internal),
             };
         }
-        let challenge = self
-            .release_challenge(id, &staff.0.id_hash, |a| a == Action::SupportRotate)
-            .await?;
-        let rotated_at = challenge.rotated_at.ok_or(ApiError::Internal)?;
+        let is_rotation = |a| a == Action::SupportRotate;
+        let ready = asked;
+        self.releasable(&ready, is_rotation)?;
         self.audit_required(
-            Some(challenge.workspace_id),
+            Some(ready.workspace_id),
             "support.rotation_confirmed",
             Some(&staff.0.user.email),
             Some(&caller.ip),
-            challenge.decided_by_device.as_deref(),
-            json!({"challenge": challenge.id}),
+            ready.decided_by_device.as_deref(),
+            json!({"challenge": ready.id}),
         )
         .await?;
+        let challenge = self
+            .release_challenge(id, &staff.0.id_hash, is_rotation)
+            .await?;
+        let rotated_at = challenge.rotated_at.ok_or(ApiError::Internal)?;
         Ok(SupportReleased::Rotated(rotated_at))
     }
 }

@@ -44,15 +44,26 @@ impl App {
     /// Replaces the workspace's token. The old one stops authenticating with this write, or
     /// when the workspace's grace period ends.
     pub async fn rotate_token(&self, workspace: &Workspace, by: &str) -> ApiResult<Rotated> {
-        let policy = self.store.policy(workspace.id).await?;
-        let fresh = self.mint_token(workspace.id, &workspace.slug, by);
+        let (fresh, grace_until) = self.prepare_rotation(workspace, by).await?;
         let created_at = fresh.created_at;
-        let grace_until = policy.grace().map(|grace| created_at + grace);
         self.store.put_scim_token(fresh, grace_until).await?;
         Ok(Rotated {
             created_at,
             grace_until,
         })
+    }
+
+    /// The token a rotation will store, and until when the one it replaces keeps working (the
+    /// workspace's grace period), for a caller that records the rotation before storing it.
+    pub async fn prepare_rotation(
+        &self,
+        workspace: &Workspace,
+        by: &str,
+    ) -> ApiResult<(StoredToken, Option<OffsetDateTime>)> {
+        let policy = self.store.policy(workspace.id).await?;
+        let fresh = self.mint_token(workspace.id, &workspace.slug, by);
+        let grace_until = policy.grace().map(|grace| fresh.created_at + grace);
+        Ok((fresh, grace_until))
     }
 
     pub async fn reveal_token(&self, workspace: &Workspace) -> ApiResult<(Secret, OffsetDateTime)> {

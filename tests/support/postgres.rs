@@ -159,6 +159,27 @@ pub async fn age_session_authentication(
     done.rows_affected()
 }
 
+/// `TestServer::execute_sql` on Postgres.
+pub async fn execute(db: &TestDatabase, sql: &str) {
+    let mut conn = connect(&db.url).await;
+    sqlx::raw_sql(sql)
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    conn.close().await.ok();
+}
+
+/// `TestServer::count_sql` on Postgres.
+pub async fn count(db: &TestDatabase, sql: &str) -> i64 {
+    let mut conn = connect(&db.url).await;
+    let n: i64 = sqlx::query_scalar(sql)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    conn.close().await.ok();
+    n
+}
+
 /// A Postgres cluster of one test's own (scripts/postgres-cluster), for tests that stop and start
 /// the database under a running server without disturbing the servers of other tests.
 pub struct PrivateCluster {

@@ -303,6 +303,41 @@ impl TestServer {
         conn.close().await.ok();
     }
 
+    /// Runs SQL on the server's database, behind its back: `sqlite` or `postgres`, whichever it
+    /// runs on (one or more statements).
+    pub async fn execute_sql(&self, sqlite: &str, postgres: &str) {
+        use sqlx::Connection;
+        if let TestDb::Postgres { database, .. } = &self.db {
+            postgres::execute(database, postgres).await;
+            return;
+        }
+        let mut conn = sqlx::SqliteConnection::connect(&self.db_url)
+            .await
+            .expect("open the test database");
+        sqlx::raw_sql(sqlite)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sqlite}: {e}"));
+        conn.close().await.ok();
+    }
+
+    /// One number from the server's database (`SELECT COUNT(*) …`), in either dialect.
+    pub async fn count_sql(&self, sqlite: &str, postgres: &str) -> i64 {
+        use sqlx::Connection;
+        if let TestDb::Postgres { database, .. } = &self.db {
+            return postgres::count(database, postgres).await;
+        }
+        let mut conn = sqlx::SqliteConnection::connect(&self.db_url)
+            .await
+            .expect("open the test database");
+        let n: i64 = sqlx::query_scalar(sqlite)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sqlite}: {e}"));
+        conn.close().await.ok();
+        n
+    }
+
     /// Moves the last authentication of `email`'s sessions `secs` into the past, as if the reauth
     /// window had passed.
     pub async fn age_session_authentication(&self, slug: &str, email: &str, secs: i64) {
