@@ -25,6 +25,14 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+/// A refusal of an unauthenticated request that names no workspace (issue 13): counted here
+/// instead of written to the audit log, where a flood would be one write each.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `sign_in` (no such workspace or account) or `enrollment_code` (unknown, spent or expired).
+    pub what: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RedisLabels {
     /// The adapter operation (`insert`, `swap`, `publish`, …): each call is one round trip.
@@ -55,6 +63,7 @@ pub struct Metrics {
     pub push_seconds: Family<ProviderLabels, Histogram>,
     pub push_tokens_invalidated: Counter,
     pub redis_round_trips: Family<RedisLabels, Counter>,
+    pub unattributed_refusals: Family<RefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -118,6 +127,12 @@ impl Default for Metrics {
             "Requests sent to Redis by operation (a command or a script: one round trip each)",
             redis_round_trips.clone(),
         );
+        let unattributed_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "unattributed_refusals",
+            "Refused unauthenticated requests that name no workspace (counted, not audited)",
+            unattributed_refusals.clone(),
+        );
         Self {
             registry,
             challenges,
@@ -129,6 +144,7 @@ impl Default for Metrics {
             push_seconds,
             push_tokens_invalidated,
             redis_round_trips,
+            unattributed_refusals,
         }
     }
 }
@@ -140,6 +156,12 @@ impl Metrics {
                 action: action.as_str(),
                 outcome,
             })
+            .inc();
+    }
+
+    pub fn refused(&self, what: &'static str) {
+        self.unattributed_refusals
+            .get_or_create(&RefusalLabels { what })
             .inc();
     }
 

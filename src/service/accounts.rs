@@ -254,12 +254,13 @@ impl App {
         }
     }
 
-    async fn throttled(&self, key: &str, free: u32) -> ApiResult<()> {
+    /// 429 while `key` has had more than `free` failures lately (`what` failed too often).
+    pub(super) async fn throttled(&self, key: &str, free: u32, what: &str) -> ApiResult<()> {
         let now = self.now();
         let (failures, last) = self.challenges.login_failures(key, now).await?;
         if let Some(wait) = backoff(failures, free, last, now) {
             return Err(ApiError::TooManyRequests {
-                detail: "too many failed sign-ins; wait before trying again".into(),
+                detail: format!("too many failed {what}; wait before trying again"),
                 retry_after_secs: wait,
             });
         }
@@ -268,9 +269,11 @@ impl App {
 
     /// Refuses a password check while any of the three counters is past its allowance.
     async fn check_throttles(&self, keys: &ThrottleKeys) -> ApiResult<()> {
-        self.throttled(&keys.pair, ACCOUNT_FREE_FAILURES).await?;
-        self.throttled(&keys.ip, IP_FREE_FAILURES).await?;
-        self.throttled(&keys.account, ACCOUNT_CEILING_FAILURES)
+        self.throttled(&keys.pair, ACCOUNT_FREE_FAILURES, "sign-ins")
+            .await?;
+        self.throttled(&keys.ip, IP_FREE_FAILURES, "sign-ins")
+            .await?;
+        self.throttled(&keys.account, ACCOUNT_CEILING_FAILURES, "sign-ins")
             .await
     }
 
@@ -356,6 +359,11 @@ impl App {
         let (Some(workspace), Some(user), true) = (workspace.clone(), user, ok) else {
             self.count_failure(&keys, workspace.as_ref().map(|w| w.id), email, caller)
                 .await?;
+            if workspace.is_none() {
+                // Nobody's workspace: a counter, not an audit row (a flood must not write).
+                self.metrics.refused("sign_in");
+                return Err(ApiError::Unauthorized);
+            }
             self.audit(
                 workspace.as_ref().map(|w| w.id),
                 if staff {

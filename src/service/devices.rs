@@ -15,6 +15,9 @@ use crate::push::{PushKind, PushMessage};
 use crate::store::{AuthMethod, Device, Enrollment, NewDevice, Platform, Role, User};
 
 pub const ENROLLMENT_TTL: Duration = Duration::minutes(10);
+/// Wrong enrollment codes one address may send in the counting window before it waits: a phone
+/// enrolls with its first code, and a code's 60 bits are not to be guessed.
+pub const ENROLL_FREE_FAILURES: u32 = 30;
 /// Crockford's base32: no I, L, O or U, so a code read aloud or typed is unambiguous.
 const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -223,6 +226,24 @@ impl App {
     }
 
     pub async fn enroll(&self, req: EnrollRequest, caller: &Caller) -> ApiResult<(String, String)> {
+        // Throttled before anything is written: a flood of made-up codes from one address ends
+        // in 429, not in one write transaction each.
+        let throttle = format!("enroll:ip:{}", caller.ip);
+        self.throttled(&throttle, ENROLL_FREE_FAILURES, "enrollments")
+            .await?;
+        let result = self.enroll_with_code(req, caller).await;
+        if matches!(result, Err(ApiError::NotFound | ApiError::Gone(_))) {
+            self.challenges.login_failed(&throttle, self.now()).await?;
+            self.metrics.refused("enrollment_code");
+        }
+        result
+    }
+
+    async fn enroll_with_code(
+        &self,
+        req: EnrollRequest,
+        caller: &Caller,
+    ) -> ApiResult<(String, String)> {
         let name = req.name.trim();
         if name.is_empty() || name.chars().count() > 100 {
             return Err(ApiError::Unprocessable(

@@ -427,3 +427,100 @@ async fn a_rotation_whose_phone_hangs_up_at_any_moment_ends_with_one_working_tok
     );
     assert_eq!(server.count_sql(&rotated_sql, &rotated_sql).await, 12);
 }
+
+#[tokio::test]
+async fn unauthenticated_floods_end_in_429_and_write_no_audit_rows() {
+    let server = TestServer::start(ServerOptions {
+        env: vec![("ASSENT_TRUSTED_PROXIES".into(), "127.0.0.1/32".into())],
+        ..ServerOptions::default()
+    })
+    .await;
+    let flood = "203.0.113.50";
+    let http = reqwest::Client::new();
+    let before = server
+        .count_sql(
+            "SELECT COUNT(*) FROM audit_log",
+            "SELECT COUNT(*) FROM audit_log",
+        )
+        .await;
+
+    // Made-up enrollment codes from one address: refused, then slowed down.
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let phone = Phone::new(&server);
+        let resp = http
+            .post(format!("{}/v1/mobile/devices", server.base))
+            .header("X-Forwarded-For", flood)
+            .json(&phone.enrollment_body(&random_id()))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 429 {
+            assert!(resp.headers().get("retry-after").is_some());
+        }
+        statuses.push(resp.status().as_u16());
+    }
+    assert!(
+        statuses.contains(&404) && statuses.contains(&429),
+        "{statuses:?}"
+    );
+    assert_eq!(*statuses.last().unwrap(), 429, "{statuses:?}");
+
+    // Sign-ins to no workspace: refused and slowed down alike.
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let resp = http
+            .post(format!("{}/v1/console/session", server.base))
+            .header("X-Forwarded-For", flood)
+            .json(
+                &json!({"workspace": "no-such-workspace", "email": "a@b.example", "password": "x"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert!(
+        statuses.contains(&401) && statuses.contains(&429),
+        "{statuses:?}"
+    );
+
+    // Neither flood wrote to the audit log; both are counted.
+    let after = server
+        .count_sql(
+            "SELECT COUNT(*) FROM audit_log",
+            "SELECT COUNT(*) FROM audit_log",
+        )
+        .await;
+    assert_eq!(
+        before, after,
+        "a refusal that names no workspace is not an audit row"
+    );
+    let metrics = http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for what in ["enrollment_code", "sign_in"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("assent_unattributed_refusals_total")
+                    && l.contains(&format!("what=\"{what}\""))),
+            "{what} not counted"
+        );
+    }
+
+    // Everybody else is served: a phone enrolls from another address.
+    let ws = server.create_workspace();
+    let owner = Browser::logged_in(&server, &ws.slug, &ws.owner_email, &ws.owner_password).await;
+    let code = owner.enrollment().await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut phone = Phone::new(&server);
+    phone.enroll(&code).await;
+}
