@@ -212,13 +212,23 @@ impl Device {
     }
 }
 
+/// One line for a pending challenge: what is asked in words (the phone shows what it signs:
+/// "Add a new phone to your account" for `device.enroll`), whom it is about, and from where.
 fn describe(c: &Value) -> String {
     let ticket = match c["context"]["ticket"].as_str() {
         Some(t) => format!("  ticket {t}"),
         None => String::new(),
     };
+    let member = match c["context"]["member"]["email"].as_str() {
+        Some(m) => format!("  member {m}"),
+        None => String::new(),
+    };
+    let words = match c["context"]["description"].as_str() {
+        Some(d) => format!(" ({d})"),
+        None => String::new(),
+    };
     format!(
-        "{}  {}{ticket}  workspace {} ({})  asked by {} from {}  expires {}",
+        "{}  {}{words}{member}{ticket}  workspace {} ({})  asked by {} from {}  expires {}",
         c["id"].as_str().unwrap_or_default(),
         c["action"].as_str().unwrap_or_default(),
         c["workspace"]["name"].as_str().unwrap_or_default(),

@@ -781,3 +781,36 @@ async fn a_removed_staff_member_is_out_at_once() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn staff_add_a_second_phone_only_through_the_first_and_reauthenticate_for_a_first() {
+    let server = shared().await;
+    let staff = staff_with_phone(server).await;
+    // A stolen support cookie gets a prompt on the staff member's phone, not a code.
+    let offer = staff
+        .browser
+        .enrollment_approved_at("/v1/support", &staff.phone)
+        .await;
+    let mut second = Phone::new(server);
+    second.enroll(offer["code"].as_str().unwrap()).await;
+
+    // Without phones and past the reauth window, the password opens it again.
+    let other = format!("{}@support.example.com", unique("staff"));
+    let out = server.cli(&["staff", "add", "--email", &other]);
+    let password = out["password"].as_str().unwrap().to_owned();
+    let browser = staff_sign_in(server, &other, &password).await;
+    server
+        .age_session_authentication("_staff", &other, 601)
+        .await;
+    let body = problem(
+        browser.post("/v1/support/devices/enrollments").await,
+        &[403],
+    )
+    .await;
+    assert_eq!(body["reauth_required"], true, "{body}");
+    let resp = browser
+        .post_json("/v1/support/session/reauth", &json!({"password": password}))
+        .await;
+    assert_eq!(resp.status().as_u16(), 204);
+    json_body(browser.post("/v1/support/devices/enrollments").await, 201).await;
+}

@@ -507,3 +507,46 @@ async fn wrong_passwords_from_elsewhere_do_not_lock_the_owner_out() {
     let ceiling = audit_of(&owner, "security.login_ceiling").await;
     assert_eq!(ceiling.len(), 1, "{ceiling:?}");
 }
+
+#[tokio::test]
+async fn the_companion_simulator_approves_a_new_phone() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let browser = Browser::logged_in(server, &ws.slug, &ws.owner_email, &ws.owner_password).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("companion.json");
+    let companion = |args: &[&str]| {
+        let out = std::process::Command::new(support::server::BIN)
+            .arg("companion")
+            .arg("--state")
+            .arg(&state)
+            .args(args)
+            .output()
+            .expect("run assent companion");
+        assert!(
+            out.status.success(),
+            "assent companion {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let code = browser.enrollment().await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    companion(&["enroll", "--server", &server.base, "--code", &code]);
+
+    let asked = json_body(browser.post("/v1/console/devices/enrollments").await, 202).await;
+    let listed = companion(&["pending"]);
+    assert!(
+        listed.contains("device.enroll") && listed.contains("Add a new phone to your account"),
+        "{listed}"
+    );
+    let number = number_of(&asked).to_string();
+    companion(&["approve", "--number", &number]);
+    let offer = json_body(browser.release(&id_of(&asked)).await, 200).await;
+    let mut second = Phone::new(server);
+    second.enroll(offer["code"].as_str().unwrap()).await;
+    let devices = json_body(browser.get("/v1/console/devices").await, 200).await;
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 2, "{devices}");
+}
