@@ -5,15 +5,20 @@
 //!    SSE stream → phone decides → browser sees `approved` → release, for several rounds. The
 //!    "server overhead" of a round trip is the sum of the HTTP latencies of its five calls plus
 //!    the decision-to-SSE delivery; the phone's signing is excluded.
-//! 2. The resident memory the server adds for 10,000 idle SSE streams.
+//! 2. The same paced round trips while 16 SCIM clients POST 100,000 users (an Entra initial
+//!    cycle) through the same single SQLite writer, against the idle figures of step 1.
+//! 3. The resident memory the server adds for 10,000 idle SSE streams.
 //!
-//! `ASSENT_BENCH_ADMINS`, `ASSENT_BENCH_ROUNDS` and `ASSENT_BENCH_STREAMS` change the sizes.
+//! `ASSENT_BENCH_ADMINS`, `ASSENT_BENCH_ROUNDS`, `ASSENT_BENCH_SCIM_USERS` and
+//! `ASSENT_BENCH_STREAMS` change the sizes.
 //! 10,000 streams need more than 10,000 open files on both sides (`ulimit -n`; 20,000 here).
 
 use assent::domain::device::{DecisionClaims, DeviceSigner};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -134,8 +139,8 @@ impl Admin {
         )
     }
 
-    /// One whole step-up; returns the server-side latencies of its steps.
-    async fn round(&self) -> [Duration; 6] {
+    /// One whole step-up; returns the server-side latencies of its steps and the token released.
+    async fn round(&self) -> ([Duration; 6], String) {
         let (created, reveal) = self
             .timed(
                 self.http
@@ -215,11 +220,9 @@ impl Admin {
                     .header("cookie", &self.cookie),
             )
             .await;
-        assert!(released["token"]
-            .as_str()
-            .unwrap()
-            .starts_with("assent_scim_"));
-        [reveal, poll, open, decide, seen, release]
+        let token = released["token"].as_str().unwrap().to_owned();
+        assert!(token.starts_with("assent_scim_"));
+        ([reveal, poll, open, decide, seen, release], token)
     }
 }
 
@@ -361,17 +364,27 @@ fn bucket_pct(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> f64 {
 /// Runs `rounds` flows per admin, all admins at once. Back to back (`paced == false`) the server
 /// runs flat out and latency is mostly queueing; paced, each admin pauses a random 0-2 s before
 /// each flow (people click View Token now and then), so latency shows the server's own overhead.
-async fn phase(server: &Server, admins: &[Admin], rounds: usize, paced: bool) {
+async fn phase(
+    server: &Server,
+    admins: &[Admin],
+    rounds: usize,
+    paced: bool,
+    until: Option<&AtomicBool>,
+) {
     let before = server_histograms(&server.url).await;
     let started = Instant::now();
     let runs = admins.iter().enumerate().map(|(i, admin)| async move {
         let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64);
         let mut mine = Vec::with_capacity(rounds);
-        for _ in 0..rounds {
+        // With `until`, flows go on for as long as the load lasts; otherwise `rounds` of them.
+        while match until {
+            Some(done) => !done.load(Ordering::Relaxed),
+            None => mine.len() < rounds,
+        } {
             if paced {
                 tokio::time::sleep(Duration::from_millis(rng.gen_range(0..2000))).await;
             }
-            mine.push(admin.round().await);
+            mine.push(admin.round().await.0);
         }
         mine
     });
@@ -385,10 +398,10 @@ async fn phase(server: &Server, admins: &[Admin], rounds: usize, paced: bool) {
     println!(
         "{} admins, {}: {} flows in {:.2} s ({:.0} flows/s)",
         admins.len(),
-        if paced {
-            "paced (random 0-2 s pause before each flow)"
-        } else {
-            "back to back"
+        match (paced, until.is_some()) {
+            (true, true) => "paced, while 16 SCIM clients POST users",
+            (true, false) => "paced (random 0-2 s pause before each flow)",
+            _ => "back to back",
         },
         all.len(),
         wall.as_secs_f64(),
@@ -449,8 +462,71 @@ async fn round_trips(server: &Server) {
     let admins = setup_admins(server, n).await;
     // One warm-up round, not counted.
     futures_util::future::join_all(admins.iter().map(|a| a.round())).await;
-    phase(server, &admins, rounds, false).await;
-    phase(server, &admins, rounds, true).await;
+    phase(server, &admins, rounds, false, None).await;
+    phase(server, &admins, rounds, true, None).await;
+    under_provisioning(server, &admins).await;
+}
+
+/// The paced round trips again while 16 SCIM clients create `ASSENT_BENCH_SCIM_USERS` users
+/// (Entra ID's initial cycle is thousands of POSTs a minute on the writer step-ups also need).
+async fn under_provisioning(server: &Server, admins: &[Admin]) {
+    let users = env_or("ASSENT_BENCH_SCIM_USERS", 100_000);
+    let token = admins[0].round().await.1;
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (next, done, url, token) = (next.clone(), done.clone(), server.url.clone(), token.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= users {
+                        break;
+                    }
+                    let body = json!({
+                        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                        "userName": format!("load{i}@bench.test"),
+                        "externalId": format!("ext-{i}"),
+                        "active": true,
+                        "displayName": format!("Load User {i}"),
+                        "name": {"givenName": "Load", "familyName": format!("User {i}")},
+                        "emails": [{"primary": true, "type": "work", "value": format!("load{i}@bench.test")}],
+                    });
+                    let sent = Instant::now();
+                    let res = http
+                        .post(format!("{url}/v1/scim/v2/Users"))
+                        .bearer_auth(&token)
+                        .header("content-type", "application/scim+json")
+                        .body(body.to_string())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(res.status().as_u16(), 201, "{}", res.text().await.unwrap_or_default());
+                    latencies.push(sent.elapsed());
+                }
+                done.store(true, Ordering::Relaxed);
+                latencies
+            })
+        })
+        .collect();
+    phase(server, admins, 0, true, Some(&done)).await;
+    let mut latencies: Vec<Duration> = Vec::new();
+    for client in clients {
+        latencies.extend(client.await.unwrap());
+    }
+    let wall = started.elapsed();
+    latencies.sort();
+    println!(
+        "  the load: {} SCIM users created by 16 clients in {:.1} s ({:.0} users/s), POST p50 {:.2} ms p99 {:.2} ms",
+        latencies.len(),
+        wall.as_secs_f64(),
+        latencies.len() as f64 / wall.as_secs_f64(),
+        pct(&latencies, 0.5),
+        pct(&latencies, 0.99)
+    );
 }
 
 async fn idle_streams(server: &Server) {
