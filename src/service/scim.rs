@@ -102,20 +102,9 @@ fn manager_of(document: &Value) -> Option<Reference> {
     })
 }
 
-/// A new resource id: a random (version 4) UUID.
+/// A new resource id: a random (version 4) UUID, lower-case and hyphenated.
 fn new_id() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// The attribute holding a resource's references: a Group's `members`, a User's `groups`. (A
