@@ -325,6 +325,23 @@ impl Page {
         .await;
     }
 
+    /// A Chrome DevTools Protocol command, through ChromeDriver's `goog/cdp/execute`.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.driver_post("goog/cdp/execute", json!({ "cmd": cmd, "params": params }))
+            .await
+    }
+
+    /// A viewport `width` CSS pixels wide (a small phone is 320), until the page closes.
+    pub async fn narrow(&self, width: u32) {
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": 720, "deviceScaleFactor": 1, "mobile": false }),
+        )
+        .await;
+        let seen = self.js("return window.innerWidth;", vec![]).await;
+        assert_eq!(seen, json!(width), "the viewport did not narrow");
+    }
+
     /// The browser console's messages at level SEVERE since the last call.
     pub async fn console_errors(&self) -> Vec<String> {
         let entries = self
