@@ -874,3 +874,68 @@ async fn a_second_phone_is_approved_on_the_first() {
     assert_no_console_errors(&page).await;
     page.close().await;
 }
+
+/// Long after sign-in, a first phone needs the password again: the dialog says so, refuses a wrong
+/// password (and the session goes on), and with the right one shows the code. In dark mode, 320 px wide.
+#[tokio::test]
+async fn an_old_sign_in_asks_for_the_password_before_a_first_phone() {
+    let _serial = serial().await;
+    let server = server::shared().await;
+    let (ws, page) = owner_page(server, "reauth").await;
+    server
+        .age_session_authentication(&ws.slug, &ws.owner_email, 601)
+        .await;
+    page.narrow(320).await;
+    page.dark().await;
+
+    page.click("add-device").await;
+    page.wait_dialog("reauth-dialog").await;
+    assert!(!page.dialog_open("enroll-dialog").await);
+    assert_eq!(
+        focused(&page).await,
+        "reauth-password",
+        "the password field has no focus"
+    );
+    let label = page
+        .js(
+            "const f = document.getElementById('reauth-password');
+             return { label: f.labels[0] ? f.labels[0].textContent.trim() : null, type: f.type };",
+            vec![],
+        )
+        .await;
+    assert_eq!(label, json!({"label": "Your password", "type": "password"}));
+    assert!(page.displayed("reauth-submit").await);
+    assert!(!page.displayed("reauth-sso-go").await);
+    assert_fits_the_width(&page).await;
+    page.screenshot("reauth-dark-320").await;
+
+    page.fill("reauth-password", "not-the-password").await;
+    page.click("reauth-submit").await;
+    let said = page.wait_text("reauth-message", "not right", WAIT).await;
+    assert_eq!(said, "That password is not right. Try again.");
+    assert_eq!(
+        page.value("reauth-password").await,
+        "",
+        "the wrong password stays in the field"
+    );
+    assert!(page.dialog_open("reauth-dialog").await);
+    assert!(
+        page.displayed("account").await,
+        "a wrong password ended the session"
+    );
+    page.screenshot("reauth-wrong-dark-320").await;
+
+    page.fill("reauth-password", &ws.owner_password).await;
+    page.click("reauth-submit").await;
+    let phone = Phone::new();
+    enroll_from_dialog(
+        &page,
+        &phone,
+        "Phone after reauth",
+        Some("reauth-code-dark-320"),
+    )
+    .await;
+    assert!(!page.dialog_open("reauth-dialog").await);
+    assert_no_console_errors(&page).await;
+    page.close().await;
+}

@@ -4,6 +4,7 @@
 'use strict';
 
 const SESSION = '/v1/console/session';
+const REAUTH = '/v1/console/session/reauth';
 const ENROLLMENTS = '/v1/console/devices/enrollments';
 const FINAL_STATUSES = new Set(['approved', 'denied', 'expired', 'released']);
 
@@ -20,6 +21,8 @@ class ApiError extends Error {
     this.title = problem.title;
     this.detail = problem.detail;
     this.retryAfter = retryAfter;
+    // The whole problem, for its extension members (`reauth_required`, `reauth`, `reauth_url`).
+    this.problem = problem;
   }
 }
 
@@ -52,8 +55,9 @@ async function api(method, path, body) {
   const data = await readJson(res);
   if (res.ok) return data;
   // Every console route but the session itself answers 401 once the session has ended
-  // (it expired, or the user signed out in another tab).
-  if (res.status === 401 && session && path !== SESSION) sessionEnded();
+  // (it expired, or the user signed out in another tab). The re-authentication also answers 401 for
+  // a wrong password: its caller finds out which it was.
+  if (res.status === 401 && session && path !== SESSION && path !== REAUTH) sessionEnded();
   throw new ApiError(res.status, data || {}, res.headers.get('Retry-After'));
 }
 
@@ -747,9 +751,9 @@ async function addDevice(event) {
 }
 
 /**
- * Asks for an enrollment code (CONTRACT.md section 3). A first phone: the code at once (201).
- * Another phone: a `device.enroll` step-up on the phones the person has (202), whose release hands
- * the code.
+ * Asks for an enrollment code (CONTRACT.md section 3). A first phone: the code at once (201), or 403
+ * `reauth_required` when the sign-in is too old. Another phone: a `device.enroll` step-up on the
+ * phones the person has (202), whose release hands the code.
  */
 async function startEnrollment(opener) {
   stopChallenge();
@@ -757,7 +761,12 @@ async function startEnrollment(opener) {
   try {
     answer = await api('POST', ENROLLMENTS);
   } catch (err) {
-    startFailed('enroll', opener, $('devices-message'), enrollmentError(err));
+    if (err.problem.reauth_required) {
+      closeIfOpen($('challenge-dialog'));
+      askReauth(err.problem, opener);
+    } else {
+      startFailed('enroll', opener, $('devices-message'), enrollmentError(err));
+    }
     return;
   }
   notify($('devices-message'), '');
@@ -801,6 +810,113 @@ function onEnrollDialogClosed() {
   restoreFocus($('enroll-dialog'));
   // The phone may have enrolled meanwhile.
   if (session) loadDevices();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Re-authentication (issue 12): a first phone is added only soon after its person proved who they
+// are, so that a stolen session cookie alone cannot add one.
+
+// The Add device button to retry from once the password is accepted; where the SSO button goes.
+let reauthOpener = null;
+let reauthSsoUrl = null;
+
+/** The 403 `reauth_required` answer: the password dialog, or the way through single sign-on. */
+function askReauth(problem, opener) {
+  reauthOpener = opener;
+  setReauthMode(problem.reauth === 'sso' ? 'sso' : 'password', problem.reauth_url);
+  notify($('reauth-message'), '');
+  openDialog($('reauth-dialog'), opener);
+  focusReauth();
+}
+
+function setReauthMode(mode, ssoUrl) {
+  const sso = mode === 'sso';
+  $('reauth-password-part').hidden = sso;
+  $('reauth-submit').hidden = sso;
+  $('reauth-sso-part').hidden = !sso;
+  $('reauth-sso-go').hidden = !sso;
+  reauthSsoUrl = sso ? ssoReauthUrl(ssoUrl) : null;
+}
+
+function focusReauth() {
+  ($('reauth-password-part').hidden ? $('reauth-sso-go') : $('reauth-password')).focus();
+}
+
+/** The server's reauth_url when it stays on this origin's SSO routes; else the contract's route. */
+function ssoReauthUrl(url) {
+  try {
+    const u = new URL(url, location.origin);
+    if (u.origin === location.origin && u.pathname.startsWith('/v1/sso/')) return `${u.pathname}${u.search}`;
+  } catch {
+    // not a URL: use the contract's route below
+  }
+  return `/v1/sso/${encodeURIComponent(session.workspace)}/start?reauth=1`;
+}
+
+async function submitReauth(event) {
+  event.preventDefault();
+  const field = $('reauth-password');
+  if (!field.value) {
+    notify($('reauth-message'), 'Enter your password.', 'error');
+    field.focus();
+    return;
+  }
+  await busy($('reauth-submit'), async () => {
+    notify($('reauth-message'), '');
+    const password = field.value;
+    field.value = ''; // not kept in the page, right or wrong
+    try {
+      await api('POST', REAUTH, { password });
+    } catch (err) {
+      await reauthFailed(err);
+      return;
+    }
+    const opener = reauthOpener;
+    $('reauth-dialog').close();
+    // The window is open again: what the person asked for in the first place.
+    await busy(opener, () => startEnrollment(opener));
+  });
+}
+
+async function reauthFailed(err) {
+  switch (err.status) {
+    case 401:
+      // A wrong password and an ended session get the same 401: ask which it was.
+      if (!(await sessionAlive())) {
+        sessionEnded();
+        return;
+      }
+      notify($('reauth-message'), 'That password is not right. Try again.', 'error');
+      break;
+    case 403:
+      // The workspace has people sign in through single sign-on: they confirm who they are there too.
+      setReauthMode('sso', null);
+      notify($('reauth-message'), 'This workspace does not accept your password here.', 'warning');
+      break;
+    case 429:
+      notify($('reauth-message'), throttledText(err, 'Too many attempts.'), 'error');
+      break;
+    default:
+      notify($('reauth-message'), `Could not check your password. ${describe(err)}`, 'error');
+  }
+  focusReauth();
+}
+
+async function sessionAlive() {
+  try {
+    await api('GET', SESSION);
+    return true;
+  } catch (err) {
+    return err.status !== 401;
+  }
+}
+
+function onReauthDialogClosed() {
+  $('reauth-password').value = '';
+  notify($('reauth-message'), '');
+  reauthOpener = null;
+  reauthSsoUrl = null;
+  restoreFocus($('reauth-dialog'));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -941,6 +1057,10 @@ function start() {
   on('copy-enrollment-command', 'click', (e) => copyText($('enrollment-command').value, e.currentTarget, $('enrollment-copied'), $('enrollment-command')));
   on('enroll-close', 'click', () => $('enroll-dialog').close());
   on('enroll-dialog', 'close', onEnrollDialogClosed);
+  on('reauth-form', 'submit', submitReauth);
+  on('reauth-sso-go', 'click', () => location.assign(reauthSsoUrl));
+  on('reauth-cancel', 'click', () => $('reauth-dialog').close());
+  on('reauth-dialog', 'close', onReauthDialogClosed);
   on('confirm-dialog', 'close', () => restoreFocus($('confirm-dialog')));
 
   on('policy-form', 'submit', savePolicy);

@@ -342,6 +342,22 @@ impl Page {
         assert_eq!(seen, json!(width), "the viewport did not narrow");
     }
 
+    /// `prefers-color-scheme: dark`, until the page closes.
+    pub async fn dark(&self) {
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] }),
+        )
+        .await;
+        let seen = self
+            .js(
+                "return matchMedia('(prefers-color-scheme: dark)').matches;",
+                vec![],
+            )
+            .await;
+        assert_eq!(seen, json!(true), "the page is not in dark mode");
+    }
+
     /// The browser console's messages at level SEVERE since the last call.
     pub async fn console_errors(&self) -> Vec<String> {
         let entries = self
@@ -521,6 +537,7 @@ impl Page {
                    devices_message: t('devices-message'),
                    challenge_number: t('challenge-number'),
                    challenge_status: t('challenge-status'),
+                   reauth_message: t('reauth-message'),
                    token_copied: t('token-copied'),
                  };",
                 vec![],
