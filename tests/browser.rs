@@ -939,3 +939,47 @@ async fn an_old_sign_in_asks_for_the_password_before_a_first_phone() {
     assert_no_console_errors(&page).await;
     page.close().await;
 }
+
+/// Back from confirming who one is at the identity provider (`?reauth=ok`): the page says so once and
+/// takes it out of the address; another value is neither shown nor kept.
+#[tokio::test]
+async fn back_from_single_sign_on_reauth_says_so_once() {
+    let _serial = serial().await;
+    let server = server::shared().await;
+    let (_ws, page) = owner_page(server, "reauth-return").await;
+
+    page.goto("/?reauth=ok#main").await;
+    let said = page
+        .wait_text("devices-message", "single sign-on", WAIT)
+        .await;
+    assert_eq!(
+        said,
+        "You confirmed who you are with single sign-on. You can add a device now."
+    );
+    let address = page
+        .js(
+            "return location.pathname + location.search + location.hash;",
+            vec![],
+        )
+        .await;
+    assert_eq!(address, json!("/#main"));
+    assert_eq!(focused(&page).await, "add-device");
+
+    page.goto("/?reauth=%3Cb%3Eforged%3C%2Fb%3E&keep=1").await;
+    page.wait_visible("view-token").await;
+    page.wait_js(
+        "the address without reauth",
+        WAIT,
+        "return location.search === '?keep=1';",
+        vec![],
+    )
+    .await;
+    let body = page.js("return document.body.textContent;", vec![]).await;
+    assert!(
+        !body.as_str().unwrap().contains("forged"),
+        "an unknown value was echoed"
+    );
+    assert_eq!(page.text("devices-message").await, "");
+    assert_no_console_errors(&page).await;
+    page.close().await;
+}

@@ -228,8 +228,9 @@ let policy = null;
 
 const canManage = () => session !== null && (session.role === 'owner' || session.role === 'admin');
 
-// signedOutMessage: what to say on the sign-in form should there be no session.
-async function loadSession({ afterSignIn = false, signedOutMessage = '' } = {}) {
+// signedOutMessage: what to say on the sign-in form should there be no session; devicesMessage: what
+// to say under "Your devices" should there be one.
+async function loadSession({ afterSignIn = false, signedOutMessage = '', devicesMessage = '' } = {}) {
   let s;
   try {
     s = await api('GET', SESSION);
@@ -239,6 +240,10 @@ async function loadSession({ afterSignIn = false, signedOutMessage = '' } = {}) 
     return;
   }
   enterConsole(s, afterSignIn);
+  if (devicesMessage) {
+    notify($('devices-message'), devicesMessage, 'success');
+    $('add-device').focus(); // what the person came back to do
+  }
 }
 
 function showSignIn(message = '', kind = 'info') {
@@ -348,16 +353,34 @@ function ssoSignIn() {
   location.assign(`/v1/sso/${encodeURIComponent(workspace)}/start`);
 }
 
-// The message for ?sso_error=, which is then taken out of the address (a reload or a bookmark
-// must not show it again). Only known reasons are shown as such: the value is not ours to echo.
-function takeSsoError() {
+/**
+ * The value of ?name= in the address, which is then taken out of it (a reload or a bookmark must not
+ * show its message again); null when absent. The value is not ours: callers map it to their own words.
+ */
+function takeQueryParam(name) {
   const params = new URLSearchParams(location.search);
-  const reason = params.get('sso_error');
-  if (reason === null) return '';
-  params.delete('sso_error');
+  const value = params.get(name);
+  if (value === null) return null;
+  params.delete(name);
   const query = params.toString();
   history.replaceState(history.state, '', `${location.pathname}${query ? `?${query}` : ''}${location.hash}`);
-  return SSO_ERRORS[reason] || 'Single sign-on failed: the identity provider\'s answer was refused. Try again, or ask a workspace owner.';
+  return value;
+}
+
+// The message for ?sso_error=. Only known reasons are shown as such (hasOwn: "constructor" is no reason).
+function takeSsoError() {
+  const reason = takeQueryParam('sso_error');
+  if (reason === null) return '';
+  return Object.hasOwn(SSO_ERRORS, reason)
+    ? SSO_ERRORS[reason]
+    : 'Single sign-on failed: the identity provider\'s answer was refused. Try again, or ask a workspace owner.';
+}
+
+// ?reauth=ok: back from confirming who one is at the identity provider. Any other value says nothing.
+function takeReauthResult() {
+  return takeQueryParam('reauth') === 'ok'
+    ? 'You confirmed who you are with single sign-on. You can add a device now.'
+    : '';
 }
 
 async function signOut() {
@@ -1075,7 +1098,7 @@ function start() {
     if ($('token-dialog').open) $('token-dialog').close();
   });
 
-  loadSession({ signedOutMessage: takeSsoError() });
+  loadSession({ signedOutMessage: takeSsoError(), devicesMessage: takeReauthResult() });
 }
 
 start();
