@@ -101,8 +101,8 @@ async fn sign_in(page: &Page, workspace: &str, email: &str, password: &str) {
     assert!(account.contains(email), "{account}");
 }
 
-/// "Add a device": the enrollment dialog shows a code and a QR image; the simulator enrolls with the
-/// code; closing the dialog lists the device. Returns the enrollment code.
+/// "Add a device" for a first phone: the enrollment dialog shows a code and a QR image; the simulator
+/// enrolls with the code; closing the dialog lists the device. Returns the enrollment code.
 async fn enroll_through_page(
     page: &Page,
     phone: &Phone,
@@ -110,6 +110,17 @@ async fn enroll_through_page(
     shot: Option<&str>,
 ) -> String {
     page.click("add-device").await;
+    enroll_from_dialog(page, phone, device_name, shot).await
+}
+
+/// The enrollment dialog, however it opened: its code and QR image, the simulator enrolls with the
+/// code, closing the dialog lists the device and gives the focus back to "Add a device".
+async fn enroll_from_dialog(
+    page: &Page,
+    phone: &Phone,
+    device_name: &str,
+    shot: Option<&str>,
+) -> String {
     page.wait_dialog("enroll-dialog").await;
     let code = page
         .wait_js(
@@ -162,7 +173,46 @@ async fn enroll_through_page(
 
     page.click("enroll-close").await;
     page.wait_text("device-list", device_name, WAIT).await;
+    assert_eq!(
+        focused(page).await,
+        "add-device",
+        "the focus did not return to the button that opened the dialog"
+    );
     code
+}
+
+/// The id of the element that has the keyboard focus.
+async fn focused(page: &Page) -> String {
+    page.js(
+        "return document.activeElement ? document.activeElement.id : '';",
+        vec![],
+    )
+    .await
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+/// Nothing sticks out sideways: the page does not scroll horizontally, and every open dialog is
+/// inside the viewport (what a 320 px wide screen needs).
+async fn assert_fits_the_width(page: &Page) {
+    let fit = page
+        .js(
+            "const w = window.innerWidth;
+             const outside = [...document.querySelectorAll('dialog[open], dialog[open] *')]
+               .filter((e) => e.getClientRects().length > 0)
+               .map((e) => [e.id || e.tagName, e.getBoundingClientRect()])
+               .filter(([, r]) => r.left < -0.5 || r.right > w + 0.5)
+               .map(([name, r]) => `${name}: ${Math.round(r.left)}..${Math.round(r.right)}`);
+             return { scroll: document.documentElement.scrollWidth <= w, outside };",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        fit,
+        json!({"scroll": true, "outside": []}),
+        "wider than the viewport"
+    );
 }
 
 /// Waits for the challenge dialog (after View Token, or the confirmed Regenerate) and its
@@ -753,6 +803,183 @@ async fn owner_sets_a_grace_period_and_the_page_shows_it_after_regenerating() {
         "in its grace period"
     );
     assert_eq!(scim_status(server, Some(&new)).await, 200);
+    assert_no_console_errors(&page).await;
+    page.close().await;
+}
+
+/// A person with a phone adds a second one: "Add a device" is a `device.enroll` step-up that the first
+/// phone approves with the page's number; then the enrollment dialog's code enrolls the second phone.
+/// On a 320 px wide screen.
+#[tokio::test]
+async fn a_second_phone_is_approved_on_the_first() {
+    let _serial = serial().await;
+    let server = server::shared().await;
+    let (_ws, page) = owner_page(server, "second-phone").await;
+    let first = Phone::new();
+    enroll_through_page(&page, &first, "First phone", None).await;
+    page.narrow(320).await;
+
+    page.click("add-device").await;
+    let n = wait_challenge_number(&page).await;
+    assert_eq!(
+        page.text("challenge-title").await,
+        "Approve the new phone on a phone you already have"
+    );
+    let intro = page.text("challenge-intro").await;
+    assert!(intro.contains("To add a phone"), "{intro}");
+    page.wait_text(
+        "challenge-status",
+        "Waiting for your approval on a phone you already have",
+        WAIT,
+    )
+    .await;
+    assert!(
+        !page.dialog_open("enroll-dialog").await,
+        "a code showed before the first phone approved"
+    );
+    let pending: Value = serde_json::from_str(&first.run(&["pending", "--json"])).unwrap();
+    assert_eq!(
+        pending["challenges"][0]["action"], "device.enroll",
+        "{pending}"
+    );
+    assert_fits_the_width(&page).await;
+    page.screenshot("step-up-320").await;
+
+    first.run(&["approve", "--number", &n.to_string()]);
+    let second = Phone::new();
+    page.wait_dialog("enroll-dialog").await;
+    assert!(
+        !page.dialog_open("challenge-dialog").await,
+        "the challenge dialog stays open under the code"
+    );
+    assert_fits_the_width(&page).await;
+    enroll_from_dialog(&page, &second, "Second phone", Some("second-code-320")).await;
+
+    let list = page.wait_text("device-list", "First phone", WAIT).await;
+    assert!(list.contains("Second phone"), "{list}");
+    assert_eq!(
+        page.js(
+            "return document.querySelectorAll('#device-list > li').length;",
+            vec![]
+        )
+        .await,
+        json!(2)
+    );
+    // The second phone is a phone of this person: it sees the next step-up.
+    page.click("view-token").await;
+    let n = wait_challenge_number(&page).await;
+    second.run(&["approve", "--number", &n.to_string()]);
+    wait_token(&page).await;
+    close_token_dialog(&page).await;
+    assert_no_console_errors(&page).await;
+    page.close().await;
+}
+
+/// Long after sign-in, a first phone needs the password again: the dialog says so, refuses a wrong
+/// password (and the session goes on), and with the right one shows the code. In dark mode, 320 px wide.
+#[tokio::test]
+async fn an_old_sign_in_asks_for_the_password_before_a_first_phone() {
+    let _serial = serial().await;
+    let server = server::shared().await;
+    let (ws, page) = owner_page(server, "reauth").await;
+    server
+        .age_session_authentication(&ws.slug, &ws.owner_email, 601)
+        .await;
+    page.narrow(320).await;
+    page.dark().await;
+
+    page.click("add-device").await;
+    page.wait_dialog("reauth-dialog").await;
+    assert!(!page.dialog_open("enroll-dialog").await);
+    assert_eq!(
+        focused(&page).await,
+        "reauth-password",
+        "the password field has no focus"
+    );
+    let label = page
+        .js(
+            "const f = document.getElementById('reauth-password');
+             return { label: f.labels[0] ? f.labels[0].textContent.trim() : null, type: f.type };",
+            vec![],
+        )
+        .await;
+    assert_eq!(label, json!({"label": "Your password", "type": "password"}));
+    assert!(page.displayed("reauth-submit").await);
+    assert!(!page.displayed("reauth-sso-go").await);
+    assert_fits_the_width(&page).await;
+    page.screenshot("reauth-dark-320").await;
+
+    page.fill("reauth-password", "not-the-password").await;
+    page.click("reauth-submit").await;
+    let said = page.wait_text("reauth-message", "not right", WAIT).await;
+    assert_eq!(said, "That password is not right. Try again.");
+    assert_eq!(
+        page.value("reauth-password").await,
+        "",
+        "the wrong password stays in the field"
+    );
+    assert!(page.dialog_open("reauth-dialog").await);
+    assert!(
+        page.displayed("account").await,
+        "a wrong password ended the session"
+    );
+    page.screenshot("reauth-wrong-dark-320").await;
+
+    page.fill("reauth-password", &ws.owner_password).await;
+    page.click("reauth-submit").await;
+    let phone = Phone::new();
+    enroll_from_dialog(
+        &page,
+        &phone,
+        "Phone after reauth",
+        Some("reauth-code-dark-320"),
+    )
+    .await;
+    assert!(!page.dialog_open("reauth-dialog").await);
+    assert_no_console_errors(&page).await;
+    page.close().await;
+}
+
+/// Back from confirming who one is at the identity provider (`?reauth=ok`): the page says so once and
+/// takes it out of the address; another value is neither shown nor kept.
+#[tokio::test]
+async fn back_from_single_sign_on_reauth_says_so_once() {
+    let _serial = serial().await;
+    let server = server::shared().await;
+    let (_ws, page) = owner_page(server, "reauth-return").await;
+
+    page.goto("/?reauth=ok#main").await;
+    let said = page
+        .wait_text("devices-message", "single sign-on", WAIT)
+        .await;
+    assert_eq!(
+        said,
+        "You confirmed who you are with single sign-on. You can add a device now."
+    );
+    let address = page
+        .js(
+            "return location.pathname + location.search + location.hash;",
+            vec![],
+        )
+        .await;
+    assert_eq!(address, json!("/#main"));
+    assert_eq!(focused(&page).await, "add-device");
+
+    page.goto("/?reauth=%3Cb%3Eforged%3C%2Fb%3E&keep=1").await;
+    page.wait_visible("view-token").await;
+    page.wait_js(
+        "the address without reauth",
+        WAIT,
+        "return location.search === '?keep=1';",
+        vec![],
+    )
+    .await;
+    let body = page.js("return document.body.textContent;", vec![]).await;
+    assert!(
+        !body.as_str().unwrap().contains("forged"),
+        "an unknown value was echoed"
+    );
+    assert_eq!(page.text("devices-message").await, "");
     assert_no_console_errors(&page).await;
     page.close().await;
 }

@@ -4,6 +4,8 @@
 'use strict';
 
 const SESSION = '/v1/console/session';
+const REAUTH = '/v1/console/session/reauth';
+const ENROLLMENTS = '/v1/console/devices/enrollments';
 const FINAL_STATUSES = new Set(['approved', 'denied', 'expired', 'released']);
 
 const $ = (id) => document.getElementById(id);
@@ -19,6 +21,8 @@ class ApiError extends Error {
     this.title = problem.title;
     this.detail = problem.detail;
     this.retryAfter = retryAfter;
+    // The whole problem, for its extension members (`reauth_required`, `reauth`, `reauth_url`).
+    this.problem = problem;
   }
 }
 
@@ -51,8 +55,9 @@ async function api(method, path, body) {
   const data = await readJson(res);
   if (res.ok) return data;
   // Every console route but the session itself answers 401 once the session has ended
-  // (it expired, or the user signed out in another tab).
-  if (res.status === 401 && session && path !== SESSION) sessionEnded();
+  // (it expired, or the user signed out in another tab). The re-authentication also answers 401 for
+  // a wrong password: its caller finds out which it was.
+  if (res.status === 401 && session && path !== SESSION && path !== REAUTH) sessionEnded();
   throw new ApiError(res.status, data || {}, res.headers.get('Retry-After'));
 }
 
@@ -68,6 +73,18 @@ async function readJson(res) {
 
 function describe(err) {
   return err.title && err.detail ? `${err.title}: ${err.detail}` : err.message;
+}
+
+/** A 429 answer in words: the server's reason (or `fallback`), and when to try again. */
+function throttledText(err, fallback) {
+  const reason = err.detail ? sentence(err.detail) : fallback;
+  return [reason, tryAgainText(err.retryAfter)].filter(Boolean).join(' ');
+}
+
+/** The server's details are lower-case clauses ("too many failed sign-ins; wait …"): one sentence. */
+function sentence(text) {
+  const t = text.trim();
+  return `${t.charAt(0).toUpperCase()}${t.slice(1)}${/[.!?]$/.test(t) ? '' : '.'}`;
 }
 
 /** "You may try again at 14:05 (in 15 minutes)." from a Retry-After header (seconds or an HTTP date). */
@@ -128,6 +145,10 @@ const dialogOpener = new WeakMap();
 function openDialog(dialog, opener = document.activeElement) {
   dialogOpener.set(dialog, opener);
   if (!dialog.open) dialog.showModal();
+}
+
+function closeIfOpen(dialog) {
+  if (dialog.open) dialog.close();
 }
 
 function restoreFocus(dialog) {
@@ -207,8 +228,9 @@ let policy = null;
 
 const canManage = () => session !== null && (session.role === 'owner' || session.role === 'admin');
 
-// signedOutMessage: what to say on the sign-in form should there be no session.
-async function loadSession({ afterSignIn = false, signedOutMessage = '' } = {}) {
+// signedOutMessage: what to say on the sign-in form should there be no session; devicesMessage: what
+// to say under "Your devices" should there be one.
+async function loadSession({ afterSignIn = false, signedOutMessage = '', devicesMessage = '' } = {}) {
   let s;
   try {
     s = await api('GET', SESSION);
@@ -218,6 +240,10 @@ async function loadSession({ afterSignIn = false, signedOutMessage = '' } = {}) 
     return;
   }
   enterConsole(s, afterSignIn);
+  if (devicesMessage) {
+    notify($('devices-message'), devicesMessage, 'success');
+    $('add-device').focus(); // what the person came back to do
+  }
 }
 
 function showSignIn(message = '', kind = 'info') {
@@ -289,7 +315,7 @@ async function signIn(event) {
     } catch (err) {
       let message = describe(err);
       if (err.status === 401) message = 'Sign-in failed: check the workspace, e-mail and password.';
-      else if (err.status === 429) message = [err.detail || 'Too many sign-in attempts.', tryAgainText(err.retryAfter)].filter(Boolean).join(' ');
+      else if (err.status === 429) message = throttledText(err, 'Too many sign-in attempts.');
       notify($('signin-message'), message, 'error');
       passwordField.value = '';
       passwordField.focus();
@@ -327,16 +353,34 @@ function ssoSignIn() {
   location.assign(`/v1/sso/${encodeURIComponent(workspace)}/start`);
 }
 
-// The message for ?sso_error=, which is then taken out of the address (a reload or a bookmark
-// must not show it again). Only known reasons are shown as such: the value is not ours to echo.
-function takeSsoError() {
+/**
+ * The value of ?name= in the address, which is then taken out of it (a reload or a bookmark must not
+ * show its message again); null when absent. The value is not ours: callers map it to their own words.
+ */
+function takeQueryParam(name) {
   const params = new URLSearchParams(location.search);
-  const reason = params.get('sso_error');
-  if (reason === null) return '';
-  params.delete('sso_error');
+  const value = params.get(name);
+  if (value === null) return null;
+  params.delete(name);
   const query = params.toString();
   history.replaceState(history.state, '', `${location.pathname}${query ? `?${query}` : ''}${location.hash}`);
-  return SSO_ERRORS[reason] || 'Single sign-on failed: the identity provider\'s answer was refused. Try again, or ask a workspace owner.';
+  return value;
+}
+
+// The message for ?sso_error=. Only known reasons are shown as such (hasOwn: "constructor" is no reason).
+function takeSsoError() {
+  const reason = takeQueryParam('sso_error');
+  if (reason === null) return '';
+  return Object.hasOwn(SSO_ERRORS, reason)
+    ? SSO_ERRORS[reason]
+    : 'Single sign-on failed: the identity provider\'s answer was refused. Try again, or ask a workspace owner.';
+}
+
+// ?reauth=ok: back from confirming who one is at the identity provider. Any other value says nothing.
+function takeReauthResult() {
+  return takeQueryParam('reauth') === 'ok'
+    ? 'You confirmed who you are with single sign-on. You can add a device now.'
+    : '';
 }
 
 async function signOut() {
@@ -354,9 +398,45 @@ async function signOut() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// View Token / Regenerate token: the step-up challenge approved on the phone
+// Step-up challenges approved on a phone: View Token, Regenerate token, and adding a phone for a
+// person who has one already. One dialog and one follower for every action; what differs is here.
 
-// The challenge the dialog follows: {id, kind, opener, expiresAt, source, timer, ended}.
+const WAITING_ON_PHONE = 'Waiting for your approval on your phone…';
+const PICK_THE_NUMBER = 'Your phone shows three numbers. Pick this one:';
+
+const STEP_UPS = {
+  reveal: {
+    title: 'Approve on your phone',
+    intro: PICK_THE_NUMBER,
+    waiting: WAITING_ON_PHONE,
+    result: 'the token',
+    restart: (opener) => startTokenChallenge('reveal', opener),
+    show: showToken,
+  },
+  rotate: {
+    title: 'Approve the new token on your phone',
+    intro: PICK_THE_NUMBER,
+    waiting: WAITING_ON_PHONE,
+    result: 'the new token',
+    // The confirmation was given already; trying again goes straight to a new challenge.
+    restart: (opener) => startTokenChallenge('rotate', opener),
+    show: (released, opener) => {
+      showToken(released, opener);
+      loadPolicy(); // the grace period of the old token, if any
+    },
+  },
+  // A session alone never adds a phone (issue 12): a phone the person has already must agree.
+  enroll: {
+    title: 'Approve the new phone on a phone you already have',
+    intro: 'To add a phone to your account, pick this number on a phone you already have:',
+    waiting: 'Waiting for your approval on a phone you already have…',
+    result: 'the enrollment code',
+    restart: startEnrollment,
+    show: showEnrollment,
+  },
+};
+
+// The challenge the dialog follows: {id, kind, number, opener, expiresAt, source, timer, ended}.
 let challenge = null;
 let retryAction = null;
 
@@ -378,56 +458,67 @@ async function requestToken(kind, opener) {
     });
     if (!confirmed) return;
   }
-  await busy(opener, () => startChallenge(kind, opener));
+  await busy(opener, () => startTokenChallenge(kind, opener));
 }
 
-async function startChallenge(kind, opener) {
+async function startTokenChallenge(kind, opener) {
   stopChallenge();
-  const dialog = $('challenge-dialog');
-  let c;
+  let answer;
   try {
-    c = await api('POST', `/v1/console/scim-token/${kind}`);
+    answer = await api('POST', `/v1/console/scim-token/${kind}`);
   } catch (err) {
-    const message = challengeError(err);
-    if (dialog.open) {
-      setChallengeStatus(message, 'error');
-      offerRetry(kind, opener);
-    } else {
-      notify($('dirsync-message'), message, 'error');
-    }
+    startFailed(kind, opener, $('dirsync-message'), tokenChallengeError(err));
     return;
   }
   notify($('dirsync-message'), '');
-  challenge = {
-    id: c.challenge_id,
-    kind,
-    opener,
-    expiresAt: Date.parse(c.expires_at),
-    source: null,
-    timer: null,
-    ended: false,
-  };
-  $('challenge-title').textContent = kind === 'rotate' ? 'Approve the new token on your phone' : 'Approve on your phone';
-  $('challenge-number').textContent = String(c.number);
-  $('challenge-devices').replaceChildren(...notifiedText(c.notified_devices));
-  hideRetryButton();
-  setChallengeStatus('Waiting for your approval on your phone…');
-  openDialog(dialog, opener);
-  startCountdown(challenge);
-  follow(challenge);
+  showChallenge(answer, kind, opener);
 }
 
-function challengeError(err) {
+function tokenChallengeError(err) {
   switch (err.status) {
     case 403:
       return 'Only the workspace’s owners and admins can view or regenerate the token.';
     case 409:
       return 'You have no enrolled device yet. Add a device first (under “Your devices”), then try again.';
     case 429:
-      return [err.detail || 'Too many requests.', tryAgainText(err.retryAfter)].filter(Boolean).join(' ');
+      return throttledText(err, 'Too many requests.');
     default:
       return `The request could not be started. ${describe(err)}`;
   }
+}
+
+/** A step-up that did not start: said in the dialog when it was a retry from there, else on the page. */
+function startFailed(kind, opener, pageMessage, text) {
+  if ($('challenge-dialog').open) {
+    setChallengeStatus(text, 'error');
+    offerRetry(kind, opener);
+  } else {
+    notify(pageMessage, text, 'error');
+  }
+}
+
+/** The 202 answer of a step-up: shows its number in the dialog and follows it until it ends. */
+function showChallenge(answer, kind, opener) {
+  const stepUp = STEP_UPS[kind];
+  challenge = {
+    id: answer.challenge_id,
+    kind,
+    number: answer.number,
+    opener,
+    expiresAt: Date.parse(answer.expires_at),
+    source: null,
+    timer: null,
+    ended: false,
+  };
+  $('challenge-title').textContent = stepUp.title;
+  $('challenge-intro').textContent = stepUp.intro;
+  $('challenge-number').textContent = String(answer.number);
+  $('challenge-devices').replaceChildren(...notifiedText(answer.notified_devices));
+  hideRetryButton();
+  setChallengeStatus(stepUp.waiting);
+  openDialog($('challenge-dialog'), opener);
+  startCountdown(challenge);
+  follow(challenge);
 }
 
 function notifiedText(count) {
@@ -497,7 +588,7 @@ async function checkOnce(c) {
     setChallengeStatus('The connection to the server was lost while waiting.', 'error');
     retryAction = () => {
       hideRetryButton();
-      setChallengeStatus('Waiting for your approval on your phone…');
+      setChallengeStatus(STEP_UPS[c.kind].waiting);
       follow(c);
     };
     showRetryButton('Reconnect');
@@ -512,7 +603,7 @@ function onStatus(c, status, awaiting) {
     return;
   }
   if (status === 'pending') {
-    setChallengeStatus('Waiting for your approval on your phone…');
+    setChallengeStatus(STEP_UPS[c.kind].waiting);
     return;
   }
   if (!FINAL_STATUSES.has(status)) return;
@@ -530,7 +621,7 @@ function onStatus(c, status, awaiting) {
       offerRetry(c.kind, c.opener);
       break;
     case 'released':
-      setChallengeStatus('This request has already been used. Start a new one to see the token.', 'warning');
+      setChallengeStatus(`This request has already been used. Start a new one to get ${STEP_UPS[c.kind].result}.`, 'warning');
       offerRetry(c.kind, c.opener);
       break;
   }
@@ -552,8 +643,7 @@ function stopChallenge() {
 }
 
 function offerRetry(kind, opener) {
-  // The confirmation for a rotation was given already; trying again goes straight to a new challenge.
-  retryAction = () => busy($('challenge-retry'), () => startChallenge(kind, opener));
+  retryAction = () => busy($('challenge-retry'), () => STEP_UPS[kind].restart(opener));
   showRetryButton('Try again');
 }
 
@@ -573,21 +663,22 @@ function showRetryButton(label) {
   retry.focus();
 }
 
+/** Approved: the release hands what the step-up was for (once), shown by the step-up's own dialog. */
 async function release(c) {
-  setChallengeStatus('Approved. Getting the token…', 'success');
+  const stepUp = STEP_UPS[c.kind];
+  setChallengeStatus(`Approved. Getting ${stepUp.result}…`, 'success');
   let released;
   try {
     released = await api('POST', `/v1/console/challenges/${encodeURIComponent(c.id)}/release`);
   } catch (err) {
     if (c !== challenge) return;
-    setChallengeStatus(`The token could not be shown. ${describe(err)}`, 'error');
+    setChallengeStatus(`Could not get ${stepUp.result}. ${describe(err)}`, 'error');
     offerRetry(c.kind, c.opener);
     return;
   }
   if (c !== challenge) return; // the user closed the dialog meanwhile
   $('challenge-dialog').close();
-  showToken(released, c.opener);
-  if (released.action === 'scim_token.rotate') loadPolicy();
+  stepUp.show(released, c.opener);
 }
 
 function onChallengeDialogClosed() {
@@ -679,24 +770,53 @@ async function removeDevice(device, name, button) {
 
 async function addDevice(event) {
   const button = event.currentTarget;
-  await busy(button, async () => {
-    let enrollment;
-    try {
-      enrollment = await api('POST', '/v1/console/devices/enrollments');
-    } catch (err) {
-      notify($('devices-message'), `Could not start adding a device. ${describe(err)}`, 'error');
-      return;
+  await busy(button, () => startEnrollment(button));
+}
+
+/**
+ * Asks for an enrollment code (CONTRACT.md section 3). A first phone: the code at once (201), or 403
+ * `reauth_required` when the sign-in is too old. Another phone: a `device.enroll` step-up on the
+ * phones the person has (202), whose release hands the code.
+ */
+async function startEnrollment(opener) {
+  stopChallenge();
+  let answer;
+  try {
+    answer = await api('POST', ENROLLMENTS);
+  } catch (err) {
+    if (err.problem.reauth_required) {
+      closeIfOpen($('challenge-dialog'));
+      askReauth(err.problem, opener);
+    } else {
+      startFailed('enroll', opener, $('devices-message'), enrollmentError(err));
     }
-    notify($('devices-message'), '');
-    $('enrollment-qr').replaceChildren(...(enrollment.qr_svg
-      ? [h('img', { class: 'qr', src: svgDataUrl(enrollment.qr_svg), alt: 'QR code that enrolls your phone in Assent' })]
-      : []));
-    $('enrollment-code').textContent = enrollment.code;
-    $('enrollment-expiry').replaceChildren('The code works once, until ', timeEl(enrollment.expires_at, timeFormat), '.');
-    $('enrollment-command').value = `assent companion enroll --server ${location.origin} --code ${enrollment.code}`;
-    resetCopy($('copy-enrollment-command'), $('enrollment-copied'));
-    openDialog($('enroll-dialog'), button);
-  });
+    return;
+  }
+  notify($('devices-message'), '');
+  if (answer.challenge_id) {
+    showChallenge(answer, 'enroll', opener);
+  } else {
+    // A retry from the challenge dialog can find no phone left (all removed meanwhile): a first phone.
+    closeIfOpen($('challenge-dialog'));
+    showEnrollment(answer, opener);
+  }
+}
+
+function enrollmentError(err) {
+  if (err.status === 429) return throttledText(err, 'Too many requests.');
+  return `Could not start adding a device. ${describe(err)}`;
+}
+
+/** The enrollment dialog, for a code from the 201 answer or from a `device.enroll` release. */
+function showEnrollment(enrollment, opener) {
+  $('enrollment-qr').replaceChildren(...(enrollment.qr_svg
+    ? [h('img', { class: 'qr', src: svgDataUrl(enrollment.qr_svg), alt: 'QR code that enrolls your phone in Assent' })]
+    : []));
+  $('enrollment-code').textContent = enrollment.code;
+  $('enrollment-expiry').replaceChildren('The code works once, until ', timeEl(enrollment.expires_at, timeFormat), '.');
+  $('enrollment-command').value = `assent companion enroll --server ${location.origin} --code ${enrollment.code}`;
+  resetCopy($('copy-enrollment-command'), $('enrollment-copied'));
+  openDialog($('enroll-dialog'), opener);
 }
 
 /** The server draws the QR code as an SVG document; an <img> shows it without running anything in it. */
@@ -713,6 +833,113 @@ function onEnrollDialogClosed() {
   restoreFocus($('enroll-dialog'));
   // The phone may have enrolled meanwhile.
   if (session) loadDevices();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Re-authentication (issue 12): a first phone is added only soon after its person proved who they
+// are, so that a stolen session cookie alone cannot add one.
+
+// The Add device button to retry from once the password is accepted; where the SSO button goes.
+let reauthOpener = null;
+let reauthSsoUrl = null;
+
+/** The 403 `reauth_required` answer: the password dialog, or the way through single sign-on. */
+function askReauth(problem, opener) {
+  reauthOpener = opener;
+  setReauthMode(problem.reauth === 'sso' ? 'sso' : 'password', problem.reauth_url);
+  notify($('reauth-message'), '');
+  openDialog($('reauth-dialog'), opener);
+  focusReauth();
+}
+
+function setReauthMode(mode, ssoUrl) {
+  const sso = mode === 'sso';
+  $('reauth-password-part').hidden = sso;
+  $('reauth-submit').hidden = sso;
+  $('reauth-sso-part').hidden = !sso;
+  $('reauth-sso-go').hidden = !sso;
+  reauthSsoUrl = sso ? ssoReauthUrl(ssoUrl) : null;
+}
+
+function focusReauth() {
+  ($('reauth-password-part').hidden ? $('reauth-sso-go') : $('reauth-password')).focus();
+}
+
+/** The server's reauth_url when it stays on this origin's SSO routes; else the contract's route. */
+function ssoReauthUrl(url) {
+  try {
+    const u = new URL(url, location.origin);
+    if (u.origin === location.origin && u.pathname.startsWith('/v1/sso/')) return `${u.pathname}${u.search}`;
+  } catch {
+    // not a URL: use the contract's route below
+  }
+  return `/v1/sso/${encodeURIComponent(session.workspace)}/start?reauth=1`;
+}
+
+async function submitReauth(event) {
+  event.preventDefault();
+  const field = $('reauth-password');
+  if (!field.value) {
+    notify($('reauth-message'), 'Enter your password.', 'error');
+    field.focus();
+    return;
+  }
+  await busy($('reauth-submit'), async () => {
+    notify($('reauth-message'), '');
+    const password = field.value;
+    field.value = ''; // not kept in the page, right or wrong
+    try {
+      await api('POST', REAUTH, { password });
+    } catch (err) {
+      await reauthFailed(err);
+      return;
+    }
+    const opener = reauthOpener;
+    $('reauth-dialog').close();
+    // The window is open again: what the person asked for in the first place.
+    await busy(opener, () => startEnrollment(opener));
+  });
+}
+
+async function reauthFailed(err) {
+  switch (err.status) {
+    case 401:
+      // A wrong password and an ended session get the same 401: ask which it was.
+      if (!(await sessionAlive())) {
+        sessionEnded();
+        return;
+      }
+      notify($('reauth-message'), 'That password is not right. Try again.', 'error');
+      break;
+    case 403:
+      // The workspace has people sign in through single sign-on: they confirm who they are there too.
+      setReauthMode('sso', null);
+      notify($('reauth-message'), 'This workspace does not accept your password here.', 'warning');
+      break;
+    case 429:
+      notify($('reauth-message'), throttledText(err, 'Too many attempts.'), 'error');
+      break;
+    default:
+      notify($('reauth-message'), `Could not check your password. ${describe(err)}`, 'error');
+  }
+  focusReauth();
+}
+
+async function sessionAlive() {
+  try {
+    await api('GET', SESSION);
+    return true;
+  } catch (err) {
+    return err.status !== 401;
+  }
+}
+
+function onReauthDialogClosed() {
+  $('reauth-password').value = '';
+  notify($('reauth-message'), '');
+  reauthOpener = null;
+  reauthSsoUrl = null;
+  restoreFocus($('reauth-dialog'));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -853,6 +1080,10 @@ function start() {
   on('copy-enrollment-command', 'click', (e) => copyText($('enrollment-command').value, e.currentTarget, $('enrollment-copied'), $('enrollment-command')));
   on('enroll-close', 'click', () => $('enroll-dialog').close());
   on('enroll-dialog', 'close', onEnrollDialogClosed);
+  on('reauth-form', 'submit', submitReauth);
+  on('reauth-sso-go', 'click', () => location.assign(reauthSsoUrl));
+  on('reauth-cancel', 'click', () => $('reauth-dialog').close());
+  on('reauth-dialog', 'close', onReauthDialogClosed);
   on('confirm-dialog', 'close', () => restoreFocus($('confirm-dialog')));
 
   on('policy-form', 'submit', savePolicy);
@@ -867,7 +1098,7 @@ function start() {
     if ($('token-dialog').open) $('token-dialog').close();
   });
 
-  loadSession({ signedOutMessage: takeSsoError() });
+  loadSession({ signedOutMessage: takeSsoError(), devicesMessage: takeReauthResult() });
 }
 
 start();

@@ -325,6 +325,39 @@ impl Page {
         .await;
     }
 
+    /// A Chrome DevTools Protocol command, through ChromeDriver's `goog/cdp/execute`.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.driver_post("goog/cdp/execute", json!({ "cmd": cmd, "params": params }))
+            .await
+    }
+
+    /// A viewport `width` CSS pixels wide (a small phone is 320), until the page closes.
+    pub async fn narrow(&self, width: u32) {
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": 720, "deviceScaleFactor": 1, "mobile": false }),
+        )
+        .await;
+        let seen = self.js("return window.innerWidth;", vec![]).await;
+        assert_eq!(seen, json!(width), "the viewport did not narrow");
+    }
+
+    /// `prefers-color-scheme: dark`, until the page closes.
+    pub async fn dark(&self) {
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] }),
+        )
+        .await;
+        let seen = self
+            .js(
+                "return matchMedia('(prefers-color-scheme: dark)').matches;",
+                vec![],
+            )
+            .await;
+        assert_eq!(seen, json!(true), "the page is not in dark mode");
+    }
+
     /// The browser console's messages at level SEVERE since the last call.
     pub async fn console_errors(&self) -> Vec<String> {
         let entries = self
@@ -504,6 +537,7 @@ impl Page {
                    devices_message: t('devices-message'),
                    challenge_number: t('challenge-number'),
                    challenge_status: t('challenge-status'),
+                   reauth_message: t('reauth-message'),
                    token_copied: t('token-copied'),
                  };",
                 vec![],
