@@ -1,17 +1,38 @@
 //! Single sign-on to the console (CONTRACT.md section 11), against the real binary: end to end with a
 //! real OpenID provider (Node's oidc-provider, tests/oidc/), including key rotation at the provider,
-//! and every refusal with a small provider of our own that signs the ID tokens no honest provider
-//! would. Each refusal must end at `/?sso_error=…`, with no session and an audit entry.
+//! and every refusal with a small provider of our own that signs the ID
+//! tokens no honest provider would. Each refusal must end at `/?sso_error=…`, with no session and an
+//! audit entry; providers inside our network are refused before anything is sent to them.
 
 mod support;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::oidc::{whoami, Forge, MiniProvider, NodeProvider, Signer, UserAgent};
-use support::{json_body, problem, server::shared, unix_now, Browser, TestServer, Workspace};
+use support::{json_body, problem, unix_now, Browser, ServerOptions, TestServer, Workspace};
+use tokio::sync::OnceCell;
 
 const CLIENT_ID: &str = "assent-console";
 const CLIENT_SECRET: &str = "sso-client-secret-7Hq2vX9pLw4kRt6N";
+/// What `PUT /v1/console/sso` answers for any provider it cannot use (src/service/oidc.rs).
+const PROVIDER_REFUSED: &str =
+    "the provider could not be reached or its discovery document is not valid";
+
+/// The test providers listen on 127.0.0.1: the servers of these tests allow a loopback provider.
+fn loopback_allowed() -> ServerOptions {
+    ServerOptions {
+        env: vec![("ASSENT_SSO_ALLOW_LOOPBACK".into(), "1".into())],
+        ..ServerOptions::default()
+    }
+}
+
+/// The server most tests of this file share.
+async fn shared() -> &'static TestServer {
+    static SERVER: OnceCell<TestServer> = OnceCell::const_new();
+    SERVER
+        .get_or_init(|| TestServer::start(loopback_allowed()))
+        .await
+}
 
 fn redirect_uri(server: &TestServer) -> String {
     format!("{}/v1/sso/callback", server.public_url)
@@ -145,27 +166,33 @@ async fn settings_are_for_owners_checked_against_the_provider_and_never_show_the
         &[400],
     )
     .await;
+    // One answer whatever the cause (closed port, not a provider, another issuer): the form is no
+    // port scanner. The cause is in the server's log.
+    assert_eq!(unreachable["detail"], PROVIDER_REFUSED, "{unreachable}");
+    let closed_port = closed.rsplit(':').next().unwrap();
     assert!(
-        unreachable["detail"]
-            .as_str()
-            .unwrap()
-            .contains("could not be reached"),
+        !unreachable.to_string().contains(closed_port),
         "{unreachable}"
     );
-    problem(
+    let not_a_provider = problem(
         put_sso(&owner, &settings(&server.base, &[], "member", false)).await,
         &[400],
     )
     .await;
+    assert_eq!(not_a_provider["detail"], PROVIDER_REFUSED);
     let other_issuer = format!("{}/", mini.issuer);
     let mismatch = problem(
         put_sso(&owner, &settings(&other_issuer, &[], "member", false)).await,
         &[400],
     )
     .await;
+    assert_eq!(mismatch["detail"], PROVIDER_REFUSED, "{mismatch}");
     assert!(
-        mismatch["detail"].as_str().unwrap().contains("issuer"),
-        "{mismatch}"
+        server
+            .log()
+            .lines()
+            .any(|l| l.contains("single sign-on settings refused") && l.contains("issuer")),
+        "the cause of a refusal is not in the server's log"
     );
     problem(
         put_sso(&owner, &settings(&mini.issuer, &[], "owner", false)).await,
@@ -735,4 +762,214 @@ async fn one_address_may_start_only_so_many_sign_ins_to_a_workspace() {
         .get(&format!("{}/v1/sso/{}/start", server.base, other.slug))
         .await;
     assert!(hop.location.unwrap().starts_with(&mini.issuer));
+}
+
+/// A port on 127.0.0.1 that counts the connections made to it: the proof that a refused provider
+/// was sent nothing at all.
+struct Listener {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Listener {
+    async fn start() -> Listener {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = connections.clone();
+        tokio::spawn(async move {
+            while let Ok(_accepted) = l.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Listener { port, connections }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Asserts the generic 400 and that nothing was saved.
+async fn refused_settings(owner: &Browser, body: &Value) {
+    let refused = problem(put_sso(owner, body).await, &[400]).await;
+    assert_eq!(refused["detail"], PROVIDER_REFUSED, "{body}: {refused}");
+    problem(owner.get("/v1/console/sso").await, &[404]).await;
+}
+
+#[tokio::test]
+async fn a_provider_on_loopback_is_refused_unless_allowed_and_sent_nothing() {
+    // The deployment default: no ASSENT_SSO_ALLOW_LOOPBACK.
+    let server = TestServer::start(ServerOptions::default()).await;
+    let ws = server.create_workspace();
+    let owner = owner(&server, &ws).await;
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(&server)).await;
+    let listener = Listener::start().await;
+    let port = listener.port;
+
+    // The real provider (http://127.0.0.1:…), and the same port named every other way: https, by
+    // name (refused by the resolver), IPv4 inside IPv6, the numeric forms a URL parser folds.
+    refused_settings(&owner, &settings(&mini.issuer, &[], "member", false)).await;
+    for issuer in [
+        format!("http://127.0.0.1:{port}"),
+        format!("https://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+        format!("https://localhost:{port}"),
+        format!("https://[::1]:{port}"),
+        format!("https://[::ffff:127.0.0.1]:{port}"),
+        format!("https://0x7f.1:{port}"),
+        format!("https://2130706433:{port}"),
+        // Never connected to (the rules refuse them first): cloud metadata and a private address.
+        "https://169.254.169.254".to_owned(),
+        "https://metadata.google.internal".to_owned(),
+        "https://[fd00:ec2::254]".to_owned(),
+        "https://10.0.0.1".to_owned(),
+    ] {
+        let body = settings(&issuer, &[], "member", false);
+        let refused = problem(put_sso(&owner, &body).await, &[400]).await;
+        assert_eq!(refused["detail"], PROVIDER_REFUSED, "{issuer}: {refused}");
+        assert!(
+            !refused.to_string().contains(&port.to_string()),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        mini.requests(),
+        Vec::<String>::new(),
+        "the provider was asked"
+    );
+    assert_eq!(listener.connections(), 0, "something connected to the port");
+    problem(owner.get("/v1/console/sso").await, &[404]).await;
+    // The owner is told nothing; the operator reads why.
+    assert!(
+        server.log().contains("loopback address"),
+        "the server's log does not say why"
+    );
+}
+
+#[tokio::test]
+async fn discovery_that_points_inside_our_network_or_is_too_large_is_refused() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner = owner(server, &ws).await;
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    let body = settings(&mini.issuer, &[], "member", false);
+
+    // Loopback is allowed on this server, plain http only to loopback, and never a private,
+    // link-local or metadata address, whichever endpoint names it. None of these is contacted: the
+    // rules refuse them before any connection (no traffic leaves this machine).
+    for (field, url) in [
+        ("jwks_uri", "http://login.example.com/jwks"),
+        ("jwks_uri", "https://10.0.0.1/jwks"),
+        ("jwks_uri", "https://169.254.169.254/latest/meta-data/"),
+        ("jwks_uri", "https://[fd00:ec2::254]/jwks"),
+        ("jwks_uri", "https://metadata.google.internal/jwks"),
+        ("token_endpoint", "http://login.example.com/token"),
+        ("token_endpoint", "https://10.0.0.1/token"),
+        ("token_endpoint", "https://169.254.169.254/token"),
+        ("token_endpoint", "https://[fe80::1]/token"),
+        ("token_endpoint", "https://100.64.0.1/token"),
+        (
+            "authorization_endpoint",
+            "http://login.example.com/authorize",
+        ),
+        ("authorization_endpoint", "https://192.168.1.1/authorize"),
+        (
+            "authorization_endpoint",
+            "https://[::ffff:10.0.0.1]/authorize",
+        ),
+        ("authorization_endpoint", "https://172.16.0.1/authorize"),
+    ] {
+        mini.honest_documents();
+        mini.discovery_field(field, json!(url));
+        let before = mini.requests().len();
+        refused_settings(&owner, &body).await;
+        let asked = mini.requests()[before..].to_vec();
+        assert!(
+            asked
+                .iter()
+                .all(|p| p == "/.well-known/openid-configuration" || p == "/jwks"),
+            "{field} {url}: {asked:?}"
+        );
+    }
+
+    // Documents past 256 KiB are not read to the end, whichever of the two; below it they are fine
+    // (so it is their size that was refused).
+    mini.honest_documents();
+    mini.pad_discovery(300 * 1024);
+    refused_settings(&owner, &body).await;
+    mini.honest_documents();
+    mini.pad_jwks(300 * 1024);
+    refused_settings(&owner, &body).await;
+    mini.honest_documents();
+    mini.pad_discovery(100 * 1024);
+    mini.pad_jwks(100 * 1024);
+    json_body(put_sso(&owner, &body).await, 200).await;
+
+    // So is a token response past the cap, during a sign-in.
+    mini.honest_documents();
+    let (member, _) = server.add_member(&ws, "member");
+    mini.identity("sub-big", &member);
+    let mut refusals = Refusals::new(&owner).await;
+    let outcome = through_mini(
+        server,
+        &mini,
+        &ws.slug,
+        Forge {
+            token_padding: 300 * 1024,
+            ..Forge::default()
+        },
+    )
+    .await;
+    refusals
+        .expect(&owner, &outcome, "provider_unreachable")
+        .await;
+    let failed = audit(&owner, "sso.login.failed").await;
+    assert_eq!(
+        failed[0]["detail"]["cause"], PROVIDER_REFUSED,
+        "{:#}",
+        failed[0]
+    );
+    through_mini(server, &mini, &ws.slug, Forge::default())
+        .await
+        .signed_in();
+}
+
+#[tokio::test]
+async fn entra_xms_edov_vouches_for_the_email_only_without_email_verified() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner = owner(server, &ws).await;
+    let (member, _) = server.add_member(&ws, "member");
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    mini.identity("sub-entra", &member);
+    configure(&owner, &mini.issuer, &[], "member").await;
+    let mut refusals = Refusals::new(&owner).await;
+
+    // Entra ID: no email_verified, the optional claim xms_edov instead.
+    let entra = Forge::default()
+        .claim("email_verified", Value::Null)
+        .claim("xms_edov", json!(true));
+    let cookie = through_mini(server, &mini, &ws.slug, entra)
+        .await
+        .signed_in();
+    assert_eq!(whoami(server, &cookie).await["email"], member.as_str());
+
+    for forge in [
+        // email_verified: false is the provider's word, whatever else it says.
+        Forge::default()
+            .claim("email_verified", json!(false))
+            .claim("xms_edov", json!(true)),
+        Forge::default()
+            .claim("email_verified", Value::Null)
+            .claim("xms_edov", json!(false)),
+        Forge::default()
+            .claim("email_verified", Value::Null)
+            .claim("xms_edov", json!("true")),
+    ] {
+        let outcome = through_mini(server, &mini, &ws.slug, forge).await;
+        refusals
+            .expect(&owner, &outcome, "email_not_verified")
+            .await;
+    }
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod devices;
 pub mod keys;
 pub mod oidc;
+pub mod oidc_http;
 pub mod policy;
 pub mod provisioning;
 pub mod scim;

@@ -9,13 +9,14 @@ use serde_json::json;
 use time::Duration;
 
 use super::accounts::{valid_email, SignedIn};
-use super::oidc::{pkce_pair, Identity, Refused, RelyingParty};
+use super::oidc::{pkce_pair, Identity, Refused, RelyingParty, PROVIDER_REFUSED};
 use super::{Caller, ConsoleSession};
 use crate::app::App;
 use crate::domain::crypto::{ct_eq, random_b64url, sha256_hex, Secret};
 use crate::domain::password;
 use crate::domain::sso::{
-    check_issuer, domain_allowed, map_identity, normalize_domain, EmailMatch, Failure, Mapping,
+    check_issuer, domain_allowed, email_vouched, map_identity, normalize_domain, EmailMatch,
+    Failure, Mapping,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::store::sso::{PendingSignIn, SsoConfig, Taken};
@@ -208,8 +209,9 @@ impl App {
         };
 
         if let Err(problem) = self.oidc.discover_fresh(&issuer, self.now()).await {
+            // The cause for the log only: the owner's answer must not tell what answered where.
             tracing::info!(%issuer, %problem, "single sign-on settings refused");
-            return Err(ApiError::BadRequest(problem.to_string()));
+            return Err(ApiError::BadRequest(PROVIDER_REFUSED.into()));
         }
 
         let config = SsoConfig {
@@ -514,10 +516,10 @@ impl App {
             .clone()
             .ok_or_else(|| Refused::new(Failure::EmailMissing, "the ID token has no email"))?;
         trail.actor = Some(email.clone());
-        if identity.email_verified != Some(true) {
+        if !email_vouched(identity.email_verified, identity.xms_edov) {
             return Err(Refused::new(
                 Failure::EmailNotVerified,
-                "the ID token does not say email_verified: true",
+                "the ID token says neither email_verified: true nor (without email_verified) xms_edov: true",
             ));
         }
         if !valid_email(&email) {

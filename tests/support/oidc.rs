@@ -543,6 +543,8 @@ pub struct Forge {
     pub authorize_error: Option<String>,
     /// The token request is answered 400 with `{"error": <this>}`.
     pub token_error: Option<String>,
+    /// Bytes of padding in the token response (past Assent's cap, it is refused).
+    pub token_padding: usize,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -586,6 +588,13 @@ struct Mini {
     /// The query of the last authorization request, as received.
     last_authorize: HashMap<String, String>,
     token_requests: usize,
+    /// Fields set over the honest discovery document; `null` removes one.
+    discovery: Map<String, Value>,
+    /// Bytes of padding in the discovery document and in the key set.
+    discovery_padding: usize,
+    jwks_padding: usize,
+    /// The path of every request received, in order.
+    requests: Vec<String>,
 }
 
 type Shared = Arc<Mutex<Mini>>;
@@ -616,12 +625,20 @@ impl MiniProvider {
             codes: HashMap::new(),
             last_authorize: HashMap::new(),
             token_requests: 0,
+            discovery: Map::new(),
+            discovery_padding: 0,
+            jwks_padding: 0,
+            requests: Vec::new(),
         }));
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
             .route("/authorize", get(authorize))
             .route("/token", post(token))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                record_request,
+            ))
             .with_state(state.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -660,6 +677,38 @@ impl MiniProvider {
         self.state.lock().unwrap().token_requests
     }
 
+    /// The paths of every request this provider received, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Sets a field of the discovery document over the honest one (`null` removes it).
+    pub fn discovery_field(&self, name: &str, value: Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .discovery
+            .insert(name.to_owned(), value);
+    }
+
+    /// Back to the honest discovery document and key set.
+    pub fn honest_documents(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.discovery.clear();
+        s.discovery_padding = 0;
+        s.jwks_padding = 0;
+    }
+
+    /// Pads the discovery document (an extra member) to at least `bytes`.
+    pub fn pad_discovery(&self, bytes: usize) {
+        self.state.lock().unwrap().discovery_padding = bytes;
+    }
+
+    /// Pads the key set (an extra member) to at least `bytes`.
+    pub fn pad_jwks(&self, bytes: usize) {
+        self.state.lock().unwrap().jwks_padding = bytes;
+    }
+
     /// The provider answers the authorization request at once (the user is signed in there):
     /// returns the URL it sends the browser back to, not yet requested.
     pub async fn authorize(&self, ua: &mut UserAgent, authorize_url: &str) -> String {
@@ -688,9 +737,29 @@ impl Drop for MiniProvider {
     }
 }
 
+async fn record_request(
+    State(s): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    s.lock()
+        .unwrap()
+        .requests
+        .push(request.uri().path().to_owned());
+    next.run(request).await
+}
+
+/// An unknown member (ignored by readers) holding `bytes` of spaces.
+fn pad(document: &mut Value, bytes: usize) {
+    if bytes > 0 {
+        document["x_padding"] = json!(" ".repeat(bytes));
+    }
+}
+
 async fn discovery(State(s): State<Shared>) -> Json<Value> {
-    let issuer = s.lock().unwrap().issuer.clone();
-    Json(json!({
+    let s = s.lock().unwrap();
+    let issuer = &s.issuer;
+    let mut document = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
@@ -699,11 +768,23 @@ async fn discovery(State(s): State<Shared>) -> Json<Value> {
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "code_challenge_methods_supported": ["S256"],
-    }))
+    });
+    let fields = document.as_object_mut().unwrap();
+    for (k, v) in &s.discovery {
+        if v.is_null() {
+            fields.remove(k);
+        } else {
+            fields.insert(k.clone(), v.clone());
+        }
+    }
+    pad(&mut document, s.discovery_padding);
+    Json(document)
 }
 
-async fn jwks() -> Json<Value> {
-    Json(json!({ "keys": [keys().0.jwk] }))
+async fn jwks(State(s): State<Shared>) -> Json<Value> {
+    let mut document = json!({ "keys": [keys().0.jwk] });
+    pad(&mut document, s.lock().unwrap().jwks_padding);
+    Json(document)
 }
 
 fn redirect_to(url: &str) -> Response {
@@ -815,13 +896,14 @@ async fn token(
         )
         .unwrap(),
     };
-    Json(json!({
+    let mut answer = json!({
         "access_token": "mini-access-token",
         "token_type": "Bearer",
         "expires_in": 300,
         "id_token": id_token,
-    }))
-    .into_response()
+    });
+    pad(&mut answer, issued.forge.token_padding);
+    Json(answer).into_response()
 }
 
 /// Moves the unfinished sign-ins of one workspace `secs` into the past, in the database.
