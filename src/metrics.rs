@@ -44,6 +44,12 @@ pub struct ProviderLabels {
     pub provider: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SsoRefusalLabels {
+    /// A `domain::sso::Failure` code: a fixed list, so the label stays low-cardinality.
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub challenges: Family<ChallengeLabels, Counter>,
@@ -55,6 +61,8 @@ pub struct Metrics {
     pub push_seconds: Family<ProviderLabels, Histogram>,
     pub push_tokens_invalidated: Counter,
     pub redis_round_trips: Family<RedisLabels, Counter>,
+    /// Single sign-on refusals by reason, audited or not (a flood's are counted here only).
+    pub sso_refusals: Family<SsoRefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -118,6 +126,18 @@ impl Default for Metrics {
             "Requests sent to Redis by operation (a command or a script: one round trip each)",
             redis_round_trips.clone(),
         );
+        let sso_refusals = Family::<SsoRefusalLabels, Counter>::default();
+        // Every reason from the start, at 0: a dashboard sees the series before the first refusal.
+        for failure in crate::domain::sso::Failure::ALL {
+            let _series = sso_refusals.get_or_create(&SsoRefusalLabels {
+                reason: failure.as_str(),
+            });
+        }
+        registry.register(
+            "sso_refusals",
+            "Single sign-on starts and callbacks refused, by reason",
+            sso_refusals.clone(),
+        );
         Self {
             registry,
             challenges,
@@ -129,6 +149,7 @@ impl Default for Metrics {
             push_seconds,
             push_tokens_invalidated,
             redis_round_trips,
+            sso_refusals,
         }
     }
 }
@@ -139,6 +160,14 @@ impl Metrics {
             .get_or_create(&ChallengeLabels {
                 action: action.as_str(),
                 outcome,
+            })
+            .inc();
+    }
+
+    pub fn sso_refused(&self, failure: crate::domain::sso::Failure) {
+        self.sso_refusals
+            .get_or_create(&SsoRefusalLabels {
+                reason: failure.as_str(),
             })
             .inc();
     }

@@ -2,7 +2,8 @@
 //! real OpenID provider (Node's oidc-provider, tests/oidc/), including key rotation at the provider,
 //! and every refusal with a small provider of our own that signs the ID
 //! tokens no honest provider would. Each refusal must end at `/?sso_error=…`, with no session and an
-//! audit entry; providers inside our network are refused before anything is sent to them.
+//! audit entry when it names a workspace; providers inside our network are refused before anything
+//! is sent to them, and a flood from one address ends in 429 without filling the audit log.
 
 mod support;
 
@@ -408,8 +409,10 @@ async fn forged_or_replayed_state_ends_without_a_session() {
         .clear()
         .append_pair("code", &code)
         .append_pair("state", "forged-state-0000");
-    // No workspace can be named for a state nobody issued: the entry goes to the deployment's log.
+    // No workspace can be named for a state nobody issued: counted in the metrics, never an audit
+    // row (anyone can send these, as many as they like).
     let tokens = mini.token_requests();
+    let counted = support::oidc::sso_refusals_metric(server, "invalid_state").await;
     ua.callback(forged.as_str()).await.refused("invalid_state");
     let missing = format!("{}?code={code}", redirect_uri(server));
     ua.callback(&missing).await.refused("invalid_state");
@@ -418,10 +421,13 @@ async fn forged_or_replayed_state_ends_without_a_session() {
         tokens,
         "no code is exchanged without a valid state"
     );
-    assert_eq!(
-        support::oidc::deployment_refusals(server, &ua).await,
-        ["invalid_state", "invalid_state"]
+    assert!(
+        support::oidc::deployment_refusals(server, &ua)
+            .await
+            .is_empty(),
+        "a refusal without a workspace was audited"
     );
+    assert!(support::oidc::sso_refusals_metric(server, "invalid_state").await >= counted + 2);
     assert_eq!(audit(&owner, "sso.login.failed").await.len(), refusals.seen);
 
     // The genuine answer, carried to another browser (login CSRF): refused, and the state is spent.
@@ -972,4 +978,78 @@ async fn entra_xms_edov_vouches_for_the_email_only_without_email_verified() {
             .expect(&owner, &outcome, "email_not_verified")
             .await;
     }
+}
+
+#[tokio::test]
+async fn a_flood_from_one_address_ends_in_429_without_filling_the_audit_log() {
+    // A server of its own: the flood uses up this address's allowance.
+    let server = TestServer::start(loopback_allowed()).await;
+    let ws = server.create_workspace();
+    let owner = owner(&server, &ws).await;
+    let (member, _) = server.add_member(&ws, "member");
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(&server)).await;
+    mini.identity("sub-flood", &member);
+    configure(&owner, &mini.issuer, &[], "member").await;
+    const PER_ADDRESS: usize = 300; // src/service/sso_guard.rs
+    const AUDITED: usize = 30;
+
+    // A used state replayed over and over names its workspace: audited, a bounded number of times.
+    let mut ua = UserAgent::new();
+    let authorize = ua.start(&server, &ws.slug).await;
+    let back = mini.authorize(&mut ua, &authorize).await;
+    ua.callback(&back).await.signed_in();
+    let mut callbacks = 1;
+    for _ in 0..AUDITED + 10 {
+        ua.callback(&back).await.refused("invalid_state");
+        callbacks += 1;
+    }
+    let failed = audit(&owner, "sso.login.failed").await;
+    assert_eq!(failed.len(), AUDITED + 1, "{failed:#?}");
+    assert!(failed[0]["detail"]["further_refusals_not_logged_for_minutes"].is_number());
+
+    // Forged states and unknown workspaces name none: counted, never audited, until the address
+    // has had its allowance; then 429.
+    let before = support::oidc::audit_rows(&server, "sso.login.failed").await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let callback = format!("{}/v1/sso/callback?state=x", server.base);
+    let start = format!("{}/v1/sso/no-such-workspace/start", server.base);
+    for (url, sent, reason) in [
+        (&callback, callbacks, "invalid_state"),
+        (&start, 1, "not_configured"),
+    ] {
+        for i in sent..PER_ADDRESS {
+            let resp = client.get(url).send().await.unwrap();
+            assert_eq!(resp.status(), 302, "{url} request {i}");
+            let location = resp.headers()["location"].to_str().unwrap().to_owned();
+            assert!(
+                location.ends_with(&format!("?sso_error={reason}")),
+                "{location}"
+            );
+        }
+        let flood = client.get(url).send().await.unwrap();
+        let retry_after: u64 = flood.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=900).contains(&retry_after), "{retry_after}");
+        problem(flood, &[429]).await;
+    }
+    assert_eq!(
+        support::oidc::audit_rows(&server, "sso.login.failed").await,
+        before,
+        "the flood wrote audit rows"
+    );
+    assert!(support::oidc::sso_refusals_metric(&server, "invalid_state").await >= 250);
+    assert!(support::oidc::sso_refusals_metric(&server, "too_many_requests").await >= 2);
+    // The known workspace's start is refused the same way from this address now.
+    let hop = client
+        .get(format!("{}/v1/sso/{}/start", server.base, ws.slug))
+        .send()
+        .await
+        .unwrap();
+    problem(hop, &[429]).await;
 }

@@ -36,6 +36,9 @@ pub enum Failure {
     LinkedElsewhere,
     /// Too many sign-ins started from one address to one workspace lately.
     RateLimited,
+    /// Too many single sign-on requests from one address, whatever the workspace: a flood, answered
+    /// 429 rather than with a redirect.
+    TooManyRequests,
     /// Our own storage failed.
     Unavailable,
 }
@@ -60,9 +63,33 @@ impl Failure {
             Failure::DomainNotAllowed => "domain_not_allowed",
             Failure::LinkedElsewhere => "linked_elsewhere",
             Failure::RateLimited => "rate_limited",
+            Failure::TooManyRequests => "too_many_requests",
             Failure::Unavailable => "unavailable",
         }
     }
+
+    /// Every reason: the closed label set of the `assent_sso_refusals_total` metric.
+    pub const ALL: [Failure; 19] = [
+        Failure::NotConfigured,
+        Failure::InvalidState,
+        Failure::Expired,
+        Failure::ProviderError,
+        Failure::ProviderUnreachable,
+        Failure::TokenExchange,
+        Failure::InvalidToken,
+        Failure::UnknownKey,
+        Failure::WrongIssuer,
+        Failure::WrongAudience,
+        Failure::TokenExpired,
+        Failure::WrongNonce,
+        Failure::EmailMissing,
+        Failure::EmailNotVerified,
+        Failure::DomainNotAllowed,
+        Failure::LinkedElsewhere,
+        Failure::RateLimited,
+        Failure::TooManyRequests,
+        Failure::Unavailable,
+    ];
 }
 
 /// A host that never leaves the machine: the only place a plain-http provider is accepted (tests,
@@ -410,31 +437,35 @@ mod tests {
 
     #[test]
     fn failure_codes_are_url_safe_and_distinct() {
-        use Failure::*;
-        let all = [
-            NotConfigured,
-            InvalidState,
-            Expired,
-            ProviderError,
-            ProviderUnreachable,
-            TokenExchange,
-            InvalidToken,
-            UnknownKey,
-            WrongIssuer,
-            WrongAudience,
-            TokenExpired,
-            WrongNonce,
-            EmailMissing,
-            EmailNotVerified,
-            DomainNotAllowed,
-            LinkedElsewhere,
-            Unavailable,
-        ];
-        let codes: std::collections::HashSet<_> = all.iter().map(|f| f.as_str()).collect();
-        assert_eq!(codes.len(), all.len());
+        let codes: std::collections::HashSet<_> = Failure::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(codes.len(), Failure::ALL.len());
         assert!(codes
             .iter()
             .all(|c| c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+        // ALL is every variant: a new one not listed there fails to compile here.
+        for f in Failure::ALL {
+            match f {
+                Failure::NotConfigured
+                | Failure::InvalidState
+                | Failure::Expired
+                | Failure::ProviderError
+                | Failure::ProviderUnreachable
+                | Failure::TokenExchange
+                | Failure::InvalidToken
+                | Failure::UnknownKey
+                | Failure::WrongIssuer
+                | Failure::WrongAudience
+                | Failure::TokenExpired
+                | Failure::WrongNonce
+                | Failure::EmailMissing
+                | Failure::EmailNotVerified
+                | Failure::DomainNotAllowed
+                | Failure::LinkedElsewhere
+                | Failure::RateLimited
+                | Failure::TooManyRequests
+                | Failure::Unavailable => {}
+            }
+        }
     }
 
     fn ip(text: &str) -> IpAddr {

@@ -1,6 +1,7 @@
 //! Single sign-on routes (CONTRACT.md section 11): the owner's settings, and the browser's round
 //! trip through the provider. Failures of the round trip are redirects to `/?sso_error=<reason>`,
-//! never a page of ours with the provider's text on it.
+//! never a page of ours with the provider's text on it; only a flood from one address is answered
+//! 429 (issue 13).
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::request::Parts;
@@ -14,10 +15,11 @@ use time::OffsetDateTime;
 
 use super::extract::{cookie, session_cookie, ApiJson};
 use crate::app::App;
+use crate::challenges::LOGIN_WINDOW;
 use crate::clock::ser_rfc3339;
 use crate::domain::crypto::Secret;
 use crate::domain::sso::Failure;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::service::sso::{CallbackParams, SsoSettings, PENDING_TTL};
 use crate::service::{Caller, ConsoleSession};
 use crate::store::sso::SsoConfig;
@@ -143,6 +145,16 @@ fn redirect(location: &str, cookies: &[String]) -> Response {
 }
 
 fn failed(failure: Failure, cookies: &[String]) -> Response {
+    if failure == Failure::TooManyRequests {
+        // A flood is no browser to send back to the page: a plain 429. The counting window is
+        // fixed from its first request, so it ends within LOGIN_WINDOW.
+        return ApiError::TooManyRequests {
+            detail: "too many single sign-on requests from this address; wait before trying again"
+                .into(),
+            retry_after_secs: LOGIN_WINDOW.whole_seconds() as u64,
+        }
+        .into_response();
+    }
     redirect(&format!("/?sso_error={}", failure.as_str()), cookies)
 }
 
@@ -216,5 +228,18 @@ mod tests {
         assert_eq!(p.error, None);
         let empty = callback_params(None);
         assert!(empty.state.is_none() && empty.code.is_none());
+    }
+
+    #[test]
+    fn a_flood_is_a_429_and_other_failures_a_redirect() {
+        let flood = failed(Failure::TooManyRequests, &[]);
+        assert_eq!(flood.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(flood.headers().contains_key(header::RETRY_AFTER));
+        let other = failed(Failure::InvalidState, &[]);
+        assert_eq!(other.status(), StatusCode::FOUND);
+        assert_eq!(
+            other.headers()[header::LOCATION],
+            "/?sso_error=invalid_state"
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod policy;
 pub mod provisioning;
 pub mod scim;
 pub mod sso;
+pub mod sso_guard;
 pub mod stepup;
 pub mod support;
 pub mod tokens;

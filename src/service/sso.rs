@@ -1,6 +1,6 @@
 //! Single sign-on to the console (CONTRACT.md section 11): the owner's provider settings, the start
 //! of a sign-in, and the callback that ends it with a console session, or with a reason and no
-//! session. Every refusal, link, creation and sign-in goes to the audit log.
+//! session. Links, creations and sign-ins go to the audit log; refusals as `sso_guard.rs` says.
 //!
 //! SSO proves who signs in; it makes an ordinary console session, so revealing the SCIM token still
 //! needs the phone.
@@ -10,6 +10,7 @@ use time::Duration;
 
 use super::accounts::{valid_email, SignedIn};
 use super::oidc::{pkce_pair, Identity, Refused, RelyingParty, PROVIDER_REFUSED};
+use super::sso_guard::{store_failed, Trail};
 use super::{Caller, ConsoleSession};
 use crate::app::App;
 use crate::domain::crypto::{ct_eq, random_b64url, sha256_hex, Secret};
@@ -88,24 +89,9 @@ fn error_code(text: &str) -> String {
         .collect()
 }
 
-fn store_failed(e: StoreError) -> Refused {
-    tracing::error!(error = %e, "single sign-on: storage failed");
-    Refused::new(Failure::Unavailable, "storage unavailable")
-}
-
 fn session_failed(e: ApiError) -> Refused {
     tracing::error!(error = %e, "single sign-on: could not make the session");
     Refused::new(Failure::Unavailable, "could not make the session")
-}
-
-/// What is known of a failing sign-in, for its audit entry.
-#[derive(Default)]
-struct Trail {
-    workspace_id: Option<i64>,
-    issuer: Option<String>,
-    actor: Option<String>,
-    /// A refusal already audited in its window (the start limit's repeats): counted, not logged.
-    quiet: bool,
 }
 
 impl App {
@@ -265,9 +251,7 @@ impl App {
         let mut trail = Trail::default();
         let result = self.start_inner(slug, binding, caller, &mut trail).await;
         if let Err(refused) = &result {
-            if !trail.quiet {
-                self.audit_refusal(&trail, refused, caller).await;
-            }
+            self.sso_refused(&trail, refused, caller).await;
         }
         result.map_err(|r| r.failure)
     }
@@ -280,6 +264,8 @@ impl App {
         trail: &mut Trail,
     ) -> Result<SsoStarted, Refused> {
         let now = self.now();
+        // Before anything is read or written: a flood from one address stops here.
+        self.sso_address_throttle("start", caller).await?;
         let workspace = self
             .store
             .workspace_by_slug(slug)
@@ -369,7 +355,10 @@ impl App {
         caller: &Caller,
     ) -> Result<SignedIn, Failure> {
         let mut trail = Trail::default();
-        match self.callback_inner(params, binding, &mut trail).await {
+        match self
+            .callback_inner(params, binding, caller, &mut trail)
+            .await
+        {
             Ok((signed_in, sub)) => {
                 self.audit(
                     Some(signed_in.workspace.id),
@@ -383,7 +372,7 @@ impl App {
                 Ok(signed_in)
             }
             Err(refused) => {
-                self.audit_refusal(&trail, &refused, caller).await;
+                self.sso_refused(&trail, &refused, caller).await;
                 Err(refused.failure)
             }
         }
@@ -393,9 +382,11 @@ impl App {
         &self,
         params: CallbackParams,
         binding: Option<&str>,
+        caller: &Caller,
         trail: &mut Trail,
     ) -> Result<(SignedIn, String), Refused> {
         let now = self.now();
+        self.sso_address_throttle("callback", caller).await?;
         let state = params
             .state
             .filter(|s| !s.is_empty() && s.len() <= 512)
@@ -674,24 +665,6 @@ impl App {
             None,
             None,
             json!({"issuer": issuer, "sub": sub, "role": user.role.as_str()}),
-        )
-        .await;
-    }
-
-    async fn audit_refusal(&self, trail: &Trail, refused: &Refused, caller: &Caller) {
-        tracing::info!(reason = refused.failure.as_str(), cause = %refused.cause, "single sign-on refused");
-        self.audit(
-            trail.workspace_id,
-            "sso.login.failed",
-            trail.actor.as_deref(),
-            Some(&caller.ip),
-            None,
-            json!({
-                "reason": refused.failure.as_str(),
-                "cause": refused.cause,
-                "issuer": trail.issuer,
-                "user_agent": caller.user_agent,
-            }),
         )
         .await;
     }

@@ -971,3 +971,47 @@ pub async fn deployment_refusals(server: &TestServer, ua: &UserAgent) -> Vec<Str
         }
     }
 }
+
+/// How many audit entries of this kind the whole deployment holds, whatever their workspace.
+/// White-box: tied to `audit_log`.
+pub async fn audit_rows(server: &TestServer, kind: &str) -> i64 {
+    use sqlx::Connection;
+    const SQL: &str = "SELECT COUNT(*) FROM audit_log WHERE kind = $1";
+    match &server.db {
+        TestDb::Sqlite { .. } => {
+            let mut conn = sqlx::SqliteConnection::connect(&server.db_url)
+                .await
+                .unwrap();
+            sqlx::query_scalar(SQL)
+                .bind(kind)
+                .fetch_one(&mut conn)
+                .await
+                .expect("count audit rows")
+        }
+        TestDb::Postgres { database, .. } => {
+            let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+            sqlx::query_scalar(SQL)
+                .bind(kind)
+                .fetch_one(&mut conn)
+                .await
+                .expect("count audit rows")
+        }
+    }
+}
+
+/// The value of `assent_sso_refusals_total{reason="…"}` on the server's `/metrics`.
+pub async fn sso_refusals_metric(server: &TestServer, reason: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("assent_sso_refusals_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
