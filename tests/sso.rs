@@ -1,6 +1,6 @@
 //! Single sign-on to the console (CONTRACT.md section 11), against the real binary: end to end with a
-//! real OpenID provider (Node's oidc-provider, tests/oidc/), including key rotation at the provider,
-//! and every refusal with a small provider of our own that signs the ID
+//! real OpenID provider (Node's oidc-provider, tests/oidc/), including key rotation at the provider
+//! and re-authentication, and every refusal with a small provider of our own that signs the ID
 //! tokens no honest provider would. Each refusal must end at `/?sso_error=…`, with no session and an
 //! audit entry when it names a workspace; providers inside our network are refused before anything
 //! is sent to them, and a flood from one address ends in 429 without filling the audit log.
@@ -978,6 +978,231 @@ async fn entra_xms_edov_vouches_for_the_email_only_without_email_verified() {
             .expect(&owner, &outcome, "email_not_verified")
             .await;
     }
+}
+
+/// `GET /v1/sso/{slug}/start?reauth=1` in this browser, answered by the small provider as `forge`
+/// says.
+async fn reauth_through_mini(
+    server: &TestServer,
+    mini: &MiniProvider,
+    ua: &mut UserAgent,
+    slug: &str,
+    forge: Forge,
+) -> support::oidc::Outcome {
+    mini.forge(forge);
+    let hop = ua
+        .get(&format!("{}/v1/sso/{slug}/start?reauth=1", server.base))
+        .await;
+    assert_eq!(hop.status, 302, "{hop:?}");
+    let location = hop.location.unwrap();
+    assert!(location.starts_with(&mini.issuer), "{location}");
+    let back = mini.authorize(ua, &location).await;
+    ua.callback(&back).await
+}
+
+/// `POST /v1/console/devices/enrollments` with this console cookie.
+async fn enroll(server: &TestServer, cookie: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/console/devices/enrollments", server.base))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The enrollment of a first phone is refused for want of a fresh sign-in, as an SSO session's.
+async fn needs_reauth(server: &TestServer, cookie: &str, slug: &str) {
+    let refused = problem(enroll(server, cookie).await, &[403]).await;
+    assert_eq!(refused["reauth_required"], true, "{refused}");
+    assert_eq!(refused["reauth"], "sso", "{refused}");
+    assert_eq!(
+        refused["reauth_url"],
+        format!("/v1/sso/{slug}/start?reauth=1").as_str(),
+        "{refused}"
+    );
+}
+
+/// Asserts a re-authentication: back to the page with `?reauth=ok`, and no new session.
+fn reauthenticated(outcome: &support::oidc::Outcome) {
+    let url = reqwest::Url::parse(&outcome.location).unwrap();
+    assert_eq!(url.path(), "/", "{outcome:?}");
+    assert_eq!(url.query(), Some("reauth=ok"), "{outcome:?}");
+    assert!(
+        outcome.session.is_none(),
+        "a re-authentication made a session: {outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_real_provider_re_authenticates_an_sso_session_with_a_fresh_login() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner = owner(server, &ws).await;
+    let (alice, _) = server.add_member(&ws, "member");
+    let provider = NodeProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    provider.account("alice-reauth", &alice, true).await;
+    configure(&owner, &provider.issuer, &[], "member").await;
+
+    let mut ua = UserAgent::new();
+    let authorize = ua.start(server, &ws.slug).await;
+    let (back, prompted) = provider
+        .login_prompted(&mut ua, &authorize, "alice-reauth")
+        .await;
+    assert!(prompted, "a first sign-in shows the provider's login page");
+    ua.callback(&back).await.signed_in();
+    // Signing in again, the provider remembers the browser and asks nothing.
+    let authorize = ua.start(server, &ws.slug).await;
+    let (back, prompted) = provider
+        .login_prompted(&mut ua, &authorize, "alice-reauth")
+        .await;
+    assert!(!prompted, "the provider did not remember its session");
+    let cookie = ua.callback(&back).await.signed_in();
+
+    // Alice has no phone, and her sign-in is older than the reauth window.
+    support::oidc::age_authentication(server, &ws.slug, &alice, 3600).await;
+    needs_reauth(server, &cookie, &ws.slug).await;
+
+    // Re-authentication: the provider is asked for a fresh login, and shows its page although it
+    // remembers the browser.
+    let hop = ua
+        .get(&format!(
+            "{}/v1/sso/{}/start?reauth=1",
+            server.base, ws.slug
+        ))
+        .await;
+    assert_eq!(hop.status, 302, "{hop:?}");
+    let authorize = hop.location.unwrap();
+    let q: std::collections::HashMap<_, _> = reqwest::Url::parse(&authorize)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert_eq!(q["prompt"], "login", "{q:?}");
+    assert_eq!(q["max_age"], "0", "{q:?}");
+    let (back, prompted) = provider
+        .login_prompted(&mut ua, &authorize, "alice-reauth")
+        .await;
+    assert!(prompted, "prompt=login did not make the provider ask again");
+    reauthenticated(&ua.callback(&back).await);
+
+    // The same session, its window open again: the first phone may be enrolled.
+    assert_eq!(whoami(server, &cookie).await["email"], alice.as_str());
+    let code = json_body(enroll(server, &cookie).await, 201).await;
+    assert!(code["code"].is_string(), "{code}");
+    let reauths = audit(&owner, "session.reauthenticated").await;
+    assert_eq!(reauths.len(), 1, "{reauths:#?}");
+    assert_eq!(reauths[0]["actor"], alice.as_str());
+    assert_eq!(reauths[0]["detail"]["method"], "sso");
+    server.assert_log_free_of(&[("SSO client secret", CLIENT_SECRET)]);
+}
+
+#[tokio::test]
+async fn a_reauthentication_needs_the_sessions_own_person_logging_in_anew() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner_browser = owner(server, &ws).await;
+    let (ann, _) = server.add_member(&ws, "member");
+    let (bob, _) = server.add_member(&ws, "admin");
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    let domain = format!("{}.example.com", ws.slug);
+    configure(&owner_browser, &mini.issuer, &[&domain], "member").await;
+    let mut refusals = Refusals::new(&owner_browser).await;
+
+    // Bob signs in once (linked), then Ann, whose session is re-authenticated below.
+    mini.identity("sub-bob", &bob);
+    through_mini(server, &mini, &ws.slug, Forge::default())
+        .await
+        .signed_in();
+    mini.identity("sub-ann", &ann);
+    let mut ua = UserAgent::new();
+    let authorize = ua.start(server, &ws.slug).await;
+    let back = mini.authorize(&mut ua, &authorize).await;
+    let cookie = ua.callback(&back).await.signed_in();
+    support::oidc::age_authentication(server, &ws.slug, &ann, 3600).await;
+    needs_reauth(server, &cookie, &ws.slug).await;
+
+    // Without a console session of this workspace, nothing starts: no cookie, another
+    // workspace's session, a cookie that is no session.
+    let other = server.create_workspace();
+    let other_owner = Browser::logged_in(
+        server,
+        &other.slug,
+        &other.owner_email,
+        &other.owner_password,
+    )
+    .await;
+    let other_cookie = other_owner
+        .cookies
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for cookie in ["", other_cookie.as_str(), "assent_session=forged-0000"] {
+        let mut request = client.get(format!("{}/v1/sso/{}/start?reauth=1", server.base, ws.slug));
+        if !cookie.is_empty() {
+            request = request.header("Cookie", cookie);
+        }
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.status(), 302, "{cookie:?}");
+        assert!(resp.headers().get("set-cookie").is_none(), "{cookie:?}");
+        let location = resp.headers()["location"].to_str().unwrap();
+        assert!(location.ends_with("/?sso_error=no_session"), "{location}");
+    }
+    let failed = audit(&owner_browser, "sso.login.failed").await;
+    assert_eq!(failed[0]["detail"]["reason"], "no_session", "{failed:#?}");
+    assert_eq!(failed[0]["detail"]["reauth"], true, "{failed:#?}");
+    refusals.seen = failed.len();
+
+    // The provider's answer must prove a login made for this re-authentication.
+    let now = unix_now();
+    for forge in [
+        Forge::default().claim("auth_time", Value::Null),
+        Forge::default().claim("auth_time", json!(now - 3600)),
+        Forge::default().claim("auth_time", json!(now + 3600)),
+    ] {
+        let outcome = reauth_through_mini(server, &mini, &mut ua, &ws.slug, forge.clone()).await;
+        refusals
+            .expect(&owner_browser, &outcome, "login_not_fresh")
+            .await;
+        let q = mini.last_authorize();
+        assert_eq!(
+            (q["prompt"].as_str(), q["max_age"].as_str()),
+            ("login", "0"),
+            "{q:?}"
+        );
+    }
+
+    // Someone else logging in at the provider re-authenticates nobody: another member (linked or
+    // not yet), a subject claiming Ann's e-mail, a stranger who could have joined.
+    for (sub, email) in [
+        ("sub-bob", bob.clone()),
+        ("sub-carol", format!("carol@{domain}")),
+        ("sub-impostor", ann.clone()),
+    ] {
+        mini.identity(sub, &email);
+        let outcome = reauth_through_mini(server, &mini, &mut ua, &ws.slug, Forge::default()).await;
+        refusals
+            .expect(&owner_browser, &outcome, "wrong_person")
+            .await;
+    }
+    // The refusals left the session as it was (still signed in, still outside its window), and
+    // made nobody.
+    assert_eq!(whoami(server, &cookie).await["email"], ann.as_str());
+    needs_reauth(server, &cookie, &ws.slug).await;
+    assert!(audit(&owner_browser, "sso.member.created").await.is_empty());
+    assert!(audit(&owner_browser, "session.reauthenticated")
+        .await
+        .is_empty());
+
+    // Ann herself, logging in anew: her session, re-authenticated.
+    mini.identity("sub-ann", &ann);
+    let outcome = reauth_through_mini(server, &mini, &mut ua, &ws.slug, Forge::default()).await;
+    reauthenticated(&outcome);
+    json_body(enroll(server, &cookie).await, 201).await;
 }
 
 #[tokio::test]

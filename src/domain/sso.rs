@@ -2,6 +2,7 @@
 //! identity maps to a member, and the fixed reasons a sign-in ends without a session.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use time::{Duration, OffsetDateTime};
 use url::Url;
 
 /// Why a single sign-on ended without a session. `as_str` is what `/?sso_error=` carries: a fixed
@@ -39,6 +40,12 @@ pub enum Failure {
     /// Too many single sign-on requests from one address, whatever the workspace: a flood, answered
     /// 429 rather than with a redirect.
     TooManyRequests,
+    /// A re-authentication asked for without a live console session of that workspace.
+    NoSession,
+    /// A re-authentication whose ID token does not prove a login made for it (`auth_time`).
+    LoginNotFresh,
+    /// A re-authentication in which someone other than the session's person signed in.
+    WrongPerson,
     /// Our own storage failed.
     Unavailable,
 }
@@ -64,12 +71,15 @@ impl Failure {
             Failure::LinkedElsewhere => "linked_elsewhere",
             Failure::RateLimited => "rate_limited",
             Failure::TooManyRequests => "too_many_requests",
+            Failure::NoSession => "no_session",
+            Failure::LoginNotFresh => "login_not_fresh",
+            Failure::WrongPerson => "wrong_person",
             Failure::Unavailable => "unavailable",
         }
     }
 
     /// Every reason: the closed label set of the `assent_sso_refusals_total` metric.
-    pub const ALL: [Failure; 19] = [
+    pub const ALL: [Failure; 22] = [
         Failure::NotConfigured,
         Failure::InvalidState,
         Failure::Expired,
@@ -88,6 +98,9 @@ impl Failure {
         Failure::LinkedElsewhere,
         Failure::RateLimited,
         Failure::TooManyRequests,
+        Failure::NoSession,
+        Failure::LoginNotFresh,
+        Failure::WrongPerson,
         Failure::Unavailable,
     ];
 }
@@ -256,6 +269,18 @@ pub fn email_vouched(email_verified: Option<bool>, xms_edov: Option<bool>) -> bo
     }
 }
 
+/// Whether the provider's `auth_time` proves a login made for this re-authentication: present
+/// (we asked with `max_age=0`, so OpenID Connect Core 1.0 section 3.1.2.1 requires it), not before
+/// the re-authentication started, not in the future; `skew` either way for the clocks.
+pub fn fresh_login(
+    auth_time: Option<OffsetDateTime>,
+    started_at: OffsetDateTime,
+    now: OffsetDateTime,
+    skew: Duration,
+) -> bool {
+    auth_time.is_some_and(|t| t >= started_at - skew && t <= now + skew)
+}
+
 /// A domain of `allowed_email_domains`, lower-cased; None when it is not a plain domain name.
 pub fn normalize_domain(domain: &str) -> Option<String> {
     let d = domain.trim().trim_start_matches('@').to_ascii_lowercase();
@@ -322,6 +347,19 @@ pub fn map_identity(
         (None, Some(m)) => Mapping::LinkAndSignIn { user_id: m.user_id },
         (None, None) if domain_allowed => Mapping::Create,
         (None, None) => Mapping::Refuse(Failure::DomainNotAllowed),
+    }
+}
+
+/// The identity rule of a re-authentication: only the session's own member passes; another member,
+/// a stranger, or a subject that cannot be tied to the member is someone else signing in.
+pub fn for_reauth(mapping: Mapping, session_user: i64) -> Mapping {
+    match mapping {
+        Mapping::SignIn { user_id } | Mapping::LinkAndSignIn { user_id }
+            if user_id == session_user =>
+        {
+            mapping
+        }
+        _ => Mapping::Refuse(Failure::WrongPerson),
     }
 }
 
@@ -463,6 +501,9 @@ mod tests {
                 | Failure::LinkedElsewhere
                 | Failure::RateLimited
                 | Failure::TooManyRequests
+                | Failure::NoSession
+                | Failure::LoginNotFresh
+                | Failure::WrongPerson
                 | Failure::Unavailable => {}
             }
         }
@@ -589,5 +630,63 @@ mod tests {
         assert!(!email_vouched(None, Some(false)));
         assert!(!email_vouched(None, None));
         assert!(email_vouched(Some(true), Some(false)));
+    }
+
+    #[test]
+    fn a_reauthentication_needs_a_login_made_for_it() {
+        use time::macros::datetime;
+        let started = datetime!(2026-11-28 12:00 UTC);
+        let now = started + Duration::seconds(40);
+        let skew = Duration::seconds(60);
+        assert!(fresh_login(
+            Some(started + Duration::seconds(20)),
+            started,
+            now,
+            skew
+        ));
+        assert!(fresh_login(
+            Some(started - Duration::seconds(30)),
+            started,
+            now,
+            skew
+        ));
+        assert!(!fresh_login(None, started, now, skew));
+        assert!(!fresh_login(
+            Some(started - Duration::minutes(5)),
+            started,
+            now,
+            skew
+        ));
+        assert!(!fresh_login(
+            Some(now + Duration::minutes(5)),
+            started,
+            now,
+            skew
+        ));
+    }
+
+    #[test]
+    fn a_reauthentication_is_the_sessions_own_member_or_nobody() {
+        assert_eq!(
+            for_reauth(Mapping::SignIn { user_id: 3 }, 3),
+            Mapping::SignIn { user_id: 3 }
+        );
+        assert_eq!(
+            for_reauth(Mapping::LinkAndSignIn { user_id: 3 }, 3),
+            Mapping::LinkAndSignIn { user_id: 3 }
+        );
+        for other in [
+            Mapping::SignIn { user_id: 4 },
+            Mapping::LinkAndSignIn { user_id: 4 },
+            Mapping::Create,
+            Mapping::Refuse(Failure::LinkedElsewhere),
+            Mapping::Refuse(Failure::DomainNotAllowed),
+        ] {
+            assert_eq!(
+                for_reauth(other, 3),
+                Mapping::Refuse(Failure::WrongPerson),
+                "{other:?}"
+            );
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Single sign-on routes (CONTRACT.md section 11): the owner's settings, and the browser's round
-//! trip through the provider. Failures of the round trip are redirects to `/?sso_error=<reason>`,
-//! never a page of ours with the provider's text on it; only a flood from one address is answered
-//! 429 (issue 13).
+//! trip through the provider, to sign in or (`?reauth=1`) to re-authenticate the console session.
+//! Failures of the round trip are redirects to `/?sso_error=<reason>`, never a page of ours with
+//! the provider's text on it; only a flood from one address is answered 429 (issue 13).
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::request::Parts;
@@ -13,14 +13,14 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-use super::extract::{cookie, session_cookie, ApiJson};
+use super::extract::{cookie, session_cookie, ApiJson, SESSION_COOKIE};
 use crate::app::App;
 use crate::challenges::LOGIN_WINDOW;
 use crate::clock::ser_rfc3339;
 use crate::domain::crypto::Secret;
 use crate::domain::sso::Failure;
 use crate::error::{ApiError, ApiResult};
-use crate::service::sso::{CallbackParams, SsoSettings, PENDING_TTL};
+use crate::service::sso::{CallbackParams, SsoFinished, SsoSettings, StartFor, PENDING_TTL};
 use crate::service::{Caller, ConsoleSession};
 use crate::store::sso::SsoConfig;
 use crate::store::Role;
@@ -158,14 +158,28 @@ fn failed(failure: Failure, cookies: &[String]) -> Response {
     redirect(&format!("/?sso_error={}", failure.as_str()), cookies)
 }
 
+/// Whether the start's query asks for a re-authentication (`reauth=1`).
+fn wants_reauth(query: Option<&str>) -> bool {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(name, value)| name == "reauth" && value == "1")
+}
+
 async fn start(
     State(app): State<Arc<App>>,
     Path(workspace): Path<String>,
     caller: Caller,
+    RawQuery(query): RawQuery,
     parts: Parts,
 ) -> Response {
     let existing = cookie(&parts, BINDING_COOKIE);
-    match app.sso_start(&workspace, existing, &caller).await {
+    let purpose = if wants_reauth(query.as_deref()) {
+        StartFor::Reauth {
+            session_cookie: cookie(&parts, SESSION_COOKIE),
+        }
+    } else {
+        StartFor::SignIn
+    };
+    match app.sso_start(&workspace, existing, purpose, &caller).await {
         Ok(started) => redirect(
             &started.location,
             &[binding_cookie(&app, Some(started.binding.expose()))],
@@ -202,13 +216,14 @@ async fn callback(
     let params = callback_params(query.as_deref());
     let clear = binding_cookie(&app, None);
     match app.sso_callback(params, binding, &caller).await {
-        Ok(signed_in) => redirect(
+        Ok(SsoFinished::SignedIn(signed_in)) => redirect(
             "/",
             &[
                 clear,
                 session_cookie(&app, Some(signed_in.session_id.expose())),
             ],
         ),
+        Ok(SsoFinished::Reauthenticated) => redirect("/?reauth=ok", &[clear]),
         Err(failure) => failed(failure, &[clear]),
     }
 }
@@ -228,6 +243,21 @@ mod tests {
         assert_eq!(p.error, None);
         let empty = callback_params(None);
         assert!(empty.state.is_none() && empty.code.is_none());
+    }
+
+    #[test]
+    fn only_reauth_1_asks_for_a_reauthentication() {
+        assert!(wants_reauth(Some("reauth=1")));
+        assert!(wants_reauth(Some("x=2&reauth=1")));
+        for no in [
+            None,
+            Some(""),
+            Some("reauth=0"),
+            Some("reauth=yes"),
+            Some("reauthx=1"),
+        ] {
+            assert!(!wants_reauth(no), "{no:?}");
+        }
     }
 
     #[test]

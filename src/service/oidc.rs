@@ -163,6 +163,8 @@ pub struct Identity {
     pub email_verified: Option<bool>,
     /// Entra ID's `xms_edov`: `Some(true)` only for the JSON boolean `true`.
     pub xms_edov: Option<bool>,
+    /// When the person last logged in at the provider (OpenID Connect Core 1.0 section 2).
+    pub auth_time: Option<OffsetDateTime>,
 }
 
 #[derive(Clone)]
@@ -353,13 +355,17 @@ impl OidcProviders {
     }
 
     /// The URL of the provider's authorization endpoint for a new sign-in: the code flow with
-    /// PKCE S256 (RFC 7636), `state`, `nonce`, and scope `openid email profile`.
+    /// PKCE S256 (RFC 7636), `state`, `nonce`, and scope `openid email profile`. A
+    /// re-authentication (`fresh_login`) also asks for `prompt=login` and `max_age=0` (OpenID
+    /// Connect Core 1.0 section 3.1.2.1): the person logs in again whatever session they have at
+    /// the provider, and the ID token carries `auth_time`.
     pub async fn authorization_url(
         &self,
         rp: RelyingParty<'_>,
         state: &str,
         nonce: &str,
         pkce_challenge: PkceCodeChallenge,
+        fresh_login: bool,
         now: OffsetDateTime,
     ) -> Result<url::Url, Refused> {
         let d = self
@@ -375,7 +381,7 @@ impl OidcProviders {
         )
         .set_redirect_uri(redirect);
         let (state, nonce) = (state.to_owned(), nonce.to_owned());
-        let (url, _, _) = client
+        let mut request = client
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
                 move || CsrfToken::new(state),
@@ -383,8 +389,13 @@ impl OidcProviders {
             )
             .add_scope(Scope::new("email".into()))
             .add_scope(Scope::new("profile".into()))
-            .set_pkce_challenge(pkce_challenge)
-            .url();
+            .set_pkce_challenge(pkce_challenge);
+        if fresh_login {
+            request = request
+                .add_prompt(CoreAuthPrompt::Login)
+                .set_max_age(std::time::Duration::ZERO);
+        }
+        let (url, _, _) = request.url();
         Ok(url)
     }
 
@@ -482,6 +493,9 @@ impl OidcProviders {
                 .xms_edov
                 .as_ref()
                 .map(|v| *v == serde_json::Value::Bool(true)),
+            auth_time: claims
+                .auth_time()
+                .and_then(|t| OffsetDateTime::from_unix_timestamp(t.timestamp()).ok()),
         })
     }
 

@@ -35,6 +35,8 @@ pub(super) struct Trail {
     pub actor: Option<String>,
     /// A refusal already audited in its window (the start limit's repeats): counted, not logged.
     pub quiet: bool,
+    /// A re-authentication (`?reauth=1`), not a sign-in.
+    pub reauth: bool,
 }
 
 pub(super) fn store_failed(e: StoreError) -> Refused {
@@ -101,6 +103,9 @@ impl App {
             "issuer": trail.issuer,
             "user_agent": caller.user_agent,
         });
+        if trail.reauth {
+            detail["reauth"] = json!(true);
+        }
         if refusals == SSO_AUDITED_REFUSALS + 1 {
             detail["further_refusals_not_logged_for_minutes"] = json!(LOGIN_WINDOW.whole_minutes());
         }

@@ -430,11 +430,11 @@ impl NodeProvider {
         authorize_url: &str,
         action: &str,
         login: &str,
-    ) -> String {
+    ) -> (String, bool) {
         let on_provider = |l: &str| !l.starts_with(&self.issuer);
         let (hops, back) = ua.follow(authorize_url, on_provider).await;
         if let Some(back) = back {
-            return back; // the provider remembered the browser: no login page
+            return (back, false); // the provider remembered the browser: no login page
         }
         let page = hops.last().unwrap();
         assert_eq!(page.status, 200, "the provider's login page: {page:?}");
@@ -456,19 +456,33 @@ impl NodeProvider {
         assert_eq!(posted.status, 303, "posting the login form: {posted:?}");
         let next = posted.location.expect("the login form redirects");
         if on_provider(&next) {
-            return next;
+            return (next, true);
         }
         let (_, back) = ua.follow(&next, on_provider).await;
-        back.expect("the provider sends the browser back to Assent")
+        (
+            back.expect("the provider sends the browser back to Assent"),
+            true,
+        )
     }
 
     pub async fn login(&self, ua: &mut UserAgent, authorize_url: &str, login: &str) -> String {
+        self.interact(ua, authorize_url, "login", login).await.0
+    }
+
+    /// Like `login`, and says whether the provider showed its login page (false: it remembered
+    /// the browser's session and answered at once).
+    pub async fn login_prompted(
+        &self,
+        ua: &mut UserAgent,
+        authorize_url: &str,
+        login: &str,
+    ) -> (String, bool) {
         self.interact(ua, authorize_url, "login", login).await
     }
 
     /// Presses "Cancel" on the login page: the provider answers `error=access_denied`.
     pub async fn cancel(&self, ua: &mut UserAgent, authorize_url: &str) -> String {
-        self.interact(ua, authorize_url, "abort", "").await
+        self.interact(ua, authorize_url, "abort", "").await.0
     }
 }
 
@@ -572,6 +586,9 @@ struct Issued {
     nonce: Option<String>,
     challenge: String,
     redirect_uri: String,
+    /// The request asked for `max_age`: the ID token carries `auth_time`, as OpenID Connect Core
+    /// 1.0 section 3.1.2.1 requires (a forge may still remove or change it).
+    max_age: bool,
     forge: Forge,
 }
 
@@ -822,6 +839,7 @@ async fn authorize(State(s): State<Shared>, Query(q): Query<HashMap<String, Stri
             nonce: q.get("nonce").cloned(),
             challenge: q["code_challenge"].clone(),
             redirect_uri: q["redirect_uri"].clone(),
+            max_age: q.contains_key("max_age"),
             forge,
         },
     );
@@ -877,6 +895,10 @@ async fn token(
     });
     if let Some(nonce) = issued.nonce {
         claims["nonce"] = json!(nonce);
+    }
+    if issued.max_age {
+        // The person "logged in" as the provider answered the authorization request, just now.
+        claims["auth_time"] = json!(now);
     }
     let obj = claims.as_object_mut().unwrap();
     for (k, v) in &issued.forge.claims {
@@ -970,6 +992,41 @@ pub async fn deployment_refusals(server: &TestServer, ua: &UserAgent) -> Vec<Str
             .expect("read the audit log")
         }
     }
+}
+
+/// Moves the last authentication of every console session of one person `secs` into the past, in
+/// the database: the reauth window (ASSENT_REAUTH_WINDOW_SECS) closes without waiting for it.
+/// White-box like `age_sso_pending`. Tied to `sessions`.
+pub async fn age_authentication(server: &TestServer, slug: &str, email: &str, secs: i64) {
+    use sqlx::Connection;
+    const SQL: &str = "UPDATE sessions SET authenticated_at = authenticated_at - $1 \
+         WHERE user_id = (SELECT u.id FROM users u JOIN workspaces w ON w.id = u.workspace_id \
+         WHERE w.slug = $2 AND u.email_lower = lower($3))";
+    let aged = match &server.db {
+        TestDb::Sqlite { .. } => {
+            let mut conn = sqlx::SqliteConnection::connect(&server.db_url)
+                .await
+                .unwrap();
+            let done = sqlx::query(SQL)
+                .bind(secs)
+                .bind(slug)
+                .bind(email)
+                .execute(&mut conn)
+                .await;
+            done.expect("age sessions").rows_affected()
+        }
+        TestDb::Postgres { database, .. } => {
+            let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+            let done = sqlx::query(SQL)
+                .bind(secs)
+                .bind(slug)
+                .bind(email)
+                .execute(&mut conn)
+                .await;
+            done.expect("age sessions").rows_affected()
+        }
+    };
+    assert!(aged >= 1, "no session of {email} in {slug} to age");
 }
 
 /// How many audit entries of this kind the whole deployment holds, whatever their workspace.
