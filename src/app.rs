@@ -132,12 +132,13 @@ impl App {
             keyring.clone(),
             metrics.clone(),
         ));
+        let oidc = OidcProviders::new(config.sso_allow_loopback);
         Arc::new(App {
             config,
             clock,
             store,
             sso,
-            oidc: OidcProviders::new(),
+            oidc,
             provisioning: ProvisioningLog::new(scim.clone()),
             scim,
             challenges,

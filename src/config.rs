@@ -122,6 +122,10 @@ pub struct Config {
     pub apns: Option<crate::push::ApnsConfig>,
     /// `ASSENT_FCM_*`: push to Android phones; `None` when not configured (they poll).
     pub fcm: Option<crate::push::FcmConfig>,
+    /// `ASSENT_SSO_ALLOW_LOOPBACK=1`: an OpenID provider on a loopback address (and only there,
+    /// plain http) is accepted, for tests and local demos. Off, every provider URL must be https
+    /// on a public address (CONTRACT.md section 11).
+    pub sso_allow_loopback: bool,
 }
 
 /// A push platform's configuration error, as the one line that names the variable.
@@ -389,6 +393,16 @@ impl Config {
             },
             apns: crate::push::ApnsConfig::from_lookup(get).map_err(push_error)?,
             fcm: crate::push::FcmConfig::from_lookup(get).map_err(push_error)?,
+            sso_allow_loopback: match get("ASSENT_SSO_ALLOW_LOOPBACK").as_deref().map(str::trim) {
+                None | Some("0") => false,
+                Some("1") => true,
+                Some(v) => {
+                    return Err(bad(
+                        "ASSENT_SSO_ALLOW_LOOPBACK",
+                        format!("expected 1 (allow a loopback provider) or 0, got {v:?}"),
+                    ))
+                }
+            },
         })
     }
 
@@ -424,6 +438,21 @@ mod tests {
             matches!(c.master_key, MasterKeySource::File(ref p) if p.to_str() == Some("assent.db.key"))
         );
         assert_eq!(c.scim_base_url(), "http://127.0.0.1:8080/v1/scim/v2");
+        assert!(!c.sso_allow_loopback);
+    }
+
+    #[test]
+    fn a_loopback_provider_is_allowed_only_when_asked() {
+        assert!(
+            config(&[("ASSENT_SSO_ALLOW_LOOPBACK", "1")])
+                .unwrap()
+                .sso_allow_loopback
+        );
+        assert!(
+            !config(&[("ASSENT_SSO_ALLOW_LOOPBACK", "0")])
+                .unwrap()
+                .sso_allow_loopback
+        );
     }
 
     #[test]
@@ -451,6 +480,8 @@ mod tests {
             ("ASSENT_SCIM_LOG_RETENTION_DAYS", "a month"),
             ("ASSENT_LOG", "assent=loudest"),
             ("ASSENT_TRUSTED_PROXIES", "10.0.0.0/8, nope"),
+            ("ASSENT_SSO_ALLOW_LOOPBACK", "yes"),
+            ("ASSENT_SSO_ALLOW_LOOPBACK", "true"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);

@@ -52,6 +52,12 @@ pub struct ProviderLabels {
     pub provider: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SsoRefusalLabels {
+    /// A `domain::sso::Failure` code: a fixed list, so the label stays low-cardinality.
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub challenges: Family<ChallengeLabels, Counter>,
@@ -64,6 +70,8 @@ pub struct Metrics {
     pub push_tokens_invalidated: Counter,
     pub redis_round_trips: Family<RedisLabels, Counter>,
     pub unattributed_refusals: Family<RefusalLabels, Counter>,
+    /// Single sign-on refusals by reason, audited or not (a flood's are counted here only).
+    pub sso_refusals: Family<SsoRefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -133,6 +141,18 @@ impl Default for Metrics {
             "Refused unauthenticated requests that name no workspace (counted, not audited)",
             unattributed_refusals.clone(),
         );
+        let sso_refusals = Family::<SsoRefusalLabels, Counter>::default();
+        // Every reason from the start, at 0: a dashboard sees the series before the first refusal.
+        for failure in crate::domain::sso::Failure::ALL {
+            let _series = sso_refusals.get_or_create(&SsoRefusalLabels {
+                reason: failure.as_str(),
+            });
+        }
+        registry.register(
+            "sso_refusals",
+            "Single sign-on starts and callbacks refused, by reason",
+            sso_refusals.clone(),
+        );
         Self {
             registry,
             challenges,
@@ -145,6 +165,7 @@ impl Default for Metrics {
             push_tokens_invalidated,
             redis_round_trips,
             unattributed_refusals,
+            sso_refusals,
         }
     }
 }
@@ -162,6 +183,14 @@ impl Metrics {
     pub fn refused(&self, what: &'static str) {
         self.unattributed_refusals
             .get_or_create(&RefusalLabels { what })
+            .inc();
+    }
+
+    pub fn sso_refused(&self, failure: crate::domain::sso::Failure) {
+        self.sso_refusals
+            .get_or_create(&SsoRefusalLabels {
+                reason: failure.as_str(),
+            })
             .inc();
     }
 

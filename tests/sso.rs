@@ -1,17 +1,39 @@
 //! Single sign-on to the console (CONTRACT.md section 11), against the real binary: end to end with a
-//! real OpenID provider (Node's oidc-provider, tests/oidc/), including key rotation at the provider,
-//! and every refusal with a small provider of our own that signs the ID tokens no honest provider
-//! would. Each refusal must end at `/?sso_error=…`, with no session and an audit entry.
+//! real OpenID provider (Node's oidc-provider, tests/oidc/), including key rotation at the provider
+//! and re-authentication, and every refusal with a small provider of our own that signs the ID
+//! tokens no honest provider would. Each refusal must end at `/?sso_error=…`, with no session and an
+//! audit entry when it names a workspace; providers inside our network are refused before anything
+//! is sent to them, and a flood from one address ends in 429 without filling the audit log.
 
 mod support;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::oidc::{whoami, Forge, MiniProvider, NodeProvider, Signer, UserAgent};
-use support::{json_body, problem, server::shared, unix_now, Browser, TestServer, Workspace};
+use support::{json_body, problem, unix_now, Browser, ServerOptions, TestServer, Workspace};
+use tokio::sync::OnceCell;
 
 const CLIENT_ID: &str = "assent-console";
 const CLIENT_SECRET: &str = "sso-client-secret-7Hq2vX9pLw4kRt6N";
+/// What `PUT /v1/console/sso` answers for any provider it cannot use (src/service/oidc.rs).
+const PROVIDER_REFUSED: &str =
+    "the provider could not be reached or its discovery document is not valid";
+
+/// The test providers listen on 127.0.0.1: the servers of these tests allow a loopback provider.
+fn loopback_allowed() -> ServerOptions {
+    ServerOptions {
+        env: vec![("ASSENT_SSO_ALLOW_LOOPBACK".into(), "1".into())],
+        ..ServerOptions::default()
+    }
+}
+
+/// The server most tests of this file share.
+async fn shared() -> &'static TestServer {
+    static SERVER: OnceCell<TestServer> = OnceCell::const_new();
+    SERVER
+        .get_or_init(|| TestServer::start(loopback_allowed()))
+        .await
+}
 
 fn redirect_uri(server: &TestServer) -> String {
     format!("{}/v1/sso/callback", server.public_url)
@@ -145,27 +167,33 @@ async fn settings_are_for_owners_checked_against_the_provider_and_never_show_the
         &[400],
     )
     .await;
+    // One answer whatever the cause (closed port, not a provider, another issuer): the form is no
+    // port scanner. The cause is in the server's log.
+    assert_eq!(unreachable["detail"], PROVIDER_REFUSED, "{unreachable}");
+    let closed_port = closed.rsplit(':').next().unwrap();
     assert!(
-        unreachable["detail"]
-            .as_str()
-            .unwrap()
-            .contains("could not be reached"),
+        !unreachable.to_string().contains(closed_port),
         "{unreachable}"
     );
-    problem(
+    let not_a_provider = problem(
         put_sso(&owner, &settings(&server.base, &[], "member", false)).await,
         &[400],
     )
     .await;
+    assert_eq!(not_a_provider["detail"], PROVIDER_REFUSED);
     let other_issuer = format!("{}/", mini.issuer);
     let mismatch = problem(
         put_sso(&owner, &settings(&other_issuer, &[], "member", false)).await,
         &[400],
     )
     .await;
+    assert_eq!(mismatch["detail"], PROVIDER_REFUSED, "{mismatch}");
     assert!(
-        mismatch["detail"].as_str().unwrap().contains("issuer"),
-        "{mismatch}"
+        server
+            .log()
+            .lines()
+            .any(|l| l.contains("single sign-on settings refused") && l.contains("issuer")),
+        "the cause of a refusal is not in the server's log"
     );
     problem(
         put_sso(&owner, &settings(&mini.issuer, &[], "owner", false)).await,
@@ -381,8 +409,10 @@ async fn forged_or_replayed_state_ends_without_a_session() {
         .clear()
         .append_pair("code", &code)
         .append_pair("state", "forged-state-0000");
-    // No workspace can be named for a state nobody issued: the entry goes to the deployment's log.
+    // No workspace can be named for a state nobody issued: counted in the metrics, never an audit
+    // row (anyone can send these, as many as they like).
     let tokens = mini.token_requests();
+    let counted = support::oidc::sso_refusals_metric(server, "invalid_state").await;
     ua.callback(forged.as_str()).await.refused("invalid_state");
     let missing = format!("{}?code={code}", redirect_uri(server));
     ua.callback(&missing).await.refused("invalid_state");
@@ -391,10 +421,13 @@ async fn forged_or_replayed_state_ends_without_a_session() {
         tokens,
         "no code is exchanged without a valid state"
     );
-    assert_eq!(
-        support::oidc::deployment_refusals(server, &ua).await,
-        ["invalid_state", "invalid_state"]
+    assert!(
+        support::oidc::deployment_refusals(server, &ua)
+            .await
+            .is_empty(),
+        "a refusal without a workspace was audited"
     );
+    assert!(support::oidc::sso_refusals_metric(server, "invalid_state").await >= counted + 2);
     assert_eq!(audit(&owner, "sso.login.failed").await.len(), refusals.seen);
 
     // The genuine answer, carried to another browser (login CSRF): refused, and the state is spent.
@@ -735,4 +768,513 @@ async fn one_address_may_start_only_so_many_sign_ins_to_a_workspace() {
         .get(&format!("{}/v1/sso/{}/start", server.base, other.slug))
         .await;
     assert!(hop.location.unwrap().starts_with(&mini.issuer));
+}
+
+/// A port on 127.0.0.1 that counts the connections made to it: the proof that a refused provider
+/// was sent nothing at all.
+struct Listener {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Listener {
+    async fn start() -> Listener {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = connections.clone();
+        tokio::spawn(async move {
+            while let Ok(_accepted) = l.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Listener { port, connections }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Asserts the generic 400 and that nothing was saved.
+async fn refused_settings(owner: &Browser, body: &Value) {
+    let refused = problem(put_sso(owner, body).await, &[400]).await;
+    assert_eq!(refused["detail"], PROVIDER_REFUSED, "{body}: {refused}");
+    problem(owner.get("/v1/console/sso").await, &[404]).await;
+}
+
+#[tokio::test]
+async fn a_provider_on_loopback_is_refused_unless_allowed_and_sent_nothing() {
+    // The deployment default: no ASSENT_SSO_ALLOW_LOOPBACK.
+    let server = TestServer::start(ServerOptions::default()).await;
+    let ws = server.create_workspace();
+    let owner = owner(&server, &ws).await;
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(&server)).await;
+    let listener = Listener::start().await;
+    let port = listener.port;
+
+    // The real provider (http://127.0.0.1:…), and the same port named every other way: https, by
+    // name (refused by the resolver), IPv4 inside IPv6, the numeric forms a URL parser folds.
+    refused_settings(&owner, &settings(&mini.issuer, &[], "member", false)).await;
+    for issuer in [
+        format!("http://127.0.0.1:{port}"),
+        format!("https://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+        format!("https://localhost:{port}"),
+        format!("https://[::1]:{port}"),
+        format!("https://[::ffff:127.0.0.1]:{port}"),
+        format!("https://0x7f.1:{port}"),
+        format!("https://2130706433:{port}"),
+        // Never connected to (the rules refuse them first): cloud metadata and a private address.
+        "https://169.254.169.254".to_owned(),
+        "https://metadata.google.internal".to_owned(),
+        "https://[fd00:ec2::254]".to_owned(),
+        "https://10.0.0.1".to_owned(),
+    ] {
+        let body = settings(&issuer, &[], "member", false);
+        let refused = problem(put_sso(&owner, &body).await, &[400]).await;
+        assert_eq!(refused["detail"], PROVIDER_REFUSED, "{issuer}: {refused}");
+        assert!(
+            !refused.to_string().contains(&port.to_string()),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        mini.requests(),
+        Vec::<String>::new(),
+        "the provider was asked"
+    );
+    assert_eq!(listener.connections(), 0, "something connected to the port");
+    problem(owner.get("/v1/console/sso").await, &[404]).await;
+    // The owner is told nothing; the operator reads why.
+    assert!(
+        server.log().contains("loopback address"),
+        "the server's log does not say why"
+    );
+}
+
+#[tokio::test]
+async fn discovery_that_points_inside_our_network_or_is_too_large_is_refused() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner = owner(server, &ws).await;
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    let body = settings(&mini.issuer, &[], "member", false);
+
+    // Loopback is allowed on this server, plain http only to loopback, and never a private,
+    // link-local or metadata address, whichever endpoint names it. None of these is contacted: the
+    // rules refuse them before any connection (no traffic leaves this machine).
+    for (field, url) in [
+        ("jwks_uri", "http://login.example.com/jwks"),
+        ("jwks_uri", "https://10.0.0.1/jwks"),
+        ("jwks_uri", "https://169.254.169.254/latest/meta-data/"),
+        ("jwks_uri", "https://[fd00:ec2::254]/jwks"),
+        ("jwks_uri", "https://metadata.google.internal/jwks"),
+        ("token_endpoint", "http://login.example.com/token"),
+        ("token_endpoint", "https://10.0.0.1/token"),
+        ("token_endpoint", "https://169.254.169.254/token"),
+        ("token_endpoint", "https://[fe80::1]/token"),
+        ("token_endpoint", "https://100.64.0.1/token"),
+        (
+            "authorization_endpoint",
+            "http://login.example.com/authorize",
+        ),
+        ("authorization_endpoint", "https://192.168.1.1/authorize"),
+        (
+            "authorization_endpoint",
+            "https://[::ffff:10.0.0.1]/authorize",
+        ),
+        ("authorization_endpoint", "https://172.16.0.1/authorize"),
+    ] {
+        mini.honest_documents();
+        mini.discovery_field(field, json!(url));
+        let before = mini.requests().len();
+        refused_settings(&owner, &body).await;
+        let asked = mini.requests()[before..].to_vec();
+        assert!(
+            asked
+                .iter()
+                .all(|p| p == "/.well-known/openid-configuration" || p == "/jwks"),
+            "{field} {url}: {asked:?}"
+        );
+    }
+
+    // Documents past 256 KiB are not read to the end, whichever of the two; below it they are fine
+    // (so it is their size that was refused).
+    mini.honest_documents();
+    mini.pad_discovery(300 * 1024);
+    refused_settings(&owner, &body).await;
+    mini.honest_documents();
+    mini.pad_jwks(300 * 1024);
+    refused_settings(&owner, &body).await;
+    mini.honest_documents();
+    mini.pad_discovery(100 * 1024);
+    mini.pad_jwks(100 * 1024);
+    json_body(put_sso(&owner, &body).await, 200).await;
+
+    // So is a token response past the cap, during a sign-in.
+    mini.honest_documents();
+    let (member, _) = server.add_member(&ws, "member");
+    mini.identity("sub-big", &member);
+    let mut refusals = Refusals::new(&owner).await;
+    let outcome = through_mini(
+        server,
+        &mini,
+        &ws.slug,
+        Forge {
+            token_padding: 300 * 1024,
+            ..Forge::default()
+        },
+    )
+    .await;
+    refusals
+        .expect(&owner, &outcome, "provider_unreachable")
+        .await;
+    let failed = audit(&owner, "sso.login.failed").await;
+    assert_eq!(
+        failed[0]["detail"]["cause"], PROVIDER_REFUSED,
+        "{:#}",
+        failed[0]
+    );
+    through_mini(server, &mini, &ws.slug, Forge::default())
+        .await
+        .signed_in();
+}
+
+#[tokio::test]
+async fn entra_xms_edov_vouches_for_the_email_only_without_email_verified() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner = owner(server, &ws).await;
+    let (member, _) = server.add_member(&ws, "member");
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    mini.identity("sub-entra", &member);
+    configure(&owner, &mini.issuer, &[], "member").await;
+    let mut refusals = Refusals::new(&owner).await;
+
+    // Entra ID: no email_verified, the optional claim xms_edov instead.
+    let entra = Forge::default()
+        .claim("email_verified", Value::Null)
+        .claim("xms_edov", json!(true));
+    let cookie = through_mini(server, &mini, &ws.slug, entra)
+        .await
+        .signed_in();
+    assert_eq!(whoami(server, &cookie).await["email"], member.as_str());
+
+    for forge in [
+        // email_verified: false is the provider's word, whatever else it says.
+        Forge::default()
+            .claim("email_verified", json!(false))
+            .claim("xms_edov", json!(true)),
+        Forge::default()
+            .claim("email_verified", Value::Null)
+            .claim("xms_edov", json!(false)),
+        Forge::default()
+            .claim("email_verified", Value::Null)
+            .claim("xms_edov", json!("true")),
+    ] {
+        let outcome = through_mini(server, &mini, &ws.slug, forge).await;
+        refusals
+            .expect(&owner, &outcome, "email_not_verified")
+            .await;
+    }
+}
+
+/// `GET /v1/sso/{slug}/start?reauth=1` in this browser, answered by the small provider as `forge`
+/// says.
+async fn reauth_through_mini(
+    server: &TestServer,
+    mini: &MiniProvider,
+    ua: &mut UserAgent,
+    slug: &str,
+    forge: Forge,
+) -> support::oidc::Outcome {
+    mini.forge(forge);
+    let hop = ua
+        .get(&format!("{}/v1/sso/{slug}/start?reauth=1", server.base))
+        .await;
+    assert_eq!(hop.status, 302, "{hop:?}");
+    let location = hop.location.unwrap();
+    assert!(location.starts_with(&mini.issuer), "{location}");
+    let back = mini.authorize(ua, &location).await;
+    ua.callback(&back).await
+}
+
+/// `POST /v1/console/devices/enrollments` with this console cookie.
+async fn enroll(server: &TestServer, cookie: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/console/devices/enrollments", server.base))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The enrollment of a first phone is refused for want of a fresh sign-in, as an SSO session's.
+async fn needs_reauth(server: &TestServer, cookie: &str, slug: &str) {
+    let refused = problem(enroll(server, cookie).await, &[403]).await;
+    assert_eq!(refused["reauth_required"], true, "{refused}");
+    assert_eq!(refused["reauth"], "sso", "{refused}");
+    assert_eq!(
+        refused["reauth_url"],
+        format!("/v1/sso/{slug}/start?reauth=1").as_str(),
+        "{refused}"
+    );
+}
+
+/// Asserts a re-authentication: back to the page with `?reauth=ok`, and no new session.
+fn reauthenticated(outcome: &support::oidc::Outcome) {
+    let url = reqwest::Url::parse(&outcome.location).unwrap();
+    assert_eq!(url.path(), "/", "{outcome:?}");
+    assert_eq!(url.query(), Some("reauth=ok"), "{outcome:?}");
+    assert!(
+        outcome.session.is_none(),
+        "a re-authentication made a session: {outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_real_provider_re_authenticates_an_sso_session_with_a_fresh_login() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner = owner(server, &ws).await;
+    let (alice, _) = server.add_member(&ws, "member");
+    let provider = NodeProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    provider.account("alice-reauth", &alice, true).await;
+    configure(&owner, &provider.issuer, &[], "member").await;
+
+    let mut ua = UserAgent::new();
+    let authorize = ua.start(server, &ws.slug).await;
+    let (back, prompted) = provider
+        .login_prompted(&mut ua, &authorize, "alice-reauth")
+        .await;
+    assert!(prompted, "a first sign-in shows the provider's login page");
+    ua.callback(&back).await.signed_in();
+    // Signing in again, the provider remembers the browser and asks nothing.
+    let authorize = ua.start(server, &ws.slug).await;
+    let (back, prompted) = provider
+        .login_prompted(&mut ua, &authorize, "alice-reauth")
+        .await;
+    assert!(!prompted, "the provider did not remember its session");
+    let cookie = ua.callback(&back).await.signed_in();
+
+    // Alice has no phone, and her sign-in is older than the reauth window.
+    support::oidc::age_authentication(server, &ws.slug, &alice, 3600).await;
+    needs_reauth(server, &cookie, &ws.slug).await;
+
+    // Re-authentication: the provider is asked for a fresh login, and shows its page although it
+    // remembers the browser.
+    let hop = ua
+        .get(&format!(
+            "{}/v1/sso/{}/start?reauth=1",
+            server.base, ws.slug
+        ))
+        .await;
+    assert_eq!(hop.status, 302, "{hop:?}");
+    let authorize = hop.location.unwrap();
+    let q: std::collections::HashMap<_, _> = reqwest::Url::parse(&authorize)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert_eq!(q["prompt"], "login", "{q:?}");
+    assert_eq!(q["max_age"], "0", "{q:?}");
+    let (back, prompted) = provider
+        .login_prompted(&mut ua, &authorize, "alice-reauth")
+        .await;
+    assert!(prompted, "prompt=login did not make the provider ask again");
+    reauthenticated(&ua.callback(&back).await);
+
+    // The same session, its window open again: the first phone may be enrolled.
+    assert_eq!(whoami(server, &cookie).await["email"], alice.as_str());
+    let code = json_body(enroll(server, &cookie).await, 201).await;
+    assert!(code["code"].is_string(), "{code}");
+    let reauths = audit(&owner, "session.reauthenticated").await;
+    assert_eq!(reauths.len(), 1, "{reauths:#?}");
+    assert_eq!(reauths[0]["actor"], alice.as_str());
+    assert_eq!(reauths[0]["detail"]["method"], "sso");
+    server.assert_log_free_of(&[("SSO client secret", CLIENT_SECRET)]);
+}
+
+#[tokio::test]
+async fn a_reauthentication_needs_the_sessions_own_person_logging_in_anew() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner_browser = owner(server, &ws).await;
+    let (ann, _) = server.add_member(&ws, "member");
+    let (bob, _) = server.add_member(&ws, "admin");
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    let domain = format!("{}.example.com", ws.slug);
+    configure(&owner_browser, &mini.issuer, &[&domain], "member").await;
+    let mut refusals = Refusals::new(&owner_browser).await;
+
+    // Bob signs in once (linked), then Ann, whose session is re-authenticated below.
+    mini.identity("sub-bob", &bob);
+    through_mini(server, &mini, &ws.slug, Forge::default())
+        .await
+        .signed_in();
+    mini.identity("sub-ann", &ann);
+    let mut ua = UserAgent::new();
+    let authorize = ua.start(server, &ws.slug).await;
+    let back = mini.authorize(&mut ua, &authorize).await;
+    let cookie = ua.callback(&back).await.signed_in();
+    support::oidc::age_authentication(server, &ws.slug, &ann, 3600).await;
+    needs_reauth(server, &cookie, &ws.slug).await;
+
+    // Without a console session of this workspace, nothing starts: no cookie, another
+    // workspace's session, a cookie that is no session.
+    let other = server.create_workspace();
+    let other_owner = Browser::logged_in(
+        server,
+        &other.slug,
+        &other.owner_email,
+        &other.owner_password,
+    )
+    .await;
+    let other_cookie = other_owner
+        .cookies
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for cookie in ["", other_cookie.as_str(), "assent_session=forged-0000"] {
+        let mut request = client.get(format!("{}/v1/sso/{}/start?reauth=1", server.base, ws.slug));
+        if !cookie.is_empty() {
+            request = request.header("Cookie", cookie);
+        }
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.status(), 302, "{cookie:?}");
+        assert!(resp.headers().get("set-cookie").is_none(), "{cookie:?}");
+        let location = resp.headers()["location"].to_str().unwrap();
+        assert!(location.ends_with("/?sso_error=no_session"), "{location}");
+    }
+    let failed = audit(&owner_browser, "sso.login.failed").await;
+    assert_eq!(failed[0]["detail"]["reason"], "no_session", "{failed:#?}");
+    assert_eq!(failed[0]["detail"]["reauth"], true, "{failed:#?}");
+    refusals.seen = failed.len();
+
+    // The provider's answer must prove a login made for this re-authentication.
+    let now = unix_now();
+    for forge in [
+        Forge::default().claim("auth_time", Value::Null),
+        Forge::default().claim("auth_time", json!(now - 3600)),
+        Forge::default().claim("auth_time", json!(now + 3600)),
+    ] {
+        let outcome = reauth_through_mini(server, &mini, &mut ua, &ws.slug, forge.clone()).await;
+        refusals
+            .expect(&owner_browser, &outcome, "login_not_fresh")
+            .await;
+        let q = mini.last_authorize();
+        assert_eq!(
+            (q["prompt"].as_str(), q["max_age"].as_str()),
+            ("login", "0"),
+            "{q:?}"
+        );
+    }
+
+    // Someone else logging in at the provider re-authenticates nobody: another member (linked or
+    // not yet), a subject claiming Ann's e-mail, a stranger who could have joined.
+    for (sub, email) in [
+        ("sub-bob", bob.clone()),
+        ("sub-carol", format!("carol@{domain}")),
+        ("sub-impostor", ann.clone()),
+    ] {
+        mini.identity(sub, &email);
+        let outcome = reauth_through_mini(server, &mini, &mut ua, &ws.slug, Forge::default()).await;
+        refusals
+            .expect(&owner_browser, &outcome, "wrong_person")
+            .await;
+    }
+    // The refusals left the session as it was (still signed in, still outside its window), and
+    // made nobody.
+    assert_eq!(whoami(server, &cookie).await["email"], ann.as_str());
+    needs_reauth(server, &cookie, &ws.slug).await;
+    assert!(audit(&owner_browser, "sso.member.created").await.is_empty());
+    assert!(audit(&owner_browser, "session.reauthenticated")
+        .await
+        .is_empty());
+
+    // Ann herself, logging in anew: her session, re-authenticated.
+    mini.identity("sub-ann", &ann);
+    let outcome = reauth_through_mini(server, &mini, &mut ua, &ws.slug, Forge::default()).await;
+    reauthenticated(&outcome);
+    json_body(enroll(server, &cookie).await, 201).await;
+}
+
+#[tokio::test]
+async fn a_flood_from_one_address_ends_in_429_without_filling_the_audit_log() {
+    // A server of its own: the flood uses up this address's allowance.
+    let server = TestServer::start(loopback_allowed()).await;
+    let ws = server.create_workspace();
+    let owner = owner(&server, &ws).await;
+    let (member, _) = server.add_member(&ws, "member");
+    let mini = MiniProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(&server)).await;
+    mini.identity("sub-flood", &member);
+    configure(&owner, &mini.issuer, &[], "member").await;
+    const PER_ADDRESS: usize = 300; // src/service/sso_guard.rs
+    const AUDITED: usize = 30;
+
+    // A used state replayed over and over names its workspace: audited, a bounded number of times.
+    let mut ua = UserAgent::new();
+    let authorize = ua.start(&server, &ws.slug).await;
+    let back = mini.authorize(&mut ua, &authorize).await;
+    ua.callback(&back).await.signed_in();
+    let mut callbacks = 1;
+    for _ in 0..AUDITED + 10 {
+        ua.callback(&back).await.refused("invalid_state");
+        callbacks += 1;
+    }
+    let failed = audit(&owner, "sso.login.failed").await;
+    assert_eq!(failed.len(), AUDITED + 1, "{failed:#?}");
+    assert!(failed[0]["detail"]["further_refusals_not_logged_for_minutes"].is_number());
+
+    // Forged states and unknown workspaces name none: counted, never audited, until the address
+    // has had its allowance; then 429.
+    let before = support::oidc::audit_rows(&server, "sso.login.failed").await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let callback = format!("{}/v1/sso/callback?state=x", server.base);
+    let start = format!("{}/v1/sso/no-such-workspace/start", server.base);
+    for (url, sent, reason) in [
+        (&callback, callbacks, "invalid_state"),
+        (&start, 1, "not_configured"),
+    ] {
+        for i in sent..PER_ADDRESS {
+            let resp = client.get(url).send().await.unwrap();
+            assert_eq!(resp.status(), 302, "{url} request {i}");
+            let location = resp.headers()["location"].to_str().unwrap().to_owned();
+            assert!(
+                location.ends_with(&format!("?sso_error={reason}")),
+                "{location}"
+            );
+        }
+        let flood = client.get(url).send().await.unwrap();
+        let retry_after: u64 = flood.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=900).contains(&retry_after), "{retry_after}");
+        problem(flood, &[429]).await;
+    }
+    assert_eq!(
+        support::oidc::audit_rows(&server, "sso.login.failed").await,
+        before,
+        "the flood wrote audit rows"
+    );
+    assert!(support::oidc::sso_refusals_metric(&server, "invalid_state").await >= 250);
+    assert!(support::oidc::sso_refusals_metric(&server, "too_many_requests").await >= 2);
+    // The known workspace's start is refused the same way from this address now.
+    let hop = client
+        .get(format!("{}/v1/sso/{}/start", server.base, ws.slug))
+        .send()
+        .await
+        .unwrap();
+    problem(hop, &[429]).await;
 }

@@ -339,6 +339,9 @@ const SSO_ERRORS = {
   domain_not_allowed: 'Your e-mail address is not a member of this workspace, and its domain may not join.',
   linked_elsewhere: 'This workspace member is linked to another account at the identity provider.',
   rate_limited: 'Too many single sign-on attempts from here. Wait a few minutes, then try again.',
+  no_session: 'Sign in first: only a signed-in session can be confirmed with single sign-on.',
+  login_not_fresh: 'The identity provider did not ask you to sign in again. Try again.',
+  wrong_person: 'Someone else signed in at the identity provider: this session was not confirmed.',
   unavailable: 'Single sign-on is unavailable. Try again shortly.',
 };
 

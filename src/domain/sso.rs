@@ -1,7 +1,8 @@
 //! Single sign-on rules with no I/O: which issuers and e-mail domains are acceptable, how a verified
 //! identity maps to a member, and the fixed reasons a sign-in ends without a session.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use time::{Duration, OffsetDateTime};
 use url::Url;
 
 /// Why a single sign-on ended without a session. `as_str` is what `/?sso_error=` carries: a fixed
@@ -36,6 +37,15 @@ pub enum Failure {
     LinkedElsewhere,
     /// Too many sign-ins started from one address to one workspace lately.
     RateLimited,
+    /// Too many single sign-on requests from one address, whatever the workspace: a flood, answered
+    /// 429 rather than with a redirect.
+    TooManyRequests,
+    /// A re-authentication asked for without a live console session of that workspace.
+    NoSession,
+    /// A re-authentication whose ID token does not prove a login made for it (`auth_time`).
+    LoginNotFresh,
+    /// A re-authentication in which someone other than the session's person signed in.
+    WrongPerson,
     /// Our own storage failed.
     Unavailable,
 }
@@ -60,46 +70,215 @@ impl Failure {
             Failure::DomainNotAllowed => "domain_not_allowed",
             Failure::LinkedElsewhere => "linked_elsewhere",
             Failure::RateLimited => "rate_limited",
+            Failure::TooManyRequests => "too_many_requests",
+            Failure::NoSession => "no_session",
+            Failure::LoginNotFresh => "login_not_fresh",
+            Failure::WrongPerson => "wrong_person",
             Failure::Unavailable => "unavailable",
         }
     }
+
+    /// Every reason: the closed label set of the `assent_sso_refusals_total` metric.
+    pub const ALL: [Failure; 22] = [
+        Failure::NotConfigured,
+        Failure::InvalidState,
+        Failure::Expired,
+        Failure::ProviderError,
+        Failure::ProviderUnreachable,
+        Failure::TokenExchange,
+        Failure::InvalidToken,
+        Failure::UnknownKey,
+        Failure::WrongIssuer,
+        Failure::WrongAudience,
+        Failure::TokenExpired,
+        Failure::WrongNonce,
+        Failure::EmailMissing,
+        Failure::EmailNotVerified,
+        Failure::DomainNotAllowed,
+        Failure::LinkedElsewhere,
+        Failure::RateLimited,
+        Failure::TooManyRequests,
+        Failure::NoSession,
+        Failure::LoginNotFresh,
+        Failure::WrongPerson,
+        Failure::Unavailable,
+    ];
 }
 
 /// A host that never leaves the machine: the only place a plain-http provider is accepted (tests,
-/// a provider on the same host). Anywhere else the ID token and the client secret need TLS.
+/// a provider on the same host, with `ASSENT_SSO_ALLOW_LOOPBACK=1`). Anywhere else the ID token and
+/// the client secret need TLS.
 pub fn is_loopback_host(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
         None => false,
     }
 }
 
-/// An endpoint of the provider (issuer, authorization, token, keys): https, or http on loopback.
-pub fn acceptable_endpoint(url: &Url) -> bool {
-    match url.scheme() {
-        "https" => url.host().is_some(),
-        "http" => is_loopback_host(url),
-        _ => false,
+const LOOPBACK_REFUSED: &str =
+    "a loopback address (set ASSENT_SSO_ALLOW_LOOPBACK=1 for a local provider)";
+
+/// Names of cloud metadata services, refused before they are even resolved (their addresses are
+/// refused too, whatever name leads there).
+const METADATA_NAMES: [&str; 2] = ["metadata.google.internal", "metadata"];
+
+/// Why a host name may not be a provider's, if it may not.
+pub fn forbidden_name(host: &str) -> Option<&'static str> {
+    let host = host.trim_end_matches('.');
+    METADATA_NAMES
+        .iter()
+        .any(|m| host.eq_ignore_ascii_case(m))
+        .then_some("a cloud metadata service")
+}
+
+/// Why an address may not be a provider's, if it may not: Assent would be sending requests (and
+/// browsers) into its own network, server-side request forgery (issue 12). Loopback is allowed
+/// only with `allow_loopback`; cloud metadata never. IPv4 written inside IPv6 (mapped,
+/// compatible, NAT64 RFC 6052) is judged as the IPv4 address it reaches.
+pub fn forbidden_address(ip: IpAddr, allow_loopback: bool) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => forbidden_v4(v4, allow_loopback),
+        IpAddr::V6(v6) => forbidden_v6(v6, allow_loopback),
     }
+}
+
+fn forbidden_v4(ip: Ipv4Addr, allow_loopback: bool) -> Option<&'static str> {
+    let [a, b, c, d] = ip.octets();
+    match (a, b) {
+        _ if [a, b, c, d] == [169, 254, 169, 254] => Some("a cloud metadata address"),
+        // Alibaba Cloud's metadata service, inside the shared range below.
+        _ if [a, b, c, d] == [100, 100, 100, 200] => Some("a cloud metadata address"),
+        (127, _) if allow_loopback => None,
+        (127, _) => Some(LOOPBACK_REFUSED),
+        (0, _) => Some("an unspecified address"),
+        (10, _) | (192, 168) => Some("a private address"),
+        (172, 16..=31) => Some("a private address"),
+        (100, 64..=127) => Some("a shared (carrier-grade NAT) address"),
+        (169, 254) => Some("a link-local address"),
+        (192, 0) if c == 0 => Some("a reserved address"),
+        (224..=239, _) => Some("a multicast address"),
+        // 240/4, reserved, with 255.255.255.255, the broadcast address.
+        (240..=255, _) => Some("a reserved or broadcast address"),
+        _ => None,
+    }
+}
+
+fn forbidden_v6(ip: Ipv6Addr, allow_loopback: bool) -> Option<&'static str> {
+    let s = ip.segments();
+    if ip.is_unspecified() {
+        return Some("an unspecified address");
+    }
+    if ip.is_loopback() {
+        return (!allow_loopback).then_some(LOOPBACK_REFUSED);
+    }
+    if ip == Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254) {
+        return Some("a cloud metadata address");
+    }
+    let embedded = |high: u16, low: u16| {
+        Ipv4Addr::new((high >> 8) as u8, high as u8, (low >> 8) as u8, low as u8)
+    };
+    match s {
+        // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated by RFC 4291).
+        [0, 0, 0, 0, 0, 0xffff, h, l] | [0, 0, 0, 0, 0, 0, h, l] => {
+            forbidden_v4(embedded(h, l), allow_loopback)
+        }
+        // 64:ff9b::/96, the well-known NAT64 prefix: a translator reaches the IPv4 inside.
+        [0x64, 0xff9b, 0, 0, 0, 0, h, l] => forbidden_v4(embedded(h, l), allow_loopback),
+        // 64:ff9b:1::/48, NAT64 for local use (RFC 8215).
+        [0x64, 0xff9b, 1, ..] => Some("a private address"),
+        [first, ..] if first & 0xfe00 == 0xfc00 => Some("a private (unique local) address"),
+        [first, ..] if first & 0xffc0 == 0xfe80 => Some("a link-local address"),
+        // fec0::/10, site-local: deprecated (RFC 3879), still private where it is used.
+        [first, ..] if first & 0xffc0 == 0xfec0 => Some("a private (site-local) address"),
+        [first, ..] if first & 0xff00 == 0xff00 => Some("a multicast address"),
+        _ => None,
+    }
+}
+
+/// Checks one URL of a provider (its issuer, or an endpoint its discovery document names) before
+/// anything is sent there: https (plain http only to a loopback host where loopback is allowed),
+/// no credentials, and no host that is a forbidden address or name. A host name's addresses are
+/// checked when it is resolved (`service::oidc_http`), at every connection.
+pub fn check_endpoint(url: &Url, allow_loopback: bool) -> Result<(), &'static str> {
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_loopback && is_loopback_host(url) => {}
+        "http" => return Err("plain http (https is required)"),
+        _ => return Err("not an http(s) URL"),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials in the URL");
+    }
+    match url.host() {
+        None => Err("no host"),
+        Some(url::Host::Ipv4(ip)) => {
+            forbidden_address(IpAddr::V4(ip), allow_loopback).map_or(Ok(()), Err)
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            forbidden_address(IpAddr::V6(ip), allow_loopback).map_or(Ok(()), Err)
+        }
+        // RFC 6761 section 6.3: `localhost` and its subdomains are loopback, whatever DNS says.
+        Some(url::Host::Domain(d)) if !allow_loopback && is_localhost_name(d) => {
+            Err(LOOPBACK_REFUSED)
+        }
+        Some(url::Host::Domain(d)) => forbidden_name(d).map_or(Ok(()), Err),
+    }
+}
+
+fn is_localhost_name(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
 }
 
 /// Checks an issuer as the owner typed it. OpenID Connect Discovery 1.0 section 4.3: the issuer is
 /// compared as an exact string, so it is kept as given (Entra's
-/// `https://login.microsoftonline.com/{tenant}/v2.0` has no trailing slash, others have one).
+/// `https://login.microsoftonline.com/{tenant}/v2.0` has no trailing slash, others have one). Only
+/// its form is checked here; where it leads is `check_endpoint`'s and the resolver's to judge, and
+/// their refusal reaches the owner as the one generic answer.
 pub fn check_issuer(issuer: &str) -> Result<Url, &'static str> {
     if issuer.len() > 2048 {
         return Err("issuer is too long");
     }
     let url = Url::parse(issuer).map_err(|_| "issuer is not a URL")?;
-    if !acceptable_endpoint(&url) {
+    let form_ok = match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => is_loopback_host(&url),
+        _ => false,
+    };
+    if !form_ok {
         return Err("issuer must be https (plain http only on a loopback address)");
     }
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
         return Err("issuer must not have a query, a fragment or credentials");
     }
     Ok(url)
+}
+
+/// Whether the ID token vouches for the e-mail. `email_verified` decides when present (a `false`
+/// refuses whatever else is said). Microsoft Entra ID leaves it out of its ID tokens and offers
+/// the optional claim `xms_edov` (the e-mail's domain is verified by the tenant that owns it): it
+/// counts only where `email_verified` is absent, and only as the JSON boolean `true`.
+pub fn email_vouched(email_verified: Option<bool>, xms_edov: Option<bool>) -> bool {
+    match email_verified {
+        Some(verified) => verified,
+        None => xms_edov == Some(true),
+    }
+}
+
+/// Whether the provider's `auth_time` proves a login made for this re-authentication: present
+/// (we asked with `max_age=0`, so OpenID Connect Core 1.0 section 3.1.2.1 requires it), not before
+/// the re-authentication started, not in the future; `skew` either way for the clocks.
+pub fn fresh_login(
+    auth_time: Option<OffsetDateTime>,
+    started_at: OffsetDateTime,
+    now: OffsetDateTime,
+    skew: Duration,
+) -> bool {
+    auth_time.is_some_and(|t| t >= started_at - skew && t <= now + skew)
 }
 
 /// A domain of `allowed_email_domains`, lower-cased; None when it is not a plain domain name.
@@ -168,6 +347,19 @@ pub fn map_identity(
         (None, Some(m)) => Mapping::LinkAndSignIn { user_id: m.user_id },
         (None, None) if domain_allowed => Mapping::Create,
         (None, None) => Mapping::Refuse(Failure::DomainNotAllowed),
+    }
+}
+
+/// The identity rule of a re-authentication: only the session's own member passes; another member,
+/// a stranger, or a subject that cannot be tied to the member is someone else signing in.
+pub fn for_reauth(mapping: Mapping, session_user: i64) -> Mapping {
+    match mapping {
+        Mapping::SignIn { user_id } | Mapping::LinkAndSignIn { user_id }
+            if user_id == session_user =>
+        {
+            mapping
+        }
+        _ => Mapping::Refuse(Failure::WrongPerson),
     }
 }
 
@@ -283,30 +475,218 @@ mod tests {
 
     #[test]
     fn failure_codes_are_url_safe_and_distinct() {
-        use Failure::*;
-        let all = [
-            NotConfigured,
-            InvalidState,
-            Expired,
-            ProviderError,
-            ProviderUnreachable,
-            TokenExchange,
-            InvalidToken,
-            UnknownKey,
-            WrongIssuer,
-            WrongAudience,
-            TokenExpired,
-            WrongNonce,
-            EmailMissing,
-            EmailNotVerified,
-            DomainNotAllowed,
-            LinkedElsewhere,
-            Unavailable,
-        ];
-        let codes: std::collections::HashSet<_> = all.iter().map(|f| f.as_str()).collect();
-        assert_eq!(codes.len(), all.len());
+        let codes: std::collections::HashSet<_> = Failure::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(codes.len(), Failure::ALL.len());
         assert!(codes
             .iter()
             .all(|c| c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+        // ALL is every variant: a new one not listed there fails to compile here.
+        for f in Failure::ALL {
+            match f {
+                Failure::NotConfigured
+                | Failure::InvalidState
+                | Failure::Expired
+                | Failure::ProviderError
+                | Failure::ProviderUnreachable
+                | Failure::TokenExchange
+                | Failure::InvalidToken
+                | Failure::UnknownKey
+                | Failure::WrongIssuer
+                | Failure::WrongAudience
+                | Failure::TokenExpired
+                | Failure::WrongNonce
+                | Failure::EmailMissing
+                | Failure::EmailNotVerified
+                | Failure::DomainNotAllowed
+                | Failure::LinkedElsewhere
+                | Failure::RateLimited
+                | Failure::TooManyRequests
+                | Failure::NoSession
+                | Failure::LoginNotFresh
+                | Failure::WrongPerson
+                | Failure::Unavailable => {}
+            }
+        }
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn addresses_inside_our_network_are_refused() {
+        for bad in [
+            "127.0.0.1",
+            "127.8.9.10",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.254",
+            "192.168.1.1",
+            "169.254.169.254",
+            "169.254.1.1",
+            "100.64.0.1",
+            "100.127.255.255",
+            "100.100.100.200",
+            "0.0.0.0",
+            "0.1.2.3",
+            "255.255.255.255",
+            "224.0.0.1",
+            "240.0.0.1",
+            "192.0.0.170",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "::10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+            "ff02::1",
+        ] {
+            assert!(forbidden_address(ip(bad), false).is_some(), "{bad}");
+        }
+        for good in [
+            "20.190.128.10",
+            "172.15.255.255",
+            "172.32.0.1",
+            "100.63.255.255",
+            "100.128.0.1",
+            "169.253.1.1",
+            "192.0.2.1",
+            "2603:1026::1",
+            "::ffff:20.190.128.10",
+            "64:ff9b::1443:800a",
+        ] {
+            assert_eq!(forbidden_address(ip(good), false), None, "{good}");
+        }
+    }
+
+    #[test]
+    fn loopback_is_allowed_only_when_asked_and_metadata_never() {
+        for lo in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
+            assert!(forbidden_address(ip(lo), false).is_some(), "{lo}");
+            assert_eq!(forbidden_address(ip(lo), true), None, "{lo}");
+        }
+        for never in [
+            "169.254.169.254",
+            "fd00:ec2::254",
+            "10.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(forbidden_address(ip(never), true).is_some(), "{never}");
+        }
+        assert_eq!(
+            forbidden_address(ip("169.254.169.254"), true),
+            Some("a cloud metadata address")
+        );
+    }
+
+    #[test]
+    fn endpoints_need_https_a_public_host_and_no_credentials() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        assert!(check_endpoint(&url("https://login.microsoftonline.com/t/v2.0"), false).is_ok());
+        assert!(check_endpoint(&url("https://20.190.128.10/token"), false).is_ok());
+        for (bad, allow) in [
+            ("http://login.example.com/token", false),
+            ("http://login.example.com/token", true),
+            ("http://127.0.0.1:4444/jwks", false),
+            ("https://127.0.0.1:4444/jwks", false),
+            ("https://localhost/jwks", false),
+            ("https://idp.localhost./jwks", false),
+            ("http://10.0.0.1/jwks", true),
+            ("https://10.0.0.1/jwks", true),
+            ("https://169.254.169.254/latest/meta-data", true),
+            ("https://[fd00:ec2::254]/", true),
+            ("https://[::ffff:a9fe:a9fe]/", true),
+            ("https://metadata.google.internal/computeMetadata/v1/", true),
+            ("https://METADATA.google.internal./", true),
+            ("https://user:pw@login.example.com/token", false),
+            ("ftp://login.example.com/", false),
+            ("https://0x7f.1/jwks", false),
+            ("https://2130706433/jwks", false),
+        ] {
+            assert!(
+                check_endpoint(&url(bad), allow).is_err(),
+                "{bad} (loopback {allow})"
+            );
+        }
+        // With loopback allowed: plain http to loopback, not further.
+        assert!(check_endpoint(&url("http://127.0.0.1:4444/jwks"), true).is_ok());
+        assert!(check_endpoint(&url("http://localhost:4444/jwks"), true).is_ok());
+        assert!(check_endpoint(&url("http://[::1]:4444/jwks"), true).is_ok());
+    }
+
+    #[test]
+    fn xms_edov_counts_only_where_email_verified_is_absent() {
+        assert!(email_vouched(Some(true), None));
+        assert!(email_vouched(None, Some(true)));
+        assert!(!email_vouched(Some(false), Some(true)));
+        assert!(!email_vouched(None, Some(false)));
+        assert!(!email_vouched(None, None));
+        assert!(email_vouched(Some(true), Some(false)));
+    }
+
+    #[test]
+    fn a_reauthentication_needs_a_login_made_for_it() {
+        use time::macros::datetime;
+        let started = datetime!(2026-11-28 12:00 UTC);
+        let now = started + Duration::seconds(40);
+        let skew = Duration::seconds(60);
+        assert!(fresh_login(
+            Some(started + Duration::seconds(20)),
+            started,
+            now,
+            skew
+        ));
+        assert!(fresh_login(
+            Some(started - Duration::seconds(30)),
+            started,
+            now,
+            skew
+        ));
+        assert!(!fresh_login(None, started, now, skew));
+        assert!(!fresh_login(
+            Some(started - Duration::minutes(5)),
+            started,
+            now,
+            skew
+        ));
+        assert!(!fresh_login(
+            Some(now + Duration::minutes(5)),
+            started,
+            now,
+            skew
+        ));
+    }
+
+    #[test]
+    fn a_reauthentication_is_the_sessions_own_member_or_nobody() {
+        assert_eq!(
+            for_reauth(Mapping::SignIn { user_id: 3 }, 3),
+            Mapping::SignIn { user_id: 3 }
+        );
+        assert_eq!(
+            for_reauth(Mapping::LinkAndSignIn { user_id: 3 }, 3),
+            Mapping::LinkAndSignIn { user_id: 3 }
+        );
+        for other in [
+            Mapping::SignIn { user_id: 4 },
+            Mapping::LinkAndSignIn { user_id: 4 },
+            Mapping::Create,
+            Mapping::Refuse(Failure::LinkedElsewhere),
+            Mapping::Refuse(Failure::DomainNotAllowed),
+        ] {
+            assert_eq!(
+                for_reauth(other, 3),
+                Mapping::Refuse(Failure::WrongPerson),
+                "{other:?}"
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Single sign-on routes (CONTRACT.md section 11): the owner's settings, and the browser's round
-//! trip through the provider. Failures of the round trip are redirects to `/?sso_error=<reason>`,
-//! never a page of ours with the provider's text on it.
+//! trip through the provider, to sign in or (`?reauth=1`) to re-authenticate the console session.
+//! Failures of the round trip are redirects to `/?sso_error=<reason>`, never a page of ours with
+//! the provider's text on it; only a flood from one address is answered 429 (issue 13).
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::request::Parts;
@@ -12,13 +13,14 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-use super::extract::{cookie, session_cookie, ApiJson};
+use super::extract::{cookie, session_cookie, ApiJson, SESSION_COOKIE};
 use crate::app::App;
+use crate::challenges::LOGIN_WINDOW;
 use crate::clock::ser_rfc3339;
 use crate::domain::crypto::Secret;
 use crate::domain::sso::Failure;
-use crate::error::ApiResult;
-use crate::service::sso::{CallbackParams, SsoSettings, PENDING_TTL};
+use crate::error::{ApiError, ApiResult};
+use crate::service::sso::{CallbackParams, SsoFinished, SsoSettings, StartFor, PENDING_TTL};
 use crate::service::{Caller, ConsoleSession};
 use crate::store::sso::SsoConfig;
 use crate::store::Role;
@@ -143,17 +145,41 @@ fn redirect(location: &str, cookies: &[String]) -> Response {
 }
 
 fn failed(failure: Failure, cookies: &[String]) -> Response {
+    if failure == Failure::TooManyRequests {
+        // A flood is no browser to send back to the page: a plain 429. The counting window is
+        // fixed from its first request, so it ends within LOGIN_WINDOW.
+        return ApiError::TooManyRequests {
+            detail: "too many single sign-on requests from this address; wait before trying again"
+                .into(),
+            retry_after_secs: LOGIN_WINDOW.whole_seconds() as u64,
+        }
+        .into_response();
+    }
     redirect(&format!("/?sso_error={}", failure.as_str()), cookies)
+}
+
+/// Whether the start's query asks for a re-authentication (`reauth=1`).
+fn wants_reauth(query: Option<&str>) -> bool {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(name, value)| name == "reauth" && value == "1")
 }
 
 async fn start(
     State(app): State<Arc<App>>,
     Path(workspace): Path<String>,
     caller: Caller,
+    RawQuery(query): RawQuery,
     parts: Parts,
 ) -> Response {
     let existing = cookie(&parts, BINDING_COOKIE);
-    match app.sso_start(&workspace, existing, &caller).await {
+    let purpose = if wants_reauth(query.as_deref()) {
+        StartFor::Reauth {
+            session_cookie: cookie(&parts, SESSION_COOKIE),
+        }
+    } else {
+        StartFor::SignIn
+    };
+    match app.sso_start(&workspace, existing, purpose, &caller).await {
         Ok(started) => redirect(
             &started.location,
             &[binding_cookie(&app, Some(started.binding.expose()))],
@@ -190,13 +216,14 @@ async fn callback(
     let params = callback_params(query.as_deref());
     let clear = binding_cookie(&app, None);
     match app.sso_callback(params, binding, &caller).await {
-        Ok(signed_in) => redirect(
+        Ok(SsoFinished::SignedIn(signed_in)) => redirect(
             "/",
             &[
                 clear,
                 session_cookie(&app, Some(signed_in.session_id.expose())),
             ],
         ),
+        Ok(SsoFinished::Reauthenticated) => redirect("/?reauth=ok", &[clear]),
         Err(failure) => failed(failure, &[clear]),
     }
 }
@@ -216,5 +243,33 @@ mod tests {
         assert_eq!(p.error, None);
         let empty = callback_params(None);
         assert!(empty.state.is_none() && empty.code.is_none());
+    }
+
+    #[test]
+    fn only_reauth_1_asks_for_a_reauthentication() {
+        assert!(wants_reauth(Some("reauth=1")));
+        assert!(wants_reauth(Some("x=2&reauth=1")));
+        for no in [
+            None,
+            Some(""),
+            Some("reauth=0"),
+            Some("reauth=yes"),
+            Some("reauthx=1"),
+        ] {
+            assert!(!wants_reauth(no), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn a_flood_is_a_429_and_other_failures_a_redirect() {
+        let flood = failed(Failure::TooManyRequests, &[]);
+        assert_eq!(flood.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(flood.headers().contains_key(header::RETRY_AFTER));
+        let other = failed(Failure::InvalidState, &[]);
+        assert_eq!(other.status(), StatusCode::FOUND);
+        assert_eq!(
+            other.headers()[header::LOCATION],
+            "/?sso_error=invalid_state"
+        );
     }
 }

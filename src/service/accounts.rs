@@ -529,7 +529,22 @@ impl App {
     }
 
     async fn console_session(&self, session_id: &str) -> ApiResult<Option<ConsoleSession>> {
-        let id_hash = sha256_hex(session_id.as_bytes());
+        self.any_session_by_hash(&sha256_hex(session_id.as_bytes()))
+            .await
+    }
+
+    /// The live console session (never a staff member's) with this `id_hash`, touched like any
+    /// use: how a single sign-on re-authentication finds the session it was started for, whose
+    /// cookie (SameSite=Strict) the provider's redirect back does not carry.
+    pub async fn session_by_hash(&self, id_hash: &str) -> ApiResult<Option<ConsoleSession>> {
+        Ok(self
+            .any_session_by_hash(id_hash)
+            .await?
+            .filter(|s| s.workspace.slug != STAFF_REALM))
+    }
+
+    async fn any_session_by_hash(&self, id_hash: &str) -> ApiResult<Option<ConsoleSession>> {
+        let id_hash = id_hash.to_owned();
         let now = self.now();
         let Some(session) = self
             .store

@@ -100,6 +100,7 @@ async fn fill(app: &App) -> Secrets {
             pkce_verifier: app
                 .keyring
                 .seal(b"verifier", &super::super::sso::pkce_context(&state_hash)),
+            reauth_session_hash: None,
             created_at: now,
             expires_at: now + time::Duration::minutes(10),
         })

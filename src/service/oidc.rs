@@ -12,22 +12,27 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreIdTokenClaims,
-    CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreProviderMetadata,
-    CoreResponseType,
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClientAuthMethod,
+    CoreErrorResponseType, CoreGenderClaim, CoreIdTokenVerifier, CoreJsonWebKey, CoreJsonWebKeySet,
+    CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
-    DiscoveryError, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
-    RequestTokenError, Scope, SignatureVerificationError, TokenResponse,
+    AdditionalClaims, AuthType, AuthorizationCode, ClaimsVerificationError, Client, ClientId,
+    ClientSecret, CsrfToken, DiscoveryError, EmptyExtraTokenFields, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IdTokenClaims, IdTokenFields, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, SignatureVerificationError,
+    StandardErrorResponse, StandardTokenResponse, TokenResponse,
 };
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::oidc_http::{error_chain, vet_url, FetchError, ProviderHttp};
 use crate::domain::crypto::{ct_eq, sha256_hex};
-use crate::domain::sso::{acceptable_endpoint, Failure};
+use crate::domain::sso::{check_endpoint, Failure};
 
 /// How long discovery and keys are trusted before they are fetched again (an unknown `kid`
 /// fetches the keys at once).
@@ -52,14 +57,73 @@ const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 10] = [
     CoreJwsSigningAlgorithm::EdDsa,
 ];
 
-/// Why the provider's documents could not be used. The text is for the owner (a 400 detail) and
-/// the log: it names what was wrong, never a secret.
+/// What the owner and the browser are told when a provider cannot be used, whatever the cause:
+/// a detail (refused address, connection refused, timeout, HTTP status) would make the settings
+/// form and the audit log a port scanner of the network Assent runs in (issue 12). The cause goes
+/// to the server's log.
+pub const PROVIDER_REFUSED: &str =
+    "the provider could not be reached or its discovery document is not valid";
+
+/// Why the provider's documents could not be used. The text is for the server's log only: it
+/// names what was wrong, never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryProblem {
     #[error("the issuer could not be reached: {0}")]
     Unreachable(String),
     #[error("the issuer's discovery document is not usable: {0}")]
     Invalid(String),
+}
+
+/// The claims Assent reads beyond the standard ones. `xms_edov` is Microsoft Entra ID's optional
+/// "e-mail domain owner verified" claim (`domain::sso::email_vouched`); kept as any JSON value so
+/// that an unexpected type refuses nothing by itself (only the boolean `true` counts).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ExtraClaims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    xms_edov: Option<serde_json::Value>,
+}
+
+impl AdditionalClaims for ExtraClaims {}
+
+type ExtraIdTokenFields = IdTokenFields<
+    ExtraClaims,
+    EmptyExtraTokenFields,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+
+/// `CoreClient` with `ExtraClaims` in its ID tokens, as built from discovery.
+type ProviderClient = Client<
+    ExtraClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    StandardTokenResponse<ExtraIdTokenFields, CoreTokenType>,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// A provider that could not be used during a sign-in: the cause to the log, a fixed text to the
+/// audit log and the browser.
+fn provider_failed(issuer: &str, problem: DiscoveryProblem) -> Refused {
+    tracing::warn!(%issuer, %problem, "single sign-on: the provider could not be used");
+    match problem {
+        DiscoveryProblem::Unreachable(_) => {
+            Refused::new(Failure::ProviderUnreachable, PROVIDER_REFUSED)
+        }
+        DiscoveryProblem::Invalid(_) => Refused::new(Failure::InvalidToken, PROVIDER_REFUSED),
+    }
 }
 
 /// A refusal with the internal cause, for the audit log.
@@ -97,6 +161,10 @@ pub struct Identity {
     pub sub: String,
     pub email: Option<String>,
     pub email_verified: Option<bool>,
+    /// Entra ID's `xms_edov`: `Some(true)` only for the JSON boolean `true`.
+    pub xms_edov: Option<bool>,
+    /// When the person last logged in at the provider (OpenID Connect Core 1.0 section 2).
+    pub auth_time: Option<OffsetDateTime>,
 }
 
 #[derive(Clone)]
@@ -111,23 +179,17 @@ type Slot = Arc<tokio::sync::Mutex<Option<Discovered>>>;
 
 /// The providers this instance has talked to, and the HTTP client it talks to them with.
 pub struct OidcProviders {
-    http: reqwest::Client,
+    http: ProviderHttp,
     /// One slot per issuer; its async lock is held while that issuer is fetched, so a slow
     /// provider delays only its own sign-ins.
     cache: Mutex<HashMap<String, Slot>>,
-}
-
-impl Default for OidcProviders {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 fn utc(t: OffsetDateTime) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()).unwrap_or_default()
 }
 
-fn discovery_problem(e: DiscoveryError<impl std::error::Error>) -> DiscoveryProblem {
+fn discovery_problem(e: DiscoveryError<FetchError>) -> DiscoveryProblem {
     match e {
         DiscoveryError::Request(cause) => DiscoveryProblem::Unreachable(error_chain(&cause)),
         DiscoveryError::Response(status, _, _) => {
@@ -141,63 +203,45 @@ fn discovery_problem(e: DiscoveryError<impl std::error::Error>) -> DiscoveryProb
     }
 }
 
-/// An error and its sources on one line ("client error: error sending request: connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// What we need of a provider, beyond what `openidconnect` already checked (the issuer in the
-/// document is the one asked for, the keys parse).
-fn check_metadata(md: &CoreProviderMetadata) -> Result<(), DiscoveryProblem> {
-    let invalid = |what: &str| Err(DiscoveryProblem::Invalid(what.to_owned()));
-    if !acceptable_endpoint(md.authorization_endpoint().url()) {
-        return invalid("authorization_endpoint must be https");
-    }
-    match md.token_endpoint() {
-        None => return invalid("it has no token_endpoint"),
-        Some(t) if !acceptable_endpoint(t.url()) => return invalid("token_endpoint must be https"),
-        Some(_) => {}
-    }
-    if !acceptable_endpoint(md.jwks_uri().url()) {
-        return invalid("jwks_uri must be https");
+/// document is the one asked for, the keys parse). Every endpoint we use passes the rules of
+/// `check_endpoint` (the key set was fetched through the guarded client, which applied them).
+fn check_metadata(md: &CoreProviderMetadata, allow_loopback: bool) -> Result<(), DiscoveryProblem> {
+    let invalid = |what: String| Err(DiscoveryProblem::Invalid(what));
+    let Some(token_endpoint) = md.token_endpoint() else {
+        return invalid("it has no token_endpoint".into());
+    };
+    for (name, url) in [
+        ("authorization_endpoint", md.authorization_endpoint().url()),
+        ("token_endpoint", token_endpoint.url()),
+        ("jwks_uri", md.jwks_uri().url()),
+    ] {
+        if let Err(why) = check_endpoint(url, allow_loopback) {
+            return invalid(format!("{name}: {why}"));
+        }
     }
     if !md
         .response_types_supported()
         .iter()
         .any(|r| r.as_slice() == [CoreResponseType::Code])
     {
-        return invalid("it does not support the authorization code flow");
+        return invalid("it does not support the authorization code flow".into());
     }
     if !md
         .id_token_signing_alg_values_supported()
         .iter()
         .any(|alg| ALLOWED_ALGS.contains(alg))
     {
-        return invalid("it signs ID tokens with no public-key algorithm");
+        return invalid("it signs ID tokens with no public-key algorithm".into());
     }
     Ok(())
 }
 
 impl OidcProviders {
-    pub fn new() -> Self {
-        let http = reqwest::Client::builder()
-            // A redirect could lead our requests anywhere the provider's answer says (the
-            // openidconnect crate's advice, against server-side request forgery).
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .user_agent(concat!("assent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("a reqwest client with rustls builds");
+    /// `allow_loopback`: `ASSENT_SSO_ALLOW_LOOPBACK` (see `oidc_http`).
+    pub fn new(allow_loopback: bool) -> Self {
         Self {
-            http,
+            http: ProviderHttp::new(allow_loopback),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -213,7 +257,17 @@ impl OidcProviders {
         let metadata = CoreProviderMetadata::discover_async(url, &self.http)
             .await
             .map_err(discovery_problem)?;
-        check_metadata(&metadata)?;
+        let allow_loopback = self.http.allow_loopback();
+        check_metadata(&metadata, allow_loopback)?;
+        // Not fetched now, so judged by where their hosts resolve now: the authorization endpoint
+        // is where browsers are sent (never into our network), the token endpoint is judged
+        // again by the client at every request.
+        let token_endpoint = metadata.token_endpoint().map(|t| t.url());
+        for url in std::iter::once(metadata.authorization_endpoint().url()).chain(token_endpoint) {
+            vet_url(url, allow_loopback)
+                .await
+                .map_err(|e| DiscoveryProblem::Unreachable(e.to_string()))?;
+        }
         Ok(metadata)
     }
 
@@ -301,29 +355,33 @@ impl OidcProviders {
     }
 
     /// The URL of the provider's authorization endpoint for a new sign-in: the code flow with
-    /// PKCE S256 (RFC 7636), `state`, `nonce`, and scope `openid email profile`.
+    /// PKCE S256 (RFC 7636), `state`, `nonce`, and scope `openid email profile`. A
+    /// re-authentication (`fresh_login`) also asks for `prompt=login` and `max_age=0` (OpenID
+    /// Connect Core 1.0 section 3.1.2.1): the person logs in again whatever session they have at
+    /// the provider, and the ID token carries `auth_time`.
     pub async fn authorization_url(
         &self,
         rp: RelyingParty<'_>,
         state: &str,
         nonce: &str,
         pkce_challenge: PkceCodeChallenge,
+        fresh_login: bool,
         now: OffsetDateTime,
     ) -> Result<url::Url, Refused> {
         let d = self
             .discovered(rp.issuer, now)
             .await
-            .map_err(|e| Refused::new(Failure::ProviderUnreachable, e.to_string()))?;
+            .map_err(|e| provider_failed(rp.issuer, e))?;
         let redirect = RedirectUrl::new(rp.redirect_uri.to_owned())
             .map_err(|_| Refused::new(Failure::NotConfigured, "bad redirect URI"))?;
-        let client = CoreClient::from_provider_metadata(
+        let client = ProviderClient::from_provider_metadata(
             d.metadata,
             ClientId::new(rp.client_id.to_owned()),
             None,
         )
         .set_redirect_uri(redirect);
         let (state, nonce) = (state.to_owned(), nonce.to_owned());
-        let (url, _, _) = client
+        let mut request = client
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
                 move || CsrfToken::new(state),
@@ -331,8 +389,13 @@ impl OidcProviders {
             )
             .add_scope(Scope::new("email".into()))
             .add_scope(Scope::new("profile".into()))
-            .set_pkce_challenge(pkce_challenge)
-            .url();
+            .set_pkce_challenge(pkce_challenge);
+        if fresh_login {
+            request = request
+                .add_prompt(CoreAuthPrompt::Login)
+                .set_max_age(std::time::Duration::ZERO);
+        }
+        let (url, _, _) = request.url();
         Ok(url)
     }
 
@@ -348,12 +411,7 @@ impl OidcProviders {
         nonce_hash: &str,
         now: OffsetDateTime,
     ) -> Result<Identity, Refused> {
-        let unreachable = |e: DiscoveryProblem| match e {
-            DiscoveryProblem::Unreachable(_) => {
-                Refused::new(Failure::ProviderUnreachable, e.to_string())
-            }
-            DiscoveryProblem::Invalid(_) => Refused::new(Failure::InvalidToken, e.to_string()),
-        };
+        let unreachable = |e: DiscoveryProblem| provider_failed(rp.issuer, e);
         let RelyingParty {
             issuer,
             client_id,
@@ -362,7 +420,7 @@ impl OidcProviders {
         let mut d = self.discovered(issuer, now).await.map_err(unreachable)?;
         let redirect = RedirectUrl::new(redirect_uri.to_owned())
             .map_err(|_| Refused::new(Failure::NotConfigured, "bad redirect URI"))?;
-        let client = CoreClient::from_provider_metadata(
+        let client = ProviderClient::from_provider_metadata(
             d.metadata.clone(),
             ClientId::new(client_id.to_owned()),
             Some(ClientSecret::new(client_secret.to_owned())),
@@ -382,15 +440,13 @@ impl OidcProviders {
                     format!("the token endpoint answered {}", answer.error()),
                 ),
                 RequestTokenError::Request(cause) => {
-                    Refused::new(Failure::ProviderUnreachable, error_chain(&cause))
+                    tracing::warn!(%issuer, cause = %error_chain(&cause), "single sign-on: the token endpoint could not be used");
+                    Refused::new(Failure::ProviderUnreachable, PROVIDER_REFUSED)
                 }
+                // Only the path: serde's text may quote the answer, which holds tokens.
                 RequestTokenError::Parse(cause, _) => Refused::new(
                     Failure::InvalidToken,
-                    format!(
-                        "unreadable token response at {}: {}",
-                        cause.path(),
-                        cause.inner()
-                    ),
+                    format!("unreadable token response at {}", cause.path()),
                 ),
                 RequestTokenError::Other(what) => Refused::new(Failure::TokenExchange, what),
             })?;
@@ -399,7 +455,7 @@ impl OidcProviders {
             .ok_or_else(|| Refused::new(Failure::InvalidToken, "no ID token in the answer"))?;
 
         let mut refreshed = false;
-        let claims: CoreIdTokenClaims = loop {
+        let claims: IdTokenClaims<ExtraClaims, CoreGenderClaim> = loop {
             let verifier = self.verifier(&d, client_id, now);
             match id_token.claims(&verifier, nonce_matches(nonce_hash)) {
                 Ok(claims) => break claims.clone(),
@@ -432,6 +488,14 @@ impl OidcProviders {
             sub: claims.subject().as_str().to_owned(),
             email: claims.email().map(|e| e.as_str().to_owned()),
             email_verified: claims.email_verified(),
+            xms_edov: claims
+                .additional_claims()
+                .xms_edov
+                .as_ref()
+                .map(|v| *v == serde_json::Value::Bool(true)),
+            auth_time: claims
+                .auth_time()
+                .and_then(|t| OffsetDateTime::from_unix_timestamp(t.timestamp()).ok()),
         })
     }
 

@@ -1,6 +1,8 @@
 //! Single sign-on to the console (CONTRACT.md section 11): the owner's provider settings, the start
 //! of a sign-in, and the callback that ends it with a console session, or with a reason and no
-//! session. Every refusal, link, creation and sign-in goes to the audit log.
+//! session. A start with `?reauth=1` re-authenticates the console session that asks instead
+//! (issue 12): the callback then opens that session's reauth window and makes no new one. Links,
+//! creations and sign-ins go to the audit log; refusals as `sso_guard.rs` says.
 //!
 //! SSO proves who signs in; it makes an ordinary console session, so revealing the SCIM token still
 //! needs the phone.
@@ -9,13 +11,15 @@ use serde_json::json;
 use time::Duration;
 
 use super::accounts::{valid_email, SignedIn};
-use super::oidc::{pkce_pair, Identity, Refused, RelyingParty};
+use super::oidc::{pkce_pair, Identity, Refused, RelyingParty, CLOCK_SKEW, PROVIDER_REFUSED};
+use super::sso_guard::{store_failed, Trail};
 use super::{Caller, ConsoleSession};
 use crate::app::App;
 use crate::domain::crypto::{ct_eq, random_b64url, sha256_hex, Secret};
 use crate::domain::password;
 use crate::domain::sso::{
-    check_issuer, domain_allowed, map_identity, normalize_domain, EmailMatch, Failure, Mapping,
+    check_issuer, domain_allowed, email_vouched, for_reauth, fresh_login, map_identity,
+    normalize_domain, EmailMatch, Failure, Mapping,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::store::sso::{PendingSignIn, SsoConfig, Taken};
@@ -44,10 +48,28 @@ pub struct SsoSettings {
     pub enforce: bool,
 }
 
+/// What a start is for.
+#[derive(Clone, Copy, Debug)]
+pub enum StartFor<'a> {
+    SignIn,
+    /// `?reauth=1`: re-authenticate the console session whose cookie the request carried, if any.
+    Reauth {
+        session_cookie: Option<&'a str>,
+    },
+}
+
 /// A started sign-in: where to send the browser, and the binding its cookie must carry back.
 pub struct SsoStarted {
     pub location: String,
     pub binding: Secret,
+}
+
+/// How a callback ended well.
+pub enum SsoFinished {
+    /// A new console session.
+    SignedIn(SignedIn),
+    /// The session the sign-in was started for is re-authenticated; no new session.
+    Reauthenticated,
 }
 
 /// The query of `/v1/sso/callback`.
@@ -87,24 +109,9 @@ fn error_code(text: &str) -> String {
         .collect()
 }
 
-fn store_failed(e: StoreError) -> Refused {
-    tracing::error!(error = %e, "single sign-on: storage failed");
-    Refused::new(Failure::Unavailable, "storage unavailable")
-}
-
 fn session_failed(e: ApiError) -> Refused {
     tracing::error!(error = %e, "single sign-on: could not make the session");
     Refused::new(Failure::Unavailable, "could not make the session")
-}
-
-/// What is known of a failing sign-in, for its audit entry.
-#[derive(Default)]
-struct Trail {
-    workspace_id: Option<i64>,
-    issuer: Option<String>,
-    actor: Option<String>,
-    /// A refusal already audited in its window (the start limit's repeats): counted, not logged.
-    quiet: bool,
 }
 
 impl App {
@@ -208,8 +215,9 @@ impl App {
         };
 
         if let Err(problem) = self.oidc.discover_fresh(&issuer, self.now()).await {
+            // The cause for the log only: the owner's answer must not tell what answered where.
             tracing::info!(%issuer, %problem, "single sign-on settings refused");
-            return Err(ApiError::BadRequest(problem.to_string()));
+            return Err(ApiError::BadRequest(PROVIDER_REFUSED.into()));
         }
 
         let config = SsoConfig {
@@ -252,20 +260,25 @@ impl App {
         Ok(config)
     }
 
-    /// Starts a sign-in to `slug` through its provider. `binding` is the browser's binding cookie,
-    /// kept when it has one (two tabs signing in at once both finish).
+    /// Starts a sign-in to `slug` through its provider, or the re-authentication of a console
+    /// session there. `binding` is the browser's binding cookie, kept when it has one (two tabs
+    /// signing in at once both finish).
     pub async fn sso_start(
         &self,
         slug: &str,
         binding: Option<&str>,
+        purpose: StartFor<'_>,
         caller: &Caller,
     ) -> Result<SsoStarted, Failure> {
-        let mut trail = Trail::default();
-        let result = self.start_inner(slug, binding, caller, &mut trail).await;
+        let mut trail = Trail {
+            reauth: matches!(purpose, StartFor::Reauth { .. }),
+            ..Trail::default()
+        };
+        let result = self
+            .start_inner(slug, binding, purpose, caller, &mut trail)
+            .await;
         if let Err(refused) = &result {
-            if !trail.quiet {
-                self.audit_refusal(&trail, refused, caller).await;
-            }
+            self.sso_refused(&trail, refused, caller).await;
         }
         result.map_err(|r| r.failure)
     }
@@ -274,10 +287,13 @@ impl App {
         &self,
         slug: &str,
         binding: Option<&str>,
+        purpose: StartFor<'_>,
         caller: &Caller,
         trail: &mut Trail,
     ) -> Result<SsoStarted, Refused> {
         let now = self.now();
+        // Before anything is read or written: a flood from one address stops here.
+        self.sso_address_throttle("start", caller).await?;
         let workspace = self
             .store
             .workspace_by_slug(slug)
@@ -309,6 +325,29 @@ impl App {
                 "too many sign-ins started from this address",
             ));
         }
+        // The session a re-authentication is for: a live console session of this very workspace.
+        let reauth_session = match purpose {
+            StartFor::SignIn => None,
+            StartFor::Reauth { session_cookie } => {
+                let session = match session_cookie {
+                    Some(cookie) => self.session_of(cookie, false).await.map_err(|e| {
+                        tracing::error!(error = %e, "single sign-on: cannot read the session");
+                        Refused::new(Failure::Unavailable, "cannot read the session")
+                    })?,
+                    None => None,
+                };
+                let session = session
+                    .filter(|s| s.workspace.id == workspace.id)
+                    .ok_or_else(|| {
+                        Refused::new(
+                            Failure::NoSession,
+                            "a re-authentication without a console session of this workspace",
+                        )
+                    })?;
+                trail.actor = Some(session.user.email.clone());
+                Some(session)
+            }
+        };
         self.sso
             .prune_pending(now - PENDING_KEPT)
             .await
@@ -332,6 +371,7 @@ impl App {
                 &state,
                 &nonce,
                 challenge,
+                reauth_session.is_some(),
                 now,
             )
             .await?;
@@ -345,6 +385,7 @@ impl App {
             issuer: config.issuer,
             nonce_hash: sha256_hex(nonce.as_bytes()),
             binding_hash: sha256_hex(binding.expose().as_bytes()),
+            reauth_session_hash: reauth_session.map(|s| s.id_hash),
             created_at: now,
             expires_at: now + PENDING_TTL,
         };
@@ -359,16 +400,20 @@ impl App {
     }
 
     /// Ends a sign-in: checks the state (known, unused, started in this browser, in time), takes
-    /// the provider's answer, exchanges the code, verifies the ID token and maps it to a member.
+    /// the provider's answer, exchanges the code, verifies the ID token and maps it to a member;
+    /// for a re-authentication, also that the login is fresh and is the session's own person.
     pub async fn sso_callback(
         &self,
         params: CallbackParams,
         binding: Option<&str>,
         caller: &Caller,
-    ) -> Result<SignedIn, Failure> {
+    ) -> Result<SsoFinished, Failure> {
         let mut trail = Trail::default();
-        match self.callback_inner(params, binding, &mut trail).await {
-            Ok((signed_in, sub)) => {
+        match self
+            .callback_inner(params, binding, caller, &mut trail)
+            .await
+        {
+            Ok((SsoFinished::SignedIn(signed_in), sub)) => {
                 self.audit(
                     Some(signed_in.workspace.id),
                     "sso.login.succeeded",
@@ -378,10 +423,12 @@ impl App {
                     json!({"issuer": trail.issuer, "sub": sub, "user_agent": caller.user_agent}),
                 )
                 .await;
-                Ok(signed_in)
+                Ok(SsoFinished::SignedIn(signed_in))
             }
+            // `session_reauthenticated` wrote its audit entry.
+            Ok((SsoFinished::Reauthenticated, _)) => Ok(SsoFinished::Reauthenticated),
             Err(refused) => {
-                self.audit_refusal(&trail, &refused, caller).await;
+                self.sso_refused(&trail, &refused, caller).await;
                 Err(refused.failure)
             }
         }
@@ -391,9 +438,11 @@ impl App {
         &self,
         params: CallbackParams,
         binding: Option<&str>,
+        caller: &Caller,
         trail: &mut Trail,
-    ) -> Result<(SignedIn, String), Refused> {
+    ) -> Result<(SsoFinished, String), Refused> {
         let now = self.now();
+        self.sso_address_throttle("callback", caller).await?;
         let state = params
             .state
             .filter(|s| !s.is_empty() && s.len() <= 512)
@@ -423,6 +472,7 @@ impl App {
         };
         trail.workspace_id = Some(pending.workspace_id);
         trail.issuer = Some(pending.issuer.clone());
+        trail.reauth = pending.reauth_session_hash.is_some();
         let same_browser = binding.is_some_and(|b| {
             ct_eq(
                 sha256_hex(b.as_bytes()).as_bytes(),
@@ -514,10 +564,10 @@ impl App {
             .clone()
             .ok_or_else(|| Refused::new(Failure::EmailMissing, "the ID token has no email"))?;
         trail.actor = Some(email.clone());
-        if identity.email_verified != Some(true) {
+        if !email_vouched(identity.email_verified, identity.xms_edov) {
             return Err(Refused::new(
                 Failure::EmailNotVerified,
-                "the ID token does not say email_verified: true",
+                "the ID token says neither email_verified: true nor (without email_verified) xms_edov: true",
             ));
         }
         if !valid_email(&email) {
@@ -526,8 +576,22 @@ impl App {
                 "the ID token's email is not an address",
             ));
         }
+        if let Some(session_hash) = &pending.reauth_session_hash {
+            self.finish_reauth(
+                session_hash,
+                &pending,
+                &workspace,
+                &config,
+                &identity,
+                &email,
+                caller,
+                now,
+            )
+            .await?;
+            return Ok((SsoFinished::Reauthenticated, identity.sub));
+        }
         let user = self
-            .sso_member(&workspace, &config, &identity, &email)
+            .sso_member(&workspace, &config, &identity, &email, None)
             .await?;
         trail.actor = Some(user.email.clone());
         let session_id = self
@@ -535,23 +599,76 @@ impl App {
             .await
             .map_err(session_failed)?;
         Ok((
-            SignedIn {
+            SsoFinished::SignedIn(SignedIn {
                 session_id,
                 user,
                 workspace,
-            },
+            }),
             identity.sub,
         ))
     }
 
+    /// The end of a re-authentication, after every check a sign-in makes: the login happened for
+    /// it (`auth_time`), the session still lives, and the person is the session's own; then that
+    /// session's reauth window opens.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_reauth(
+        &self,
+        session_hash: &str,
+        pending: &PendingSignIn,
+        workspace: &Workspace,
+        config: &SsoConfig,
+        identity: &Identity,
+        email: &str,
+        caller: &Caller,
+        now: time::OffsetDateTime,
+    ) -> Result<(), Refused> {
+        if !fresh_login(identity.auth_time, pending.created_at, now, CLOCK_SKEW) {
+            return Err(Refused::new(
+                Failure::LoginNotFresh,
+                match identity.auth_time {
+                    None => "the ID token has no auth_time",
+                    Some(_) => {
+                        "the ID token's auth_time is not a login made for this re-authentication"
+                    }
+                },
+            ));
+        }
+        let session = self
+            .session_by_hash(session_hash)
+            .await
+            .map_err(session_failed)?
+            .filter(|s| s.workspace.id == workspace.id)
+            .ok_or_else(|| {
+                Refused::new(
+                    Failure::NoSession,
+                    "the session ended during re-authentication",
+                )
+            })?;
+        self.sso_member(workspace, config, identity, email, Some(session.user.id))
+            .await?;
+        self.session_reauthenticated(&session, "sso", caller)
+            .await
+            .map_err(|e| match e {
+                ApiError::Unauthorized => Refused::new(
+                    Failure::NoSession,
+                    "the session ended during re-authentication",
+                ),
+                other => session_failed(other),
+            })
+    }
+
     /// The member a verified identity signs in as (`domain::sso::map_identity`), linking or
-    /// creating as the rule says. A second pass covers a first sign-in racing another.
+    /// creating as the rule says; for a re-authentication (`reauth_of`, the session's member),
+    /// that member only (`domain::sso::for_reauth`). A second pass covers a first sign-in racing
+    /// another.
     async fn sso_member(
         &self,
         workspace: &Workspace,
         config: &SsoConfig,
         identity: &Identity,
         email: &str,
+        reauth_of: Option<i64>,
     ) -> Result<User, Refused> {
         let issuer = &config.issuer;
         for _ in 0..2 {
@@ -579,7 +696,12 @@ impl App {
                 None => None,
             };
             let allowed = domain_allowed(email, &config.allowed_email_domains);
-            match map_identity(linked, by_email, allowed) {
+            let mapping = map_identity(linked, by_email, allowed);
+            let mapping = match reauth_of {
+                Some(session_user) => for_reauth(mapping, session_user),
+                None => mapping,
+            };
+            match mapping {
                 Mapping::SignIn { user_id } => {
                     let user = self.store.user_by_id(user_id).await.map_err(store_failed)?;
                     if let Some(user) = user.filter(|u| u.workspace_id == workspace.id) {
@@ -645,6 +767,9 @@ impl App {
                         Failure::LinkedElsewhere => {
                             "the member with this e-mail is linked to another subject"
                         }
+                        Failure::WrongPerson => {
+                            "someone other than the session's person signed in at the provider"
+                        }
                         _ => "refused",
                     };
                     return Err(Refused::new(failure, cause));
@@ -672,24 +797,6 @@ impl App {
             None,
             None,
             json!({"issuer": issuer, "sub": sub, "role": user.role.as_str()}),
-        )
-        .await;
-    }
-
-    async fn audit_refusal(&self, trail: &Trail, refused: &Refused, caller: &Caller) {
-        tracing::info!(reason = refused.failure.as_str(), cause = %refused.cause, "single sign-on refused");
-        self.audit(
-            trail.workspace_id,
-            "sso.login.failed",
-            trail.actor.as_deref(),
-            Some(&caller.ip),
-            None,
-            json!({
-                "reason": refused.failure.as_str(),
-                "cause": refused.cause,
-                "issuer": trail.issuer,
-                "user_agent": caller.user_agent,
-            }),
         )
         .await;
     }

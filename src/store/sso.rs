@@ -40,6 +40,9 @@ pub struct PendingSignIn {
     pub binding_hash: String,
     /// The PKCE code verifier, sealed: the token endpoint needs it in plain.
     pub pkce_verifier: Sealed,
+    /// For a re-authentication (`?reauth=1`), the `id_hash` of the console session it is for;
+    /// `None` for a sign-in.
+    pub reauth_session_hash: Option<String>,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
 }

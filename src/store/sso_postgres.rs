@@ -76,6 +76,7 @@ fn pending(row: &PgRow) -> PendingSignIn {
             nonce: row.get("pkce_nonce"),
             ciphertext: row.get("pkce_ciphertext"),
         },
+        reauth_session_hash: row.get("reauth_session_hash"),
         created_at: from_unix(row.get("created_at")),
         expires_at: from_unix(row.get("expires_at")),
     }
@@ -124,8 +125,8 @@ impl SsoStore for PgSsoStore {
     async fn create_pending(&self, p: &PendingSignIn) -> Result<()> {
         sqlx::query(
             "INSERT INTO sso_pending (state_hash, workspace_id, issuer, nonce_hash, binding_hash,
-               pkce_key_id, pkce_nonce, pkce_ciphertext, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+               pkce_key_id, pkce_nonce, pkce_ciphertext, reauth_session_hash, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&p.state_hash)
         .bind(p.workspace_id)
@@ -135,6 +136,7 @@ impl SsoStore for PgSsoStore {
         .bind(&p.pkce_verifier.key_id)
         .bind(&p.pkce_verifier.nonce)
         .bind(&p.pkce_verifier.ciphertext)
+        .bind(&p.reauth_session_hash)
         .bind(p.created_at.unix_timestamp())
         .bind(p.expires_at.unix_timestamp())
         .execute(&self.pool)

@@ -61,6 +61,7 @@ fn pending(row: &SqliteRow) -> PendingSignIn {
             nonce: row.get("pkce_nonce"),
             ciphertext: row.get("pkce_ciphertext"),
         },
+        reauth_session_hash: row.get("reauth_session_hash"),
         created_at: from_unix(row.get("created_at")),
         expires_at: from_unix(row.get("expires_at")),
     }
@@ -111,8 +112,8 @@ impl SsoStore for SqliteSsoStore {
     async fn create_pending(&self, p: &PendingSignIn) -> Result<()> {
         sqlx::query(
             "INSERT INTO sso_pending (state_hash, workspace_id, issuer, nonce_hash, binding_hash,
-               pkce_key_id, pkce_nonce, pkce_ciphertext, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               pkce_key_id, pkce_nonce, pkce_ciphertext, reauth_session_hash, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&p.state_hash)
         .bind(p.workspace_id)
@@ -122,6 +123,7 @@ impl SsoStore for SqliteSsoStore {
         .bind(&p.pkce_verifier.key_id)
         .bind(&p.pkce_verifier.nonce)
         .bind(&p.pkce_verifier.ciphertext)
+        .bind(&p.reauth_session_hash)
         .bind(p.created_at.unix_timestamp())
         .bind(p.expires_at.unix_timestamp())
         .execute(&self.pool)
@@ -258,9 +260,21 @@ mod tests {
             nonce_hash: "n".into(),
             binding_hash: "b".into(),
             pkce_verifier: sealed("verifier"),
+            reauth_session_hash: None,
             created_at: NOW,
             expires_at,
         }
+    }
+
+    #[tokio::test]
+    async fn a_reauthentication_keeps_the_session_it_is_for() {
+        let (_dir, sso, ws, _, _) = store().await;
+        let p = PendingSignIn {
+            reauth_session_hash: Some("0f".repeat(32)),
+            ..pending(ws, "r1", NOW + time::Duration::minutes(10))
+        };
+        sso.create_pending(&p).await.unwrap();
+        assert_eq!(sso.take_pending("r1", NOW).await.unwrap(), Taken::Fresh(p));
     }
 
     #[tokio::test]

@@ -13,6 +13,10 @@
 // The login page is ours (oidc-provider leaves interactions to the application): a form with one
 // field, `login`; posting it signs that account in. Posting to …/abort answers the client with
 // error=access_denied, as a user pressing "Cancel" would.
+//
+// Re-authentication (Assent's `?reauth=1`) relies on oidc-provider's own behaviour, left at its
+// defaults here: `prompt=login` and `max_age=0` show the login page even to a browser it remembers,
+// and either puts `auth_time` (the time of that login) in the ID token.
 
 import { createServer } from 'node:http';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';

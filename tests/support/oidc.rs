@@ -430,11 +430,11 @@ impl NodeProvider {
         authorize_url: &str,
         action: &str,
         login: &str,
-    ) -> String {
+    ) -> (String, bool) {
         let on_provider = |l: &str| !l.starts_with(&self.issuer);
         let (hops, back) = ua.follow(authorize_url, on_provider).await;
         if let Some(back) = back {
-            return back; // the provider remembered the browser: no login page
+            return (back, false); // the provider remembered the browser: no login page
         }
         let page = hops.last().unwrap();
         assert_eq!(page.status, 200, "the provider's login page: {page:?}");
@@ -456,19 +456,33 @@ impl NodeProvider {
         assert_eq!(posted.status, 303, "posting the login form: {posted:?}");
         let next = posted.location.expect("the login form redirects");
         if on_provider(&next) {
-            return next;
+            return (next, true);
         }
         let (_, back) = ua.follow(&next, on_provider).await;
-        back.expect("the provider sends the browser back to Assent")
+        (
+            back.expect("the provider sends the browser back to Assent"),
+            true,
+        )
     }
 
     pub async fn login(&self, ua: &mut UserAgent, authorize_url: &str, login: &str) -> String {
+        self.interact(ua, authorize_url, "login", login).await.0
+    }
+
+    /// Like `login`, and says whether the provider showed its login page (false: it remembered
+    /// the browser's session and answered at once).
+    pub async fn login_prompted(
+        &self,
+        ua: &mut UserAgent,
+        authorize_url: &str,
+        login: &str,
+    ) -> (String, bool) {
         self.interact(ua, authorize_url, "login", login).await
     }
 
     /// Presses "Cancel" on the login page: the provider answers `error=access_denied`.
     pub async fn cancel(&self, ua: &mut UserAgent, authorize_url: &str) -> String {
-        self.interact(ua, authorize_url, "abort", "").await
+        self.interact(ua, authorize_url, "abort", "").await.0
     }
 }
 
@@ -543,6 +557,8 @@ pub struct Forge {
     pub authorize_error: Option<String>,
     /// The token request is answered 400 with `{"error": <this>}`.
     pub token_error: Option<String>,
+    /// Bytes of padding in the token response (past Assent's cap, it is refused).
+    pub token_padding: usize,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -570,6 +586,9 @@ struct Issued {
     nonce: Option<String>,
     challenge: String,
     redirect_uri: String,
+    /// The request asked for `max_age`: the ID token carries `auth_time`, as OpenID Connect Core
+    /// 1.0 section 3.1.2.1 requires (a forge may still remove or change it).
+    max_age: bool,
     forge: Forge,
 }
 
@@ -586,6 +605,13 @@ struct Mini {
     /// The query of the last authorization request, as received.
     last_authorize: HashMap<String, String>,
     token_requests: usize,
+    /// Fields set over the honest discovery document; `null` removes one.
+    discovery: Map<String, Value>,
+    /// Bytes of padding in the discovery document and in the key set.
+    discovery_padding: usize,
+    jwks_padding: usize,
+    /// The path of every request received, in order.
+    requests: Vec<String>,
 }
 
 type Shared = Arc<Mutex<Mini>>;
@@ -616,12 +642,20 @@ impl MiniProvider {
             codes: HashMap::new(),
             last_authorize: HashMap::new(),
             token_requests: 0,
+            discovery: Map::new(),
+            discovery_padding: 0,
+            jwks_padding: 0,
+            requests: Vec::new(),
         }));
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
             .route("/authorize", get(authorize))
             .route("/token", post(token))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                record_request,
+            ))
             .with_state(state.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -660,6 +694,38 @@ impl MiniProvider {
         self.state.lock().unwrap().token_requests
     }
 
+    /// The paths of every request this provider received, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Sets a field of the discovery document over the honest one (`null` removes it).
+    pub fn discovery_field(&self, name: &str, value: Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .discovery
+            .insert(name.to_owned(), value);
+    }
+
+    /// Back to the honest discovery document and key set.
+    pub fn honest_documents(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.discovery.clear();
+        s.discovery_padding = 0;
+        s.jwks_padding = 0;
+    }
+
+    /// Pads the discovery document (an extra member) to at least `bytes`.
+    pub fn pad_discovery(&self, bytes: usize) {
+        self.state.lock().unwrap().discovery_padding = bytes;
+    }
+
+    /// Pads the key set (an extra member) to at least `bytes`.
+    pub fn pad_jwks(&self, bytes: usize) {
+        self.state.lock().unwrap().jwks_padding = bytes;
+    }
+
     /// The provider answers the authorization request at once (the user is signed in there):
     /// returns the URL it sends the browser back to, not yet requested.
     pub async fn authorize(&self, ua: &mut UserAgent, authorize_url: &str) -> String {
@@ -688,9 +754,29 @@ impl Drop for MiniProvider {
     }
 }
 
+async fn record_request(
+    State(s): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    s.lock()
+        .unwrap()
+        .requests
+        .push(request.uri().path().to_owned());
+    next.run(request).await
+}
+
+/// An unknown member (ignored by readers) holding `bytes` of spaces.
+fn pad(document: &mut Value, bytes: usize) {
+    if bytes > 0 {
+        document["x_padding"] = json!(" ".repeat(bytes));
+    }
+}
+
 async fn discovery(State(s): State<Shared>) -> Json<Value> {
-    let issuer = s.lock().unwrap().issuer.clone();
-    Json(json!({
+    let s = s.lock().unwrap();
+    let issuer = &s.issuer;
+    let mut document = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
@@ -699,11 +785,23 @@ async fn discovery(State(s): State<Shared>) -> Json<Value> {
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "code_challenge_methods_supported": ["S256"],
-    }))
+    });
+    let fields = document.as_object_mut().unwrap();
+    for (k, v) in &s.discovery {
+        if v.is_null() {
+            fields.remove(k);
+        } else {
+            fields.insert(k.clone(), v.clone());
+        }
+    }
+    pad(&mut document, s.discovery_padding);
+    Json(document)
 }
 
-async fn jwks() -> Json<Value> {
-    Json(json!({ "keys": [keys().0.jwk] }))
+async fn jwks(State(s): State<Shared>) -> Json<Value> {
+    let mut document = json!({ "keys": [keys().0.jwk] });
+    pad(&mut document, s.lock().unwrap().jwks_padding);
+    Json(document)
 }
 
 fn redirect_to(url: &str) -> Response {
@@ -741,6 +839,7 @@ async fn authorize(State(s): State<Shared>, Query(q): Query<HashMap<String, Stri
             nonce: q.get("nonce").cloned(),
             challenge: q["code_challenge"].clone(),
             redirect_uri: q["redirect_uri"].clone(),
+            max_age: q.contains_key("max_age"),
             forge,
         },
     );
@@ -797,6 +896,10 @@ async fn token(
     if let Some(nonce) = issued.nonce {
         claims["nonce"] = json!(nonce);
     }
+    if issued.max_age {
+        // The person "logged in" as the provider answered the authorization request, just now.
+        claims["auth_time"] = json!(now);
+    }
     let obj = claims.as_object_mut().unwrap();
     for (k, v) in &issued.forge.claims {
         if v.is_null() {
@@ -815,13 +918,14 @@ async fn token(
         )
         .unwrap(),
     };
-    Json(json!({
+    let mut answer = json!({
         "access_token": "mini-access-token",
         "token_type": "Bearer",
         "expires_in": 300,
         "id_token": id_token,
-    }))
-    .into_response()
+    });
+    pad(&mut answer, issued.forge.token_padding);
+    Json(answer).into_response()
 }
 
 /// Moves the unfinished sign-ins of one workspace `secs` into the past, in the database.
@@ -888,4 +992,83 @@ pub async fn deployment_refusals(server: &TestServer, ua: &UserAgent) -> Vec<Str
             .expect("read the audit log")
         }
     }
+}
+
+/// Moves the last authentication of every console session of one person `secs` into the past, in
+/// the database: the reauth window (ASSENT_REAUTH_WINDOW_SECS) closes without waiting for it.
+/// White-box like `age_sso_pending`. Tied to `sessions`.
+pub async fn age_authentication(server: &TestServer, slug: &str, email: &str, secs: i64) {
+    use sqlx::Connection;
+    const SQL: &str = "UPDATE sessions SET authenticated_at = authenticated_at - $1 \
+         WHERE user_id = (SELECT u.id FROM users u JOIN workspaces w ON w.id = u.workspace_id \
+         WHERE w.slug = $2 AND u.email_lower = lower($3))";
+    let aged = match &server.db {
+        TestDb::Sqlite { .. } => {
+            let mut conn = sqlx::SqliteConnection::connect(&server.db_url)
+                .await
+                .unwrap();
+            let done = sqlx::query(SQL)
+                .bind(secs)
+                .bind(slug)
+                .bind(email)
+                .execute(&mut conn)
+                .await;
+            done.expect("age sessions").rows_affected()
+        }
+        TestDb::Postgres { database, .. } => {
+            let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+            let done = sqlx::query(SQL)
+                .bind(secs)
+                .bind(slug)
+                .bind(email)
+                .execute(&mut conn)
+                .await;
+            done.expect("age sessions").rows_affected()
+        }
+    };
+    assert!(aged >= 1, "no session of {email} in {slug} to age");
+}
+
+/// How many audit entries of this kind the whole deployment holds, whatever their workspace.
+/// White-box: tied to `audit_log`.
+pub async fn audit_rows(server: &TestServer, kind: &str) -> i64 {
+    use sqlx::Connection;
+    const SQL: &str = "SELECT COUNT(*) FROM audit_log WHERE kind = $1";
+    match &server.db {
+        TestDb::Sqlite { .. } => {
+            let mut conn = sqlx::SqliteConnection::connect(&server.db_url)
+                .await
+                .unwrap();
+            sqlx::query_scalar(SQL)
+                .bind(kind)
+                .fetch_one(&mut conn)
+                .await
+                .expect("count audit rows")
+        }
+        TestDb::Postgres { database, .. } => {
+            let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+            sqlx::query_scalar(SQL)
+                .bind(kind)
+                .fetch_one(&mut conn)
+                .await
+                .expect("count audit rows")
+        }
+    }
+}
+
+/// The value of `assent_sso_refusals_total{reason="…"}` on the server's `/metrics`.
+pub async fn sso_refusals_metric(server: &TestServer, reason: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("assent_sso_refusals_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
 }
