@@ -55,6 +55,8 @@ pub struct Metrics {
     pub push_seconds: Family<ProviderLabels, Histogram>,
     pub push_tokens_invalidated: Counter,
     pub redis_round_trips: Family<RedisLabels, Counter>,
+    pub http_connections_open: Gauge,
+    pub http_connection_cap_waits: Counter,
 }
 
 impl Default for Metrics {
@@ -118,6 +120,18 @@ impl Default for Metrics {
             "Requests sent to Redis by operation (a command or a script: one round trip each)",
             redis_round_trips.clone(),
         );
+        let http_connections_open = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "TCP connections being served (at most ASSENT_MAX_CONNECTIONS)",
+            http_connections_open.clone(),
+        );
+        let http_connection_cap_waits = Counter::default();
+        registry.register(
+            "http_connection_cap_waits",
+            "Times every connection slot was taken and accepting waited for one to close",
+            http_connection_cap_waits.clone(),
+        );
         Self {
             registry,
             challenges,
@@ -129,6 +143,8 @@ impl Default for Metrics {
             push_seconds,
             push_tokens_invalidated,
             redis_round_trips,
+            http_connections_open,
+            http_connection_cap_waits,
         }
     }
 }

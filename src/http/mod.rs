@@ -8,6 +8,7 @@ pub mod mobile;
 pub mod provisioning;
 pub mod proxy;
 pub mod scim;
+pub mod serve;
 pub mod sso;
 pub mod support;
 #[cfg(test)]
