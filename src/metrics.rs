@@ -15,7 +15,9 @@ pub struct ChallengeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
+    /// A standard method or `other` (`http::method_label`): never what the client wrote.
+    pub method: &'static str,
+    /// The matched route template or `other`: never the raw path.
     pub route: String,
     pub status: u16,
 }

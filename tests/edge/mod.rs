@@ -236,3 +236,44 @@ async fn connections_beyond_the_cap_wait_and_are_served_once_others_close() {
         "open connections {open:?} outside 1..=20:\n{metrics}"
     );
 }
+
+#[tokio::test]
+async fn junk_methods_leave_no_trace_in_metrics() {
+    let server = server_with(&[]).await;
+    let client = reqwest::Client::new();
+    for batch in 0..10 {
+        let sends = (0..20).map(|i| {
+            let method = format!("JUNK{batch:02}{i:02}{}", "X".repeat(60_000));
+            let method = Method::from_bytes(method.as_bytes()).expect("a token");
+            let path = if i % 2 == 0 { "/healthz" } else { "/nowhere" };
+            client
+                .request(method, format!("{}{path}", server.base))
+                .send()
+        });
+        for resp in join_all(sends).await {
+            let resp = resp.expect("a junk-method request is answered");
+            assert!(resp.status().is_client_error(), "{}", resp.status());
+        }
+    }
+    let metrics = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("JUNK"),
+        "a client-chosen method is a metrics label"
+    );
+    assert!(
+        metrics.len() < 64 * 1024,
+        "/metrics grew to {} bytes",
+        metrics.len()
+    );
+    assert!(
+        metrics.contains(r#"method="other""#),
+        "junk methods are not counted as `other`:\n{metrics}"
+    );
+}
