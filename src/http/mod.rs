@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod scim;
 pub mod serve;
 pub mod sso;
+pub mod streams;
 pub mod support;
 #[cfg(test)]
 mod tests;

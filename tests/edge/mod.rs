@@ -277,3 +277,71 @@ async fn junk_methods_leave_no_trace_in_metrics() {
         "junk methods are not counted as `other`:\n{metrics}"
     );
 }
+
+/// A 429 problem+json with a `Retry-After` in seconds.
+async fn assert_refused(resp: reqwest::Response, what: &str) {
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(resp.status().as_u16(), 429, "{what}");
+    assert!(
+        retry.is_some_and(|s| s > 0),
+        "{what}: 429 without Retry-After"
+    );
+    problem(resp, &[429]).await;
+}
+
+#[tokio::test]
+async fn sse_streams_are_capped_per_session_and_per_instance() {
+    let server = server_with(&[
+        ("ASSENT_MAX_SSE_PER_SESSION", "8"),
+        ("ASSENT_MAX_SSE_STREAMS", "10"),
+    ])
+    .await;
+    let a = owner_with_phone(&server).await;
+    let a_id = id_of(&a.browser.start("reveal").await);
+    let mut a_streams = Vec::new();
+    for _ in 0..8 {
+        let mut sse = a.browser.events(&a_id).await;
+        assert_eq!(sse.next_status().await, "pending");
+        a_streams.push(sse);
+    }
+    assert_refused(
+        a.browser.events_response(&a_id).await,
+        "the session's 9th stream",
+    )
+    .await;
+
+    // Another session still has room, until the instance's 10 are open.
+    let b = owner_with_phone(&server).await;
+    let b_id = id_of(&b.browser.start("reveal").await);
+    let mut b_streams = Vec::new();
+    for _ in 0..2 {
+        let mut sse = b.browser.events(&b_id).await;
+        assert_eq!(sse.next_status().await, "pending");
+        b_streams.push(sse);
+    }
+    assert_refused(
+        b.browser.events_response(&b_id).await,
+        "the instance's 11th stream",
+    )
+    .await;
+
+    // Closing one stream frees its place (once the server sees the connection go).
+    drop(a_streams.pop());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let resp = b.browser.events_response(&b_id).await;
+        if resp.status().as_u16() == 200 {
+            break;
+        }
+        assert_eq!(resp.status().as_u16(), 429, "{}", resp.status());
+        assert!(
+            Instant::now() < deadline,
+            "a closed stream did not free its place within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
