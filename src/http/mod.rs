@@ -16,6 +16,7 @@ pub mod support;
 mod tests;
 pub mod web;
 
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{self, Next};
@@ -68,6 +69,17 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
     response
 }
 
+/// Every request body fails past the largest size any route accepts (SCIM's 1 MiB), whatever
+/// reads it. The extractors' own limits (64 KiB for JSON, 1 MiB for SCIM) stay the ones that
+/// answer, in their own formats; this makes sure a route that reads its body some other way cannot
+/// be made to buffer without end. tower-http's `RequestBodyLimitLayer` would refuse a large
+/// `Content-Length` itself, in plain text, before SCIM could answer in its Error schema.
+async fn cap_body(request: Request, next: Next) -> Response {
+    let request =
+        request.map(|body| Body::new(http_body_util::Limited::new(body, scim::SCIM_BODY_LIMIT)));
+    next.run(request).await
+}
+
 /// Security headers for every answer.
 async fn harden(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
@@ -101,6 +113,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(middleware::from_fn(cap_body))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(middleware::from_fn(harden))
         .with_state(app)
