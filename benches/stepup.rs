@@ -65,6 +65,10 @@ async fn start() -> Server {
         // A benchmark is one person asking again and again: no hourly limit.
         .env("ASSENT_CHALLENGES_PER_HOUR", "0")
         .env("ASSENT_CHALLENGE_TTL_SECS", "900")
+        // 10,000 idle streams of one session (step 3): past the defaults' caps on purpose.
+        .env("ASSENT_MAX_CONNECTIONS", "30000")
+        .env("ASSENT_MAX_SSE_STREAMS", "30000")
+        .env("ASSENT_MAX_SSE_PER_SESSION", "30000")
         .env("ASSENT_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

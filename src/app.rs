@@ -9,6 +9,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, Database};
 use crate::domain::crypto::Keyring;
 use crate::domain::password::Hasher;
+use crate::http::streams::StreamSlots;
 use crate::metrics::Metrics;
 use crate::push::{Notifier, PushProvider};
 use crate::service::oidc::OidcProviders;
@@ -37,6 +38,8 @@ pub struct App {
     pub keyring: Keyring,
     pub hasher: Hasher,
     pub metrics: Arc<Metrics>,
+    /// The SSE streams open on this instance, under `ASSENT_MAX_SSE_*`.
+    pub streams: StreamSlots,
 }
 
 impl App {
@@ -133,6 +136,7 @@ impl App {
             metrics.clone(),
         ));
         let oidc = OidcProviders::new(config.sso_allow_loopback);
+        let streams = StreamSlots::new(config.max_sse_streams, config.max_sse_per_session);
         Arc::new(App {
             config,
             clock,
@@ -147,6 +151,7 @@ impl App {
             keyring,
             hasher: Hasher::default(),
             metrics,
+            streams,
         })
     }
 

@@ -126,6 +126,17 @@ pub struct Config {
     /// plain http) is accepted, for tests and local demos. Off, every provider URL must be https
     /// on a public address (CONTRACT.md section 11).
     pub sso_allow_loopback: bool,
+    /// `ASSENT_HEADER_READ_TIMEOUT_SECS`: how long a client may take to send a whole request head,
+    /// counted from its connection (or, on HTTP/1.1, from the end of its previous response).
+    pub header_read_timeout: Duration,
+    /// `ASSENT_IDLE_TIMEOUT_SECS`: a connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// `ASSENT_MAX_CONNECTIONS`: connections served at once; beyond, new ones wait to be accepted.
+    pub max_connections: usize,
+    /// `ASSENT_MAX_SSE_STREAMS`: challenge event streams this instance holds open at once.
+    pub max_sse_streams: usize,
+    /// `ASSENT_MAX_SSE_PER_SESSION`: event streams one console or support session may hold open.
+    pub max_sse_per_session: usize,
 }
 
 /// A push platform's configuration error, as the one line that names the variable.
@@ -151,6 +162,24 @@ fn positive_secs(
             _ => Err(bad(
                 var,
                 format!("expected a whole number of seconds between 1 and 2592000, got {v:?}"),
+            )),
+        },
+    }
+}
+
+fn whole_number(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    match get(var) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(bad(
+                var,
+                format!("expected a whole number from 1 to {max}, got {v:?}"),
             )),
         },
     }
@@ -403,6 +432,14 @@ impl Config {
                     ))
                 }
             },
+            header_read_timeout: positive_secs(get, "ASSENT_HEADER_READ_TIMEOUT_SECS", 10)?,
+            idle_timeout: positive_secs(get, "ASSENT_IDLE_TIMEOUT_SECS", 60)?,
+            // A connection costs a file descriptor, a task and at most 64 KiB of unread request
+            // (src/http/serve.rs): 4096 fit in a few hundred MiB, and idle ones cost no CPU.
+            max_connections: whole_number(get, "ASSENT_MAX_CONNECTIONS", 4096, 1_000_000)?,
+            max_sse_streams: whole_number(get, "ASSENT_MAX_SSE_STREAMS", 1000, 1_000_000)?,
+            // A few tabs of one person, each following a challenge.
+            max_sse_per_session: whole_number(get, "ASSENT_MAX_SSE_PER_SESSION", 8, 1_000_000)?,
         })
     }
 
@@ -434,6 +471,11 @@ mod tests {
         assert_eq!(c.challenges_per_hour, 20);
         assert_eq!(c.not_me_block, Duration::minutes(15));
         assert_eq!(c.scim_log_retention, Duration::days(30));
+        assert_eq!(c.header_read_timeout, Duration::seconds(10));
+        assert_eq!(c.idle_timeout, Duration::seconds(60));
+        assert_eq!(c.max_connections, 4096);
+        assert_eq!(c.max_sse_streams, 1000);
+        assert_eq!(c.max_sse_per_session, 8);
         assert!(
             matches!(c.master_key, MasterKeySource::File(ref p) if p.to_str() == Some("assent.db.key"))
         );
@@ -482,6 +524,15 @@ mod tests {
             ("ASSENT_TRUSTED_PROXIES", "10.0.0.0/8, nope"),
             ("ASSENT_SSO_ALLOW_LOOPBACK", "yes"),
             ("ASSENT_SSO_ALLOW_LOOPBACK", "true"),
+            ("ASSENT_HEADER_READ_TIMEOUT_SECS", "0"),
+            ("ASSENT_HEADER_READ_TIMEOUT_SECS", "ten"),
+            ("ASSENT_IDLE_TIMEOUT_SECS", "-1"),
+            ("ASSENT_MAX_CONNECTIONS", "0"),
+            ("ASSENT_MAX_CONNECTIONS", "lots"),
+            ("ASSENT_MAX_SSE_STREAMS", "0"),
+            ("ASSENT_MAX_SSE_STREAMS", "2000000"),
+            ("ASSENT_MAX_SSE_PER_SESSION", "0"),
+            ("ASSENT_MAX_SSE_PER_SESSION", "8.5"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);

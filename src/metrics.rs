@@ -15,7 +15,9 @@ pub struct ChallengeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
+    /// A standard method or `other` (`http::method_label`): never what the client wrote.
+    pub method: &'static str,
+    /// The matched route template or `other`: never the raw path.
     pub route: String,
     pub status: u16,
 }
@@ -72,6 +74,8 @@ pub struct Metrics {
     pub unattributed_refusals: Family<RefusalLabels, Counter>,
     /// Single sign-on refusals by reason, audited or not (a flood's are counted here only).
     pub sso_refusals: Family<SsoRefusalLabels, Counter>,
+    pub http_connections_open: Gauge,
+    pub http_connection_cap_waits: Counter,
 }
 
 impl Default for Metrics {
@@ -153,6 +157,18 @@ impl Default for Metrics {
             "Single sign-on starts and callbacks refused, by reason",
             sso_refusals.clone(),
         );
+        let http_connections_open = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "TCP connections being served (at most ASSENT_MAX_CONNECTIONS)",
+            http_connections_open.clone(),
+        );
+        let http_connection_cap_waits = Counter::default();
+        registry.register(
+            "http_connection_cap_waits",
+            "Times every connection slot was taken and accepting waited for one to close",
+            http_connection_cap_waits.clone(),
+        );
         Self {
             registry,
             challenges,
@@ -166,6 +182,8 @@ impl Default for Metrics {
             redis_round_trips,
             unattributed_refusals,
             sso_refusals,
+            http_connections_open,
+            http_connection_cap_waits,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Most tests share one server and isolate themselves with a workspace of their own; the tests that
 //! need a short TTL, trip the login slowdown or restart the server, start their own.
 
+mod edge;
 mod lifecycle;
 mod resilience;
 mod security;

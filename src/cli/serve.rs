@@ -1,8 +1,6 @@
 //! `assent serve`: open the stores, make the first workspace on an empty database, sweep expired
-//! challenges, and serve HTTP until SIGINT or SIGTERM.
+//! challenges, and serve HTTP (`http/serve.rs`) until SIGINT or SIGTERM.
 
-use axum::serve::ListenerExt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,19 +101,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("ASSENT_LISTEN: cannot listen on {listen}: {e}"))?;
     tracing::info!(address = %listener.local_addr()?, public_url = %app.config.public_url, "listening");
-    // SSE events are small writes that must leave at once: without TCP_NODELAY, Nagle's algorithm
-    // holds each one until the browser's delayed ACK (40 ms on Linux).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(
-        listener,
-        crate::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    crate::http::serve::serve(listener, app.clone(), shutdown_signal()).await;
     // Provisioning log records still queued are written before the process ends.
     app.provisioning.flush().await;
     Ok(())

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::extract::{session_cookie, ApiJson, ChallengeSession};
+use super::streams::OpenStream;
 use crate::app::App;
 use crate::bus::Subscription;
 use crate::clock::{rfc3339, ser_opt_rfc3339, ser_rfc3339};
@@ -373,22 +374,6 @@ struct Waiter {
     _open: OpenStream,
 }
 
-/// Counts open streams in the `sse_streams_open` gauge for as long as it lives.
-struct OpenStream(Arc<App>);
-
-impl OpenStream {
-    fn new(app: Arc<App>) -> Self {
-        app.metrics.sse_streams_open.inc();
-        Self(app)
-    }
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.0.metrics.sse_streams_open.dec();
-    }
-}
-
 fn status_event(status: Status, awaiting: Option<&'static str>) -> Event {
     let data = match awaiting {
         None => json!({ "status": status.as_str() }),
@@ -445,17 +430,19 @@ pub(super) async fn events<S: ChallengeSession>(
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>> {
     let session_hash = session.session().id_hash.clone();
+    // Its place under the stream caps first (429 beyond them), before any work for the stream.
+    let open = OpenStream::new(app.clone(), &session_hash)?;
     // Subscribe first, then read: a change between the two is never missed.
     let subscription = app.bus.subscribe(&id).await?;
     app.challenge_of_session(&id, &session_hash).await?;
     let waiter = Waiter {
-        app: app.clone(),
+        app,
         id,
         session_hash,
         subscription,
         last: None,
         done: false,
-        _open: OpenStream::new(app),
+        _open: open,
     };
     let stream = futures_util::stream::unfold(waiter, next_event);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))))

@@ -218,6 +218,36 @@ impl Harness {
     }
 }
 
+/// A route that reads its body by hand, past every extractor's limit, still stops at the largest
+/// size any route accepts: the router's `cap_body` layer bounds the body itself.
+#[tokio::test]
+async fn a_body_read_by_hand_stops_at_the_largest_route_limit() {
+    use axum::routing::post;
+    let limit = super::scim::SCIM_BODY_LIMIT;
+    let router = axum::Router::new()
+        .route(
+            "/raw",
+            post(|body: Body| async move {
+                match axum::body::to_bytes(body, usize::MAX).await {
+                    Ok(bytes) => (StatusCode::OK, bytes.len().to_string()),
+                    Err(_) => (StatusCode::PAYLOAD_TOO_LARGE, String::new()),
+                }
+            }),
+        )
+        .layer(axum::middleware::from_fn(super::cap_body));
+    for (size, status) in [
+        (limit, StatusCode::OK),
+        (limit + 1, StatusCode::PAYLOAD_TOO_LARGE),
+    ] {
+        // Streamed, without a Content-Length: only the bytes themselves can be counted.
+        let chunks = vec![Ok::<_, std::io::Error>(vec![b'x'; size])];
+        let body = Body::from_stream(futures_util::stream::iter(chunks));
+        let req = Request::post("/raw").body(body).unwrap();
+        let res = router.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), status, "{size} bytes");
+    }
+}
+
 #[tokio::test]
 async fn expiry_is_seen_by_the_waiting_stream_when_the_clock_moves() {
     let h = harness().await;

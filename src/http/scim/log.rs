@@ -20,7 +20,7 @@ const MAX_DETAIL: usize = 200;
 pub async fn record(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let at = app.now();
-    let method = request.method().as_str().to_owned();
+    let method = crate::http::method_label(request.method()).to_owned();
     let path: String = request.uri().path().chars().take(MAX_PATH).collect();
     let ip = crate::http::extract::client_ip(request.extensions(), request.headers(), &app);
     let mut response = next.run(request).await;
