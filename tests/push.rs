@@ -1076,11 +1076,25 @@ async fn a_reveal_lights_up_every_phone_and_a_dead_token_is_marked_invalid() {
     }
     // The first phone was asked twice ("Add a new phone?") and told twice that one was added; the
     // Android phone was told of the third.
-    // The Android phone also heard that the third phone's prompt was resolved.
-    eventually(10, "the enrollment prompts and notices", || {
-        apns.received_for(&iphone).len() == 4 && fcm.received_for(&android).len() == 2
-    })
-    .await;
+    // The Android phone was asked about the third phone too, heard that the iPhone answered
+    // (resolved), and was told the third was added.
+    let described = |r: &Value| format!("{}:{}", r["kind"], r["action"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(apns.received_for(&iphone).len() == 4 && fcm.received_for(&android).len() == 3) {
+        assert!(
+            Instant::now() < deadline,
+            "the enrollment prompts and notices: iPhone {:?}, Android {:?}",
+            apns.received_for(&iphone)
+                .iter()
+                .map(|r| described(&r.json()))
+                .collect::<Vec<_>>(),
+            fcm.received_for(&android)
+                .iter()
+                .map(|r| described(&r.body["message"]["data"]))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut seen: Vec<(String, String)> = apns
         .received_for(&iphone)
         .iter()
@@ -1114,9 +1128,15 @@ async fn a_reveal_lights_up_every_phone_and_a_dead_token_is_marked_invalid() {
             )
         })
         .collect();
-    assert!(
-        android_kinds.contains(&pair("notice", "device.enrolled")),
-        "{android_kinds:?}"
+    let mut android_kinds = android_kinds;
+    android_kinds.sort();
+    assert_eq!(
+        android_kinds,
+        vec![
+            pair("challenge", "device.enroll"),
+            pair("notice", "device.enrolled"),
+            pair("resolved", "device.enroll"),
+        ]
     );
     assert!(apns.received_for(&dead_iphone).is_empty());
     apns.forget_received();
@@ -1216,6 +1236,27 @@ async fn a_reveal_lights_up_every_phone_and_a_dead_token_is_marked_invalid() {
         apns.received_for(&iphone).len(),
         1,
         "the deciding phone gets no resolved push"
+    );
+
+    // Removing the Android phone from the console: the iPhone is told.
+    apns.forget_received();
+    let removed = http
+        .delete(format!("{base}/v1/console/devices/{}", phones[1].id))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status().as_u16(), 204);
+    eventually(10, "the removal notice", || {
+        !apns.received_for(&iphone).is_empty()
+    })
+    .await;
+    let told = apns.received_for(&iphone)[0].json();
+    assert_eq!(told["kind"], "notice", "{told}");
+    assert_eq!(told["action"], "device.removed", "{told}");
+    assert_eq!(
+        told["aps"]["alert"]["title"], "A phone was removed",
+        "{told}"
     );
 }
 

@@ -296,3 +296,79 @@ async fn refused_scim_tokens_are_audited_in_bulk_by_source_without_the_token() {
     assert_eq!(detail["sources"][0]["requests"], 4);
     assert!(!detail.to_string().contains(&forged));
 }
+
+/// Approves `id` in the challenge store only, as a process that died right after the approval
+/// left it: approved, the rotation's work begun, no new token, not marked rotated.
+async fn approved_then_died(h: &Harness, id: &str) {
+    let stored = h.app.challenges.get(id).await.unwrap().unwrap();
+    let mut approved = stored.clone();
+    let decision = crate::domain::challenge::Decision {
+        device_id: "dev".into(),
+        device_user_id: stored.user_id,
+        challenge_id: stored.id.clone(),
+        nonce: stored.nonce.clone(),
+        action: stored.action.as_str().into(),
+        approve: true,
+        number: Some(stored.number),
+        reason: None,
+        workspace: None,
+        ticket: None,
+    };
+    approved.decide(&decision, h.clock.now()).unwrap();
+    assert!(h
+        .app
+        .challenges
+        .swap(&approved, stored.version)
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn a_rotation_left_unfinished_by_a_dead_process_is_taken_up_once() {
+    let h = harness().await;
+    let cookie = h.owner("acme").await;
+    let phone = h.phone(&cookie).await;
+    let before = h.step_up(&cookie, &phone, "reveal").await;
+
+    // The process dies between the approval and the new token.
+    let (_, _, started) = h.post("/v1/console/scim-token/rotate", &cookie).await;
+    let id = started["challenge_id"].as_str().unwrap().to_owned();
+    approved_then_died(&h, &id).await;
+    let release = format!("/v1/console/challenges/{id}/release");
+    assert_eq!(h.post(&release, &cookie).await.0, StatusCode::CONFLICT);
+    // Not taken up while the work may still be running elsewhere...
+    assert_eq!(h.app.resume_rotations().await.unwrap(), 0);
+    // ...but once it is stale: rotated once, and released once.
+    h.clock.advance(Duration::seconds(16));
+    assert_eq!(h.app.resume_rotations().await.unwrap(), 1);
+    assert_eq!(h.app.resume_rotations().await.unwrap(), 0);
+    let (status, _, released) = h.post(&release, &cookie).await;
+    assert_eq!(status, StatusCode::OK, "{released}");
+    let after = released["token"].as_str().unwrap().to_owned();
+    assert_ne!(after, before);
+    assert_eq!(h.scim_status(&before).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.scim_status(&after).await, StatusCode::OK);
+    assert_eq!(h.post(&release, &cookie).await.0, StatusCode::GONE);
+
+    // The process dies after the new token but before the marking: only the marking is redone.
+    let (_, _, started) = h.post("/v1/console/scim-token/rotate", &cookie).await;
+    let id = started["challenge_id"].as_str().unwrap().to_owned();
+    approved_then_died(&h, &id).await;
+    let workspace = h
+        .app
+        .store
+        .workspace_by_slug("acme")
+        .await
+        .unwrap()
+        .unwrap();
+    h.clock.advance(Duration::seconds(1));
+    h.app.rotate_token(&workspace, "owner").await.unwrap();
+    let (made, _) = h.app.reveal_token(&workspace).await.unwrap();
+    h.clock.advance(Duration::seconds(16));
+    assert_eq!(h.app.resume_rotations().await.unwrap(), 1);
+    let (status, _, released) = h
+        .post(&format!("/v1/console/challenges/{id}/release"), &cookie)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{released}");
+    assert_eq!(released["token"], made.expose(), "no second rotation");
+}

@@ -684,8 +684,10 @@ impl App {
             tracing::warn!(challenge = %claimed.id, "taking up an approved rotation that never finished");
             let current = self.store.scim_token(claimed.workspace_id).await?;
             match current {
-                // The token was replaced after the approval: only the marking was lost.
-                Some(token) if token.created_at >= began => {
+                // The token was replaced after the approval: only the marking was lost. Times
+                // are whole seconds: a token of the approval's own second may be older than it,
+                // and rotating once more is safer than leaving a rotation undone.
+                Some(token) if token.created_at > began => {
                     self.transition(&claimed.id, |c| c.mark_rotated(token.created_at))
                         .await?;
                 }
