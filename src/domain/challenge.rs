@@ -350,6 +350,11 @@ impl Challenge {
         self.status == Status::Pending && self.first_approval.is_some()
     }
 
+    /// What a pending challenge still waits for beyond a phone's answer, as clients are told.
+    pub fn awaiting(&self) -> Option<&'static str> {
+        self.awaits_second_approval().then_some("second_approval")
+    }
+
     pub fn decide(&mut self, d: &Decision, now: OffsetDateTime) -> Result<Outcome, DecideError> {
         if !self.deciders().contains(&d.device_user_id) {
             return Err(DecideError::NotTheOwner);

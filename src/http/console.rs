@@ -2,22 +2,19 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use futures_util::stream::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-use super::extract::{session_cookie, ApiJson, ChallengeSession};
-use super::streams::OpenStream;
+use super::challenges::{challenge, events, step_up_answer};
+use super::extract::{session_cookie, ApiJson};
 use crate::app::App;
-use crate::bus::Subscription;
 use crate::clock::{rfc3339, ser_opt_rfc3339, ser_rfc3339};
-use crate::domain::challenge::{Action, Challenge, Status};
+use crate::domain::challenge::Action;
 use crate::domain::crypto::Secret;
 use crate::error::{ApiError, ApiResult};
 use crate::service::devices::{EnrollmentOffer, EnrollmentStart};
@@ -279,25 +276,6 @@ async fn remove_device(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
-struct ChallengeCreated {
-    challenge_id: String,
-    number: u8,
-    #[serde(serialize_with = "ser_rfc3339")]
-    expires_at: OffsetDateTime,
-    notified_devices: usize,
-}
-
-pub(super) async fn step_up_answer(c: Challenge, notified: usize) -> ApiResult<Response> {
-    let answer = ChallengeCreated {
-        challenge_id: c.id,
-        number: c.number,
-        expires_at: c.expires_at,
-        notified_devices: notified,
-    };
-    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
-}
-
 async fn step_up(
     app: &App,
     session: &ConsoleSession,
@@ -322,130 +300,6 @@ async fn rotate(
     caller: Caller,
 ) -> ApiResult<Response> {
     step_up(&app, &session, Action::Rotate, &caller).await
-}
-
-#[derive(Serialize)]
-pub struct ChallengeView {
-    id: String,
-    action: Action,
-    status: Status,
-    #[serde(serialize_with = "ser_rfc3339")]
-    expires_at: OffsetDateTime,
-    /// `second_approval` while a pending challenge waits for the two-person rule's second person.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    awaiting: Option<&'static str>,
-}
-
-fn awaiting(c: &Challenge) -> Option<&'static str> {
-    c.awaits_second_approval().then_some("second_approval")
-}
-
-impl From<&Challenge> for ChallengeView {
-    fn from(c: &Challenge) -> Self {
-        Self {
-            id: c.id.clone(),
-            action: c.action,
-            status: c.shown_status(),
-            expires_at: c.expires_at,
-            awaiting: awaiting(c),
-        }
-    }
-}
-
-pub(super) async fn challenge<S: ChallengeSession>(
-    State(app): State<Arc<App>>,
-    session: S,
-    Path(id): Path<String>,
-) -> ApiResult<Json<ChallengeView>> {
-    let c = app
-        .challenge_of_session(&id, &session.session().id_hash)
-        .await?;
-    Ok(Json(ChallengeView::from(&c)))
-}
-
-/// What one SSE stream keeps between events: small on purpose, a browser may wait minutes.
-struct Waiter {
-    app: Arc<App>,
-    id: String,
-    session_hash: String,
-    subscription: Subscription,
-    last: Option<(Status, Option<&'static str>)>,
-    done: bool,
-    _open: OpenStream,
-}
-
-fn status_event(status: Status, awaiting: Option<&'static str>) -> Event {
-    let data = match awaiting {
-        None => json!({ "status": status.as_str() }),
-        Some(what) => json!({ "status": status.as_str(), "awaiting": what }),
-    };
-    Event::default().event("status").data(data.to_string())
-}
-
-/// How long a stream waits before reading an unavailable challenge store again, unless woken.
-const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The next status to send: the current one if it changed, else wait for the bus or the expiry.
-async fn next_event(mut w: Waiter) -> Option<(Result<Event, std::convert::Infallible>, Waiter)> {
-    if w.done {
-        return None;
-    }
-    loop {
-        let c = match w.app.challenge_of_session(&w.id, &w.session_hash).await {
-            Ok(c) => c,
-            // The challenge store (Redis) is away for a moment. Ending the stream would not help:
-            // the browser's reconnect would get a 503, which makes EventSource give up for good.
-            // Keep the stream open and read again when the bus reconnects (it wakes every waiter)
-            // or after a pause; the keep-alive comments go on meanwhile.
-            Err(ApiError::Unavailable(_)) => {
-                tokio::select! {
-                    changed = w.subscription.changed() => { changed?; }
-                    _ = tokio::time::sleep(STORE_RETRY) => {}
-                }
-                continue;
-            }
-            Err(_) => return None,
-        };
-        let now = (c.shown_status(), awaiting(&c));
-        if w.last != Some(now) {
-            w.last = Some(now);
-            w.done = now.0.ends_the_wait();
-            return Some((Ok(status_event(now.0, now.1)), w));
-        }
-        let until_expiry = (c.expires_at - w.app.now()).max(time::Duration::ZERO);
-        let sleep = std::time::Duration::try_from(until_expiry).unwrap_or_default();
-        tokio::select! {
-            changed = w.subscription.changed() => {
-                // The bus went away: end the stream; the browser's EventSource reconnects.
-                changed?;
-            }
-            _ = tokio::time::sleep(sleep + std::time::Duration::from_millis(50)) => {}
-        }
-    }
-}
-
-pub(super) async fn events<S: ChallengeSession>(
-    State(app): State<Arc<App>>,
-    session: S,
-    Path(id): Path<String>,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>> {
-    let session_hash = session.session().id_hash.clone();
-    // Its place under the stream caps first (429 beyond them), before any work for the stream.
-    let open = OpenStream::new(app.clone(), &session_hash)?;
-    // Subscribe first, then read: a change between the two is never missed.
-    let subscription = app.bus.subscribe(&id).await?;
-    app.challenge_of_session(&id, &session_hash).await?;
-    let waiter = Waiter {
-        app,
-        id,
-        session_hash,
-        subscription,
-        last: None,
-        done: false,
-        _open: open,
-    };
-    let stream = futures_util::stream::unfold(waiter, next_event);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))))
 }
 
 #[derive(Serialize)]

@@ -1,5 +1,6 @@
 //! HTTP: the router assembled from one module per surface, plus the layers every route shares.
 
+pub mod challenges;
 pub mod console;
 pub mod detach;
 pub mod error;

@@ -12,7 +12,8 @@ use serde_json::json;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-use super::console::{challenge, enrollment_answer, events, start_enrollment_for, step_up_answer};
+use super::challenges::{challenge, events, step_up_answer};
+use super::console::{enrollment_answer, start_enrollment_for};
 use super::extract::{support_cookie, ApiJson};
 use crate::app::App;
 use crate::clock::{ser_opt_rfc3339, ser_rfc3339};

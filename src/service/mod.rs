@@ -15,6 +15,7 @@ pub mod sso_guard;
 pub mod stepup;
 pub mod support;
 pub mod tokens;
+pub mod watch;
 
 use crate::store::{AuthMethod, User, Workspace};
 
