@@ -16,7 +16,7 @@
 //!
 //! `cargo bench --bench push_fanout`; PUSH_FANOUT_N and PUSH_FANOUT_ROUNDS override 10,000 and 5.
 
-#[path = "../tests/support_push/mod.rs"]
+#[path = "../tests/it/support/push/mod.rs"]
 mod support;
 
 use std::collections::HashMap;

@@ -1,5 +1,5 @@
 //! A real database for the store-level tests: a SQLite file in a temporary directory, and, when
-//! `ASSENT_TEST_POSTGRES_URL` names a cluster (as for `tests/flow.rs`), a Postgres database of its
+//! `ASSENT_TEST_POSTGRES_URL` names a cluster (as for `tests/it/`), a Postgres database of its
 //! own there, dropped at the end.
 
 use sqlx::Connection;

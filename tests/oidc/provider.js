@@ -1,5 +1,5 @@
-// A real OpenID provider for tests/sso.rs: Node's oidc-provider on a free loopback port, with one
-// confidential client (Assent) and accounts the test adds. Started by tests/support/oidc.rs.
+// A real OpenID provider for tests/it/sso.rs: Node's oidc-provider on a free loopback port, with one
+// confidential client (Assent) and accounts the test adds. Started by tests/it/support/oidc.rs.
 //
 //   env OIDC_CLIENT   {"client_id","client_secret","redirect_uris":[…]}
 //   stdout            one line "ready <issuer>" once listening

@@ -1,4 +1,4 @@
-//! Helpers for the console page's end-to-end tests (tests/browser.rs): a ChromeDriver shared by the
+//! Helpers for the console page's end-to-end tests (tests/it/browser.rs): a ChromeDriver shared by the
 //! whole test binary, and a headless Chromium per test driven through it with `fantoccini`.
 #![allow(dead_code)]
 

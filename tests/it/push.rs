@@ -2,8 +2,7 @@
 //! OAuth token endpoint. The clients are configured exactly as in production, through the
 //! `ASSENT_APNS_*` / `ASSENT_FCM_*` variables, with only the endpoints and the extra CA pointing here.
 
-#[path = "support_push/mod.rs"]
-mod support;
+use crate::support::push as support;
 
 use std::collections::HashMap;
 use std::sync::Arc;

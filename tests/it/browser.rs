@@ -8,10 +8,9 @@
 //! `target/e2e-screenshots/`; with `ASSENT_UPDATE_DOCS=1` the View Token dialog is also written to
 //! `docs/view-token.png`, the picture the README shows.
 
-// Shared with tests/flow.rs: the real server and the CLI. Not all of it is used here.
-#[allow(unused_imports)]
-mod support;
-mod support_browser;
+// The real server and the CLI, as the other suites use them.
+use crate::support;
+use crate::support::page as support_browser;
 
 use std::{
     path::{Path, PathBuf},

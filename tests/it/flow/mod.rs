@@ -7,7 +7,8 @@ mod edge;
 mod lifecycle;
 mod resilience;
 mod security;
-mod support;
+
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 //! audit entry when it names a workspace; providers inside our network are refused before anything
 //! is sent to them, and a flood from one address ends in 429 without filling the audit log.
 
-mod support;
+use crate::support;
 
 use reqwest::Method;
 use serde_json::{json, Value};

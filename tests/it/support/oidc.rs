@@ -1,4 +1,4 @@
-//! Single sign-on helpers for tests/sso.rs: a browser that keeps its cookies and follows redirects
+//! Single sign-on helpers for tests/it/sso.rs: a browser that keeps its cookies and follows redirects
 //! one hop at a time, the real OpenID provider (Node's oidc-provider, tests/oidc/provider.js), and a
 //! small provider of our own that signs whatever ID token a test needs, to forge the bad ones.
 

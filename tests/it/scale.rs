@@ -5,8 +5,7 @@
 //! The first tests drive the Redis challenge store directly, to pin its scripts down.
 
 // The shared helpers re-export what other test binaries use.
-#[allow(unused_imports)]
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,8 +4,10 @@
 
 pub mod browser;
 pub mod oidc;
+pub mod page;
 pub mod phone;
 pub mod postgres;
+pub mod push;
 pub mod redis;
 pub mod scim;
 pub mod server;

@@ -6,7 +6,7 @@
 //! Every test makes its own workspace and gets its token the real way (View Token approved on a
 //! phone), on one shared server.
 
-mod support;
+use crate::support;
 
 use futures_util::future::join_all;
 use reqwest::Method;
