@@ -7,6 +7,7 @@
 use clap::Subcommand;
 
 use crate::config::Config;
+use crate::domain::audit::Kind;
 use crate::service::keys;
 use crate::store::{sealed, AuditEvent};
 
@@ -41,10 +42,11 @@ pub async fn run(command: KeysCommand, config: Config) -> anyhow::Result<()> {
     let event = AuditEvent {
         workspace_id: None,
         kind: if rotation.remaining == 0 {
-            "keys.rotated"
+            Kind::KeysRotated
         } else {
-            "keys.rotation_paused"
-        },
+            Kind::KeysRotationPaused
+        }
+        .as_str(),
         actor: std::env::var("USER").ok().map(|u| format!("cli:{u}")),
         detail: serde_json::to_value(&rotation)?,
         ..AuditEvent::default()

@@ -5,10 +5,12 @@ use time::{Duration, OffsetDateTime};
 
 use super::{Caller, ConsoleSession};
 use crate::app::App;
+use crate::domain::audit::Kind;
 use crate::domain::crypto::{random_b64url, sha256_hex, Secret};
 use crate::domain::password;
 use crate::domain::policy::STAFF_REALM;
 use crate::error::{ApiError, ApiResult};
+use crate::service::audit::Audit;
 use crate::store::{AuthMethod, Role, Session, StoreError, User, Workspace};
 
 /// Failures one address may have against one account in the window before sign-in slows down
@@ -119,13 +121,11 @@ impl App {
             }
             other => other?,
         };
-        self.audit(
-            Some(workspace.id),
-            "workspace.created",
-            Some(owner_email),
-            None,
-            None,
-            json!({"slug": slug}),
+        self.note(
+            Audit::new(Kind::WorkspaceCreated)
+                .workspace(workspace.id)
+                .actor(owner_email)
+                .detail(json!({"slug": slug})),
         )
         .await;
         Ok((workspace, password))
@@ -161,13 +161,11 @@ impl App {
             }
             other => other?,
         };
-        self.audit(
-            Some(workspace.id),
-            "member.added",
-            Some(email),
-            None,
-            None,
-            json!({"role": role.as_str()}),
+        self.note(
+            Audit::new(Kind::MemberAdded)
+                .workspace(workspace.id)
+                .actor(email)
+                .detail(json!({"role": role.as_str()})),
         )
         .await;
         Ok((user, password))
@@ -192,13 +190,10 @@ impl App {
             }
             other => other?,
         };
-        self.audit(
-            Some(realm.id),
-            "staff.added",
-            Some(email),
-            None,
-            None,
-            json!({}),
+        self.note(
+            Audit::new(Kind::StaffAdded)
+                .workspace(realm.id)
+                .actor(email),
         )
         .await;
         Ok((user, password))
@@ -213,13 +208,10 @@ impl App {
             .await?
             .ok_or(ApiError::NotFound)?;
         self.store.delete_user(user.id).await?;
-        self.audit(
-            Some(realm.id),
-            "staff.removed",
-            Some(&user.email),
-            None,
-            None,
-            json!({}),
+        self.note(
+            Audit::new(Kind::StaffRemoved)
+                .workspace(realm.id)
+                .actor(&user.email),
         )
         .await;
         Ok(())
@@ -292,14 +284,7 @@ impl App {
         let on_account = self.challenges.login_failed(&keys.account, now).await?;
         // The failure that reaches the ceiling: from the next one on, everyone waits.
         if on_account == ACCOUNT_CEILING_FAILURES {
-            self.audit(
-                workspace_id,
-                "security.login_ceiling",
-                Some(email),
-                Some(&caller.ip),
-                None,
-                json!({"failures": on_account, "window_minutes": crate::challenges::LOGIN_WINDOW.whole_minutes()}),
-            )
+            self.note(Audit::new(Kind::SecurityLoginCeiling).workspace(workspace_id).actor(email).ip(&caller.ip).detail(json!({"failures": on_account, "window_minutes": crate::challenges::LOGIN_WINDOW.whole_minutes()})))
             .await;
         }
         Ok(())
@@ -364,17 +349,16 @@ impl App {
                 self.metrics.refused("sign_in");
                 return Err(ApiError::Unauthorized);
             }
-            self.audit(
-                workspace.as_ref().map(|w| w.id),
-                if staff {
-                    "staff.login.failed"
+            self.note(
+                Audit::new(if staff {
+                    Kind::StaffLoginFailed
                 } else {
-                    "login.failed"
-                },
-                Some(email),
-                Some(&caller.ip),
-                None,
-                json!({"user_agent": caller.user_agent}),
+                    Kind::LoginFailed
+                })
+                .workspace(workspace.as_ref().map(|w| w.id))
+                .actor(email)
+                .ip(&caller.ip)
+                .detail(json!({"user_agent": caller.user_agent})),
             )
             .await;
             return Err(ApiError::Unauthorized);
@@ -384,13 +368,12 @@ impl App {
         // With single sign-on enforced, only owners keep their password (break-glass). Checked
         // after the password, so the answer tells nothing to whoever does not know it.
         if !staff && user.role != Role::Owner && self.sso_enforced(workspace.id).await? {
-            self.audit(
-                Some(workspace.id),
-                "login.refused",
-                Some(&user.email),
-                Some(&caller.ip),
-                None,
-                json!({"reason": "sso_enforced", "user_agent": caller.user_agent}),
+            self.note(
+                Audit::new(Kind::LoginRefused)
+                    .workspace(workspace.id)
+                    .actor(&user.email)
+                    .ip(&caller.ip)
+                    .detail(json!({"reason": "sso_enforced", "user_agent": caller.user_agent})),
             )
             .await;
             return Err(ApiError::Forbidden(
@@ -399,17 +382,16 @@ impl App {
         }
 
         let session_id = self.start_session(&user, AuthMethod::Password).await?;
-        self.audit(
-            Some(workspace.id),
-            if staff {
-                "staff.login.succeeded"
+        self.note(
+            Audit::new(if staff {
+                Kind::StaffLoginSucceeded
             } else {
-                "login.succeeded"
-            },
-            Some(&user.email),
-            Some(&caller.ip),
-            None,
-            json!({"user_agent": caller.user_agent}),
+                Kind::LoginSucceeded
+            })
+            .workspace(workspace.id)
+            .actor(&user.email)
+            .ip(&caller.ip)
+            .detail(json!({"user_agent": caller.user_agent})),
         )
         .await;
         Ok(SignedIn {
@@ -445,13 +427,12 @@ impl App {
                 caller,
             )
             .await?;
-            self.audit(
-                Some(session.workspace.id),
-                "reauth.failed",
-                Some(&session.user.email),
-                Some(&caller.ip),
-                None,
-                json!({"user_agent": caller.user_agent}),
+            self.note(
+                Audit::new(Kind::ReauthFailed)
+                    .workspace(session.workspace.id)
+                    .actor(&session.user.email)
+                    .ip(&caller.ip)
+                    .detail(json!({"user_agent": caller.user_agent})),
             )
             .await;
             return Err(ApiError::Unauthorized);
@@ -484,13 +465,12 @@ impl App {
         {
             return Err(ApiError::Unauthorized);
         }
-        self.audit(
-            Some(session.workspace.id),
-            "session.reauthenticated",
-            Some(&session.user.email),
-            Some(&caller.ip),
-            None,
-            json!({"method": how, "user_agent": caller.user_agent}),
+        self.note(
+            Audit::new(Kind::SessionReauthenticated)
+                .workspace(session.workspace.id)
+                .actor(&session.user.email)
+                .ip(&caller.ip)
+                .detail(json!({"method": how, "user_agent": caller.user_agent})),
         )
         .await;
         Ok(())
@@ -570,17 +550,15 @@ impl App {
 
     pub async fn sign_out(&self, session: &ConsoleSession, caller: &Caller) -> ApiResult<()> {
         self.store.delete_session(&session.id_hash).await?;
-        self.audit(
-            Some(session.workspace.id),
-            if session.workspace.slug == STAFF_REALM {
-                "staff.logout"
+        self.note(
+            Audit::new(if session.workspace.slug == STAFF_REALM {
+                Kind::StaffLogout
             } else {
-                "logout"
-            },
-            Some(&session.user.email),
-            Some(&caller.ip),
-            None,
-            json!({}),
+                Kind::Logout
+            })
+            .workspace(session.workspace.id)
+            .actor(&session.user.email)
+            .ip(&caller.ip),
         )
         .await;
         Ok(())

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use crate::app::App;
 use crate::clock::rfc3339;
-use crate::domain::audit::{self, Break, Verifier};
+use crate::domain::audit::{self, Break, Kind, Verifier};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{AuditEntry, AuditEvent, StoreError};
 
@@ -32,30 +32,87 @@ pub struct Verified {
     pub last_hash: Option<String>,
 }
 
+/// An audit entry being made: its kind, then what is known of it (the workspace whose chain it
+/// joins, who did it, from which address, with which phone, and the details).
+#[must_use = "an entry is only written by App::record or App::note"]
+pub struct Audit(AuditEvent);
+
+impl Audit {
+    pub fn new(kind: Kind) -> Self {
+        Audit(AuditEvent {
+            kind: kind.as_str(),
+            detail: Value::Object(Default::default()),
+            ..AuditEvent::default()
+        })
+    }
+
+    /// The workspace whose chain it joins (`None`: the deployment's own chain).
+    pub fn workspace(mut self, id: impl Into<Option<i64>>) -> Self {
+        self.0.workspace_id = id.into();
+        self
+    }
+
+    /// Who did it (an e-mail, `operator`, `cli:<user>`).
+    pub fn actor(mut self, who: impl Text) -> Self {
+        self.0.actor = who.text();
+        self
+    }
+
+    /// The caller's address.
+    pub fn ip(mut self, ip: impl Text) -> Self {
+        self.0.ip = ip.text();
+        self
+    }
+
+    /// The phone that decided or is concerned.
+    pub fn device(mut self, id: impl Text) -> Self {
+        self.0.device_id = id.text();
+        self
+    }
+
+    pub fn detail(mut self, detail: Value) -> Self {
+        self.0.detail = detail;
+        self
+    }
+}
+
+/// Text an entry may or may not have: `&str`, `&String`, or an `Option` of either.
+pub trait Text {
+    fn text(self) -> Option<String>;
+}
+
+impl Text for &str {
+    fn text(self) -> Option<String> {
+        Some(self.to_owned())
+    }
+}
+
+impl Text for &String {
+    fn text(self) -> Option<String> {
+        Some(self.clone())
+    }
+}
+
+impl Text for Option<&str> {
+    fn text(self) -> Option<String> {
+        self.map(str::to_owned)
+    }
+}
+
+impl Text for Option<&String> {
+    fn text(self) -> Option<String> {
+        self.cloned()
+    }
+}
+
 impl App {
-    /// Appends a security event that must be on record before the action goes on (issue 13:
-    /// fail closed): revealing, rotating, enrolling and staff actions stop with 503 when their
-    /// entry cannot be written, so nothing security-relevant happens unrecorded.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn audit_required(
-        &self,
-        workspace_id: Option<i64>,
-        kind: &'static str,
-        actor: Option<&str>,
-        ip: Option<&str>,
-        device_id: Option<&str>,
-        detail: Value,
-    ) -> ApiResult<()> {
-        let event = AuditEvent {
-            workspace_id,
-            kind,
-            actor: actor.map(str::to_owned),
-            ip: ip.map(str::to_owned),
-            device_id: device_id.map(str::to_owned),
-            detail,
-        };
+    /// Writes an entry that must be on record before the action goes on (issue 13: fail
+    /// closed): revealing, rotating, enrolling and staff actions stop with 503 when their entry
+    /// cannot be written, so nothing security-relevant happens unrecorded.
+    pub async fn record(&self, entry: Audit) -> ApiResult<()> {
+        let kind = entry.0.kind;
         self.store
-            .append_audit(event, self.now())
+            .append_audit(entry.0, self.now())
             .await
             .map_err(|e| {
                 tracing::error!(kind, error = %e, "could not append to the audit log");
@@ -65,21 +122,11 @@ impl App {
             })
     }
 
-    /// Appends an event whose action cannot be held back (a failed sign-in, an expiry): a failure
+    /// Writes an entry whose action cannot be held back (a failed sign-in, an expiry): a failure
     /// to record is logged loudly.
-    pub async fn audit(
-        &self,
-        workspace_id: Option<i64>,
-        kind: &'static str,
-        actor: Option<&str>,
-        ip: Option<&str>,
-        device_id: Option<&str>,
-        detail: Value,
-    ) {
+    pub async fn note(&self, entry: Audit) {
         // The cause is logged inside; the action this records has already happened.
-        let _ = self
-            .audit_required(workspace_id, kind, actor, ip, device_id, detail)
-            .await;
+        let _ = self.record(entry).await;
     }
 }
 

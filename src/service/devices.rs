@@ -7,11 +7,13 @@ use time::{Duration, OffsetDateTime};
 use super::stepup::{About, NOTICE_LIFETIME};
 use super::{Caller, ConsoleSession};
 use crate::app::App;
+use crate::domain::audit::Kind;
 use crate::domain::challenge::{Action, Challenge, Subject};
 use crate::domain::crypto::{random_b64url, sha256_hex, Secret};
 use crate::domain::device::{self, DeviceKey, CLOCK_SKEW};
 use crate::error::{ApiError, ApiResult};
 use crate::push::{PushKind, PushMessage};
+use crate::service::audit::Audit;
 use crate::store::{AuthMethod, Device, Enrollment, NewDevice, Platform, Role, User};
 
 pub const ENROLLMENT_TTL: Duration = Duration::minutes(10);
@@ -143,13 +145,13 @@ impl App {
         } else {
             detail["first_device"] = json!(true);
         }
-        self.audit_required(
-            Some(session.workspace.id),
-            "enrollment.started",
-            Some(&session.user.email),
-            Some(&caller.ip),
-            approved_by.and_then(|c| c.decided_by_device.as_deref()),
-            detail,
+        self.record(
+            Audit::new(Kind::EnrollmentStarted)
+                .workspace(session.workspace.id)
+                .actor(&session.user.email)
+                .ip(&caller.ip)
+                .device(approved_by.and_then(|c| c.decided_by_device.as_deref()))
+                .detail(detail),
         )
         .await
     }
@@ -299,16 +301,8 @@ impl App {
                     tracing::error!("an enrollment code outlived its user");
                     ApiError::Internal
                 })?;
-                let recorded = self
-                    .audit_required(
-                        Some(user.workspace_id),
-                        "device.enrolled",
-                        Some(&user.email),
-                        Some(&caller.ip),
-                        Some(&device_id),
-                        json!({"name": name, "platform": req.platform.as_str(),
-                               "user_agent": caller.user_agent}),
-                    )
+                let recorded = self.record(Audit::new(Kind::DeviceEnrolled).workspace(user.workspace_id).actor(&user.email).ip(&caller.ip).device(&device_id).detail(json!({"name": name, "platform": req.platform.as_str(),
+                               "user_agent": caller.user_agent})))
                     .await;
                 if let Err(e) = recorded {
                     // Fail closed: a phone that is not on record does not stay enrolled.
@@ -408,13 +402,13 @@ impl App {
         by: &str,
         caller: &Caller,
     ) -> ApiResult<()> {
-        self.audit_required(
-            Some(person.workspace_id),
-            "device.removed",
-            Some(&person.email),
-            Some(&caller.ip),
-            Some(device_id),
-            json!({"by": by, "user_agent": caller.user_agent}),
+        self.record(
+            Audit::new(Kind::DeviceRemoved)
+                .workspace(person.workspace_id)
+                .actor(&person.email)
+                .ip(&caller.ip)
+                .device(device_id)
+                .detail(json!({"by": by, "user_agent": caller.user_agent})),
         )
         .await
     }
@@ -486,13 +480,13 @@ impl App {
         if let Some(c) = challenge {
             detail["challenge"] = json!(c.id);
         }
-        self.audit_required(
-            Some(member.workspace_id),
-            "member.devices_reset",
-            Some(by),
-            ip,
-            challenge.and_then(|c| c.decided_by_device.as_deref()),
-            detail,
+        self.record(
+            Audit::new(Kind::MemberDevicesReset)
+                .workspace(member.workspace_id)
+                .actor(by)
+                .ip(ip)
+                .device(challenge.and_then(|c| c.decided_by_device.as_deref()))
+                .detail(detail),
         )
         .await?;
         Ok(devices)

@@ -5,8 +5,10 @@ use time::OffsetDateTime;
 
 use super::{Caller, ConsoleSession};
 use crate::app::App;
+use crate::domain::audit::Kind;
 use crate::domain::policy::Policy;
 use crate::error::{ApiError, ApiResult};
+use crate::service::audit::Audit;
 use crate::store::Role;
 
 /// The policy as the console shows it, with the grace period of the last rotation if it lasts.
@@ -50,13 +52,12 @@ impl App {
                 self.now(),
             )
             .await?;
-        self.audit(
-            Some(session.workspace.id),
-            "policy.changed",
-            Some(&session.user.email),
-            Some(&caller.ip),
-            None,
-            json!({"before": before, "after": policy}),
+        self.note(
+            Audit::new(Kind::PolicyChanged)
+                .workspace(session.workspace.id)
+                .actor(&session.user.email)
+                .ip(&caller.ip)
+                .detail(json!({"before": before, "after": policy})),
         )
         .await;
         self.workspace_policy(session).await

@@ -13,6 +13,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::app::App;
+use crate::domain::audit::Kind;
+use crate::service::audit::Audit;
 use crate::store::scim::{LogEntry, LogRecord, ScimStore, StatusRange};
 use crate::store::StoreError;
 
@@ -154,14 +156,7 @@ impl App {
                 .take(NAMED_IPS)
                 .map(|(ip, n)| json!({"ip": ip, "requests": n}))
                 .collect();
-            self.audit(
-                None,
-                "scim.token_refused",
-                None,
-                None,
-                None,
-                json!({ "requests": refused.total, "sources": sources, "distinct_sources": by_ip.len() }),
-            )
+            self.note(Audit::new(Kind::ScimTokenRefused).detail(json!({ "requests": refused.total, "sources": sources, "distinct_sources": by_ip.len() })))
             .await;
         }
     }

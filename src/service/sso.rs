@@ -15,6 +15,7 @@ use super::oidc::{pkce_pair, Identity, Refused, RelyingParty, CLOCK_SKEW, PROVID
 use super::sso_guard::{store_failed, Trail};
 use super::{Caller, ConsoleSession};
 use crate::app::App;
+use crate::domain::audit::Kind;
 use crate::domain::crypto::{ct_eq, random_b64url, sha256_hex, Secret};
 use crate::domain::password;
 use crate::domain::sso::{
@@ -22,6 +23,7 @@ use crate::domain::sso::{
     normalize_domain, EmailMatch, Failure, Mapping,
 };
 use crate::error::{ApiError, ApiResult};
+use crate::service::audit::Audit;
 use crate::store::sso::{PendingSignIn, SsoConfig, Taken};
 use crate::store::{Role, StoreError, User, Workspace};
 
@@ -240,21 +242,20 @@ impl App {
         } else {
             0
         };
-        self.audit(
-            Some(workspace.id),
-            "sso.configured",
-            Some(&session.user.email),
-            Some(&caller.ip),
-            None,
-            json!({
-                "issuer": config.issuer,
-                "client_id": config.client_id,
-                "allowed_email_domains": config.allowed_email_domains,
-                "default_role": config.default_role.as_str(),
-                "enforce": config.enforce,
-                "client_secret_changed": secret_given.is_some(),
-                "sessions_ended": sessions_ended,
-            }),
+        self.note(
+            Audit::new(Kind::SsoConfigured)
+                .workspace(workspace.id)
+                .actor(&session.user.email)
+                .ip(&caller.ip)
+                .detail(json!({
+                    "issuer": config.issuer,
+                    "client_id": config.client_id,
+                    "allowed_email_domains": config.allowed_email_domains,
+                    "default_role": config.default_role.as_str(),
+                    "enforce": config.enforce,
+                    "client_secret_changed": secret_given.is_some(),
+                    "sessions_ended": sessions_ended,
+                })),
         )
         .await;
         Ok(config)
@@ -414,14 +415,7 @@ impl App {
             .await
         {
             Ok((SsoFinished::SignedIn(signed_in), sub)) => {
-                self.audit(
-                    Some(signed_in.workspace.id),
-                    "sso.login.succeeded",
-                    Some(&signed_in.user.email),
-                    Some(&caller.ip),
-                    None,
-                    json!({"issuer": trail.issuer, "sub": sub, "user_agent": caller.user_agent}),
-                )
+                self.note(Audit::new(Kind::SsoLoginSucceeded).workspace(signed_in.workspace.id).actor(&signed_in.user.email).ip(&caller.ip).detail(json!({"issuer": trail.issuer, "sub": sub, "user_agent": caller.user_agent})))
                 .await;
                 Ok(SsoFinished::SignedIn(signed_in))
             }
@@ -718,8 +712,14 @@ impl App {
                         .await
                     {
                         Ok(()) => {
-                            self.audit_link(workspace, issuer, &identity.sub, &user, "sso.linked")
-                                .await;
+                            self.audit_link(
+                                workspace,
+                                issuer,
+                                &identity.sub,
+                                &user,
+                                Kind::SsoLinked,
+                            )
+                            .await;
                             return Ok(user);
                         }
                         Err(StoreError::Conflict) => continue,
@@ -750,7 +750,7 @@ impl App {
                                 issuer,
                                 &identity.sub,
                                 &user,
-                                "sso.member.created",
+                                Kind::SsoMemberCreated,
                             )
                             .await;
                             return Ok(user);
@@ -788,15 +788,13 @@ impl App {
         issuer: &str,
         sub: &str,
         user: &User,
-        kind: &'static str,
+        kind: Kind,
     ) {
-        self.audit(
-            Some(workspace.id),
-            kind,
-            Some(&user.email),
-            None,
-            None,
-            json!({"issuer": issuer, "sub": sub, "role": user.role.as_str()}),
+        self.note(
+            Audit::new(kind)
+                .workspace(workspace.id)
+                .actor(&user.email)
+                .detail(json!({"issuer": issuer, "sub": sub, "role": user.role.as_str()})),
         )
         .await;
     }

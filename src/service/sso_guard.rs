@@ -17,7 +17,9 @@ use super::oidc::Refused;
 use super::Caller;
 use crate::app::App;
 use crate::challenges::LOGIN_WINDOW;
+use crate::domain::audit::Kind;
 use crate::domain::sso::Failure;
+use crate::service::audit::Audit;
 use crate::store::StoreError;
 
 /// Starts (and, apart, callbacks) one address may make in `LOGIN_WINDOW`, across workspaces: room
@@ -109,13 +111,12 @@ impl App {
         if refusals == SSO_AUDITED_REFUSALS + 1 {
             detail["further_refusals_not_logged_for_minutes"] = json!(LOGIN_WINDOW.whole_minutes());
         }
-        self.audit(
-            Some(workspace_id),
-            "sso.login.failed",
-            trail.actor.as_deref(),
-            Some(&caller.ip),
-            None,
-            detail,
+        self.note(
+            Audit::new(Kind::SsoLoginFailed)
+                .workspace(workspace_id)
+                .actor(trail.actor.as_deref())
+                .ip(&caller.ip)
+                .detail(detail),
         )
         .await;
     }

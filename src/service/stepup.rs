@@ -9,6 +9,7 @@ use super::devices::{AuthedDevice, EnrollmentOffer};
 use super::{Caller, ConsoleSession};
 use crate::app::App;
 use crate::challenges::Inserted;
+use crate::domain::audit::Kind;
 use crate::domain::challenge::{
     Action, Challenge, DecideError, Decision, DenyReason, Origin, Outcome, ReleaseError, Request,
     Status, Subject, SupportContext,
@@ -19,6 +20,7 @@ use crate::domain::policy::Policy;
 use crate::error::{ApiError, ApiResult};
 use crate::proto::{ChallengeChanged, ChallengeStatus};
 use crate::push::{PushKind, PushMessage};
+use crate::service::audit::Audit;
 use crate::store::{Device, Role, User, Workspace};
 
 /// How long an approved rotation's work may run before the sweeper takes it up (it takes
@@ -119,13 +121,11 @@ impl App {
                 }
             }
             self.metrics.challenge(c.action, "expired");
-            self.audit(
-                Some(c.workspace_id),
-                "challenge.expired",
-                Some(&c.user_email),
-                None,
-                None,
-                json!({"challenge": c.id, "action": c.action.as_str()}),
+            self.note(
+                Audit::new(Kind::ChallengeExpired)
+                    .workspace(c.workspace_id)
+                    .actor(&c.user_email)
+                    .detail(json!({"challenge": c.id, "action": c.action.as_str()})),
             )
             .await;
         }
@@ -243,14 +243,7 @@ impl App {
         {
             Inserted::Limited { retry_at } => {
                 self.metrics.challenge(action, "limited");
-                self.audit(
-                    Some(workspace.id),
-                    "security.challenge_limit",
-                    Some(&user.email),
-                    Some(&caller.ip),
-                    None,
-                    json!({"action": action.as_str(), "per_hour": self.config.challenges_per_hour}),
-                )
+                self.note(Audit::new(Kind::SecurityChallengeLimit).workspace(workspace.id).actor(&user.email).ip(&caller.ip).detail(json!({"action": action.as_str(), "per_hour": self.config.challenges_per_hour})))
                 .await;
                 return Err(ApiError::TooManyRequests {
                     detail: format!(
@@ -276,13 +269,12 @@ impl App {
             detail["two_person_rule"] = json!(true);
         }
         if let Err(e) = self
-            .audit_required(
-                Some(workspace.id),
-                "challenge.created",
-                Some(&user.email),
-                Some(&caller.ip),
-                None,
-                detail,
+            .record(
+                Audit::new(Kind::ChallengeCreated)
+                    .workspace(workspace.id)
+                    .actor(&user.email)
+                    .ip(&caller.ip)
+                    .detail(detail),
             )
             .await
         {
@@ -444,14 +436,14 @@ impl App {
             .observe((now - challenge.created_at).as_seconds_f64().max(0.0));
         let mut detail = json!({"challenge": challenge.id, "action": challenge.action.as_str()});
         let kind = match outcome {
-            Outcome::Approved => "challenge.approved",
+            Outcome::Approved => Kind::ChallengeApproved,
             Outcome::Denied(reason) => {
                 detail["reason"] = json!(reason.map(DenyReason::as_str));
-                "challenge.denied"
+                Kind::ChallengeDenied
             }
             _ => {
                 detail["reason"] = json!("wrong_number");
-                "challenge.denied"
+                Kind::ChallengeDenied
             }
         };
         if challenge.first_approval.is_some() {
@@ -466,13 +458,13 @@ impl App {
                 "denied"
             },
         );
-        self.audit(
-            Some(challenge.workspace_id),
-            kind,
-            Some(&me.user.email),
-            Some(&caller.ip),
-            Some(&me.device.id),
-            detail,
+        self.note(
+            Audit::new(kind)
+                .workspace(challenge.workspace_id)
+                .actor(&me.user.email)
+                .ip(&caller.ip)
+                .device(&me.device.id)
+                .detail(detail),
         )
         .await;
 
@@ -502,13 +494,13 @@ impl App {
         me: &AuthedDevice,
         caller: &Caller,
     ) -> ApiResult<(Challenge, Outcome)> {
-        self.audit(
-            Some(challenge.workspace_id),
-            "challenge.first_approved",
-            Some(&me.user.email),
-            Some(&caller.ip),
-            Some(&me.device.id),
-            json!({"challenge": challenge.id, "action": challenge.action.as_str()}),
+        self.note(
+            Audit::new(Kind::ChallengeFirstApproved)
+                .workspace(challenge.workspace_id)
+                .actor(&me.user.email)
+                .ip(&caller.ip)
+                .device(&me.device.id)
+                .detail(json!({"challenge": challenge.id, "action": challenge.action.as_str()})),
         )
         .await;
         let devices = self.devices_of_people(&challenge.second_approvers).await?;
@@ -531,22 +523,22 @@ impl App {
         let alerted = self
             .notify_people(&owners, challenge, "security.suspected_attack")
             .await?;
-        self.audit(
-            Some(challenge.workspace_id),
-            "security.suspected_attack",
-            Some(&challenge.user_email),
-            Some(&challenge.origin.ip),
-            Some(&me.device.id),
-            json!({
-                "challenge": challenge.id,
-                "action": challenge.action.as_str(),
-                "requested_from": challenge.origin.ip,
-                "user_agent": challenge.origin.user_agent,
-                "reported_by": me.user.email,
-                "blocked_until": crate::clock::rfc3339(until),
-                "owners_alerted": owners.iter().map(|o| o.email.as_str()).collect::<Vec<_>>(),
-                "owner_pushes": alerted,
-            }),
+        self.note(
+            Audit::new(Kind::SecuritySuspectedAttack)
+                .workspace(challenge.workspace_id)
+                .actor(&challenge.user_email)
+                .ip(&challenge.origin.ip)
+                .device(&me.device.id)
+                .detail(json!({
+                    "challenge": challenge.id,
+                    "action": challenge.action.as_str(),
+                    "requested_from": challenge.origin.ip,
+                    "user_agent": challenge.origin.user_agent,
+                    "reported_by": me.user.email,
+                    "blocked_until": crate::clock::rfc3339(until),
+                    "owners_alerted": owners.iter().map(|o| o.email.as_str()).collect::<Vec<_>>(),
+                    "owner_pushes": alerted,
+                })),
         )
         .await;
         Ok(())
@@ -608,28 +600,25 @@ impl App {
             }
         };
         let kind = if challenge.support.is_some() {
-            "token.support_rotated"
+            Kind::TokenSupportRotated
         } else {
-            "token.rotated"
+            Kind::TokenRotated
         };
-        self.audit_required(
-            Some(workspace.id),
-            kind,
-            Some(&challenge.user_email),
-            Some(&challenge.origin.ip),
-            None,
-            detail,
+        self.record(
+            Audit::new(kind)
+                .workspace(workspace.id)
+                .actor(&challenge.user_email)
+                .ip(&challenge.origin.ip)
+                .detail(detail),
         )
         .await?;
         if let Err(e) = self.store.put_scim_token(fresh, grace_until).await {
             // On record as rotated, yet it did not happen: say so next to it.
-            self.audit(
-                Some(workspace.id),
-                "token.rotation_failed",
-                Some(&challenge.user_email),
-                None,
-                None,
-                json!({"challenge": challenge.id}),
+            self.note(
+                Audit::new(Kind::TokenRotationFailed)
+                    .workspace(workspace.id)
+                    .actor(&challenge.user_email)
+                    .detail(json!({"challenge": challenge.id})),
             )
             .await;
             return Err(e.into());
@@ -808,13 +797,13 @@ impl App {
             ));
         }
         self.releasable(ready, Action::releases_token)?;
-        self.audit_required(
-            Some(session.workspace.id),
-            "token.released",
-            Some(&session.user.email),
-            Some(&caller.ip),
-            ready.decided_by_device.as_deref(),
-            json!({"challenge": ready.id, "action": ready.action.as_str()}),
+        self.record(
+            Audit::new(Kind::TokenReleased)
+                .workspace(session.workspace.id)
+                .actor(&session.user.email)
+                .ip(&caller.ip)
+                .device(ready.decided_by_device.as_deref())
+                .detail(json!({"challenge": ready.id, "action": ready.action.as_str()})),
         )
         .await?;
         let challenge = self

@@ -7,9 +7,11 @@ use time::{Duration, OffsetDateTime};
 
 use super::{Caller, StaffSession};
 use crate::app::App;
+use crate::domain::audit::Kind;
 use crate::domain::challenge::{Action, Challenge, SupportContext};
 use crate::domain::policy::STAFF_REALM;
 use crate::error::{ApiError, ApiResult};
+use crate::service::audit::Audit;
 use crate::store::Workspace;
 
 /// What support may know about a workspace.
@@ -66,13 +68,11 @@ impl App {
             .log_summary(workspace.id, self.now() - Duration::hours(24))
             .await?;
         // Looking is an event too: the workspace's admins see who from support looked, and when.
-        self.audit_required(
-            Some(workspace.id),
-            "support.viewed",
-            Some(&staff.0.user.email),
-            Some(&caller.ip),
-            None,
-            json!({}),
+        self.record(
+            Audit::new(Kind::SupportViewed)
+                .workspace(workspace.id)
+                .actor(&staff.0.user.email)
+                .ip(&caller.ip),
         )
         .await?;
         Ok(WorkspaceSummary {
@@ -134,13 +134,13 @@ impl App {
         let is_rotation = |a| a == Action::SupportRotate;
         let ready = asked;
         self.releasable(&ready, is_rotation)?;
-        self.audit_required(
-            Some(ready.workspace_id),
-            "support.rotation_confirmed",
-            Some(&staff.0.user.email),
-            Some(&caller.ip),
-            ready.decided_by_device.as_deref(),
-            json!({"challenge": ready.id}),
+        self.record(
+            Audit::new(Kind::SupportRotationConfirmed)
+                .workspace(ready.workspace_id)
+                .actor(&staff.0.user.email)
+                .ip(&caller.ip)
+                .device(ready.decided_by_device.as_deref())
+                .detail(json!({"challenge": ready.id})),
         )
         .await?;
         let challenge = self
