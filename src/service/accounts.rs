@@ -284,7 +284,16 @@ impl App {
         let on_account = self.challenges.login_failed(&keys.account, now).await?;
         // The failure that reaches the ceiling: from the next one on, everyone waits.
         if on_account == ACCOUNT_CEILING_FAILURES {
-            self.note(Audit::new(Kind::SecurityLoginCeiling).workspace(workspace_id).actor(email).ip(&caller.ip).detail(json!({"failures": on_account, "window_minutes": crate::challenges::LOGIN_WINDOW.whole_minutes()})))
+            self.note(
+                Audit::new(Kind::SecurityLoginCeiling)
+                    .workspace(workspace_id)
+                    .actor(email)
+                    .ip(&caller.ip)
+                    .detail(json!({
+                        "failures": on_account,
+                        "window_minutes": crate::challenges::LOGIN_WINDOW.whole_minutes(),
+                    })),
+            )
             .await;
         }
         Ok(())

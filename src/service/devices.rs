@@ -301,9 +301,17 @@ impl App {
                     tracing::error!("an enrollment code outlived its user");
                     ApiError::Internal
                 })?;
-                let recorded = self.record(Audit::new(Kind::DeviceEnrolled).workspace(user.workspace_id).actor(&user.email).ip(&caller.ip).device(&device_id).detail(json!({"name": name, "platform": req.platform.as_str(),
-                               "user_agent": caller.user_agent})))
-                    .await;
+                let entry = Audit::new(Kind::DeviceEnrolled)
+                    .workspace(user.workspace_id)
+                    .actor(&user.email)
+                    .ip(&caller.ip)
+                    .device(&device_id)
+                    .detail(json!({
+                        "name": name,
+                        "platform": req.platform.as_str(),
+                        "user_agent": caller.user_agent,
+                    }));
+                let recorded = self.record(entry).await;
                 if let Err(e) = recorded {
                     // Fail closed: a phone that is not on record does not stay enrolled.
                     self.store.delete_device(user.id, &device_id).await?;

@@ -156,7 +156,11 @@ impl App {
                 .take(NAMED_IPS)
                 .map(|(ip, n)| json!({"ip": ip, "requests": n}))
                 .collect();
-            self.note(Audit::new(Kind::ScimTokenRefused).detail(json!({ "requests": refused.total, "sources": sources, "distinct_sources": by_ip.len() })))
+            self.note(Audit::new(Kind::ScimTokenRefused).detail(json!({
+                "requests": refused.total,
+                "sources": sources,
+                "distinct_sources": by_ip.len(),
+            })))
             .await;
         }
     }

@@ -415,7 +415,13 @@ impl App {
             .await
         {
             Ok((SsoFinished::SignedIn(signed_in), sub)) => {
-                self.note(Audit::new(Kind::SsoLoginSucceeded).workspace(signed_in.workspace.id).actor(&signed_in.user.email).ip(&caller.ip).detail(json!({"issuer": trail.issuer, "sub": sub, "user_agent": caller.user_agent})))
+                self.note(
+                    Audit::new(Kind::SsoLoginSucceeded)
+                        .workspace(signed_in.workspace.id)
+                        .actor(&signed_in.user.email)
+                        .ip(&caller.ip)
+                        .detail(json!({"issuer": trail.issuer, "sub": sub, "user_agent": caller.user_agent}))
+                )
                 .await;
                 Ok(SsoFinished::SignedIn(signed_in))
             }

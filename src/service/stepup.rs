@@ -243,7 +243,13 @@ impl App {
         {
             Inserted::Limited { retry_at } => {
                 self.metrics.challenge(action, "limited");
-                self.note(Audit::new(Kind::SecurityChallengeLimit).workspace(workspace.id).actor(&user.email).ip(&caller.ip).detail(json!({"action": action.as_str(), "per_hour": self.config.challenges_per_hour})))
+                self.note(
+                    Audit::new(Kind::SecurityChallengeLimit)
+                        .workspace(workspace.id)
+                        .actor(&user.email)
+                        .ip(&caller.ip)
+                        .detail(json!({"action": action.as_str(), "per_hour": self.config.challenges_per_hour}))
+                )
                 .await;
                 return Err(ApiError::TooManyRequests {
                     detail: format!(
