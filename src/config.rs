@@ -116,8 +116,10 @@ pub struct Config {
     /// `ASSENT_SCIM_LOG_RETENTION_DAYS`: how long the provisioning log keeps an entry.
     pub scim_log_retention: Duration,
     pub log: String,
+    /// `ASSENT_LOG_FORMAT`: `json` for structured logs, `text` (the default) for people.
+    pub log_json: bool,
     /// `ASSENT_TRUSTED_PROXIES`: the load balancers whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<crate::http::proxy::Cidr>,
+    pub trusted_proxies: Vec<crate::domain::proxy::Cidr>,
     /// `ASSENT_APNS_*`: push to iPhones; `None` when not configured (they poll).
     pub apns: Option<crate::push::ApnsConfig>,
     /// `ASSENT_FCM_*`: push to Android phones; `None` when not configured (they poll).
@@ -402,13 +404,23 @@ impl Config {
                 })?;
                 filter
             },
+            log_json: match get("ASSENT_LOG_FORMAT").as_deref().map(str::trim) {
+                None | Some("text") => false,
+                Some("json") => true,
+                Some(v) => {
+                    return Err(bad(
+                        "ASSENT_LOG_FORMAT",
+                        format!("expected json or text, got {v:?}"),
+                    ))
+                }
+            },
             trusted_proxies: match get("ASSENT_TRUSTED_PROXIES") {
                 None => Vec::new(),
                 Some(list) => list
                     .split(',')
                     .filter(|item| !item.trim().is_empty())
                     .map(|item| {
-                        crate::http::proxy::Cidr::parse(item).ok_or_else(|| {
+                        crate::domain::proxy::Cidr::parse(item).ok_or_else(|| {
                             bad(
                                 "ASSENT_TRUSTED_PROXIES",
                                 format!(
@@ -521,6 +533,7 @@ mod tests {
             ("ASSENT_SCIM_LOG_RETENTION_DAYS", "0"),
             ("ASSENT_SCIM_LOG_RETENTION_DAYS", "a month"),
             ("ASSENT_LOG", "assent=loudest"),
+            ("ASSENT_LOG_FORMAT", "yaml"),
             ("ASSENT_TRUSTED_PROXIES", "10.0.0.0/8, nope"),
             ("ASSENT_SSO_ALLOW_LOOPBACK", "yes"),
             ("ASSENT_SSO_ALLOW_LOOPBACK", "true"),

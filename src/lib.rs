@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod proto;
 pub mod push;
+pub mod redis_link;
 pub mod scim;
 pub mod service;
 pub mod store;

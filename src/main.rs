@@ -10,9 +10,8 @@ use assent::config::Config;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, json: bool) {
     let filter = EnvFilter::try_new(filter).expect("validated by Config");
-    let json = std::env::var("ASSENT_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -37,7 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config.log);
+    init_logging(&config.log, config.log_json);
     // Exactly one rustls crypto provider for every TLS client in the process.
     assent::push::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()

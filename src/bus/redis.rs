@@ -26,9 +26,9 @@ use std::time::Duration;
 
 use super::memory::MemoryBus;
 use super::{Bus, BusError, Subscription};
-use crate::challenges::redis::connection_manager;
 use crate::metrics::RedisLabels;
 use crate::proto::ChallengeChanged;
+use crate::redis_link::connection_manager;
 
 pub const CHANNEL: &str = "assent:challenge-changed";
 

@@ -25,33 +25,21 @@
 
 use async_trait::async_trait;
 use prometheus_client::metrics::{counter::Counter, family::Family};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::Script;
 use std::sync::LazyLock;
-use std::time::Duration as StdDuration;
 use time::OffsetDateTime;
 
 use super::{slot, ChallengeStore, Inserted, LiveError, Result, ISSUE_WINDOW, LOGIN_WINDOW};
 use crate::domain::challenge::{Challenge, Status};
 use crate::metrics::RedisLabels;
+use crate::redis_link::connection_manager;
 
 const PREFIX: &str = "assent:";
 const CHALLENGE: &str = "assent:challenge:";
 const DUE: &str = "assent:due";
 /// At most this many due challenges per sweep (the sweeper runs every second).
 const DUE_BATCH: i64 = 1000;
-
-/// A connection manager that fails fast while Redis is away (so `/readyz` and the API answer 503
-/// within about a second instead of hanging) and reconnects on the next call.
-pub(crate) fn connection_manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(StdDuration::from_secs(1)))
-        .set_response_timeout(Some(StdDuration::from_secs(2)))
-        .set_number_of_retries(1)
-        .set_min_delay(StdDuration::from_millis(50))
-        .set_max_delay(StdDuration::from_millis(500));
-    ConnectionManager::new_lazy_with_config(client, config)
-}
 
 /// KEYS: slot, new challenge, pending:{user}, due, issued:{user}.
 /// ARGV: new id, new version, new JSON, new retain (unix s), new expires_at (unix s), challenge

@@ -6,5 +6,6 @@ pub mod crypto;
 pub mod device;
 pub mod password;
 pub mod policy;
+pub mod proxy;
 pub mod sso;
 pub mod token;

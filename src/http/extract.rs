@@ -103,7 +103,7 @@ pub fn client_ip(
         .map(|ConnectInfo(addr)| addr.ip());
     let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
     peer.map(|peer| {
-        super::proxy::client_ip(peer, forwarded, &app.config.trusted_proxies).to_string()
+        crate::domain::proxy::client_ip(peer, forwarded, &app.config.trusted_proxies).to_string()
     })
     .unwrap_or_else(|| "unknown".into())
 }

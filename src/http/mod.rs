@@ -9,7 +9,7 @@ pub mod health;
 pub mod mobile;
 pub mod origin;
 pub mod provisioning;
-pub mod proxy;
+
 pub mod scim;
 pub mod serve;
 pub mod sso;
