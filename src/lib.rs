@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod oidc;
 pub mod proto;
 pub mod push;
 pub mod redis_link;

@@ -202,7 +202,7 @@ fn forbidden_v6(ip: Ipv6Addr, allow_loopback: bool) -> Option<&'static str> {
 /// Checks one URL of a provider (its issuer, or an endpoint its discovery document names) before
 /// anything is sent there: https (plain http only to a loopback host where loopback is allowed),
 /// no credentials, and no host that is a forbidden address or name. A host name's addresses are
-/// checked when it is resolved (`service::oidc_http`), at every connection.
+/// checked when it is resolved (`oidc::fetch`), at every connection.
 pub fn check_endpoint(url: &Url, allow_loopback: bool) -> Result<(), &'static str> {
     match url.scheme() {
         "https" => {}

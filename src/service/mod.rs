@@ -5,8 +5,6 @@ pub mod audit;
 pub mod devices;
 pub mod keys;
 pub mod members;
-pub mod oidc;
-pub mod oidc_http;
 pub mod policy;
 pub mod provisioning;
 pub mod scim;

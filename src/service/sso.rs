@@ -11,7 +11,6 @@ use serde_json::json;
 use time::Duration;
 
 use super::accounts::{valid_email, SignedIn};
-use super::oidc::{pkce_pair, Identity, Refused, RelyingParty, CLOCK_SKEW, PROVIDER_REFUSED};
 use super::sso_guard::{store_failed, Trail};
 use super::{Caller, ConsoleSession};
 use crate::app::App;
@@ -23,6 +22,7 @@ use crate::domain::sso::{
     normalize_domain, EmailMatch, Failure, Mapping,
 };
 use crate::error::{ApiError, ApiResult};
+use crate::oidc::{pkce_pair, Identity, Refused, RelyingParty, CLOCK_SKEW, PROVIDER_REFUSED};
 use crate::service::audit::Audit;
 use crate::store::sso::{PendingSignIn, SsoConfig, Taken};
 use crate::store::{Role, StoreError, User, Workspace};

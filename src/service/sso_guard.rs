@@ -13,12 +13,12 @@
 
 use serde_json::json;
 
-use super::oidc::Refused;
 use super::Caller;
 use crate::app::App;
 use crate::challenges::LOGIN_WINDOW;
 use crate::domain::audit::Kind;
 use crate::domain::sso::Failure;
+use crate::oidc::Refused;
 use crate::service::audit::Audit;
 use crate::store::StoreError;
 

@@ -30,9 +30,11 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::oidc_http::{error_chain, vet_url, FetchError, ProviderHttp};
+mod fetch;
+
 use crate::domain::crypto::{ct_eq, sha256_hex};
 use crate::domain::sso::{check_endpoint, Failure};
+use fetch::{error_chain, vet_url, FetchError, ProviderHttp};
 
 /// How long discovery and keys are trusted before they are fetched again (an unknown `kid`
 /// fetches the keys at once).
@@ -238,7 +240,7 @@ fn check_metadata(md: &CoreProviderMetadata, allow_loopback: bool) -> Result<(),
 }
 
 impl OidcProviders {
-    /// `allow_loopback`: `ASSENT_SSO_ALLOW_LOOPBACK` (see `oidc_http`).
+    /// `allow_loopback`: `ASSENT_SSO_ALLOW_LOOPBACK` (see `fetch.rs`).
     pub fn new(allow_loopback: bool) -> Self {
         Self {
             http: ProviderHttp::new(allow_loopback),
