@@ -212,22 +212,16 @@ pub async fn open(database: &Database) -> anyhow::Result<Arc<dyn SealedStore>> {
 pub async fn open_with_store(
     database: &Database,
 ) -> anyhow::Result<(Arc<dyn SealedStore>, Arc<dyn super::Store>)> {
-    Ok(match database {
-        Database::Sqlite { url, .. } => {
-            let store = super::sqlite::SqliteStore::open(url).await?;
-            (
-                Arc::new(super::sealed_sqlite::SqliteSealedStore::new(store.pool())),
-                Arc::new(store),
-            )
+    let db = super::db::Db::open(database).await?;
+    let sealed: Arc<dyn SealedStore> = match &db {
+        super::db::Db::Sqlite { write, .. } => {
+            Arc::new(super::sealed_sqlite::SqliteSealedStore::new(write.clone()))
         }
-        Database::Postgres { url } => {
-            let store = super::postgres::PgStore::open(url).await?;
-            (
-                Arc::new(super::sealed_postgres::PgSealedStore::new(store.pool())),
-                Arc::new(store),
-            )
+        super::db::Db::Postgres(pool) => {
+            Arc::new(super::sealed_postgres::PgSealedStore::new(pool.clone()))
         }
-    })
+    };
+    Ok((sealed, Arc::new(db)))
 }
 
 #[cfg(test)]
