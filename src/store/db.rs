@@ -169,6 +169,16 @@ impl Tx {
         }
     }
 
+    /// `lock` on Postgres, nothing on SQLite: the row-locking clause (`FOR UPDATE`, `FOR KEY
+    /// SHARE`) of a statement written once. A SQLite transaction on the writer already excludes
+    /// every other writer (`begin_immediate`).
+    pub(super) fn row_lock(&self, lock: &'static str) -> &'static str {
+        match self {
+            On::Sqlite(_) => "",
+            On::Postgres(_) => lock,
+        }
+    }
+
     pub(super) async fn commit(self) -> Result<()> {
         match self {
             On::Sqlite(tx) => tx.commit().await?,
@@ -244,6 +254,15 @@ async fn postgres_pool(url: &str) -> anyhow::Result<PgPool> {
         .await
         .map_err(|e| anyhow::anyhow!("Postgres migrations failed: {e}"))?;
     Ok(pool)
+}
+
+/// `$first, $first+1, …`: `n` placeholders, for a list of values where Postgres would take an
+/// array and SQLite has none.
+pub(super) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether the database answers (`/readyz`).

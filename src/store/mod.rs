@@ -1,8 +1,9 @@
-//! Durable data behind small traits. `Store` is implemented once over the seam in `db.rs`, which
-//! holds the pools of SQLite (the embedded default) or Postgres (for deployments with several
-//! instances); `open` decides which, once. Its statements are written once for both, in files by
-//! table group: `accounts.rs`, `devices.rs`, `tokens.rs`, `audit_log.rs`. The SCIM, sealed and
-//! single sign-on stores still have a file per backend, on the same pools.
+//! Durable data behind small traits: `Store` and `ScimStore`, each implemented once over the seam
+//! in `db.rs`, which holds the pools of SQLite (the embedded default) or Postgres (for deployments
+//! with several instances); `open` decides which, once. Their statements are written once for
+//! both, in files by table group: `accounts.rs`, `devices.rs`, `tokens.rs`, `audit_log.rs`,
+//! `scim_write.rs`, `scim_read.rs`, `scim_log.rs`. The sealed and single sign-on stores still have
+//! a file per backend, on the same pools.
 
 mod accounts;
 mod audit_log;
@@ -13,8 +14,9 @@ mod devices;
 #[cfg(test)]
 mod lifecycle_tests;
 pub mod scim;
-pub mod scim_postgres;
-pub mod scim_sqlite;
+mod scim_log;
+mod scim_read;
+mod scim_write;
 pub mod sealed;
 pub mod sealed_postgres;
 pub mod sealed_sqlite;
@@ -47,23 +49,14 @@ pub struct Stores {
 /// Opens the configured database (`App::open`) and runs its migrations.
 pub async fn open(database: &Database) -> anyhow::Result<Stores> {
     let db = Arc::new(Db::open(database).await?);
-    // The SCIM and single sign-on statements are still written per backend; they share the pools.
-    let (scim, sso): (Arc<dyn ScimStore>, Arc<dyn SsoStore>) = match db.as_ref() {
-        Db::Sqlite { write, read } => (
-            Arc::new(scim_sqlite::SqliteScimStore::new(
-                write.clone(),
-                read.clone(),
-            )),
-            Arc::new(sso_sqlite::SqliteSsoStore::new(write.clone())),
-        ),
-        Db::Postgres(pool) => (
-            Arc::new(scim_postgres::PgScimStore::new(pool.clone())),
-            Arc::new(sso_postgres::PgSsoStore::new(pool.clone())),
-        ),
+    // Single sign-on's statements are still written per backend; they share the pools.
+    let sso: Arc<dyn SsoStore> = match db.as_ref() {
+        Db::Sqlite { write, .. } => Arc::new(sso_sqlite::SqliteSsoStore::new(write.clone())),
+        Db::Postgres(pool) => Arc::new(sso_postgres::PgSsoStore::new(pool.clone())),
     };
     Ok(Stores {
-        store: db,
-        scim,
+        store: db.clone(),
+        scim: db,
         sso,
     })
 }
