@@ -1,9 +1,9 @@
-//! Durable data behind small traits: `Store` and `ScimStore`, each implemented once over the seam
-//! in `db.rs`, which holds the pools of SQLite (the embedded default) or Postgres (for deployments
-//! with several instances); `open` decides which, once. Their statements are written once for
-//! both, in files by table group: `accounts.rs`, `devices.rs`, `tokens.rs`, `audit_log.rs`,
-//! `scim_write.rs`, `scim_read.rs`, `scim_log.rs`. The sealed and single sign-on stores still have
-//! a file per backend, on the same pools.
+//! Durable data behind small traits: `Store`, `ScimStore` and `SealedStore`, each implemented once
+//! over the seam in `db.rs`, which holds the pools of SQLite (the embedded default) or Postgres
+//! (for deployments with several instances); `open` decides which, once. Their statements are
+//! written once for both, in files by table group: `accounts.rs`, `devices.rs`, `tokens.rs`,
+//! `audit_log.rs`, `scim_write.rs`, `scim_read.rs`, `scim_log.rs`, `sealed.rs`. Single sign-on's
+//! `SsoStore` still has a file per backend (`sso_sqlite.rs`, `sso_postgres.rs`) on the same pools.
 
 mod accounts;
 mod audit_log;
@@ -18,8 +18,6 @@ mod scim_log;
 mod scim_read;
 mod scim_write;
 pub mod sealed;
-pub mod sealed_postgres;
-pub mod sealed_sqlite;
 pub mod sso;
 pub mod sso_postgres;
 pub mod sso_sqlite;
@@ -37,6 +35,7 @@ use crate::domain::crypto::Sealed;
 pub use crate::domain::policy::Policy;
 use db::{store_trait, Db};
 use scim::ScimStore;
+use sealed::SealedStore;
 use sso::SsoStore;
 
 /// Every store of the configured database.
@@ -44,9 +43,12 @@ pub struct Stores {
     pub store: Arc<dyn Store>,
     pub scim: Arc<dyn ScimStore>,
     pub sso: Arc<dyn SsoStore>,
+    /// Every sealed column, for `assent keys rotate`.
+    pub sealed: Arc<dyn SealedStore>,
 }
 
-/// Opens the configured database (`App::open`) and runs its migrations.
+/// Opens the configured database, the one place that decides the backend (`App::open`, `assent
+/// keys rotate`), and runs its migrations.
 pub async fn open(database: &Database) -> anyhow::Result<Stores> {
     let db = Arc::new(Db::open(database).await?);
     // Single sign-on's statements are still written per backend; they share the pools.
@@ -56,8 +58,9 @@ pub async fn open(database: &Database) -> anyhow::Result<Stores> {
     };
     Ok(Stores {
         store: db.clone(),
-        scim: db,
+        scim: db.clone(),
         sso,
+        sealed: db,
     })
 }
 
