@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::bus::{memory::MemoryBus, redis::RedisBus, Bus};
 use crate::challenges::{memory::MemoryChallenges, redis::RedisChallenges, ChallengeStore};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, Database};
+use crate::config::Config;
 use crate::domain::crypto::Keyring;
 use crate::domain::password::Hasher;
 use crate::http::streams::StreamSlots;
@@ -16,9 +16,7 @@ use crate::push::{Notifier, PushProvider};
 use crate::service::provisioning::ProvisioningLog;
 use crate::store::scim::ScimStore;
 use crate::store::sso::SsoStore;
-use crate::store::{postgres::PgStore, sqlite::SqliteStore, Store};
-use crate::store::{scim_postgres::PgScimStore, scim_sqlite::SqliteScimStore};
-use crate::store::{sso_postgres::PgSsoStore, sso_sqlite::SqliteSsoStore};
+use crate::store::Store;
 
 pub struct App {
     pub config: Config,
@@ -49,22 +47,9 @@ impl App {
         providers: Vec<Arc<dyn PushProvider>>,
     ) -> anyhow::Result<Arc<App>> {
         let keyring = crate::service::keys::keyring(&config)?;
-        #[allow(clippy::type_complexity)]
-        let (store, sso, scim): (Arc<dyn Store>, Arc<dyn SsoStore>, Arc<dyn ScimStore>) =
-            match &config.database {
-                Database::Sqlite { url, .. } => {
-                    let sqlite = SqliteStore::open(url).await?;
-                    let sso = Arc::new(SqliteSsoStore::new(sqlite.pool()));
-                    let scim = Arc::new(SqliteScimStore::new(sqlite.pool(), sqlite.read_pool()));
-                    (Arc::new(sqlite), sso, scim)
-                }
-                Database::Postgres { url } => {
-                    let postgres = PgStore::open(url).await?;
-                    let sso = Arc::new(PgSsoStore::new(postgres.pool()));
-                    let scim = Arc::new(PgScimStore::new(postgres.pool()));
-                    (Arc::new(postgres), sso, scim)
-                }
-            };
+        let crate::store::Stores {
+            store, scim, sso, ..
+        } = crate::store::open(&config.database).await?;
         tracing::debug!(database = %config.database.redacted(), "database opened");
         let metrics = Arc::new(Metrics::default());
         // Live state (challenges, throttles, replay cache, bus): in Redis when ASSENT_REDIS_URL is

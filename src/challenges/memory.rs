@@ -217,8 +217,11 @@ mod tests {
     const NOW: OffsetDateTime = datetime!(2026-11-28 12:00 UTC);
 
     async fn durable(dir: &tempfile::TempDir) -> Arc<dyn Store> {
-        let url = format!("sqlite://{}/t.db", dir.path().display());
-        Arc::new(crate::store::sqlite::SqliteStore::open(&url).await.unwrap())
+        let database = crate::config::Database::Sqlite {
+            url: format!("sqlite://{}/t.db", dir.path().display()),
+            path: dir.path().join("t.db"),
+        };
+        crate::store::open(&database).await.unwrap().store
     }
 
     async fn store() -> (MemoryChallenges, tempfile::TempDir) {

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use crate::config::Config;
 use crate::domain::audit::Kind;
 use crate::service::keys;
-use crate::store::{sealed, AuditEvent};
+use crate::store::{self, AuditEvent};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -30,10 +30,15 @@ pub async fn run(command: KeysCommand, config: Config) -> anyhow::Result<()> {
         batch_size,
         max_batches,
     } = command;
-    let (store, audit) = sealed::open_with_store(&config.database).await?;
+    let stores = store::open(&config.database).await?;
     let (keyring, files) = keys::rotation_keyring(&config)?;
-    let rotation =
-        keys::reseal_all(store.as_ref(), &keyring, batch_size.into(), max_batches).await?;
+    let rotation = keys::reseal_all(
+        stores.sealed.as_ref(),
+        &keyring,
+        batch_size.into(),
+        max_batches,
+    )
+    .await?;
     if let (Some(files), 0) = (&files, rotation.remaining) {
         files.finish()?;
         tracing::info!(old = %files.old.display(), "the new master key is in place; the old one is kept beside it until you delete it");
@@ -51,7 +56,8 @@ pub async fn run(command: KeysCommand, config: Config) -> anyhow::Result<()> {
         detail: serde_json::to_value(&rotation)?,
         ..AuditEvent::default()
     };
-    if let Err(e) = audit
+    if let Err(e) = stores
+        .store
         .append_audit(event, time::OffsetDateTime::now_utc())
         .await
     {

@@ -17,7 +17,6 @@ use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
 use crate::domain::crypto::{Keyring, MasterKey};
 use crate::domain::device::{DecisionClaims, DeviceSigner};
-use crate::store::sqlite::SqliteStore;
 
 const PUBLIC: &str = "http://assent.test";
 
@@ -56,13 +55,9 @@ async fn harness_with(vars: &[(&str, &str)]) -> Harness {
     let clock = Arc::new(ManualClock::new(
         OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
     ));
-    let sqlite = SqliteStore::open(&url).await.unwrap();
-    let sso = Arc::new(crate::store::sso_sqlite::SqliteSsoStore::new(sqlite.pool()));
-    let scim = Arc::new(crate::store::scim_sqlite::SqliteScimStore::new(
-        sqlite.pool(),
-        sqlite.read_pool(),
-    ));
-    let store: Arc<dyn crate::store::Store> = Arc::new(sqlite);
+    let crate::store::Stores {
+        store, scim, sso, ..
+    } = crate::store::open(&config.database).await.unwrap();
     let app = App::assemble(
         config,
         clock.clone(),

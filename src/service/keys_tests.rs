@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use super::*;
 use crate::app::App;
 use crate::domain::crypto::{MasterKey, Sealed};
-use crate::store::sealed::{self, SealedColumn};
+use crate::store::sealed::SealedColumn;
 use crate::store::sso::{PendingSignIn, SsoConfig, Taken};
 use crate::store::test_db::TestDb;
 use crate::store::{NewDevice, Platform, Role};
@@ -175,7 +175,10 @@ async fn a_rotation_stopped_after_one_batch_resumes_and_loses_nothing() {
             None => std::fs::read_to_string(db.dir().unwrap().join("assent.db.key")).unwrap(),
         };
         let secrets = fill(&app).await;
-        let store = sealed::open(&db.config(&[]).database).await.unwrap();
+        let store = crate::store::open(&db.config(&[]).database)
+            .await
+            .unwrap()
+            .sealed;
         assert_eq!(
             census(store.as_ref(), app.keyring.current_id()).await,
             (6, 0)
@@ -239,7 +242,10 @@ async fn a_value_replaced_during_the_rotation_is_left_alone() {
         .create_workspace("acme", "Acme", "owner@acme.example")
         .await
         .unwrap();
-    let store = sealed::open(&db.config(&[]).database).await.unwrap();
+    let store = crate::store::open(&db.config(&[]).database)
+        .await
+        .unwrap()
+        .sealed;
     let rows = store
         .sealed_under_other_keys(
             SealedColumn::ScimToken,
@@ -276,7 +282,7 @@ async fn a_value_under_a_key_not_given_stops_the_rotation_naming_it() {
     let new = MasterKey::generate();
     let config = db.config(&[("ASSENT_MASTER_KEY", new.to_base64().as_str())]);
     let (keyring, _) = rotation_keyring(&config).unwrap();
-    let store = sealed::open(&config.database).await.unwrap();
+    let store = crate::store::open(&config.database).await.unwrap().sealed;
     let err = reseal_all(store.as_ref(), &keyring, 10, None)
         .await
         .unwrap_err()
@@ -300,7 +306,7 @@ async fn the_key_file_is_replaced_only_when_the_rotation_finishes() {
     drop(app);
 
     let config = db.config(&[]);
-    let store = sealed::open(&config.database).await.unwrap();
+    let store = crate::store::open(&config.database).await.unwrap().sealed;
     let (keyring, files) = rotation_keyring(&config).unwrap();
     let files = files.expect("key files");
     let new_id = keyring.current_id().to_owned();

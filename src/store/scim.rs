@@ -1,6 +1,7 @@
 //! What the SCIM service provider keeps (issue 3): each workspace's Users and Groups, group
-//! memberships, and the provisioning log. A trait of its own beside `Store`, so the SCIM tables and
-//! their two backends (`scim_sqlite.rs`, `scim_postgres.rs`) read in one place.
+//! memberships, and the provisioning log. A trait of its own beside `Store`, so the SCIM tables read
+//! in one place; its statements are in `scim_write.rs`, `scim_read.rs`
+//! and `scim_log.rs`.
 //!
 //! The store holds documents and index columns the engine (`crate::scim`) computed; it never
 //! interprets SCIM itself, with two exceptions that must happen inside its transactions: a
@@ -8,16 +9,13 @@
 //! is written, and deleting a resource removes every reference to it. So no dangling reference is
 //! ever stored.
 
-use async_trait::async_trait;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::Result;
-use crate::scim::core_schemas::ENTERPRISE_USER_URN;
+use super::db::store_trait;
+use super::{scim_log, scim_read, scim_write, Result};
 use crate::scim::error::ScimError;
 use crate::scim::members::GroupMembershipDelta;
-use crate::scim::patch::{apply_operations, OpKind, PatchOperation};
-use crate::scim::path::PatchPath;
 use crate::scim::resource::{IndexColumns, Reference};
 use crate::scim::schema::ResourceKind;
 use crate::scim::sql::{SortColumn, SqlPlan};
@@ -136,205 +134,109 @@ impl StatusRange {
     pub const ALL: StatusRange = StatusRange { from: 0, to: 999 };
 }
 
-#[async_trait]
-pub trait ScimStore: Send + Sync + 'static {
-    /// Inserts the resource (and a Group's members) in one transaction.
-    async fn create(
-        &self,
-        workspace_id: i64,
-        kind: ResourceKind,
-        new: NewResource,
-        now: OffsetDateTime,
-    ) -> Result<Written>;
+store_trait! {
+    pub trait ScimStore {
+        mod scim_write {
+            /// Inserts the resource (and a Group's members) in one transaction.
+            async fn create(
+                &self,
+                workspace_id: i64,
+                kind: ResourceKind,
+                new: NewResource,
+                now: OffsetDateTime,
+            ) -> Result<Written>;
 
-    /// With `refs`, the resource's members (Group) or groups (User) come with it.
-    async fn get(
-        &self,
-        workspace_id: i64,
-        kind: ResourceKind,
-        id: &str,
-        refs: bool,
-    ) -> Result<Option<StoredResource>>;
+            /// Locks the resource, runs `edit` on it and writes the change in the same
+            /// transaction: the document and columns, then the membership delta (replace all,
+            /// remove, add), then the version and `lastModified`. An edit that changes neither
+            /// document nor members writes nothing and keeps the version.
+            async fn update(
+                &self,
+                workspace_id: i64,
+                kind: ResourceKind,
+                id: &str,
+                edit: Edit,
+                now: OffsetDateTime,
+            ) -> Result<Written>;
 
-    /// Locks the resource, runs `edit` on it and writes the change in the same transaction: the
-    /// document and columns, then the membership delta (replace all, remove, add), then the
-    /// version and `lastModified`. An edit that changes neither document nor members writes
-    /// nothing and keeps the version.
-    async fn update(
-        &self,
-        workspace_id: i64,
-        kind: ResourceKind,
-        id: &str,
-        edit: Edit,
-        now: OffsetDateTime,
-    ) -> Result<Written>;
+            /// Deletes the resource and, in the same transaction, every reference to it: its group
+            /// memberships (those groups get a new version) and, for a User, the `manager` of the
+            /// users it managed.
+            async fn delete(
+                &self,
+                workspace_id: i64,
+                kind: ResourceKind,
+                id: &str,
+                expected_version: Option<i64>,
+                now: OffsetDateTime,
+            ) -> Result<Deleted>;
+        }
 
-    /// Deletes the resource and, in the same transaction, every reference to it: its group
-    /// memberships (those groups get a new version) and, for a User, the `manager` of the users it
-    /// managed.
-    async fn delete(
-        &self,
-        workspace_id: i64,
-        kind: ResourceKind,
-        id: &str,
-        expected_version: Option<i64>,
-        now: OffsetDateTime,
-    ) -> Result<Deleted>;
+        mod scim_read {
+            /// With `refs`, the resource's members (Group) or groups (User) come with it.
+            async fn get(
+                &self,
+                workspace_id: i64,
+                kind: ResourceKind,
+                id: &str,
+                refs: bool,
+            ) -> Result<Option<StoredResource>>;
 
-    /// Rows with `id > after` in id order, at most `limit`, narrowed by `filter` when given (the
-    /// caller re-checks rows of an inexact plan).
-    async fn scan(
-        &self,
-        workspace_id: i64,
-        kind: ResourceKind,
-        filter: Option<&SqlPlan>,
-        after: Option<&str>,
-        limit: u32,
-        refs: bool,
-    ) -> Result<Rows>;
+            /// Rows with `id > after` in id order, at most `limit`, narrowed by `filter` when given
+            /// (the caller re-checks rows of an inexact plan).
+            async fn scan(
+                &self,
+                workspace_id: i64,
+                kind: ResourceKind,
+                filter: Option<&SqlPlan>,
+                after: Option<&str>,
+                limit: u32,
+                refs: bool,
+            ) -> Result<Rows>;
 
-    /// The page `[offset, offset + limit)` of the rows an exact `filter` selects (all when None),
-    /// in `sort` order then id order, and how many match in all.
-    #[allow(clippy::too_many_arguments)]
-    async fn page(
-        &self,
-        workspace_id: i64,
-        kind: ResourceKind,
-        filter: Option<&SqlPlan>,
-        sort: Option<SortColumn>,
-        offset: u64,
-        limit: u64,
-        refs: bool,
-    ) -> Result<Rows>;
+            /// The page `[offset, offset + limit)` of the rows an exact `filter` selects (all when
+            /// None), in `sort` order then id order, and how many match in all.
+            #[allow(clippy::too_many_arguments)]
+            async fn page(
+                &self,
+                workspace_id: i64,
+                kind: ResourceKind,
+                filter: Option<&SqlPlan>,
+                sort: Option<SortColumn>,
+                offset: u64,
+                limit: u64,
+                refs: bool,
+            ) -> Result<Rows>;
 
-    /// The members (Groups: their `value` and `type`, no `display`) or the groups (Users: with
-    /// the group's `displayName` as `display`) of these resources.
-    async fn refs_of(
-        &self,
-        workspace_id: i64,
-        kind: ResourceKind,
-        ids: &[String],
-    ) -> Result<Vec<Link>>;
+            /// The members (Groups: their `value` and `type`, no `display`) or the groups (Users:
+            /// with the group's `displayName` as `display`) of these resources.
+            async fn refs_of(
+                &self,
+                workspace_id: i64,
+                kind: ResourceKind,
+                ids: &[String],
+            ) -> Result<Vec<Link>>;
+        }
 
-    async fn append_log(&self, records: &[LogRecord]) -> Result<()>;
-    /// The workspace's newest entries with `id < before`, newest first.
-    async fn log_page(
-        &self,
-        workspace_id: i64,
-        before: Option<i64>,
-        status: StatusRange,
-        limit: u32,
-    ) -> Result<Vec<LogEntry>>;
-    /// Deletes entries older than `cutoff`; returns how many.
-    async fn prune_log(&self, cutoff: OffsetDateTime) -> Result<u64>;
-    /// When the workspace's newest logged SCIM request came, and how many requests since `since`
-    /// failed (status 400 and above).
-    async fn log_summary(
-        &self,
-        workspace_id: i64,
-        since: OffsetDateTime,
-    ) -> Result<(Option<OffsetDateTime>, i64)>;
-}
-
-/// The document of a user whose manager is being deleted, without its `manager` (through the
-/// engine, so `schemas` stays right); None if it cannot be edited, which leaves it as it was.
-pub fn without_manager(document: &Value) -> Option<Value> {
-    let path = PatchPath::parse(&format!("{ENTERPRISE_USER_URN}:manager")).ok()?;
-    let op = PatchOperation {
-        op: OpKind::Remove,
-        path: Some(path),
-        value: None,
-    };
-    apply_operations(document, &[op], ResourceKind::User.resource_type())
-        .ok()
-        .map(|r| r.document)
-}
-
-/// The SQL table of a resource kind.
-pub(super) fn table(kind: ResourceKind) -> &'static str {
-    match kind {
-        ResourceKind::User => "scim_users",
-        ResourceKind::Group => "scim_groups",
+        mod scim_log {
+            async fn append_log(&self, records: &[LogRecord]) -> Result<()>;
+            /// The workspace's newest entries with `id < before`, newest first.
+            async fn log_page(
+                &self,
+                workspace_id: i64,
+                before: Option<i64>,
+                status: StatusRange,
+                limit: u32,
+            ) -> Result<Vec<LogEntry>>;
+            /// Deletes entries older than `cutoff`; returns how many.
+            async fn prune_log(&self, cutoff: OffsetDateTime) -> Result<u64>;
+            /// When the workspace's newest logged SCIM request came, and how many requests since
+            /// `since` failed (status 400 and above).
+            async fn log_summary(
+                &self,
+                workspace_id: i64,
+                since: OffsetDateTime,
+            ) -> Result<(Option<OffsetDateTime>, i64)>;
+        }
     }
 }
-
-/// The references a read returns in its `refs` column, as JSON: `[[id, type or display], …]`
-/// (see the `refs_column` of each backend).
-pub(super) fn parse_refs(kind: ResourceKind, text: Option<&str>) -> Result<Vec<Reference>> {
-    let pairs: Vec<(String, Option<String>)> = match text {
-        None => Vec::new(),
-        Some(t) => serde_json::from_str(t)
-            .map_err(|e| super::StoreError::Unavailable(format!("references are not JSON: {e}")))?,
-    };
-    let mut refs: Vec<Reference> = pairs
-        .into_iter()
-        .map(|(id, second)| match kind {
-            ResourceKind::Group => Reference {
-                id,
-                kind: kind_of(second.as_deref().unwrap_or("User")),
-                display: None,
-            },
-            ResourceKind::User => Reference {
-                id,
-                kind: ResourceKind::Group,
-                display: second,
-            },
-        })
-        .collect();
-    refs.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(refs)
-}
-
-/// The members a create just wrote, as its `refs`.
-pub(super) fn members_as_refs(members: Vec<(String, ResourceKind)>) -> Vec<Reference> {
-    let mut refs: Vec<Reference> = members
-        .into_iter()
-        .map(|(id, kind)| Reference {
-            id,
-            kind,
-            display: None,
-        })
-        .collect();
-    refs.sort_by(|a, b| a.id.cmp(&b.id));
-    refs
-}
-
-/// The `member_type` stored for a member, and back.
-pub(super) fn kind_name(kind: ResourceKind) -> &'static str {
-    kind.resource_type().name
-}
-
-pub(super) fn kind_of(name: &str) -> ResourceKind {
-    if name == "Group" {
-        ResourceKind::Group
-    } else {
-        ResourceKind::User
-    }
-}
-
-/// `ORDER BY` for a page: the sort column (nulls last when ascending, as `Sort::compare`), then id.
-/// Text columns compare by code point as in Rust: SQLite's default BINARY collation does, and the
-/// Postgres tables declare their text columns `COLLATE "C"`.
-pub(super) fn order_by(sort: Option<SortColumn>) -> String {
-    match sort {
-        None => " ORDER BY id".to_owned(),
-        Some(SortColumn {
-            column,
-            descending: false,
-        }) => format!(" ORDER BY {column} ASC NULLS LAST, id ASC"),
-        Some(SortColumn {
-            column,
-            descending: true,
-        }) => format!(" ORDER BY {column} DESC NULLS FIRST, id DESC"),
-    }
-}
-
-/// Whether the rows of a page tell the total without counting: a page that is not full and not
-/// past the end ends the matches.
-pub(super) fn total_from_page(offset: u64, limit: u64, got: usize) -> Option<u64> {
-    let got = got as u64;
-    (got < limit && (got > 0 || offset == 0)).then_some(offset + got)
-}
-
-/// Ids per `IN (…)` list, well under every backend's limit of bound parameters.
-pub(super) const IN_CHUNK: usize = 500;

@@ -3,10 +3,10 @@
 //! to another table must be added to [`SealedColumn`], or a rotation leaves it behind.
 
 use async_trait::async_trait;
-use std::sync::Arc;
+use sqlx::Row;
 
+use super::db::{db_run, Db};
 use super::Result;
-use crate::config::Database;
 use crate::domain::crypto::Sealed;
 
 /// A sealed column, with the value its seal is bound to (the AES-GCM associated data).
@@ -40,7 +40,7 @@ impl SealedColumn {
     }
 
     /// Whether the table's primary key is an integer (else text).
-    pub(super) fn int_key(self) -> bool {
+    fn int_key(self) -> bool {
         matches!(
             self,
             SealedColumn::ScimToken | SealedColumn::SsoClientSecret
@@ -87,26 +87,19 @@ struct Layout {
     prefix: &'static str,
 }
 
-/// The statements of one column, with `?` (SQLite) or `$n` (Postgres) placeholders.
-pub(super) struct Statements {
+/// The statements of one column.
+struct Statements {
     /// key_id → count
-    pub count_under: String,
-    pub count_other: String,
+    count_under: String,
+    count_other: String,
     /// key_id, after (a row key), limit → rows of (row_key, binding, key_id, nonce, ciphertext)
-    pub select_other: String,
+    select_other: String,
     /// new key_id, new nonce, new ciphertext, row key, old key_id, old nonce
-    pub replace: String,
+    replace: String,
 }
 
 impl SealedColumn {
-    pub(super) fn statements(self, dollar: bool) -> Statements {
-        let p = |n: usize| {
-            if dollar {
-                format!("${n}")
-            } else {
-                "?".to_owned()
-            }
-        };
+    fn statements(self) -> Statements {
         let Layout {
             table,
             key,
@@ -119,30 +112,20 @@ impl SealedColumn {
             format!("{prefix}ciphertext"),
         );
         Statements {
-            count_under: format!("SELECT COUNT(*) FROM {table} WHERE {key_id} = {}", p(1)),
+            count_under: format!("SELECT COUNT(*) FROM {table} WHERE {key_id} = $1"),
             count_other: format!(
-                "SELECT COUNT(*) FROM {table} WHERE {key_id} IS NOT NULL AND {key_id} <> {}",
-                p(1)
+                "SELECT COUNT(*) FROM {table} WHERE {key_id} IS NOT NULL AND {key_id} <> $1"
             ),
             select_other: format!(
                 "SELECT {key} AS row_key, {binding} AS binding, {key_id} AS key_id, {nonce} AS nonce, \
                  {ciphertext} AS ciphertext FROM {table} \
-                 WHERE {key_id} IS NOT NULL AND {key_id} <> {} AND {key} > {} ORDER BY {key} LIMIT {}",
-                p(1),
-                p(2),
-                p(3)
+                 WHERE {key_id} IS NOT NULL AND {key_id} <> $1 AND {key} > $2 ORDER BY {key} LIMIT $3"
             ),
             // Only the value that was read: a row replaced meanwhile (a rotated token, a new push
             // token) is left alone.
             replace: format!(
-                "UPDATE {table} SET {key_id} = {}, {nonce} = {}, {ciphertext} = {} \
-                 WHERE {key} = {} AND {key_id} = {} AND {nonce} = {}",
-                p(1),
-                p(2),
-                p(3),
-                p(4),
-                p(5),
-                p(6)
+                "UPDATE {table} SET {key_id} = $1, {nonce} = $2, {ciphertext} = $3 \
+                 WHERE {key} = $4 AND {key_id} = $5 AND {nonce} = $6"
             ),
         }
     }
@@ -203,31 +186,78 @@ pub trait SealedStore: Send + Sync + 'static {
     async fn replace(&self, row: &SealedRow, new: &Sealed) -> Result<bool>;
 }
 
-/// Opens the configured database for a rotation (the CLI does not need the rest of the app).
-pub async fn open(database: &Database) -> anyhow::Result<Arc<dyn SealedStore>> {
-    Ok(open_with_store(database).await?.0)
-}
+/// The sealed columns, all on the writer: a rotation is a walk of writes, and on SQLite its reads
+/// then queue with them.
+#[async_trait]
+impl SealedStore for Db {
+    async fn count(&self, column: SealedColumn, key_id: &str) -> Result<(u64, u64)> {
+        let sql = column.statements();
+        let mut counts = [0u64; 2];
+        for (n, query) in counts.iter_mut().zip([&sql.count_under, &sql.count_other]) {
+            let count: i64 = db_run!(self.write(), |c| {
+                sqlx::query_scalar(query).bind(key_id).fetch_one(c).await
+            })?;
+            *n = count as u64;
+        }
+        Ok((counts[0], counts[1]))
+    }
 
-/// The sealed columns and the rest of the same database (for the rotation's audit entry).
-pub async fn open_with_store(
-    database: &Database,
-) -> anyhow::Result<(Arc<dyn SealedStore>, Arc<dyn super::Store>)> {
-    Ok(match database {
-        Database::Sqlite { url, .. } => {
-            let store = super::sqlite::SqliteStore::open(url).await?;
-            (
-                Arc::new(super::sealed_sqlite::SqliteSealedStore::new(store.pool())),
-                Arc::new(store),
-            )
-        }
-        Database::Postgres { url } => {
-            let store = super::postgres::PgStore::open(url).await?;
-            (
-                Arc::new(super::sealed_postgres::PgSealedStore::new(store.pool())),
-                Arc::new(store),
-            )
-        }
-    })
+    async fn sealed_under_other_keys(
+        &self,
+        column: SealedColumn,
+        key_id: &str,
+        after: &RowKey,
+        limit: i64,
+    ) -> Result<Vec<SealedRow>> {
+        let sql = column.statements();
+        Ok(db_run!(self.write(), |c| {
+            let query = sqlx::query(&sql.select_other).bind(key_id);
+            let query = match after {
+                RowKey::Id(id) => query.bind(*id),
+                RowKey::Name(name) => query.bind(name.as_str()),
+            };
+            let rows = query.bind(limit).fetch_all(c).await;
+            rows.map(|rows| {
+                rows.iter()
+                    .map(|row| SealedRow {
+                        column,
+                        key: if column.int_key() {
+                            RowKey::Id(row.get("row_key"))
+                        } else {
+                            RowKey::Name(row.get("row_key"))
+                        },
+                        binding: row.get::<Option<String>, _>("binding").unwrap_or_default(),
+                        sealed: Sealed {
+                            key_id: row.get("key_id"),
+                            nonce: row.get("nonce"),
+                            ciphertext: row.get("ciphertext"),
+                        },
+                    })
+                    .collect()
+            })
+        })?)
+    }
+
+    async fn replace(&self, row: &SealedRow, new: &Sealed) -> Result<bool> {
+        let sql = row.column.statements();
+        let replaced = db_run!(self.write(), |c| {
+            let query = sqlx::query(&sql.replace)
+                .bind(&new.key_id)
+                .bind(&new.nonce)
+                .bind(&new.ciphertext);
+            let query = match &row.key {
+                RowKey::Id(id) => query.bind(*id),
+                RowKey::Name(name) => query.bind(name.as_str()),
+            };
+            query
+                .bind(&row.sealed.key_id)
+                .bind(&row.sealed.nonce)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        Ok(replaced == 1)
+    }
 }
 
 #[cfg(test)]
@@ -235,14 +265,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statements_name_the_columns_with_either_placeholder() {
-        let s = SealedColumn::PushToken.statements(false);
+    fn statements_name_the_columns() {
+        let s = SealedColumn::PushToken.statements();
         assert_eq!(
             s.replace,
-            "UPDATE devices SET push_key_id = ?, push_nonce = ?, push_ciphertext = ? \
-             WHERE id = ? AND push_key_id = ? AND push_nonce = ?"
+            "UPDATE devices SET push_key_id = $1, push_nonce = $2, push_ciphertext = $3 \
+             WHERE id = $4 AND push_key_id = $5 AND push_nonce = $6"
         );
-        let s = SealedColumn::SsoClientSecret.statements(true);
+        let s = SealedColumn::SsoClientSecret.statements();
         assert!(
             s.select_other.contains("secret_key_id <> $1"),
             "{}",

@@ -1,0 +1,374 @@
+//! The seam between the stores and the two databases: the pools of the configured backend, opened
+//! once, and `db_run!`, which writes a statement once for both.
+//!
+//! Statements use `$N` placeholders: Postgres requires them, and sqlx's SQLite driver maps `$N` to
+//! argument N (sqlx-sqlite 0.8.6 `src/arguments.rs`), so one string serves both. Where the dialects
+//! really differ (row locks, arrays), the two branches stand side by side in the one function.
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+use super::{Result, StoreError};
+use crate::config::Database;
+
+/// How long a Postgres request waits for a connection before it answers 503: when Postgres is
+/// down, the pool keeps trying to connect for this long, then gives up, so requests fail fast, not
+/// hang.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long `/readyz` waits for Postgres.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The database every store works on. It implements `Store`, `ScimStore` and `SealedStore`.
+pub enum Db {
+    /// One file in WAL mode, shared safely by the server and CLI commands. Every write goes
+    /// through `write`, which has a single connection, so writers queue in order inside the
+    /// process instead of meeting SQLite's busy handler (which sleeps in steps of milliseconds);
+    /// reads run concurrently on the read-only `read` (WAL lets them).
+    Sqlite { write: SqlitePool, read: SqlitePool },
+    /// The shared database of several instances.
+    Postgres(PgPool),
+}
+
+/// One value per backend: a pool, a connection or a transaction of the one the database is on.
+/// `db_run!` takes it apart.
+pub enum On<S, P> {
+    Sqlite(S),
+    Postgres(P),
+}
+
+/// A transaction on the writer.
+pub type Tx = On<sqlx::Transaction<'static, Sqlite>, sqlx::Transaction<'static, Postgres>>;
+
+/// Runs `$body` with `$c` the pool or connection of the backend `$on` (an [`On`]) is on. The
+/// body is written once and compiled once per driver, so a statement, its binds and its row type
+/// serve both (in the manner of vaultwarden's `db_run!`). It yields the body's
+/// `Result<_, sqlx::Error>`.
+macro_rules! db_run {
+    ($on:expr, |$c:ident| $body:expr) => {
+        match $on {
+            $crate::store::db::On::Sqlite($c) => $body,
+            $crate::store::db::On::Postgres($c) => $body,
+        }
+    };
+}
+pub(crate) use db_run;
+
+/// Declares a store trait whose methods live in files by table group, and implements it for
+/// [`Db`]: each method calls the function of its name in the module its group names. Rust wants
+/// a trait implemented in one block; this keeps each signature written once, and a method whose
+/// function is missing does not compile.
+macro_rules! store_trait {
+    (
+        $(#[$doc:meta])*
+        pub trait $trait:ident {
+            $(
+                mod $module:ident {
+                    $(
+                        $(#[$attr:meta])*
+                        async fn $method:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty;
+                    )*
+                }
+            )*
+        }
+    ) => {
+        $(#[$doc])*
+        #[async_trait::async_trait]
+        pub trait $trait: Send + Sync + 'static {
+            $($(
+                $(#[$attr])*
+                async fn $method(&self $(, $arg: $ty)*) -> $ret;
+            )*)*
+        }
+
+        #[async_trait::async_trait]
+        impl $trait for $crate::store::db::Db {
+            $($(
+                async fn $method(&self $(, $arg: $ty)*) -> $ret {
+                    $module::$method(self $(, $arg)*).await
+                }
+            )*)*
+        }
+    };
+}
+pub(crate) use store_trait;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                return StoreError::Conflict;
+            }
+        }
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// Times are Unix seconds on both backends.
+pub(super) fn ts(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+impl Db {
+    /// Opens the configured database (creating a SQLite file if missing) and runs its migrations.
+    pub async fn open(database: &Database) -> anyhow::Result<Db> {
+        Ok(match database {
+            Database::Sqlite { url, .. } => {
+                let (write, read) = sqlite_pools(url).await?;
+                Db::Sqlite { write, read }
+            }
+            Database::Postgres { url } => Db::Postgres(postgres_pool(url).await?),
+        })
+    }
+
+    /// Where reads go: SQLite's read-only pool, or the Postgres pool.
+    pub(super) fn read(&self) -> On<&SqlitePool, &PgPool> {
+        match self {
+            Db::Sqlite { read, .. } => On::Sqlite(read),
+            Db::Postgres(pool) => On::Postgres(pool),
+        }
+    }
+
+    /// Where writes go: SQLite's one writing connection, or the Postgres pool.
+    pub(super) fn write(&self) -> On<&SqlitePool, &PgPool> {
+        match self {
+            Db::Sqlite { write, .. } => On::Sqlite(write),
+            Db::Postgres(pool) => On::Postgres(pool),
+        }
+    }
+
+    /// A transaction on the writer.
+    pub(super) async fn begin(&self) -> Result<Tx> {
+        Ok(match self {
+            Db::Sqlite { write, .. } => On::Sqlite(write.begin().await?),
+            Db::Postgres(pool) => On::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// A transaction for a read-check-write. On SQLite it is `BEGIN IMMEDIATE`: it takes the
+    /// write lock before it reads anything, so what it reads stays true until it commits, even
+    /// against another process on the file (the CLI) waiting on the busy timeout. On Postgres it
+    /// is a plain transaction: its statements lock the rows they read.
+    pub(super) async fn begin_immediate(&self) -> Result<Tx> {
+        Ok(match self {
+            Db::Sqlite { write, .. } => On::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(pool) => On::Postgres(pool.begin().await?),
+        })
+    }
+}
+
+impl Tx {
+    pub(super) fn conn(&mut self) -> On<&mut SqliteConnection, &mut PgConnection> {
+        match self {
+            On::Sqlite(tx) => On::Sqlite(&mut **tx),
+            On::Postgres(tx) => On::Postgres(&mut **tx),
+        }
+    }
+
+    /// `lock` on Postgres, nothing on SQLite: the row-locking clause (`FOR UPDATE`, `FOR KEY
+    /// SHARE`) of a statement written once. A SQLite transaction on the writer already excludes
+    /// every other writer (`begin_immediate`).
+    pub(super) fn row_lock(&self, lock: &'static str) -> &'static str {
+        match self {
+            On::Sqlite(_) => "",
+            On::Postgres(_) => lock,
+        }
+    }
+
+    pub(super) async fn commit(self) -> Result<()> {
+        match self {
+            On::Sqlite(tx) => tx.commit().await?,
+            On::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// The writer (one connection) and the readers of a SQLite file, migrated.
+pub(super) async fn sqlite_pools(url: &str) -> anyhow::Result<(SqlitePool, SqlitePool)> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        // The CLI and a running server write the same file: wait for the lock, do not fail.
+        .busy_timeout(Duration::from_secs(10));
+    // A connection to a file in this process cannot have dropped: no ping before each use
+    // (sqlx's default costs a round trip to the connection's thread on every query).
+    let write = SqlitePoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
+        .connect_with(options.clone())
+        .await?;
+    sqlx::migrate!("migrations/sqlite").run(&write).await?;
+    let read = SqlitePoolOptions::new()
+        .max_connections(8)
+        .test_before_acquire(false)
+        .connect_with(options.read_only(true).create_if_missing(false))
+        .await?;
+    Ok((write, read))
+}
+
+/// Whether the SQLite writer may go back to its pool (issue 13). sqlx-sqlite's `begin` has no
+/// guard: when a request's future is dropped after BEGIN was sent and before the `Transaction`
+/// exists, the connection comes back inside a transaction that nobody will end, and every later
+/// write either fails ("non-zero transaction depth") or is never committed. The ping waits until
+/// the connection's worker has run everything queued before it (that BEGIN, or the ROLLBACK of a
+/// dropped `Transaction`); a connection still inside a transaction then is closed (SQLite rolls
+/// it back) and the pool opens a fresh one.
+async fn release_outside_transaction(
+    conn: &mut SqliteConnection,
+) -> std::result::Result<bool, sqlx::Error> {
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("a database connection came back inside a transaction: discarded");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Connects to Postgres and runs the migrations (under Postgres' advisory lock, so instances
+/// starting together migrate once). Errors never repeat the URL: it may hold a password.
+async fn postgres_pool(url: &str) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|_| anyhow::anyhow!("ASSENT_DATABASE_URL: not a valid postgres:// URL"))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A connection that died with the server (a Postgres restart) is noticed before use
+        // (test_before_acquire, on by default) and replaced; idle ones are recycled anyway.
+        .idle_timeout(Duration::from_secs(300))
+        // A connection must never come back inside a transaction (issue 13): sqlx rolls back
+        // a dropped `Transaction`, and this discards anything that still slipped through.
+        .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
+        .connect_with(options)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to the Postgres database: {e}"))?;
+    sqlx::migrate!("migrations/postgres")
+        .run(&pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("Postgres migrations failed: {e}"))?;
+    Ok(pool)
+}
+
+/// `$first, $first+1, …`: `n` placeholders, for a list of values where Postgres would take an
+/// array and SQLite has none.
+pub(super) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether the database answers (`/readyz`).
+pub(super) async fn ping(db: &Db) -> Result<()> {
+    let ping = async {
+        db_run!(db.read(), |c| sqlx::query("SELECT 1")
+            .execute(c)
+            .await
+            .map(|_| ()))
+    };
+    match db {
+        Db::Sqlite { .. } => Ok(ping.await?),
+        // `/readyz` answers within a health checker's timeout even while the pool waits out
+        // ACQUIRE_TIMEOUT for a database that is down.
+        Db::Postgres(_) => match tokio::time::timeout(PING_TIMEOUT, ping).await {
+            Ok(done) => Ok(done?),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {PING_TIMEOUT:?}"
+            ))),
+        },
+    }
+}
+
+/// Deletes what has expired: replay-cache entries, sessions, old enrollment codes, replaced SCIM
+/// tokens past their grace.
+pub(super) async fn prune(db: &Db, now: OffsetDateTime) -> Result<()> {
+    let mut tx = db.begin().await?;
+    for sql in [
+        "DELETE FROM used_jtis WHERE expires_at < $1",
+        "DELETE FROM sessions WHERE expires_at < $1",
+        "DELETE FROM enrollment_codes WHERE expires_at < $1 - 86400",
+        "DELETE FROM scim_token_grace WHERE expires_at <= $1",
+    ] {
+        db_run!(tx.conn(), |c| sqlx::query(sql)
+            .bind(ts(now))
+            .execute(c)
+            .await
+            .map(|_| ()))?;
+    }
+    tx.commit().await
+}
+
+/// JSON kept as text: a TEXT column on SQLite, JSONB on Postgres (where a text would need a cast
+/// on the way in and out). Read and written as its text, so sqlx needs no JSON feature.
+pub(super) struct JsonText(pub String);
+
+impl sqlx::Type<Sqlite> for JsonText {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <String as sqlx::Type<Sqlite>>::type_info()
+    }
+    fn compatible(ty: &sqlx::sqlite::SqliteTypeInfo) -> bool {
+        <String as sqlx::Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl<'q> sqlx::Encode<'q, Sqlite> for JsonText {
+    fn encode_by_ref(
+        &self,
+        buf: &mut Vec<sqlx::sqlite::SqliteArgumentValue<'q>>,
+    ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <String as sqlx::Encode<'q, Sqlite>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Sqlite> for JsonText {
+    fn decode(
+        value: sqlx::sqlite::SqliteValueRef<'r>,
+    ) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+        <String as sqlx::Decode<'r, Sqlite>>::decode(value).map(JsonText)
+    }
+}
+
+/// Postgres' type id of `jsonb` (a built-in, the same in every database).
+const JSONB: sqlx::postgres::types::Oid = sqlx::postgres::types::Oid(3802);
+
+impl sqlx::Type<Postgres> for JsonText {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        sqlx::postgres::PgTypeInfo::with_oid(JSONB)
+    }
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        ty.oid() == Some(JSONB)
+    }
+}
+
+/// `jsonb`'s binary format is a version byte (1) before the text.
+impl sqlx::Encode<'_, Postgres> for JsonText {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        buf.push(1);
+        buf.extend_from_slice(self.0.as_bytes());
+        Ok(sqlx::encode::IsNull::No)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for JsonText {
+    fn decode(
+        value: sqlx::postgres::PgValueRef<'r>,
+    ) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+        let binary = value.format() == sqlx::postgres::PgValueFormat::Binary;
+        let text = match value.as_bytes()? {
+            [1, text @ ..] if binary => text,
+            _ if binary => return Err("an unknown jsonb format version".into()),
+            text => text,
+        };
+        Ok(JsonText(std::str::from_utf8(text)?.to_owned()))
+    }
+}

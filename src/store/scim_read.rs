@@ -1,0 +1,329 @@
+//! `ScimStore`'s reads of Users, Groups and memberships (migrations/*/0002_scim.sql), and the row
+//! shape and SQL that its writes (`scim_write.rs`) share.
+
+use sqlx::FromRow;
+
+use super::db::{db_run, placeholders, Db, On};
+use super::scim::{Link, Rows, StoredResource};
+use super::{Result, StoreError};
+use crate::clock::from_unix;
+use crate::scim::resource::Reference;
+use crate::scim::schema::ResourceKind;
+use crate::scim::sql::{SortColumn, SqlBind, SqlPlan};
+
+/// Ids per `IN (…)` list on SQLite, well under its limit of bound parameters.
+pub(super) const IN_CHUNK: usize = 500;
+
+#[derive(FromRow)]
+pub(super) struct ResourceRow {
+    id: String,
+    document: String,
+    version: i64,
+    created_at: i64,
+    last_modified: i64,
+    /// Only when the read asked for them (`select`).
+    #[sqlx(default)]
+    refs: Option<String>,
+}
+
+pub(super) fn resource(row: ResourceRow, kind: ResourceKind, refs: bool) -> Result<StoredResource> {
+    let document = serde_json::from_str(&row.document)
+        .map_err(|e| StoreError::Unavailable(format!("a stored SCIM document is not JSON: {e}")))?;
+    Ok(StoredResource {
+        id: row.id,
+        document,
+        version: row.version,
+        created: from_unix(row.created_at),
+        last_modified: from_unix(row.last_modified),
+        refs: if refs {
+            Some(parse_refs(kind, row.refs.as_deref())?)
+        } else {
+            None
+        },
+    })
+}
+
+/// The SQL table of a resource kind.
+pub(super) fn table(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::User => "scim_users",
+        ResourceKind::Group => "scim_groups",
+    }
+}
+
+/// A resource's members (Groups) or groups (Users) as one JSON column of its row, so a read that
+/// shows them costs no second query: `[[id, type or display], …]`, or NULL (Postgres) when there
+/// are none (see `parse_refs`).
+fn refs_column(db: &Db, kind: ResourceKind) -> String {
+    let (open, close) = match db {
+        Db::Sqlite { .. } => ("json_group_array(json_array(", "))"),
+        Db::Postgres(_) => ("json_agg(json_build_array(", "))::text"),
+    };
+    match kind {
+        ResourceKind::User => format!(
+            "(SELECT {open}m.group_id, g.display{close}
+              FROM scim_group_members m
+              JOIN scim_groups g ON g.workspace_id = m.workspace_id AND g.id = m.group_id
+              WHERE m.workspace_id = t.workspace_id AND m.member_id = t.id)"
+        ),
+        ResourceKind::Group => format!(
+            "(SELECT {open}m.member_id, m.member_type{close}
+              FROM scim_group_members m
+              WHERE m.workspace_id = t.workspace_id AND m.group_id = t.id)"
+        ),
+    }
+}
+
+/// `SELECT … FROM <table> t`, with the `refs` column when asked.
+pub(super) fn select(db: &Db, kind: ResourceKind, refs: bool) -> String {
+    let refs = if refs {
+        format!(", {} AS refs", refs_column(db, kind))
+    } else {
+        String::new()
+    };
+    format!(
+        "SELECT t.id, t.document, t.version, t.created_at, t.last_modified{refs} FROM {} t",
+        table(kind)
+    )
+}
+
+/// The references of a `refs` column, sorted by id.
+fn parse_refs(kind: ResourceKind, text: Option<&str>) -> Result<Vec<Reference>> {
+    let pairs: Vec<(String, Option<String>)> = match text {
+        None => Vec::new(),
+        Some(t) => serde_json::from_str(t)
+            .map_err(|e| StoreError::Unavailable(format!("references are not JSON: {e}")))?,
+    };
+    let mut refs: Vec<Reference> = pairs
+        .into_iter()
+        .map(|(id, second)| match kind {
+            ResourceKind::Group => Reference {
+                id,
+                kind: kind_of(second.as_deref().unwrap_or("User")),
+                display: None,
+            },
+            ResourceKind::User => Reference {
+                id,
+                kind: ResourceKind::Group,
+                display: second,
+            },
+        })
+        .collect();
+    refs.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(refs)
+}
+
+pub(super) fn kind_of(name: &str) -> ResourceKind {
+    if name == "Group" {
+        ResourceKind::Group
+    } else {
+        ResourceKind::User
+    }
+}
+
+/// `WHERE workspace_id = $1 [AND (plan)]`, and the next free placeholder number.
+fn where_clause(filter: Option<&SqlPlan>) -> (String, usize) {
+    match filter {
+        None => (" WHERE workspace_id = $1".to_owned(), 2),
+        Some(p) => (
+            format!(" WHERE workspace_id = $1 AND ({})", p.numbered(2)),
+            2 + p.binds.len(),
+        ),
+    }
+}
+
+/// Binds the plan's values, after `$1` (the workspace).
+fn bind_plan<'q, DB, O>(
+    mut q: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
+    plan: Option<&'q SqlPlan>,
+) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for b in plan.into_iter().flat_map(|p| &p.binds) {
+        q = match b {
+            SqlBind::Text(s) => q.bind(s.as_str()),
+            SqlBind::Bool(v) => q.bind(*v),
+        };
+    }
+    q
+}
+
+/// `ORDER BY` for a page: the sort column (nulls last when ascending, as `Sort::compare`), then id.
+/// Text columns compare by code point as in Rust: SQLite's default BINARY collation does, and the
+/// Postgres tables declare their text columns `COLLATE "C"`.
+fn order_by(sort: Option<SortColumn>) -> String {
+    match sort {
+        None => " ORDER BY id".to_owned(),
+        Some(SortColumn {
+            column,
+            descending: false,
+        }) => format!(" ORDER BY {column} ASC NULLS LAST, id ASC"),
+        Some(SortColumn {
+            column,
+            descending: true,
+        }) => format!(" ORDER BY {column} DESC NULLS FIRST, id DESC"),
+    }
+}
+
+/// Whether the rows of a page tell the total without counting: a page that is not full and not
+/// past the end ends the matches.
+fn total_from_page(offset: u64, limit: u64, got: usize) -> Option<u64> {
+    let got = got as u64;
+    (got < limit && (got > 0 || offset == 0)).then_some(offset + got)
+}
+
+pub(super) async fn get(
+    db: &Db,
+    workspace_id: i64,
+    kind: ResourceKind,
+    id: &str,
+    refs: bool,
+) -> Result<Option<StoredResource>> {
+    let sql = format!(
+        "{} WHERE workspace_id = $1 AND id = $2",
+        select(db, kind, refs)
+    );
+    let row: Option<ResourceRow> = db_run!(db.read(), |c| {
+        sqlx::query_as(&sql)
+            .bind(workspace_id)
+            .bind(id)
+            .fetch_optional(c)
+            .await
+    })?;
+    row.map(|row| resource(row, kind, refs)).transpose()
+}
+
+pub(super) async fn scan(
+    db: &Db,
+    workspace_id: i64,
+    kind: ResourceKind,
+    filter: Option<&SqlPlan>,
+    after: Option<&str>,
+    limit: u32,
+    refs: bool,
+) -> Result<Rows> {
+    let (mut where_sql, mut next) = where_clause(filter);
+    if after.is_some() {
+        where_sql.push_str(&format!(" AND id > ${next}"));
+        next += 1;
+    }
+    let sql = format!(
+        "{}{where_sql} ORDER BY id LIMIT ${next}",
+        select(db, kind, refs)
+    );
+    let rows: Vec<ResourceRow> = db_run!(db.read(), |c| {
+        let mut q = bind_plan(sqlx::query_as(&sql).bind(workspace_id), filter);
+        if let Some(a) = after {
+            q = q.bind(a);
+        }
+        q.bind(i64::from(limit)).fetch_all(c).await
+    })?;
+    let resources = rows
+        .into_iter()
+        .map(|row| resource(row, kind, refs))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Rows {
+        total: resources.len() as u64,
+        resources,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn page(
+    db: &Db,
+    workspace_id: i64,
+    kind: ResourceKind,
+    filter: Option<&SqlPlan>,
+    sort: Option<SortColumn>,
+    offset: u64,
+    limit: u64,
+    refs: bool,
+) -> Result<Rows> {
+    let (where_sql, next) = where_clause(filter);
+    let resources = if limit == 0 {
+        Vec::new()
+    } else {
+        let sql = format!(
+            "{}{where_sql}{} LIMIT ${} OFFSET ${}",
+            select(db, kind, refs),
+            order_by(sort),
+            next,
+            next + 1
+        );
+        let rows: Vec<ResourceRow> = db_run!(db.read(), |c| {
+            bind_plan(sqlx::query_as(&sql).bind(workspace_id), filter)
+                .bind(limit.min(i64::MAX as u64) as i64)
+                .bind(offset.min(i64::MAX as u64) as i64)
+                .fetch_all(c)
+                .await
+        })?;
+        rows.into_iter()
+            .map(|row| resource(row, kind, refs))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let total = match total_from_page(offset, limit, resources.len()) {
+        Some(t) => t,
+        None => {
+            let sql = format!("SELECT COUNT(*) FROM {}{where_sql}", table(kind));
+            let (n,): (i64,) = db_run!(db.read(), |c| {
+                bind_plan(sqlx::query_as(&sql).bind(workspace_id), filter)
+                    .fetch_one(c)
+                    .await
+            })?;
+            n as u64
+        }
+    };
+    Ok(Rows { resources, total })
+}
+
+pub(super) async fn refs_of(
+    db: &Db,
+    workspace_id: i64,
+    kind: ResourceKind,
+    ids: &[String],
+) -> Result<Vec<Link>> {
+    let column = refs_column(db, kind);
+    let mut rows: Vec<(String, Option<String>)> = Vec::new();
+    match db.read() {
+        On::Postgres(_) if ids.is_empty() => {}
+        On::Postgres(c) => {
+            let sql = format!(
+                "SELECT t.id, {column} AS refs FROM {} t WHERE t.workspace_id = $1 AND t.id = ANY($2)",
+                table(kind)
+            );
+            rows = sqlx::query_as(&sql)
+                .bind(workspace_id)
+                .bind(ids)
+                .fetch_all(c)
+                .await?;
+        }
+        // No arrays: the ids in lists of placeholders.
+        On::Sqlite(c) => {
+            for chunk in ids.chunks(IN_CHUNK) {
+                let sql = format!(
+                    "SELECT t.id, {column} AS refs FROM {} t WHERE t.workspace_id = $1 AND t.id IN ({})",
+                    table(kind),
+                    placeholders(2, chunk.len())
+                );
+                let mut q = sqlx::query_as(&sql).bind(workspace_id);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                rows.extend(q.fetch_all(c).await?);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (from, refs) in rows {
+        for to in parse_refs(kind, refs.as_deref())? {
+            out.push(Link {
+                from: from.clone(),
+                to,
+            });
+        }
+    }
+    Ok(out)
+}

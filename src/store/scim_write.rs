@@ -1,0 +1,496 @@
+//! `ScimStore`'s writes of Users, Groups and memberships.
+//!
+//! Every write is one transaction that reads what it changes, and nothing changes it meanwhile.
+//! On SQLite it is `BEGIN IMMEDIATE` on the one writer: it takes the write lock before it reads
+//! anything, so the read-check-write inside (a PATCH on the current document, a member's
+//! existence) sees no other writer, even one from another process (the CLI) waiting on the busy
+//! timeout. On Postgres several instances write at once, so each write locks what it reads: an
+//! update holds its resource `FOR UPDATE` while it edits it, and a reference it writes holds the
+//! referenced row `FOR KEY SHARE` until commit, which a concurrent DELETE of that row waits for. A
+//! delete locks the groups listing the resource before the resource itself, in the order a
+//! membership change does (group, then member), so the two never deadlock.
+
+use std::collections::HashMap;
+
+use time::OffsetDateTime;
+
+use super::db::{db_run, placeholders, ts, Db, On, Tx};
+use super::scim::{Columns, Deleted, Edit, NewResource, StoredResource, Written};
+use super::scim_read::{kind_of, resource, select, table, ResourceRow, IN_CHUNK};
+use super::Result;
+use crate::clock::from_unix;
+use crate::scim::core_schemas::ENTERPRISE_USER_URN;
+use crate::scim::patch::{apply_operations, OpKind, PatchOperation};
+use crate::scim::path::PatchPath;
+use crate::scim::resource::Reference;
+use crate::scim::schema::ResourceKind;
+
+/// The members a create just wrote, as its `refs`.
+fn members_as_refs(members: Vec<(String, ResourceKind)>) -> Vec<Reference> {
+    let mut refs: Vec<Reference> = members
+        .into_iter()
+        .map(|(id, kind)| Reference {
+            id,
+            kind,
+            display: None,
+        })
+        .collect();
+    refs.sort_by(|a, b| a.id.cmp(&b.id));
+    refs
+}
+
+/// The `member_type` stored for a member, and back.
+fn kind_name(kind: ResourceKind) -> &'static str {
+    kind.resource_type().name
+}
+
+/// The document of a user whose manager is being deleted, without its `manager` (through the
+/// engine, so `schemas` stays right); None if it cannot be edited, which leaves it as it was.
+fn without_manager(document: &serde_json::Value) -> Option<serde_json::Value> {
+    let path = PatchPath::parse(&format!("{ENTERPRISE_USER_URN}:manager")).ok()?;
+    let op = PatchOperation {
+        op: OpKind::Remove,
+        path: Some(path),
+        value: None,
+    };
+    apply_operations(document, &[op], ResourceKind::User.resource_type())
+        .ok()
+        .map(|r| r.document)
+}
+
+/// The kind of each id that names a resource of the workspace; Err with the first that does not.
+/// On Postgres each is locked `FOR KEY SHARE` until commit.
+async fn member_types(
+    tx: &mut Tx,
+    workspace_id: i64,
+    ids: &[String],
+) -> Result<std::result::Result<Vec<(String, ResourceKind)>, String>> {
+    let mut found: HashMap<String, ResourceKind> = HashMap::new();
+    match tx.conn() {
+        On::Postgres(c) if !ids.is_empty() => {
+            for kind in [ResourceKind::User, ResourceKind::Group] {
+                let sql = format!(
+                    "SELECT id FROM {} WHERE workspace_id = $1 AND id = ANY($2) FOR KEY SHARE",
+                    table(kind)
+                );
+                let rows: Vec<(String,)> = sqlx::query_as(&sql)
+                    .bind(workspace_id)
+                    .bind(ids)
+                    .fetch_all(&mut *c)
+                    .await?;
+                found.extend(rows.into_iter().map(|(id,)| (id, kind)));
+            }
+        }
+        On::Postgres(_) => {}
+        // No arrays: the ids in lists of placeholders, both tables in one statement.
+        On::Sqlite(c) => {
+            for chunk in ids.chunks(IN_CHUNK) {
+                let list = placeholders(2, chunk.len());
+                let sql = format!(
+                    "SELECT id, 'User' AS t FROM scim_users WHERE workspace_id = $1 AND id IN ({list})
+                     UNION ALL
+                     SELECT id, 'Group' AS t FROM scim_groups WHERE workspace_id = $1 AND id IN ({list})"
+                );
+                let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(workspace_id);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                for (id, t) in q.fetch_all(&mut *c).await? {
+                    found.insert(id, kind_of(&t));
+                }
+            }
+        }
+    }
+    Ok(ids
+        .iter()
+        .map(|id| {
+            found
+                .get(id)
+                .map(|k| (id.clone(), *k))
+                .ok_or_else(|| id.clone())
+        })
+        .collect())
+}
+
+/// Whether the id names a User of the workspace (on Postgres, locked `FOR KEY SHARE`).
+async fn user_exists(tx: &mut Tx, workspace_id: i64, id: &str) -> Result<bool> {
+    let sql = format!(
+        "SELECT id FROM scim_users WHERE workspace_id = $1 AND id = $2{}",
+        tx.row_lock(" FOR KEY SHARE")
+    );
+    let found: Option<String> = db_run!(tx.conn(), |c| {
+        sqlx::query_scalar(&sql)
+            .bind(workspace_id)
+            .bind(id)
+            .fetch_optional(c)
+            .await
+    })?;
+    Ok(found.is_some())
+}
+
+async fn insert_members(
+    tx: &mut Tx,
+    workspace_id: i64,
+    group_id: &str,
+    members: &[(String, ResourceKind)],
+) -> Result<()> {
+    match tx.conn() {
+        On::Postgres(_) if members.is_empty() => {}
+        // One statement, the members as arrays.
+        On::Postgres(c) => {
+            let ids: Vec<&str> = members.iter().map(|(id, _)| id.as_str()).collect();
+            let types: Vec<&str> = members.iter().map(|(_, k)| kind_name(*k)).collect();
+            sqlx::query(
+                "INSERT INTO scim_group_members (workspace_id, group_id, member_id, member_type)
+                 SELECT $1, $2, m.id, m.t FROM UNNEST($3::text[], $4::text[]) AS m(id, t)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(workspace_id)
+            .bind(group_id)
+            .bind(&ids)
+            .bind(&types)
+            .execute(c)
+            .await?;
+        }
+        On::Sqlite(c) => {
+            for (id, kind) in members {
+                sqlx::query(
+                    "INSERT INTO scim_group_members (workspace_id, group_id, member_id, member_type)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(workspace_id)
+                .bind(group_id)
+                .bind(id)
+                .bind(kind_name(*kind))
+                .execute(&mut *c)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the document and columns of an existing row, with a new version.
+async fn write_row(
+    tx: &mut Tx,
+    workspace_id: i64,
+    kind: ResourceKind,
+    id: &str,
+    document: &str,
+    c: &Columns,
+    now: OffsetDateTime,
+) -> Result<()> {
+    db_run!(tx.conn(), |conn| {
+        let q = match kind {
+            ResourceKind::User => sqlx::query(
+                "UPDATE scim_users SET document = $3, user_name_lower = $4, external_id = $5,
+                   display_name_lower = $6, work_email_lower = $7, email_overflow = $8, active = $9,
+                   manager_id = $10, version = version + 1, last_modified = $11
+                 WHERE workspace_id = $1 AND id = $2",
+            )
+            .bind(workspace_id)
+            .bind(id)
+            .bind(document)
+            .bind(&c.index.user_name_lower)
+            .bind(&c.index.external_id)
+            .bind(&c.index.display_name_lower)
+            .bind(&c.index.work_email_lower)
+            .bind(c.index.email_overflow)
+            .bind(c.index.active)
+            .bind(&c.manager_id),
+            ResourceKind::Group => sqlx::query(
+                "UPDATE scim_groups SET document = $3, display = $4, display_name_lower = $5,
+                   external_id = $6, version = version + 1, last_modified = $7
+                 WHERE workspace_id = $1 AND id = $2",
+            )
+            .bind(workspace_id)
+            .bind(id)
+            .bind(document)
+            .bind(&c.display)
+            .bind(&c.index.display_name_lower)
+            .bind(&c.index.external_id),
+        };
+        q.bind(ts(now)).execute(conn).await.map(|_| ())
+    })?;
+    Ok(())
+}
+
+pub(super) async fn create(
+    db: &Db,
+    workspace_id: i64,
+    kind: ResourceKind,
+    new: NewResource,
+    now: OffsetDateTime,
+) -> Result<Written> {
+    let mut tx = db.begin_immediate().await?;
+    let document = new.document.to_string();
+    let c = &new.columns;
+    let refs = match kind {
+        ResourceKind::User => {
+            if let Some(manager) = &c.manager_id {
+                if !user_exists(&mut tx, workspace_id, manager).await? {
+                    return Ok(Written::MissingReference(manager.clone()));
+                }
+            }
+            db_run!(tx.conn(), |conn| {
+                sqlx::query(
+                    "INSERT INTO scim_users (workspace_id, id, document, user_name_lower,
+                       external_id, display_name_lower, work_email_lower, email_overflow, active,
+                       manager_id, version, created_at, last_modified)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11)",
+                )
+                .bind(workspace_id)
+                .bind(&new.id)
+                .bind(&document)
+                .bind(&c.index.user_name_lower)
+                .bind(&c.index.external_id)
+                .bind(&c.index.display_name_lower)
+                .bind(&c.index.work_email_lower)
+                .bind(c.index.email_overflow)
+                .bind(c.index.active)
+                .bind(&c.manager_id)
+                .bind(ts(now))
+                .execute(conn)
+                .await
+                .map(|_| ())
+            })?;
+            // A new user is in no group yet.
+            Vec::new()
+        }
+        ResourceKind::Group => {
+            let members = match member_types(&mut tx, workspace_id, &new.members).await? {
+                Ok(m) => m,
+                Err(missing) => return Ok(Written::MissingReference(missing)),
+            };
+            db_run!(tx.conn(), |conn| {
+                sqlx::query(
+                    "INSERT INTO scim_groups (workspace_id, id, document, display,
+                       display_name_lower, external_id, version, created_at, last_modified)
+                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7)",
+                )
+                .bind(workspace_id)
+                .bind(&new.id)
+                .bind(&document)
+                .bind(&c.display)
+                .bind(&c.index.display_name_lower)
+                .bind(&c.index.external_id)
+                .bind(ts(now))
+                .execute(conn)
+                .await
+                .map(|_| ())
+            })?;
+            insert_members(&mut tx, workspace_id, &new.id, &members).await?;
+            members_as_refs(members)
+        }
+    };
+    tx.commit().await?;
+    Ok(Written::Done(StoredResource {
+        id: new.id,
+        document: new.document,
+        version: 1,
+        created: from_unix(ts(now)),
+        last_modified: from_unix(ts(now)),
+        refs: Some(refs),
+    }))
+}
+
+pub(super) async fn update(
+    db: &Db,
+    workspace_id: i64,
+    kind: ResourceKind,
+    id: &str,
+    edit: Edit,
+    now: OffsetDateTime,
+) -> Result<Written> {
+    let mut tx = db.begin_immediate().await?;
+    let sql = format!(
+        "{} WHERE workspace_id = $1 AND id = $2{}",
+        select(db, kind, false),
+        tx.row_lock(" FOR UPDATE")
+    );
+    let row: Option<ResourceRow> = db_run!(tx.conn(), |c| {
+        sqlx::query_as(&sql)
+            .bind(workspace_id)
+            .bind(id)
+            .fetch_optional(c)
+            .await
+    })?;
+    let Some(row) = row else {
+        return Ok(Written::NotFound);
+    };
+    let current = resource(row, kind, false)?;
+    let change = match edit(&current) {
+        Ok(c) => c,
+        Err(e) => return Ok(Written::Refused(e)),
+    };
+    if change.document == current.document && change.members.is_empty() {
+        return Ok(Written::Done(current));
+    }
+    if let Some(manager) = &change.columns.manager_id {
+        if !user_exists(&mut tx, workspace_id, manager).await? {
+            return Ok(Written::MissingReference(manager.clone()));
+        }
+    }
+    let added: Vec<String> = change.members.added_ids().map(str::to_owned).collect();
+    let added = match member_types(&mut tx, workspace_id, &added).await? {
+        Ok(m) => m,
+        Err(missing) => return Ok(Written::MissingReference(missing)),
+    };
+    let document = change.document.to_string();
+    write_row(
+        &mut tx,
+        workspace_id,
+        kind,
+        id,
+        &document,
+        &change.columns,
+        now,
+    )
+    .await?;
+    let delta = &change.members;
+    if delta.replace_all.is_some() {
+        db_run!(tx.conn(), |c| {
+            sqlx::query("DELETE FROM scim_group_members WHERE workspace_id = $1 AND group_id = $2")
+                .bind(workspace_id)
+                .bind(id)
+                .execute(c)
+                .await
+                .map(|_| ())
+        })?;
+    }
+    match tx.conn() {
+        On::Postgres(_) if delta.remove.is_empty() => {}
+        On::Postgres(c) => {
+            sqlx::query(
+                "DELETE FROM scim_group_members
+                 WHERE workspace_id = $1 AND group_id = $2 AND member_id = ANY($3)",
+            )
+            .bind(workspace_id)
+            .bind(id)
+            .bind(&delta.remove)
+            .execute(c)
+            .await?;
+        }
+        On::Sqlite(c) => {
+            for member in &delta.remove {
+                sqlx::query(
+                    "DELETE FROM scim_group_members
+                     WHERE workspace_id = $1 AND group_id = $2 AND member_id = $3",
+                )
+                .bind(workspace_id)
+                .bind(id)
+                .bind(member)
+                .execute(&mut *c)
+                .await?;
+            }
+        }
+    }
+    insert_members(&mut tx, workspace_id, id, &added).await?;
+    tx.commit().await?;
+    Ok(Written::Done(StoredResource {
+        id: current.id,
+        document: change.document,
+        version: current.version + 1,
+        created: current.created,
+        last_modified: from_unix(ts(now)),
+        refs: None,
+    }))
+}
+
+pub(super) async fn delete(
+    db: &Db,
+    workspace_id: i64,
+    kind: ResourceKind,
+    id: &str,
+    expected_version: Option<i64>,
+    now: OffsetDateTime,
+) -> Result<Deleted> {
+    let mut tx = db.begin_immediate().await?;
+    // The groups that list it change: lock them first (a membership change locks the group,
+    // then the member), and give them a new version.
+    db_run!(tx.conn(), |c| {
+        sqlx::query(
+            "UPDATE scim_groups SET version = version + 1, last_modified = $3
+             WHERE workspace_id = $1 AND id IN
+               (SELECT group_id FROM scim_group_members WHERE workspace_id = $1 AND member_id = $2)",
+        )
+        .bind(workspace_id)
+        .bind(id)
+        .bind(ts(now))
+        .execute(c)
+        .await
+        .map(|_| ())
+    })?;
+    let sql = format!(
+        "SELECT version FROM {} WHERE workspace_id = $1 AND id = $2{}",
+        table(kind),
+        tx.row_lock(" FOR UPDATE")
+    );
+    let version: Option<i64> = db_run!(tx.conn(), |c| {
+        sqlx::query_scalar(&sql)
+            .bind(workspace_id)
+            .bind(id)
+            .fetch_optional(c)
+            .await
+    })?;
+    // Returning drops the transaction: the groups keep their versions.
+    let Some(version) = version else {
+        return Ok(Deleted::NotFound);
+    };
+    if expected_version.is_some_and(|v| v != version) {
+        return Ok(Deleted::VersionMismatch);
+    }
+    let sql = format!(
+        "DELETE FROM {} WHERE workspace_id = $1 AND id = $2",
+        table(kind)
+    );
+    db_run!(tx.conn(), |c| {
+        sqlx::query(&sql)
+            .bind(workspace_id)
+            .bind(id)
+            .execute(c)
+            .await
+            .map(|_| ())
+    })?;
+    // (On Postgres, memberships added while this waited for the lock are visible here.)
+    db_run!(tx.conn(), |c| {
+        sqlx::query("DELETE FROM scim_group_members WHERE workspace_id = $1 AND member_id = $2")
+            .bind(workspace_id)
+            .bind(id)
+            .execute(c)
+            .await
+            .map(|_| ())
+    })?;
+    if kind == ResourceKind::User {
+        let sql = format!(
+            "SELECT id, document FROM scim_users WHERE workspace_id = $1 AND manager_id = $2{}",
+            tx.row_lock(" FOR UPDATE")
+        );
+        let managed: Vec<(String, String)> = db_run!(tx.conn(), |c| {
+            sqlx::query_as(&sql)
+                .bind(workspace_id)
+                .bind(id)
+                .fetch_all(c)
+                .await
+        })?;
+        for (user, document) in managed {
+            let doc: serde_json::Value = serde_json::from_str(&document).unwrap_or_default();
+            let document = without_manager(&doc).unwrap_or(doc).to_string();
+            db_run!(tx.conn(), |c| {
+                sqlx::query(
+                    "UPDATE scim_users SET document = $3, manager_id = NULL, version = version + 1,
+                       last_modified = $4 WHERE workspace_id = $1 AND id = $2",
+                )
+                .bind(workspace_id)
+                .bind(&user)
+                .bind(&document)
+                .bind(ts(now))
+                .execute(c)
+                .await
+                .map(|_| ())
+            })?;
+        }
+    }
+    tx.commit().await?;
+    Ok(Deleted::Done)
+}
