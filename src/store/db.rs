@@ -9,8 +9,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Result, StoreError};
 use crate::config::Database;
@@ -29,7 +31,15 @@ pub enum Db {
     /// through `write`, which has a single connection, so writers queue in order inside the
     /// process instead of meeting SQLite's busy handler (which sleeps in steps of milliseconds);
     /// reads run concurrently on the read-only `read` (WAL lets them).
-    Sqlite { write: SqlitePool, read: SqlitePool },
+    ///
+    /// `bulk` admits at most `BULK_WRITERS` SCIM writes to the writer's queue at once: an Entra
+    /// initial cycle sends thousands of POSTs a minute, and without it a step-up's few writes
+    /// would wait behind every one of them (issue 13, step-up under provisioning load).
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+        bulk: Arc<Semaphore>,
+    },
     /// The shared database of several instances.
     Postgres(PgPool),
 }
@@ -113,13 +123,34 @@ pub(super) fn ts(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
 }
 
+/// SCIM writes the SQLite writer's queue holds at once (see `Db::Sqlite`): enough to keep the
+/// writer busy, few enough that a step-up's write waits behind two at most.
+const BULK_WRITERS: usize = 2;
+
 impl Db {
+    pub(super) fn sqlite(write: SqlitePool, read: SqlitePool) -> Db {
+        Db::Sqlite {
+            write,
+            read,
+            bulk: Arc::new(Semaphore::new(BULK_WRITERS)),
+        }
+    }
+
+    /// A place for one bulk (SCIM) write on SQLite's writer, held until it is dropped; nothing
+    /// to wait for on Postgres, whose pool has connections for every instance.
+    pub(super) async fn bulk_write(&self) -> Option<OwnedSemaphorePermit> {
+        match self {
+            Db::Sqlite { bulk, .. } => bulk.clone().acquire_owned().await.ok(),
+            Db::Postgres(_) => None,
+        }
+    }
+
     /// Opens the configured database (creating a SQLite file if missing) and runs its migrations.
     pub async fn open(database: &Database) -> anyhow::Result<Db> {
         Ok(match database {
             Database::Sqlite { url, .. } => {
                 let (write, read) = sqlite_pools(url).await?;
-                Db::Sqlite { write, read }
+                Db::sqlite(write, read)
             }
             Database::Postgres { url } => Db::Postgres(postgres_pool(url).await?),
         })
@@ -144,7 +175,7 @@ impl Db {
     /// A transaction on the writer.
     pub(super) async fn begin(&self) -> Result<Tx> {
         Ok(match self {
-            Db::Sqlite { write, .. } => On::Sqlite(write.begin().await?),
+            Db::Sqlite { write, .. } => On::Sqlite(sqlite_begin(write, None).await?),
             Db::Postgres(pool) => On::Postgres(pool.begin().await?),
         })
     }
@@ -155,7 +186,9 @@ impl Db {
     /// is a plain transaction: its statements lock the rows they read.
     pub(super) async fn begin_immediate(&self) -> Result<Tx> {
         Ok(match self {
-            Db::Sqlite { write, .. } => On::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Sqlite { write, .. } => {
+                On::Sqlite(sqlite_begin(write, Some("BEGIN IMMEDIATE")).await?)
+            }
             Db::Postgres(pool) => On::Postgres(pool.begin().await?),
         })
     }
@@ -214,17 +247,34 @@ pub(super) async fn sqlite_pools(url: &str) -> anyhow::Result<(SqlitePool, Sqlit
     Ok((write, read))
 }
 
-/// Whether the SQLite writer may go back to its pool (issue 13). sqlx-sqlite's `begin` has no
-/// guard: when a request's future is dropped after BEGIN was sent and before the `Transaction`
-/// exists, the connection comes back inside a transaction that nobody will end, and every later
-/// write either fails ("non-zero transaction depth") or is never committed. The ping waits until
-/// the connection's worker has run everything queued before it (that BEGIN, or the ROLLBACK of a
-/// dropped `Transaction`); a connection still inside a transaction then is closed (SQLite rolls
-/// it back) and the pool opens a fresh one.
+/// Begins a transaction on SQLite's writer in a task of its own (issue 13). sqlx-sqlite's `begin`
+/// has no guard between sending BEGIN to the connection's worker and the `Transaction` existing:
+/// a caller dropped in between would leave the connection inside a transaction nobody ends, and
+/// every later write would fail or never commit. Spawned, the begin always finishes; if nobody
+/// awaits it any more, its `Transaction` is dropped and rolls back like any other.
+async fn sqlite_begin(
+    pool: &SqlitePool,
+    statement: Option<&'static str>,
+) -> std::result::Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        match statement {
+            Some(statement) => pool.begin_with(statement).await,
+            None => pool.begin().await,
+        }
+    })
+    .await
+    .map_err(|e| sqlx::Error::Protocol(format!("the begin task failed: {e}")))?
+}
+
+/// Whether the SQLite writer may go back to its pool: never inside a transaction. With every
+/// begin spawned (`sqlite_begin`) and every handler detached, this only catches what slips past
+/// both (a `Transaction` whose rollback is still queued is discarded too: harmless, the pool
+/// opens a fresh connection). A check of the depth counter, no round trip to the connection's
+/// thread: it runs after every write.
 async fn release_outside_transaction(
     conn: &mut SqliteConnection,
 ) -> std::result::Result<bool, sqlx::Error> {
-    conn.ping().await?;
     if conn.is_in_transaction() {
         tracing::warn!("a database connection came back inside a transaction: discarded");
         return Ok(false);

@@ -77,10 +77,7 @@ pub(crate) mod sqlite {
         pub(crate) async fn open(url: &str) -> anyhow::Result<SqliteStore> {
             let (write, read) = super::db::sqlite_pools(url).await?;
             Ok(SqliteStore {
-                db: super::Db::Sqlite {
-                    write: write.clone(),
-                    read,
-                },
+                db: super::Db::sqlite(write.clone(), read),
                 write,
             })
         }

@@ -222,6 +222,8 @@ pub(super) async fn create(
     new: NewResource,
     now: OffsetDateTime,
 ) -> Result<Written> {
+    // One of few SCIM writes in the writer's queue (see `Db::Sqlite`).
+    let _place = db.bulk_write().await;
     let mut tx = db.begin_immediate().await?;
     let document = new.document.to_string();
     let c = &new.columns;
@@ -302,6 +304,8 @@ pub(super) async fn update(
     edit: Edit,
     now: OffsetDateTime,
 ) -> Result<Written> {
+    // One of few SCIM writes in the writer's queue (see `Db::Sqlite`).
+    let _place = db.bulk_write().await;
     let mut tx = db.begin_immediate().await?;
     let sql = format!(
         "{} WHERE workspace_id = $1 AND id = $2{}",
@@ -405,6 +409,8 @@ pub(super) async fn delete(
     expected_version: Option<i64>,
     now: OffsetDateTime,
 ) -> Result<Deleted> {
+    // One of few SCIM writes in the writer's queue (see `Db::Sqlite`).
+    let _place = db.bulk_write().await;
     let mut tx = db.begin_immediate().await?;
     // The groups that list it change: lock them first (a membership change locks the group,
     // then the member), and give them a new version.
