@@ -5,6 +5,7 @@ pub mod challenge;
 pub mod crypto;
 pub mod device;
 pub mod password;
+pub mod people;
 pub mod policy;
 pub mod proxy;
 pub mod sso;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use time::Duration;
 
-use crate::store::Role;
+use super::people::Role;
 
 /// The reserved realm whose users are the deployment's support staff (`migrations/*/0005`).
 pub const STAFF_REALM: &str = "_staff";

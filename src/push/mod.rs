@@ -25,7 +25,7 @@ pub use self::notifier::Notifier;
 pub use self::retry::RetryPolicy;
 
 /// The device platforms are the store's: one enum from the API to the providers.
-pub use crate::store::Platform;
+pub use crate::domain::people::Platform;
 
 /// Which APNs host a device's token belongs to: a sandbox token is refused by the production host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

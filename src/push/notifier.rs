@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use super::{ApnsEnvironment, Delivery, Platform, PushMessage, PushProvider, PushTarget};
 use crate::domain::crypto::Keyring;
+use crate::domain::people::Device;
 use crate::metrics::{Metrics, PushLabels};
-use crate::store::{Device, Store};
+use crate::store::Store;
 
 pub struct Notifier {
     providers: Vec<Arc<dyn PushProvider>>,
