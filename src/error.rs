@@ -32,6 +32,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error")]
     Internal,
+    /// The client went away before the work began (`cancel::client_left`): nobody reads this.
+    #[error("the client went away")]
+    ClientLeft,
 }
 
 impl ApiError {
@@ -46,6 +49,8 @@ impl ApiError {
             ApiError::Unprocessable(_) => 422,
             ApiError::TooManyRequests { .. } => 429,
             ApiError::Internal => 500,
+            // nginx's "client closed request": never seen, but honest in a log.
+            ApiError::ClientLeft => 499,
             ApiError::Unavailable(_) => 503,
         }
     }
@@ -63,6 +68,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::TooManyRequests { .. } => "too-many-requests",
             ApiError::Internal => "internal",
+            ApiError::ClientLeft => "client-left",
             ApiError::Unavailable(_) => "unavailable",
         }
     }
@@ -95,3 +101,11 @@ impl From<crate::bus::BusError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Gives up before the first write (or expensive step) of a use case when its client has gone.
+pub fn unless_client_left() -> ApiResult<()> {
+    if crate::cancel::client_left() {
+        return Err(ApiError::ClientLeft);
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod bus;
+pub mod cancel;
 pub mod challenges;
 pub mod cli;
 pub mod clock;

@@ -63,13 +63,14 @@ impl Hasher {
             .expect("hashing does not panic")
     }
 
-    /// Verifies `password` against `phc`, or against a decoy when there is no account.
+    /// Verifies `password` against `phc`, or against a decoy when there is no account. A caller
+    /// whose client leaves while waiting for its turn gives the turn up (false): hashes are the
+    /// scarcest thing the server has, and none is spent for nobody.
     pub async fn verify(&self, password: Secret, phc: Option<String>) -> bool {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore never closes");
+        let _permit = tokio::select! {
+            permit = self.permits.acquire() => permit.expect("semaphore never closes"),
+            _ = crate::cancel::left() => return false,
+        };
         tokio::task::spawn_blocking(move || match phc {
             Some(phc) => verify_blocking(&password, &phc),
             None => {

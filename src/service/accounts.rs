@@ -346,10 +346,13 @@ impl App {
             Some(w) => self.store.user_by_email(w.id, email).await?,
             None => None,
         };
+        // Argon2 is the costly step, and a sign-in nobody waits for writes nothing.
+        crate::error::unless_client_left()?;
         let ok = self
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
             .await;
+        crate::error::unless_client_left()?;
         let (Some(workspace), Some(user), true) = (workspace.clone(), user, ok) else {
             self.count_failure(&keys, workspace.as_ref().map(|w| w.id), email, caller)
                 .await?;
@@ -424,6 +427,7 @@ impl App {
         self.check_throttles(&keys).await?;
         // Read again: the password may have changed since the session began.
         let user = self.store.user_by_id(session.user.id).await?;
+        crate::error::unless_client_left()?;
         let ok = self
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.clone()))

@@ -106,6 +106,7 @@ impl App {
         session: &ConsoleSession,
         caller: &Caller,
     ) -> ApiResult<EnrollmentStart> {
+        crate::error::unless_client_left()?;
         if self.store.count_devices_of_user(session.user.id).await? == 0 {
             if self.now() - session.authenticated_at > self.config.reauth_window {
                 return Err(ApiError::ReauthRequired {
@@ -233,6 +234,7 @@ impl App {
         let throttle = format!("enroll:ip:{}", caller.ip);
         self.throttled(&throttle, ENROLL_FREE_FAILURES, "enrollments")
             .await?;
+        crate::error::unless_client_left()?;
         let result = self.enroll_with_code(req, caller).await;
         if matches!(result, Err(ApiError::NotFound | ApiError::Gone(_))) {
             self.challenges.login_failed(&throttle, self.now()).await?;

@@ -245,6 +245,10 @@ impl App {
         body: &Value,
         projection: &Projection,
     ) -> Result<ScimResource, ScimError> {
+        // Nobody waits for the answer: begin no write for them (the provisioning log says 503).
+        if crate::cancel::client_left() {
+            return Err(ScimError::Unavailable);
+        }
         let n = normalise(body, kind.resource_type())?;
         let new = NewResource {
             id: new_id(),
@@ -306,6 +310,10 @@ impl App {
         if_match: Option<String>,
         projection: &Projection,
     ) -> Result<ScimResource, ScimError> {
+        // Nobody waits for the answer: begin no write for them (the provisioning log says 503).
+        if crate::cancel::client_left() {
+            return Err(ScimError::Unavailable);
+        }
         let n = normalise(body, kind.resource_type())?;
         let edit: Edit = Box::new(move |current| {
             check_if_match(if_match.as_deref(), current.version)?;
@@ -337,6 +345,10 @@ impl App {
         if_match: Option<String>,
         projection: &Projection,
     ) -> Result<ScimResource, ScimError> {
+        // Nobody waits for the answer: begin no write for them (the provisioning log says 503).
+        if crate::cancel::client_left() {
+            return Err(ScimError::Unavailable);
+        }
         let rt: &'static ResourceType = kind.resource_type();
         let edit: Edit = Box::new(move |current| {
             check_if_match(if_match.as_deref(), current.version)?;
@@ -363,6 +375,10 @@ impl App {
         id: &str,
         if_match: Option<&str>,
     ) -> Result<(), ScimError> {
+        // Nobody waits for the answer: begin no write for them (the provisioning log says 503).
+        if crate::cancel::client_left() {
+            return Err(ScimError::Unavailable);
+        }
         let err = |e| store_error(e, kind);
         let expected = match if_match {
             None => None,

@@ -193,6 +193,7 @@ impl App {
         policy: &Policy,
         caller: &Caller,
     ) -> ApiResult<(Challenge, usize)> {
+        crate::error::unless_client_left()?;
         let About { support, subject } = about;
         let user = &session.user;
         let now = self.now();
@@ -361,6 +362,7 @@ impl App {
         jws: &str,
         caller: &Caller,
     ) -> ApiResult<(Challenge, Outcome)> {
+        crate::error::unless_client_left()?;
         let key = DeviceKey::from_jwk(&me.device.public_key).map_err(|_| ApiError::Unauthorized)?;
         let now = self.now();
         let claims =
@@ -749,6 +751,8 @@ impl App {
         session: &ConsoleSession,
         caller: &Caller,
     ) -> ApiResult<Released> {
+        // A release nobody receives would burn the one-time answer: not for a client that left.
+        crate::error::unless_client_left()?;
         let asked = self.challenge_of_session(id, &session.id_hash).await?;
         match asked.action {
             Action::Reveal | Action::Rotate => self.release_token(&asked, session, caller).await,

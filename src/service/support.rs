@@ -122,6 +122,7 @@ impl App {
         staff: &StaffSession,
         caller: &Caller,
     ) -> ApiResult<SupportReleased> {
+        crate::error::unless_client_left()?;
         let asked = self.challenge_of_session(id, &staff.0.id_hash).await?;
         if asked.action == Action::DeviceEnroll {
             return match self.release(id, &staff.0, caller).await? {
