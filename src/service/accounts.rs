@@ -432,6 +432,8 @@ impl App {
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
             .await;
+        // A client that left while waiting for its turn is no failed attempt.
+        crate::error::unless_client_left()?;
         if !ok {
             self.count_failure(
                 &keys,

@@ -678,6 +678,10 @@ async fn console_routes_need_a_valid_session() {
         (Method::GET, format!("/v1/console/challenges/{id}")),
         (Method::GET, format!("/v1/console/challenges/{id}/events")),
         (Method::POST, format!("/v1/console/challenges/{id}/release")),
+        (Method::POST, "/v1/console/session/reauth".to_string()),
+        (Method::GET, "/v1/console/members".to_string()),
+        (Method::DELETE, "/v1/console/members/1/devices".to_string()),
+        (Method::POST, "/v1/support/session/reauth".to_string()),
     ];
     for browser in [&anonymous, &forged] {
         for (method, path) in &routes {
