@@ -1,9 +1,9 @@
-//! Durable data behind small traits: `Store`, `ScimStore` and `SealedStore`, each implemented once
-//! over the seam in `db.rs`, which holds the pools of SQLite (the embedded default) or Postgres
-//! (for deployments with several instances); `open` decides which, once. Their statements are
-//! written once for both, in files by table group: `accounts.rs`, `devices.rs`, `tokens.rs`,
-//! `audit_log.rs`, `scim_write.rs`, `scim_read.rs`, `scim_log.rs`, `sealed.rs`. Single sign-on's
-//! `SsoStore` still has a file per backend (`sso_sqlite.rs`, `sso_postgres.rs`) on the same pools.
+//! Durable data behind small traits: `Store`, `ScimStore`, `SsoStore` and `SealedStore`, each
+//! implemented once over the seam in `db.rs`, which holds the pools of SQLite (the embedded
+//! default) or Postgres (for deployments with several instances); `open` decides which, once.
+//! Their statements are written once for both, in files by table group: `accounts.rs`,
+//! `devices.rs`, `tokens.rs`, `audit_log.rs`, `scim_write.rs`, `scim_read.rs`, `scim_log.rs`,
+//! `sso_tables.rs`, `sealed.rs`.
 
 mod accounts;
 mod audit_log;
@@ -19,8 +19,7 @@ mod scim_read;
 mod scim_write;
 pub mod sealed;
 pub mod sso;
-pub mod sso_postgres;
-pub mod sso_sqlite;
+mod sso_tables;
 #[cfg(test)]
 pub(crate) mod test_db;
 mod tokens;
@@ -54,49 +53,12 @@ pub struct Stores {
 /// keys rotate`), and runs its migrations.
 pub async fn open(database: &Database) -> anyhow::Result<Stores> {
     let db = Arc::new(Db::open(database).await?);
-    // Single sign-on's statements are still written per backend; they share the pools.
-    let sso: Arc<dyn SsoStore> = match db.as_ref() {
-        Db::Sqlite { write, .. } => Arc::new(sso_sqlite::SqliteSsoStore::new(write.clone())),
-        Db::Postgres(pool) => Arc::new(sso_postgres::PgSsoStore::new(pool.clone())),
-    };
     Ok(Stores {
         store: db.clone(),
         scim: db.clone(),
-        sso,
+        sso: db.clone(),
         sealed: db,
     })
-}
-
-/// The name `sso_sqlite.rs`'s tests open their SQLite file by. That file is the single sign-on
-/// branch's to change (issue 14 leaves it to them); when its tests use `open`, this goes.
-#[cfg(test)]
-pub(crate) mod sqlite {
-    pub(crate) struct SqliteStore {
-        db: super::Db,
-        write: sqlx::SqlitePool,
-    }
-
-    impl SqliteStore {
-        pub(crate) async fn open(url: &str) -> anyhow::Result<SqliteStore> {
-            let (write, read) = super::db::sqlite_pools(url).await?;
-            Ok(SqliteStore {
-                db: super::Db::sqlite(write.clone(), read),
-                write,
-            })
-        }
-
-        /// The writer.
-        pub(crate) fn pool(&self) -> sqlx::SqlitePool {
-            self.write.clone()
-        }
-    }
-
-    impl std::ops::Deref for SqliteStore {
-        type Target = super::Db;
-        fn deref(&self) -> &super::Db {
-            &self.db
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
