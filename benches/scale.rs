@@ -16,6 +16,10 @@
 //! 10,000 streams need more than 10,000 open files (`ulimit -n`; 20,000 here). Needs
 //! `redis-server` on the PATH (scripts/test installs it).
 
+#[path = "../tests/it/support/measure.rs"]
+mod measure;
+use measure::*;
+
 use assent::domain::device::{DecisionClaims, DeviceSigner};
 use base64::Engine;
 use serde_json::{json, Value};
@@ -25,21 +29,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_assent");
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A child process killed when dropped.
 struct Process(Child);
@@ -171,16 +160,6 @@ impl Deployment {
         }
         out
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 /// An admin whose browser is on one instance and whose phone is on the other.
@@ -351,11 +330,6 @@ impl Admin {
             .starts_with("assent_scim_"));
         [decision, seen]
     }
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 async fn across_instances(d: &Deployment) {

@@ -15,6 +15,10 @@
 //!
 //! Run: `CARGO_TARGET_DIR=/work/target-bench cargo bench --bench scim`
 
+#[path = "../tests/it/support/measure.rs"]
+mod measure;
+use measure::*;
+
 use assent::domain::device::{DecisionClaims, DeviceSigner};
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
@@ -25,21 +29,6 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_assent");
 /// As many requests in flight as wrk's 16 connections.
 const CONCURRENCY: usize = 16;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A server under test: killed when dropped.
 struct Server {
@@ -405,17 +394,6 @@ fn wrk_filter(server: &Server, n: usize, secs: usize, script: &Path) -> Figures 
     }
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
 struct Row {
     users: usize,
     post_per_s: f64,
@@ -435,7 +413,7 @@ async fn run(server: &Server, users: usize, secs: usize, script: &Path) -> Row {
         post_per_s: users as f64 / took.as_secs_f64(),
         load_secs: took.as_secs_f64(),
         filter,
-        rss_mib: rss_mib(server.child.id()),
+        rss_mib: measure::rss_mib(server.child.id()),
     }
 }
 

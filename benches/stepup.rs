@@ -13,6 +13,10 @@
 //! `ASSENT_BENCH_STREAMS` change the sizes.
 //! 10,000 streams need more than 10,000 open files on both sides (`ulimit -n`; 20,000 here).
 
+#[path = "../tests/it/support/measure.rs"]
+mod measure;
+use measure::*;
+
 use assent::domain::device::{DecisionClaims, DeviceSigner};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -23,13 +27,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_assent");
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Server {
     child: Child,
@@ -43,14 +40,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start() -> Server {
@@ -104,16 +93,6 @@ fn cli(db: &str, args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 struct Admin {
@@ -228,11 +207,6 @@ impl Admin {
         assert!(token.starts_with("assent_scim_"));
         ([reveal, poll, open, decide, seen, release], token)
     }
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 async fn setup_admins(server: &Server, n: usize) -> Vec<Admin> {

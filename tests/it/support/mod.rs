@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod measure;
 pub mod oidc;
 pub mod page;
 pub mod phone;

@@ -7,7 +7,6 @@
 //! its stdin, so it stops when its handle is dropped or the test process dies.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     time::{Duration, Instant},
@@ -25,13 +24,7 @@ use super::postgres::{self, TestDatabase};
 use super::server::{unique, BIN};
 use super::{json_body, unix_now, WAIT};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::measure::free_port;
 
 /// A process under the lifeline wrapper; its own pid is written to `pid_file`.
 struct Wrapped {
