@@ -157,7 +157,7 @@ pub(super) async fn start_enrollment_for(
             Json(enrollment_answer(&offer)?),
         )
             .into_response()),
-        EnrollmentStart::StepUp(challenge, notified) => step_up_answer(challenge, notified).await,
+        EnrollmentStart::StepUp(challenge, notified) => step_up_answer(*challenge, notified).await,
     }
 }
 

@@ -71,7 +71,7 @@ pub enum EnrollmentStart {
     /// No phone yet, within the reauth window: the code itself.
     Code(EnrollmentOffer),
     /// A phone already: a `device.enroll` challenge on it; the code comes with its release.
-    StepUp(Challenge, usize),
+    StepUp(Box<Challenge>, usize),
 }
 
 /// Which change to a person's phones a notice tells of.
@@ -129,7 +129,7 @@ impl App {
                 caller,
             )
             .await?;
-        Ok(EnrollmentStart::StepUp(challenge, notified))
+        Ok(EnrollmentStart::StepUp(Box::new(challenge), notified))
     }
 
     /// Puts a code for the session's person on record (a code is never handed out unaudited);

@@ -166,7 +166,7 @@ impl SsoStore for Db {
     }
 
     async fn create_pending(&self, p: &PendingSignIn) -> Result<()> {
-        Ok(db_run!(self.write(), |c| {
+        db_run!(self.write(), |c| {
             sqlx::query(
                 "INSERT INTO sso_pending (state_hash, workspace_id, issuer, nonce_hash,
                    binding_hash, pkce_key_id, pkce_nonce, pkce_ciphertext, reauth_session_hash,
@@ -185,9 +185,9 @@ impl SsoStore for Db {
             .bind(ts(p.created_at))
             .bind(ts(p.expires_at))
             .execute(c)
-            .await
-            .map(|_| ())?
-        }))
+            .await?;
+        });
+        Ok(())
     }
 
     async fn take_pending(&self, state_hash: &str, now: OffsetDateTime) -> Result<Taken> {
@@ -215,13 +215,13 @@ impl SsoStore for Db {
     }
 
     async fn prune_pending(&self, now: OffsetDateTime) -> Result<()> {
-        Ok(db_run!(self.write(), |c| {
+        db_run!(self.write(), |c| {
             sqlx::query("DELETE FROM sso_pending WHERE expires_at < $1")
                 .bind(ts(now))
                 .execute(c)
-                .await
-                .map(|_| ())?
-        }))
+                .await?;
+        });
+        Ok(())
     }
 
     async fn linked_user(&self, workspace_id: i64, issuer: &str, sub: &str) -> Result<Option<i64>> {
@@ -255,7 +255,7 @@ impl SsoStore for Db {
         user_id: i64,
         now: OffsetDateTime,
     ) -> Result<()> {
-        Ok(db_run!(self.write(), |c| {
+        db_run!(self.write(), |c| {
             sqlx::query(
                 "INSERT INTO sso_links (workspace_id, issuer, sub, user_id, created_at)
                  VALUES ($1, $2, $3, $4, $5)",
@@ -266,9 +266,9 @@ impl SsoStore for Db {
             .bind(user_id)
             .bind(ts(now))
             .execute(c)
-            .await
-            .map(|_| ())?
-        }))
+            .await?;
+        });
+        Ok(())
     }
 }
 
