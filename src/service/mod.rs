@@ -7,6 +7,7 @@ pub mod keys;
 pub mod members;
 pub mod policy;
 pub mod provisioning;
+pub mod rotation;
 pub mod scim;
 pub mod sso;
 pub mod sso_guard;
