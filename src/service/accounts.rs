@@ -269,6 +269,31 @@ impl App {
             .await
     }
 
+    /// Whether `password` matches `phc` (a decoy hash when there is no account), as sign-in and
+    /// re-authentication both check it: given up for a client that left, before and after the
+    /// hash's turn (a flood of hang-ups costs no hash and counts no failure), and counted on the
+    /// throttles either way. The caller checked the throttles before its look-ups.
+    async fn password_matches(
+        &self,
+        keys: &ThrottleKeys,
+        password: Secret,
+        phc: Option<String>,
+        workspace_id: Option<i64>,
+        email: &str,
+        caller: &Caller,
+    ) -> ApiResult<bool> {
+        crate::error::unless_client_left()?;
+        let ok = self.hasher.verify(password, phc).await;
+        crate::error::unless_client_left()?;
+        if ok {
+            self.challenges.login_succeeded(&keys.pair).await?;
+        } else {
+            self.count_failure(keys, workspace_id, email, caller)
+                .await?;
+        }
+        Ok(ok)
+    }
+
     /// Counts a wrong password on every counter; the first time the account's ceiling is reached
     /// in a window, the owners can read it in the audit log.
     async fn count_failure(
@@ -346,16 +371,17 @@ impl App {
             Some(w) => self.store.user_by_email(w.id, email).await?,
             None => None,
         };
-        // Argon2 is the costly step, and a sign-in nobody waits for writes nothing.
-        crate::error::unless_client_left()?;
         let ok = self
-            .hasher
-            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
-            .await;
-        crate::error::unless_client_left()?;
+            .password_matches(
+                &keys,
+                password,
+                user.as_ref().map(|u| u.password_hash.clone()),
+                workspace.as_ref().map(|w| w.id),
+                email,
+                caller,
+            )
+            .await?;
         let (Some(workspace), Some(user), true) = (workspace.clone(), user, ok) else {
-            self.count_failure(&keys, workspace.as_ref().map(|w| w.id), email, caller)
-                .await?;
             if workspace.is_none() {
                 // Nobody's workspace: a counter, not an audit row (a flood must not write).
                 self.metrics.refused("sign_in");
@@ -375,7 +401,6 @@ impl App {
             .await;
             return Err(ApiError::Unauthorized);
         };
-        self.challenges.login_succeeded(&keys.pair).await?;
 
         // With single sign-on enforced, only owners keep their password (break-glass). Checked
         // after the password, so the answer tells nothing to whoever does not know it.
@@ -427,21 +452,17 @@ impl App {
         self.check_throttles(&keys).await?;
         // Read again: the password may have changed since the session began.
         let user = self.store.user_by_id(session.user.id).await?;
-        crate::error::unless_client_left()?;
         let ok = self
-            .hasher
-            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
-            .await;
-        // A client that left while waiting for its turn is no failed attempt.
-        crate::error::unless_client_left()?;
-        if !ok {
-            self.count_failure(
+            .password_matches(
                 &keys,
+                password,
+                user.as_ref().map(|u| u.password_hash.clone()),
                 Some(session.workspace.id),
                 &session.user.email,
                 caller,
             )
             .await?;
+        if !ok {
             self.note(
                 Audit::new(Kind::ReauthFailed)
                     .workspace(session.workspace.id)
@@ -452,7 +473,6 @@ impl App {
             .await;
             return Err(ApiError::Unauthorized);
         }
-        self.challenges.login_succeeded(&keys.pair).await?;
         if !staff
             && session.user.role != Role::Owner
             && self.sso_enforced(session.workspace.id).await?
