@@ -11,7 +11,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::challenges::{challenge, events, step_up_answer};
-use super::extract::{session_cookie, ApiJson};
+use super::extract::{session_cookie, ApiJson, ChallengeSession};
 use crate::app::App;
 use crate::clock::{rfc3339, ser_opt_rfc3339, ser_rfc3339};
 use crate::domain::challenge::Action;
@@ -28,7 +28,7 @@ pub fn routes() -> Router<Arc<App>> {
             "/v1/console/session",
             post(sign_in).get(whoami).delete(sign_out),
         )
-        .route("/v1/console/session/reauth", post(reauth))
+        .route("/v1/console/session/reauth", post(reauth::<ConsoleSession>))
         .route("/v1/console/devices/enrollments", post(start_enrollment))
         .route("/v1/console/devices", get(list_devices))
         .route("/v1/console/devices/{id}", delete(remove_device))
@@ -178,17 +178,18 @@ pub(super) fn enrollment_answer(offer: &EnrollmentOffer) -> ApiResult<Enrollment
 }
 
 #[derive(Deserialize)]
-struct Reauth {
+pub(super) struct Reauth {
     password: String,
 }
 
-async fn reauth(
+/// Re-opens the window in which a first phone may be enrolled, for a console or support session.
+pub(super) async fn reauth<S: ChallengeSession>(
     State(app): State<Arc<App>>,
-    session: ConsoleSession,
+    session: S,
     caller: Caller,
     ApiJson(body): ApiJson<Reauth>,
 ) -> ApiResult<StatusCode> {
-    app.reauthenticate(&session, Secret::new(body.password), &caller)
+    app.reauthenticate(session.session(), Secret::new(body.password), &caller)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::challenges::{challenge, events, step_up_answer};
-use super::console::{enrollment_answer, start_enrollment_for};
+use super::console::{enrollment_answer, reauth, start_enrollment_for};
 use super::extract::{support_cookie, ApiJson};
 use crate::app::App;
 use crate::clock::{ser_opt_rfc3339, ser_rfc3339};
@@ -26,7 +26,7 @@ use crate::service::{Caller, StaffSession};
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/support/session", post(sign_in).delete(sign_out))
-        .route("/v1/support/session/reauth", post(reauth))
+        .route("/v1/support/session/reauth", post(reauth::<StaffSession>))
         .route("/v1/support/devices/enrollments", post(start_enrollment))
         .route("/v1/support/workspaces/{slug}", get(summary))
         .route(
@@ -77,23 +77,6 @@ async fn sign_out(
         [(header::SET_COOKIE, support_cookie(&app, None))],
     )
         .into_response())
-}
-
-#[derive(Deserialize)]
-struct Reauth {
-    password: String,
-}
-
-/// As the console's: re-opens the window in which a first phone may be enrolled.
-async fn reauth(
-    State(app): State<Arc<App>>,
-    staff: StaffSession,
-    caller: Caller,
-    ApiJson(body): ApiJson<Reauth>,
-) -> ApiResult<StatusCode> {
-    app.reauthenticate(&staff.0, Secret::new(body.password), &caller)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn start_enrollment(
