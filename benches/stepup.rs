@@ -14,7 +14,7 @@
 //! 10,000 streams need more than 10,000 open files on both sides (`ulimit -n`; 20,000 here).
 
 #[path = "../tests/it/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 use support::measure::*;
 use support::server::{ServerOptions, TestServer};
