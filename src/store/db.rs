@@ -14,6 +14,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::audit_log::AuditQueue;
 use super::Database;
 use super::{Result, StoreError};
 
@@ -39,6 +40,8 @@ pub enum Db {
         write: SqlitePool,
         read: SqlitePool,
         bulk: Arc<Semaphore>,
+        /// Audit appends, written together on `write` (group commit, `audit_log.rs`).
+        audit: Arc<AuditQueue>,
     },
     /// The shared database of several instances.
     Postgres(PgPool),
@@ -134,6 +137,7 @@ impl Db {
             write,
             read,
             bulk: Arc::new(Semaphore::new(BULK_WRITERS)),
+            audit: Arc::default(),
         }
     }
 
@@ -253,7 +257,7 @@ pub(super) async fn sqlite_pools(url: &str) -> anyhow::Result<(SqlitePool, Sqlit
 /// a caller dropped in between would leave the connection inside a transaction nobody ends, and
 /// every later write would fail or never commit. Spawned, the begin always finishes; if nobody
 /// awaits it any more, its `Transaction` is dropped and rolls back like any other.
-async fn sqlite_begin(
+pub(super) async fn sqlite_begin(
     pool: &SqlitePool,
     statement: Option<&'static str>,
 ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
