@@ -10,7 +10,7 @@ use super::filter::{CompValue, CompareOp, Filter};
 use super::members::GroupMembershipDelta;
 use super::patch::{OpKind, PatchOperation};
 use super::path::{AttrPath, PatchPath};
-use super::resource::member_ids;
+use super::resource::{is_discarded, member_displays, member_ids, members_leniently};
 use super::schema::{AttrDef, AttrType, Location, Mutability, ResourceKind, ResourceType};
 use super::value::{coerce, coerce_one};
 
@@ -79,6 +79,7 @@ impl Engine {
     ) -> Result<(), ScimError> {
         match path {
             PatchPath::Schema(urn) => self.extension(kind, urn, value),
+            PatchPath::Attr(a) if is_discarded(self.rt, a.urn.as_deref(), &a.name) => Ok(()),
             PatchPath::Attr(a) => {
                 let r = self.resolve(a)?;
                 if self.is_members(&r) {
@@ -381,16 +382,24 @@ impl Engine {
             .schema
             .attr("members")
             .expect("Group schema has members");
-        let ids = |v: Option<&Value>| -> Result<Vec<String>, ScimError> {
-            let c = match v {
-                Some(v) => coerce(def, v, "members")?,
-                None => None,
-            };
-            member_ids(c.as_ref())
+        let coerced = |v: Option<&Value>| -> Result<Option<Value>, ScimError> {
+            match v {
+                Some(v) => coerce(def, &members_leniently(v), "members"),
+                None => Ok(None),
+            }
         };
+        let ids = |v: Option<&Value>| member_ids(coerced(v)?.as_ref());
         match (kind, filter) {
-            (OpKind::Add, None) => self.members.add(&ids(value)?),
-            (OpKind::Replace, None) => self.members.replace(&ids(value)?),
+            (OpKind::Add | OpKind::Replace, None) => {
+                let c = coerced(value)?;
+                let ids = member_ids(c.as_ref())?;
+                if kind == OpKind::Add {
+                    self.members.add(&ids);
+                } else {
+                    self.members.replace(&ids);
+                }
+                self.members.note_displays(member_displays(c.as_ref()));
+            }
             (OpKind::Remove, None) => match value.filter(|v| !v.is_null()) {
                 Some(v) => self.members.remove(&ids(Some(v))?),
                 None => self.members.replace::<String>(&[]),

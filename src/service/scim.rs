@@ -16,7 +16,9 @@ use crate::scim::members::GroupMembershipDelta;
 use crate::scim::meta::{etag_matches, meta_json, weak_etag};
 use crate::scim::patch::apply_patch;
 use crate::scim::projection::Projection;
-use crate::scim::resource::{attach_references, normalise, Reference, References};
+use crate::scim::resource::{
+    attach_references, index_columns, normalise, Normalised, Reference, References,
+};
 use crate::scim::schema::{ResourceKind, ResourceType};
 use crate::scim::sql::{plan, sort_column, SqlPlan};
 use crate::store::scim::{Change, Columns, Deleted, Edit, NewResource, StoredResource, Written};
@@ -102,14 +104,27 @@ fn manager_of(document: &Value) -> Option<Reference> {
     })
 }
 
+/// A PUT body without `active` keeps the stored one (see `App::scim_replace`).
+fn keep_active(n: &mut Normalised, current: &Value) {
+    let Some(active) = current.get("active").filter(|a| a.is_boolean()) else {
+        return;
+    };
+    if let Some(doc) = n.document.as_object_mut() {
+        if !doc.contains_key("active") {
+            doc.insert("active".into(), active.clone());
+            n.index = index_columns(&n.document, ResourceKind::User.resource_type());
+        }
+    }
+}
+
 /// A new resource id: a random (version 4) UUID, lower-case and hyphenated.
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
 /// The attribute holding a resource's references: a Group's `members`, a User's `groups`. (A
-/// manager needs nothing loaded: its `$ref` follows from its id, and the store keeps no dangling
-/// one.)
+/// manager needs nothing loaded: its `$ref` follows from its id, and the store says with each row
+/// whether that id names a User.)
 fn refs_attr(kind: ResourceKind) -> &'static str {
     match kind {
         ResourceKind::Group => "members",
@@ -168,9 +183,18 @@ impl App {
             r.version as u64,
             &base,
         );
-        self.scim_attach(kind, &r.document, &r.id, meta, r.refs.as_deref())
+        self.scim_attach(
+            kind,
+            &r.document,
+            &r.id,
+            meta,
+            r.refs.as_deref(),
+            r.manager_found,
+        )
     }
 
+    /// `manager_found`: the manager names a User of the workspace, so it shows a `$ref`; one that
+    /// names nobody is shown as sent (issue 15).
     fn scim_attach(
         &self,
         kind: ResourceKind,
@@ -178,6 +202,7 @@ impl App {
         id: &str,
         meta: Value,
         refs: Option<&[Reference]>,
+        manager_found: bool,
     ) -> Value {
         let (members, groups) = match kind {
             ResourceKind::Group => (refs, None),
@@ -190,7 +215,7 @@ impl App {
             &References {
                 members,
                 groups,
-                manager: manager_of(document).as_ref(),
+                manager: manager_of(document).filter(|_| manager_found).as_ref(),
             },
             &self.scim_base(),
         )
@@ -259,6 +284,7 @@ impl App {
             },
             document: n.document,
             members: n.members,
+            member_displays: n.member_displays,
         };
         let written = self
             .scim
@@ -300,7 +326,9 @@ impl App {
     }
 
     /// `PUT` (RFC 7644 §3.5.1): the resource becomes the body; a Group's members exactly its
-    /// `members`.
+    /// `members`. One exception (issue 15): a User's PUT without `active` leaves `active` as it
+    /// was. Okta updates profiles with GET + full PUT of the attributes it maps, and a mapping
+    /// without `active` must not clear the deactivation Okta made with a PATCH.
     pub async fn scim_replace(
         &self,
         workspace: &Workspace,
@@ -314,12 +342,16 @@ impl App {
         if crate::cancel::client_left() {
             return Err(ScimError::Unavailable);
         }
-        let n = normalise(body, kind.resource_type())?;
+        let mut n = normalise(body, kind.resource_type())?;
         let edit: Edit = Box::new(move |current| {
             check_if_match(if_match.as_deref(), current.version)?;
+            if kind == ResourceKind::User {
+                keep_active(&mut n, &current.document);
+            }
             let mut members = GroupMembershipDelta::default();
             if kind == ResourceKind::Group {
                 members.replace(&n.members);
+                members.note_displays(n.member_displays);
             }
             Ok(Change {
                 columns: Columns {
@@ -524,7 +556,9 @@ impl App {
                 let full = match refs.as_mut() {
                     Some(refs) => {
                         let mine = refs.remove(id).unwrap_or_default();
-                        self.scim_attach(*kind, v, id, v["meta"].clone(), Some(&mine))
+                        // `v` is a full representation already: its manager has its `$ref` or not.
+                        let found = v[ENTERPRISE_USER_URN]["manager"]["$ref"].is_string();
+                        self.scim_attach(*kind, v, id, v["meta"].clone(), Some(&mine), found)
                     }
                     None => v.clone(),
                 };

@@ -24,6 +24,7 @@ pub(super) struct ResourceRow {
     /// Only when the read asked for them (`select`).
     #[sqlx(default)]
     refs: Option<String>,
+    manager_found: bool,
 }
 
 pub(super) fn resource(row: ResourceRow, kind: ResourceKind, refs: bool) -> Result<StoredResource> {
@@ -40,6 +41,7 @@ pub(super) fn resource(row: ResourceRow, kind: ResourceKind, refs: bool) -> Resu
         } else {
             None
         },
+        manager_found: row.manager_found,
     })
 }
 
@@ -52,8 +54,9 @@ pub(super) fn table(kind: ResourceKind) -> &'static str {
 }
 
 /// A resource's members (Groups) or groups (Users) as one JSON column of its row, so a read that
-/// shows them costs no second query: `[[id, type or display], …]`, or NULL (Postgres) when there
-/// are none (see `parse_refs`).
+/// shows them costs no second query: `[[id, display, type], …]` (a group's own `groups` need no
+/// type), or NULL (Postgres) when there are none (see `parse_refs`). A member's display is the one
+/// sent with it, else the user's or group's `display` column.
 fn refs_column(db: &Db, kind: ResourceKind) -> String {
     let (open, close) = match db {
         Db::Sqlite { .. } => ("json_group_array(json_array(", "))"),
@@ -67,46 +70,60 @@ fn refs_column(db: &Db, kind: ResourceKind) -> String {
               WHERE m.workspace_id = t.workspace_id AND m.member_id = t.id)"
         ),
         ResourceKind::Group => format!(
-            "(SELECT {open}m.member_id, m.member_type{close}
+            "(SELECT {open}m.member_id, COALESCE(m.display, mu.display, mg.display), m.member_type{close}
               FROM scim_group_members m
+              LEFT JOIN scim_users mu ON m.member_type = 'User'
+                AND mu.workspace_id = m.workspace_id AND mu.id = m.member_id
+              LEFT JOIN scim_groups mg ON m.member_type = 'Group'
+                AND mg.workspace_id = m.workspace_id AND mg.id = m.member_id
               WHERE m.workspace_id = t.workspace_id AND m.group_id = t.id)"
         ),
     }
 }
 
-/// `SELECT … FROM <table> t`, with the `refs` column when asked.
+/// `SELECT … FROM <table> t`, with the `refs` column when asked, and whether a User's manager
+/// names a User of the workspace (by the unique index, one probe a row).
 pub(super) fn select(db: &Db, kind: ResourceKind, refs: bool) -> String {
     let refs = if refs {
         format!(", {} AS refs", refs_column(db, kind))
     } else {
         String::new()
     };
+    let manager = match kind {
+        ResourceKind::User => {
+            "EXISTS (SELECT 1 FROM scim_users mgr
+               WHERE mgr.workspace_id = t.workspace_id AND mgr.id = t.manager_id)"
+        }
+        ResourceKind::Group => "1 = 0",
+    };
     format!(
-        "SELECT t.id, t.document, t.version, t.created_at, t.last_modified{refs} FROM {} t",
+        "SELECT t.id, t.document, t.version, t.created_at, t.last_modified,
+           {manager} AS manager_found{refs} FROM {} t",
         table(kind)
     )
 }
 
 /// The references of a `refs` column, sorted by id.
 fn parse_refs(kind: ResourceKind, text: Option<&str>) -> Result<Vec<Reference>> {
-    let pairs: Vec<(String, Option<String>)> = match text {
+    let rows: Vec<Vec<Option<String>>> = match text {
         None => Vec::new(),
         Some(t) => serde_json::from_str(t)
             .map_err(|e| StoreError::Unavailable(format!("references are not JSON: {e}")))?,
     };
-    let mut refs: Vec<Reference> = pairs
+    let mut refs: Vec<Reference> = rows
         .into_iter()
-        .map(|(id, second)| match kind {
-            ResourceKind::Group => Reference {
+        .filter_map(|row| {
+            let mut row = row.into_iter();
+            let id = row.next().flatten()?;
+            let display = row.next().flatten();
+            Some(Reference {
                 id,
-                kind: kind_of(second.as_deref().unwrap_or("User")),
-                display: None,
-            },
-            ResourceKind::User => Reference {
-                id,
-                kind: ResourceKind::Group,
-                display: second,
-            },
+                kind: match kind {
+                    ResourceKind::Group => kind_of(row.next().flatten().as_deref().unwrap_or("User")),
+                    ResourceKind::User => ResourceKind::Group,
+                },
+                display,
+            })
         })
         .collect();
     refs.sort_by(|a, b| a.id.cmp(&b.id));
@@ -154,9 +171,12 @@ where
 /// `ORDER BY` for a page: the sort column (nulls last when ascending, as `Sort::compare`), then id.
 /// Text columns compare by code point as in Rust: SQLite's default BINARY collation does, and the
 /// Postgres tables declare their text columns `COLLATE "C"`.
+///
+/// Without a sort, the order of creation (`seq`, migrations/*/0008): a resource created while a
+/// client pages through a listing comes after the rows it already read (issue 15, Okta's import).
 fn order_by(sort: Option<SortColumn>) -> String {
     match sort {
-        None => " ORDER BY id".to_owned(),
+        None => " ORDER BY seq, id".to_owned(),
         Some(SortColumn {
             column,
             descending: false,
