@@ -21,3 +21,20 @@ UPDATE scim_groups g SET seq = n.seq
   WHERE g.workspace_id = n.workspace_id AND g.id = n.id;
 CREATE INDEX scim_users_seq ON scim_users (workspace_id, seq);
 CREATE INDEX scim_groups_seq ON scim_groups (workspace_id, seq);
+
+-- The values of undeclared schema extensions (src/scim/extension.rs), one row per scalar value,
+-- written in the resource's own transaction, so filters on them use an index. A side table rather
+-- than expression indexes on the JSON document: the attribute paths are whatever each workspace's
+-- identity provider sends (no fixed expression to index), SQLite and Postgres index JSON
+-- differently, and a typed key (`s:` folded text, `n:` number, `b:` boolean) gives the
+-- case-insensitive, typed equality the evaluator applies, in one statement for both databases.
+CREATE TABLE scim_ext_values (
+    workspace_id   BIGINT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+    resource_type  TEXT COLLATE "C" NOT NULL CHECK (resource_type IN ('User', 'Group')),
+    resource_id    TEXT COLLATE "C" NOT NULL,
+    -- `<extension urn>:<attribute>[.<sub>]`, lower-case.
+    path           TEXT COLLATE "C" NOT NULL,
+    value          TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (workspace_id, resource_type, path, value, resource_id)
+);
+CREATE INDEX scim_ext_values_resource ON scim_ext_values (workspace_id, resource_type, resource_id);

@@ -18,3 +18,20 @@ UPDATE scim_users SET display = COALESCE(json_extract(document, '$.displayName')
 UPDATE scim_groups SET seq = rowid;
 CREATE INDEX scim_users_seq ON scim_users (workspace_id, seq);
 CREATE INDEX scim_groups_seq ON scim_groups (workspace_id, seq);
+
+-- The values of undeclared schema extensions (src/scim/extension.rs), one row per scalar value,
+-- written in the resource's own transaction, so filters on them use an index. A side table rather
+-- than expression indexes on the JSON document: the attribute paths are whatever each workspace's
+-- identity provider sends (no fixed expression to index), SQLite and Postgres index JSON
+-- differently, and a typed key (`s:` folded text, `n:` number, `b:` boolean) gives the
+-- case-insensitive, typed equality the evaluator applies, in one statement for both databases.
+CREATE TABLE scim_ext_values (
+    workspace_id   INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+    resource_type  TEXT NOT NULL CHECK (resource_type IN ('User', 'Group')),
+    resource_id    TEXT NOT NULL,
+    -- `<extension urn>:<attribute>[.<sub>]`, lower-case.
+    path           TEXT NOT NULL,
+    value          TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, resource_type, path, value, resource_id)
+) WITHOUT ROWID;
+CREATE INDEX scim_ext_values_resource ON scim_ext_values (workspace_id, resource_type, resource_id);

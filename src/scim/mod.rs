@@ -12,6 +12,7 @@
 //! | [`resource`] | POST/PUT bodies: normalisation, index columns, references, output |
 //! | [`patch`] (`patch_engine`), [`members`] | PATCH, and group membership as a transactional delta |
 //! | [`projection`], [`list`], [`meta`] | `attributes`, paging, sorting, ListResponse, `meta`, ETags |
+//! | [`extension`] | schema extensions Assent does not define: kept, patched, filtered, indexed |
 //! | [`error`], [`value`] | the SCIM error type; coercion, case folding, times |
 //!
 //! Request by request (`rt = ResourceKind::User.resource_type()` or Group's):
@@ -40,6 +41,7 @@ pub mod discovery;
 mod entra_tests;
 pub mod error;
 pub mod eval;
+pub mod extension;
 pub mod filter;
 mod lexer;
 pub mod list;

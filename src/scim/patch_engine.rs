@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::error::{clip, ScimError};
 use super::eval::{check, eval, resolve, Resolved, Scope};
+use super::extension;
 use super::filter::{CompValue, CompareOp, Filter};
 use super::members::GroupMembershipDelta;
 use super::patch::{OpKind, PatchOperation};
@@ -80,6 +81,26 @@ impl Engine {
         match path {
             PatchPath::Schema(urn) => self.extension(kind, urn, value),
             PatchPath::Attr(a) if is_discarded(self.rt, a.urn.as_deref(), &a.name) => Ok(()),
+            PatchPath::Attr(a) if self.rt.find(a.urn.as_deref(), &a.name).is_none() => {
+                match extension::target(a, &self.doc, self.rt) {
+                    Some(t) => extension::patch(
+                        &mut self.doc,
+                        kind == OpKind::Remove,
+                        kind == OpKind::Add,
+                        &t,
+                        value,
+                    ),
+                    None => self.resolve(a).map(|_| ()),
+                }
+            }
+            PatchPath::Filtered { attr, .. }
+                if attr.urn.as_deref().is_some_and(extension::is_custom_urn) =>
+            {
+                Err(ScimError::invalid_path(format!(
+                    "'{}' is in an undeclared schema extension: value filters need a declared schema",
+                    clip(&attr.to_string())
+                )))
+            }
             PatchPath::Attr(a) => {
                 let r = self.resolve(a)?;
                 if self.is_members(&r) {

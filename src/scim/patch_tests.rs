@@ -577,9 +577,12 @@ fn okta_forms_password_discarded_and_path_less_replace() {
     .unwrap();
     assert!(r.is_noop());
     // Okta's group push: a path-less replace carrying the group's id (readOnly: ignored).
-    let group = normalise(&json!({"schemas": [GROUP_URN], "displayName": "Eng"}), groups())
-        .unwrap()
-        .document;
+    let group = normalise(
+        &json!({"schemas": [GROUP_URN], "displayName": "Eng"}),
+        groups(),
+    )
+    .unwrap()
+    .document;
     let r = apply_patch(
         &group,
         &json!({"schemas": [PATCH_OP_URN], "Operations": [

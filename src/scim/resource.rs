@@ -11,7 +11,9 @@
 //!   create, even a placeholder when password sync is off, and Assent keeps no SCIM password;
 //! - an attribute or schema Assent does not define is refused with 400 `invalidSyntax`,
 //!   naming it, rather than silently dropped: dropping would let a client believe a
-//!   value was stored and re-send it on every sync;
+//!   value was stored and re-send it on every sync; except an extension object under
+//!   `urn:ietf:params:scim:schemas:extension:…`, which is kept as sent
+//!   ([`super::extension`]);
 //! - `schemas` must be present and include the core schema; other URNs listed there
 //!   without data are ignored (Entra ID lists a Microsoft URN on groups); an extension
 //!   object present in the body is accepted even if its URN is missing from `schemas`;
@@ -25,6 +27,7 @@ use serde_json::{json, Map, Value};
 
 use super::core_schemas::ENTERPRISE_USER_URN;
 use super::error::{clip, ScimError};
+use super::extension::{custom_keys, index_values, is_custom_urn, normalise_object, IndexedValue};
 use super::members::MemberDisplays;
 use super::schema::{Location, Mutability, ResourceKind, ResourceType};
 use super::value::{coerce, fold_case, get_ci, key_ci};
@@ -47,6 +50,9 @@ pub struct IndexColumns {
     pub email_overflow: bool,
     /// Users: `active`, None when unassigned.
     pub active: Option<bool>,
+    /// The values of the undeclared schema extensions, as `scim_ext_values` rows
+    /// ([`super::extension::index_values`]).
+    pub extension_values: Vec<IndexedValue>,
 }
 
 /// A validated POST/PUT body.
@@ -75,6 +81,18 @@ pub fn normalise(input: &Value, rt: &'static ResourceType) -> Result<Normalised,
     let mut doc = Map::new();
     for (key, value) in obj {
         if key.eq_ignore_ascii_case("schemas") || is_discarded(rt, None, key) {
+            continue;
+        }
+        if is_custom_urn(key) {
+            if let Some(obj) = normalise_object(key, value)? {
+                if custom_keys(&doc).any(|k| k.eq_ignore_ascii_case(key)) {
+                    return Err(ScimError::invalid_syntax(format!(
+                        "schema extension '{}' is given more than once",
+                        clip(key)
+                    )));
+                }
+                doc.insert(key.clone(), obj);
+            }
             continue;
         }
         if let Some(ext) = rt.extension_by_urn(key) {
@@ -175,14 +193,17 @@ fn finish(mut doc: Map<String, Value>, rt: &'static ResourceType) -> Result<Norm
         ResourceKind::User => Default::default(),
     };
     let manager_id = strip_manager_ref(&mut doc, rt);
-    let schemas: Vec<&str> = rt
+    let mut schemas: Vec<String> = rt
         .schema_urns()
         .enumerate()
         .filter(|(i, urn)| *i == 0 || doc.contains_key(*urn))
-        .map(|(_, urn)| urn)
+        .map(|(_, urn)| urn.to_owned())
         .collect();
+    schemas.extend(custom_keys(&doc).cloned());
     doc.insert("schemas".into(), json!(schemas));
     let document = Value::Object(doc);
+    // Refuses a document with more extension values than the index keeps for one resource.
+    index_values(&document)?;
     Ok(Normalised {
         index: index_columns(&document, rt),
         document,
@@ -307,6 +328,8 @@ pub fn index_columns(document: &Value, rt: &ResourceType) -> IndexColumns {
     let mut cols = IndexColumns {
         external_id: s("externalId"),
         display_name_lower: s("displayName").map(|d| fold_case(&d)),
+        // A stored document is within the bound: `finish` refused any other.
+        extension_values: index_values(document).unwrap_or_default(),
         ..IndexColumns::default()
     };
     if rt.kind == ResourceKind::User {

@@ -50,6 +50,7 @@ fn entra_create_user_normalises() {
             work_email_lower: Some("test_user_fd0ea19b@contoso.com".into()),
             email_overflow: false,
             active: Some(true),
+            extension_values: Vec::new(),
         }
     );
 }
@@ -151,7 +152,11 @@ fn a_users_password_is_discarded_unread_and_readonly_attributes_ignored() {
                "groups": [{"value": "g1", "display": "G"}]}),
     ] {
         let n = normalise(&body, users()).unwrap();
-        assert_eq!(n.document, json!({"schemas": [USER_URN], "userName": "a"}), "{body}");
+        assert_eq!(
+            n.document,
+            json!({"schemas": [USER_URN], "userName": "a"}),
+            "{body}"
+        );
         assert!(!n.document.to_string().contains("hunter2"));
     }
     // A Group has no password: that is an unknown attribute there.

@@ -16,10 +16,12 @@ use time::OffsetDateTime;
 
 use super::db::{db_run, placeholders, ts, Db, On, Tx};
 use super::scim::{Columns, Deleted, Edit, NewResource, StoredResource, Written};
-use crate::scim::members::MemberDisplays;
 use super::scim_read::{kind_of, resource, select, table, ResourceRow, IN_CHUNK};
 use super::Result;
 use crate::clock::from_unix;
+use crate::scim::extension::IndexedValue;
+use crate::scim::members::MemberDisplays;
+use crate::scim::resource::index_columns;
 use crate::scim::schema::ResourceKind;
 
 /// The `member_type` stored for a member, and back.
@@ -148,6 +150,69 @@ async fn insert_members(
     Ok(())
 }
 
+/// Replaces the `scim_ext_values` rows of a resource with `values` (the undeclared extensions'
+/// values the engine indexed), in the write's transaction.
+async fn write_ext_values(
+    tx: &mut Tx,
+    workspace_id: i64,
+    kind: ResourceKind,
+    id: &str,
+    values: &[IndexedValue],
+    fresh: bool,
+) -> Result<()> {
+    let resource_type = kind_name(kind);
+    if !fresh {
+        db_run!(tx.conn(), |c| {
+            sqlx::query(
+                "DELETE FROM scim_ext_values
+                 WHERE workspace_id = $1 AND resource_type = $2 AND resource_id = $3",
+            )
+            .bind(workspace_id)
+            .bind(resource_type)
+            .bind(id)
+            .execute(c)
+            .await
+            .map(|_| ())
+        })?;
+    }
+    match tx.conn() {
+        On::Postgres(_) if values.is_empty() => {}
+        // One statement, the rows as arrays.
+        On::Postgres(c) => {
+            let paths: Vec<&str> = values.iter().map(|(p, _)| p.as_str()).collect();
+            let keys: Vec<&str> = values.iter().map(|(_, k)| k.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO scim_ext_values (workspace_id, resource_type, resource_id, path, value)
+                 SELECT $1, $2, $3, v.p, v.k FROM UNNEST($4::text[], $5::text[]) AS v(p, k)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(workspace_id)
+            .bind(resource_type)
+            .bind(id)
+            .bind(&paths)
+            .bind(&keys)
+            .execute(c)
+            .await?;
+        }
+        On::Sqlite(c) => {
+            for (path, key) in values {
+                sqlx::query(
+                    "INSERT INTO scim_ext_values (workspace_id, resource_type, resource_id, path, value)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(workspace_id)
+                .bind(resource_type)
+                .bind(id)
+                .bind(path)
+                .bind(key)
+                .execute(&mut *c)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes the document and columns of an existing row, with a new version.
 async fn write_row(
     tx: &mut Tx,
@@ -208,6 +273,15 @@ pub(super) async fn create(
     let c = &new.columns;
     // `seq`: after every row of the workspace (migrations/*/0008), so a listing being paged
     // meanwhile does not shift.
+    write_ext_values(
+        &mut tx,
+        workspace_id,
+        kind,
+        &new.id,
+        &c.index.extension_values,
+        true,
+    )
+    .await?;
     let (refs, manager) = match kind {
         ResourceKind::User => {
             db_run!(tx.conn(), |conn| {
@@ -335,6 +409,19 @@ pub(super) async fn update(
         now,
     )
     .await?;
+    if change.columns.index.extension_values
+        != index_columns(&current.document, kind.resource_type()).extension_values
+    {
+        write_ext_values(
+            &mut tx,
+            workspace_id,
+            kind,
+            id,
+            &change.columns.index.extension_values,
+            false,
+        )
+        .await?;
+    }
     let delta = &change.members;
     if delta.replace_all.is_some() {
         db_run!(tx.conn(), |c| {
@@ -374,12 +461,8 @@ pub(super) async fn update(
         }
     }
     insert_members(&mut tx, workspace_id, id, &added, &delta.displays).await?;
-    let manager = manager_found(
-        &mut tx,
-        workspace_id,
-        change.columns.manager_id.as_deref(),
-    )
-    .await?;
+    let manager =
+        manager_found(&mut tx, workspace_id, change.columns.manager_id.as_deref()).await?;
     tx.commit().await?;
     Ok(Written::Done(StoredResource {
         id: current.id,
@@ -449,6 +532,7 @@ pub(super) async fn delete(
             .await
             .map(|_| ())
     })?;
+    write_ext_values(&mut tx, workspace_id, kind, id, &[], false).await?;
     // (On Postgres, memberships added while this waited for the lock are visible here.)
     db_run!(tx.conn(), |c| {
         sqlx::query("DELETE FROM scim_group_members WHERE workspace_id = $1 AND member_id = $2")

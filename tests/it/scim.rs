@@ -17,6 +17,8 @@ use support::scim::{
 use support::server::shared;
 use support::{json_body, problem, Browser, TestServer};
 
+#[path = "scim_extensions.rs"]
+mod extensions;
 #[path = "scim_microsoft.rs"]
 mod microsoft;
 #[path = "scim_okta.rs"]
@@ -587,7 +589,11 @@ async fn a_dangling_member_is_400_invalid_value_and_a_manager_is_kept_as_sent() 
     );
     scim.delete(&format!("/Users/{boss}")).await.expect(204);
     let after = scim.get(&format!("/Users/{report}")).await.expect(200);
-    assert_eq!(after[ENTERPRISE_URN]["manager"], json!({"value": boss}), "{after}");
+    assert_eq!(
+        after[ENTERPRISE_URN]["manager"],
+        json!({"value": boss}),
+        "{after}"
+    );
     let listed = scim
         .filter("/Users", &format!("id eq \"{report}\""), "")
         .await;

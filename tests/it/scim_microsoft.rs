@@ -58,7 +58,10 @@ async fn microsoft_reference_collection_user_tests() {
         .await
         .id();
     scim.get(&format!("/Users/{id2}")).await.expect(200);
-    let listed = scim.get("/Users?attributes=userName,emails").await.resources();
+    let listed = scim
+        .get("/Users?attributes=userName,emails")
+        .await
+        .resources();
     assert!(listed.iter().all(|u| u.get("name").is_none()));
     // The collection's trailing slash, and its capitalised attribute name.
     let found = scim
@@ -113,11 +116,17 @@ async fn microsoft_reference_collection_group_tests() {
         .await
         .id();
     let id3 = scim
-        .post("/Users", &reference_user(&format!("UserName333{tag}"), "lennay"))
+        .post(
+            "/Users",
+            &reference_user(&format!("UserName333{tag}"), "lennay"),
+        )
         .await
         .id();
     let id4 = scim
-        .post("/Users", &reference_user(&format!("UserName444{tag}"), "four"))
+        .post(
+            "/Users",
+            &reference_user(&format!("UserName444{tag}"), "four"),
+        )
         .await
         .id();
     // A member's `display` is kept as sent ("VP": RFC 7643 §2.4 makes it immutable); a member
@@ -140,7 +149,12 @@ async fn microsoft_reference_collection_group_tests() {
         )
         .await
         .expect(200);
-    let four = plain["members"].as_array().unwrap().iter().find(|m| m["value"] == id4.as_str()).unwrap();
+    let four = plain["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["value"] == id4.as_str())
+        .unwrap();
     assert_eq!(four["display"], "four");
     scim.get("/Groups").await.resources();
     let g3 = scim
@@ -213,7 +227,8 @@ async fn microsoft_reference_collection_group_tests() {
 async fn microsoft_reference_collection_requests_outside_rfc7644_get_clear_errors() {
     let (_, _, scim) = tenant().await;
     scim.get("/serviceConfiguration").await.error(404, None);
-    let filtered = url::form_urlencoded::byte_serialize(b"emails[type eq \"work\"]").collect::<String>();
+    let filtered =
+        url::form_urlencoded::byte_serialize(b"emails[type eq \"work\"]").collect::<String>();
     let refused = scim.get(&format!("/Users?attributes={filtered}")).await;
     assert_eq!(refused.status, 400, "{}", refused.body);
     let tag = &guid()[..8];
@@ -227,14 +242,26 @@ async fn microsoft_reference_collection_requests_outside_rfc7644_get_clear_error
         .id();
     let garbage = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
         "id": gid, "Operations": [{"op": "add", "path": "members", "value": "string id 1"}]});
-    scim.send(Method::PATCH, &format!("/Groups/{gid}"), Some(&garbage), &[])
+    scim.send(
+        Method::PATCH,
+        &format!("/Groups/{gid}"),
+        Some(&garbage),
+        &[],
+    )
+    .await
+    .error(400, Some("invalidValue"));
+    assert!(scim
+        .get(&format!("/Groups/{gid}"))
         .await
-        .error(400, Some("invalidValue"));
-    assert!(scim.get(&format!("/Groups/{gid}")).await.expect(200).get("members").is_none());
+        .expect(200)
+        .get("members")
+        .is_none());
     let mut typo = reference_user(&format!("OMalley{tag}"), "x");
     let user_name = typo.as_object_mut().unwrap().remove("userName").unwrap();
     typo["userame"] = user_name;
-    scim.post("/Users", &typo).await.error(400, Some("invalidSyntax"));
+    scim.post("/Users", &typo)
+        .await
+        .error(400, Some("invalidSyntax"));
     for filter in [
         "name.FamilyName eq Employee and (emails.Value co example.com or emails.Value co example.org)",
         "meta.Created gt 2015-10-10T14:38:21.8617979-07:00",
@@ -245,7 +272,9 @@ async fn microsoft_reference_collection_requests_outside_rfc7644_get_clear_error
             .error(400, Some("invalidFilter"));
     }
     // What the collection meant is answered in RFC form.
-    scim.get("/Users?filter=userName+sw+%22O%22").await.resources();
+    scim.get("/Users?filter=userName+sw+%22O%22")
+        .await
+        .resources();
     scim.get("/Users?filter=meta.created+gt+%222015-10-10T14:38:21Z%22")
         .await
         .resources();
@@ -298,7 +327,10 @@ async fn lenient_edges_of_the_scim_routes() {
             method,
             &format!("/Users/{id}"),
             None,
-            &[("Content-Type", ct), ("Accept", "application/json; charset=utf-8")],
+            &[
+                ("Content-Type", ct),
+                ("Accept", "application/json; charset=utf-8"),
+            ],
         )
         .await
         .expect(200);
@@ -315,7 +347,10 @@ async fn lenient_edges_of_the_scim_routes() {
         .send()
         .await
         .unwrap();
-    assert_eq!(scim.check(Method::PATCH, "/Users", resp).await.expect(200)["title"], "t");
+    assert_eq!(
+        scim.check(Method::PATCH, "/Users", resp).await.expect(200)["title"],
+        "t"
+    );
     scim.send(
         Method::DELETE,
         &format!("/users/{id}/"),

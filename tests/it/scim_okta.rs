@@ -57,10 +57,14 @@ async fn okta_spec_test_passes() {
     scim.post("/Users", &okta_user(&first, "Placeholder1!"))
         .await
         .expect(201);
-    let body = okta_get(&scim, "/Users?count=2&startIndex=1").await.expect(200);
+    let body = okta_get(&scim, "/Users?count=2&startIndex=1")
+        .await
+        .expect(200);
     assert_list_shape(&body);
     assert!(!body["Resources"].as_array().unwrap().is_empty(), "{body}");
-    let body = okta_get(&scim, "/Groups?count=100&startIndex=1").await.expect(200);
+    let body = okta_get(&scim, "/Groups?count=100&startIndex=1")
+        .await
+        .expect(200);
     assert_list_shape(&body);
     // "Check the Users endpoint for a user that does not exist".
     let random = format!("{}@atko.com", guid());
@@ -116,7 +120,9 @@ async fn okta_spec_test_passes() {
     assert_eq!(body["totalResults"], 1, "{body}");
     assert_eq!(body["Resources"][0]["id"], id.as_str());
     // "Required Test: Fetch Users with filter … case sensitivity", then a user that is not there.
-    let body = okta_get(&scim, "/Users/010101001010101010").await.error(404, None);
+    let body = okta_get(&scim, "/Users/010101001010101010")
+        .await
+        .error(404, None);
     assert!(body["detail"].is_string());
     server.assert_log_free_of(&[("SCIM password", &password)]);
     server
@@ -338,5 +344,9 @@ async fn okta_group_push() {
         .filter("/Groups", &format!("displayName eq \"{renamed}\""), "")
         .await;
     assert_eq!(listed.len(), 1);
-    assert!(listed[0]["members"][0]["display"].is_string(), "{}", listed[0]);
+    assert!(
+        listed[0]["members"][0]["display"].is_string(),
+        "{}",
+        listed[0]
+    );
 }

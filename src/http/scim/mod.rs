@@ -274,9 +274,7 @@ async fn lenient(endpoints: Router, mut request: Request) -> Response {
 
 pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
     let at = |path: &str| format!("{PREFIX}{path}");
-    let canonical = endpoints()
-        .fallback(scim_not_found)
-        .with_state(app.clone());
+    let canonical = endpoints().fallback(scim_not_found).with_state(app.clone());
     endpoints()
         .route(PREFIX, any(scim_not_found))
         .route(
