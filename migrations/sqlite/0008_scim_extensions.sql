@@ -35,3 +35,12 @@ CREATE TABLE scim_ext_values (
     PRIMARY KEY (workspace_id, resource_type, path, value, resource_id)
 ) WITHOUT ROWID;
 CREATE INDEX scim_ext_values_resource ON scim_ext_values (workspace_id, resource_type, resource_id);
+
+-- The extension schemas a workspace's owner declared (PUT /v1/console/scim/schemas): their RFC 7643
+-- section 7 definitions as one JSON document (src/scim/declared.rs), announced in /Schemas and
+-- enforced on every write of a resource that carries them.
+CREATE TABLE scim_schemas (
+    workspace_id  INTEGER PRIMARY KEY REFERENCES workspaces(id) ON DELETE CASCADE,
+    definitions   TEXT NOT NULL,
+    updated_at    INTEGER NOT NULL
+);

@@ -12,6 +12,7 @@
 //! | [`resource`] | POST/PUT bodies: normalisation, index columns, references, output |
 //! | [`patch`] (`patch_engine`), [`members`] | PATCH, and group membership as a transactional delta |
 //! | [`projection`], [`list`], [`meta`] | `attributes`, paging, sorting, ListResponse, `meta`, ETags |
+//! | [`declared`] | extension schemas a workspace declares: RFC 7643 §7 definitions, enforced |
 //! | [`extension`] | schema extensions Assent does not define: kept, patched, filtered, indexed |
 //! | [`error`], [`value`] | the SCIM error type; coercion, case folding, times |
 //!
@@ -36,6 +37,7 @@
 //! - **errors**: [`error::ScimError::status`] and [`error::ScimError::to_body`].
 
 pub mod core_schemas;
+pub mod declared;
 pub mod discovery;
 #[cfg(test)]
 mod entra_tests;

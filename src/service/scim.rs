@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::scim::core_schemas::ENTERPRISE_USER_URN;
+use crate::scim::declared::Declared;
 use crate::scim::error::{clip, ScimError};
 use crate::scim::eval::matches;
 use crate::scim::filter::Filter;
@@ -17,7 +18,7 @@ use crate::scim::meta::{etag_matches, meta_json, weak_etag};
 use crate::scim::patch::apply_patch;
 use crate::scim::projection::Projection;
 use crate::scim::resource::{
-    attach_references, index_columns, normalise, Normalised, Reference, References,
+    attach_references, index_columns, normalise, IndexColumns, Normalised, Reference, References,
 };
 use crate::scim::schema::{ResourceKind, ResourceType};
 use crate::scim::sql::{plan, sort_column, SqlPlan};
@@ -102,6 +103,39 @@ fn manager_of(document: &Value) -> Option<Reference> {
         kind: ResourceKind::User,
         display: None,
     })
+}
+
+/// Applies the workspace's declared extension schemas to a document about to be stored, and
+/// recomputes its index columns when that changed a value (a coerced boolean, say).
+fn declare(
+    declared: &Declared,
+    kind: ResourceKind,
+    document: &mut Value,
+    index: &mut IndexColumns,
+    previous: Option<&Value>,
+) -> Result<(), ScimError> {
+    if declared.of(kind).next().is_none() {
+        return Ok(());
+    }
+    let before = document.clone();
+    declared.enforce(kind, document, previous)?;
+    if *document != before {
+        // An extension left empty (only readOnly values were sent) leaves `schemas` too.
+        if let Some(obj) = document.as_object_mut() {
+            let present: Vec<Value> = obj
+                .get("schemas")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .filter(|(i, u)| *i == 0 || u.as_str().is_some_and(|u| obj.contains_key(u)))
+                .map(|(_, u)| u.clone())
+                .collect();
+            obj.insert("schemas".into(), Value::Array(present));
+        }
+        *index = index_columns(document, kind.resource_type());
+    }
+    Ok(())
 }
 
 /// A PUT body without `active` keeps the stored one (see `App::scim_replace`).
@@ -274,7 +308,9 @@ impl App {
         if crate::cancel::client_left() {
             return Err(ScimError::Unavailable);
         }
-        let n = normalise(body, kind.resource_type())?;
+        let mut n = normalise(body, kind.resource_type())?;
+        let declared = self.scim_declared(workspace.id).await?;
+        declare(&declared, kind, &mut n.document, &mut n.index, None)?;
         let new = NewResource {
             id: new_id(),
             columns: Columns {
@@ -343,11 +379,19 @@ impl App {
             return Err(ScimError::Unavailable);
         }
         let mut n = normalise(body, kind.resource_type())?;
+        let declared = self.scim_declared(workspace.id).await?;
         let edit: Edit = Box::new(move |current| {
             check_if_match(if_match.as_deref(), current.version)?;
             if kind == ResourceKind::User {
                 keep_active(&mut n, &current.document);
             }
+            declare(
+                &declared,
+                kind,
+                &mut n.document,
+                &mut n.index,
+                Some(&current.document),
+            )?;
             let mut members = GroupMembershipDelta::default();
             if kind == ResourceKind::Group {
                 members.replace(&n.members);
@@ -382,9 +426,17 @@ impl App {
             return Err(ScimError::Unavailable);
         }
         let rt: &'static ResourceType = kind.resource_type();
+        let declared = self.scim_declared(workspace.id).await?;
         let edit: Edit = Box::new(move |current| {
             check_if_match(if_match.as_deref(), current.version)?;
-            let r = apply_patch(&current.document, &body, rt)?;
+            let mut r = apply_patch(&current.document, &body, rt)?;
+            declare(
+                &declared,
+                kind,
+                &mut r.document,
+                &mut r.index,
+                Some(&current.document),
+            )?;
             Ok(Change {
                 columns: Columns {
                     display: display_of(&r.document),

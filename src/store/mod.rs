@@ -16,6 +16,7 @@ mod lifecycle_tests;
 pub mod scim;
 mod scim_log;
 mod scim_read;
+mod scim_schemas;
 mod scim_write;
 pub mod sealed;
 pub mod sso;

@@ -13,7 +13,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::db::store_trait;
-use super::{scim_log, scim_read, scim_write, Result};
+use super::{scim_log, scim_read, scim_schemas, scim_write, Result};
 use crate::scim::error::ScimError;
 use crate::scim::members::{GroupMembershipDelta, MemberDisplays};
 use crate::scim::resource::{IndexColumns, Reference};
@@ -223,6 +223,18 @@ store_trait! {
                 kind: ResourceKind,
                 ids: &[String],
             ) -> Result<Vec<Link>>;
+        }
+
+        mod scim_schemas {
+            /// The workspace's declared extension schemas (the engine's JSON), if any.
+            async fn declared_schemas(&self, workspace_id: i64) -> Result<Option<String>>;
+            /// Replaces them.
+            async fn put_declared_schemas(
+                &self,
+                workspace_id: i64,
+                definitions: &str,
+                now: OffsetDateTime,
+            ) -> Result<()>;
         }
 
         mod scim_log {
