@@ -6,6 +6,8 @@
 //! read as such), a single value of a multi-valued attribute taken as a list of one, readOnly
 //! ones ignored, immutable ones never changed once set, and required ones present whenever the
 //! resource carries the extension. Refusals are 400 `invalidValue`, naming the attribute.
+//! writeOnly and `returned: never` attributes are checked and then not kept: they could never be
+//! answered, and Assent has no use for them (as for a User's `password`).
 //!
 //! Everything else about the values (storage, PATCH, filters, the index) is
 //! [`super::extension`]'s: a declared extension is an undeclared one whose values are known to
@@ -354,6 +356,11 @@ impl Declared {
                     continue;
                 }
                 let value = coerce(def, v, &path)?;
+                // Never to be answered, and Assent has no use of its own for it: checked, then
+                // not kept, like a User's password.
+                if def.mutability == Mutability::WriteOnly || def.returned == Returned::Never {
+                    continue;
+                }
                 if def.mutability == Mutability::Immutable {
                     let old = before.and_then(|b| get_ci(b, &def.name));
                     if old.is_some_and(|o| !o.is_null() && *o != value) {

@@ -207,3 +207,22 @@ fn discovery_announces_declared_schemas_for_their_resource_type() {
     let group = resource_type("Group", base, &d).unwrap();
     assert_eq!(group["schemaExtensions"], json!([]));
 }
+
+#[test]
+fn write_only_and_never_returned_attributes_are_checked_then_not_kept() {
+    let d = parse_definitions(&json!({"schemas": [{"id": EXT, "attributes": [
+        {"name": "pin", "type": "integer", "mutability": "writeOnly", "returned": "never"},
+        {"name": "secretish", "type": "string", "returned": "never"},
+        {"name": "shown", "type": "string"}
+    ]}]}))
+    .unwrap();
+    let mut doc = json!({"userName": "a", EXT: {"pin": "1234", "secretish": "x", "shown": "y"}});
+    d.enforce(ResourceKind::User, &mut doc, None).unwrap();
+    assert_eq!(doc[EXT], json!({"shown": "y"}));
+    let mut only_hidden = json!({"userName": "a", EXT: {"pin": 1}});
+    d.enforce(ResourceKind::User, &mut only_hidden, None)
+        .unwrap();
+    assert!(only_hidden.get(EXT).is_none());
+    let mut bad = json!({"userName": "a", EXT: {"pin": "x"}});
+    assert!(d.enforce(ResourceKind::User, &mut bad, None).is_err());
+}

@@ -105,6 +105,13 @@ fn manager_of(document: &Value) -> Option<Reference> {
     })
 }
 
+/// Whether a PATCH body names an extension schema anywhere (a path, a path-less key).
+fn mentions_extension(body: &Value) -> bool {
+    body.to_string()
+        .to_ascii_lowercase()
+        .contains(crate::scim::extension::EXTENSION_PREFIX)
+}
+
 /// Applies the workspace's declared extension schemas to a document about to be stored, and
 /// recomputes its index columns when that changed a value (a coerced boolean, say).
 fn declare(
@@ -179,6 +186,23 @@ fn reads_refs(kind: ResourceKind, filter: Option<&Filter>, sort: Option<&Sort>) 
 }
 
 impl App {
+    /// The declared schemas a POST or PUT body must obey: none to load when it carries no
+    /// extension Assent does not define.
+    async fn scim_declared_for(
+        &self,
+        workspace: &Workspace,
+        document: &Value,
+    ) -> Result<Declared, ScimError> {
+        let carries = document
+            .as_object()
+            .is_some_and(|o| crate::scim::extension::custom_keys(o).next().is_some());
+        if carries {
+            self.scim_declared(workspace.id).await
+        } else {
+            Ok(Declared::default())
+        }
+    }
+
     fn scim_base(&self) -> String {
         self.config.scim_base_url()
     }
@@ -309,7 +333,7 @@ impl App {
             return Err(ScimError::Unavailable);
         }
         let mut n = normalise(body, kind.resource_type())?;
-        let declared = self.scim_declared(workspace.id).await?;
+        let declared = self.scim_declared_for(workspace, &n.document).await?;
         declare(&declared, kind, &mut n.document, &mut n.index, None)?;
         let new = NewResource {
             id: new_id(),
@@ -379,7 +403,7 @@ impl App {
             return Err(ScimError::Unavailable);
         }
         let mut n = normalise(body, kind.resource_type())?;
-        let declared = self.scim_declared(workspace.id).await?;
+        let declared = self.scim_declared_for(workspace, &n.document).await?;
         let edit: Edit = Box::new(move |current| {
             check_if_match(if_match.as_deref(), current.version)?;
             if kind == ResourceKind::User {
@@ -426,7 +450,12 @@ impl App {
             return Err(ScimError::Unavailable);
         }
         let rt: &'static ResourceType = kind.resource_type();
-        let declared = self.scim_declared(workspace.id).await?;
+        // A PATCH that names no extension leaves every extension object as it was.
+        let declared = if mentions_extension(&body) {
+            self.scim_declared(workspace.id).await?
+        } else {
+            Declared::default()
+        };
         let edit: Edit = Box::new(move |current| {
             check_if_match(if_match.as_deref(), current.version)?;
             let mut r = apply_patch(&current.document, &body, rt)?;

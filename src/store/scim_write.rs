@@ -175,41 +175,29 @@ async fn write_ext_values(
             .map(|_| ())
         })?;
     }
-    match tx.conn() {
-        On::Postgres(_) if values.is_empty() => {}
-        // One statement, the rows as arrays.
-        On::Postgres(c) => {
-            let paths: Vec<&str> = values.iter().map(|(p, _)| p.as_str()).collect();
-            let keys: Vec<&str> = values.iter().map(|(_, k)| k.as_str()).collect();
-            sqlx::query(
-                "INSERT INTO scim_ext_values (workspace_id, resource_type, resource_id, path, value)
-                 SELECT $1, $2, $3, v.p, v.k FROM UNNEST($4::text[], $5::text[]) AS v(p, k)
-                 ON CONFLICT DO NOTHING",
-            )
+    if values.is_empty() {
+        return Ok(());
+    }
+    // One statement for all of them (at most `MAX_EXTENSION_VALUES`, 2 placeholders each), the
+    // same on both databases: a create with ten extension attributes costs one round trip, not ten.
+    let rows: Vec<String> = (0..values.len())
+        .map(|i| format!("($1, $2, $3, ${}, ${})", 4 + 2 * i, 5 + 2 * i))
+        .collect();
+    let sql = format!(
+        "INSERT INTO scim_ext_values (workspace_id, resource_type, resource_id, path, value)
+         VALUES {} ON CONFLICT DO NOTHING",
+        rows.join(", ")
+    );
+    db_run!(tx.conn(), |c| {
+        let mut q = sqlx::query(&sql)
             .bind(workspace_id)
             .bind(resource_type)
-            .bind(id)
-            .bind(&paths)
-            .bind(&keys)
-            .execute(c)
-            .await?;
+            .bind(id);
+        for (path, key) in values {
+            q = q.bind(path).bind(key);
         }
-        On::Sqlite(c) => {
-            for (path, key) in values {
-                sqlx::query(
-                    "INSERT INTO scim_ext_values (workspace_id, resource_type, resource_id, path, value)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(workspace_id)
-                .bind(resource_type)
-                .bind(id)
-                .bind(path)
-                .bind(key)
-                .execute(&mut *c)
-                .await?;
-            }
-        }
-    }
+        q.execute(c).await.map(|_| ())
+    })?;
     Ok(())
 }
 

@@ -22,7 +22,8 @@ fn definitions() -> Value {
             {"name": "level", "type": "integer"},
             {"name": "remote", "type": "boolean"},
             {"name": "badgeId", "type": "string", "mutability": "immutable"},
-            {"name": "score", "type": "integer", "mutability": "readOnly"}
+            {"name": "score", "type": "integer", "mutability": "readOnly"},
+            {"name": "pin", "type": "string", "mutability": "writeOnly", "returned": "never"}
         ]
     }]})
 }
@@ -122,15 +123,17 @@ async fn owners_declare_admins_read_members_are_refused() {
 
 #[tokio::test]
 async fn declared_types_mutability_and_required_are_enforced() {
-    let (_, t, scim) = tenant().await;
+    let (server, t, scim) = tenant().await;
+    let pin = format!("pin-{}", guid());
     json_body(put(&t.owner, &definitions()).await, 200).await;
     let user = |ext: Value| json!({"schemas": [USER_URN, EXT], "userName": format!("d_{}@x.org", guid()), EXT: ext});
-    // Entra's string booleans and numbers are read as their declared types; readOnly ignored.
+    // Entra's string booleans and numbers are read as their declared types; readOnly ignored;
+    // writeOnly checked, then not kept.
     let created = scim
         .post(
             "/Users",
             &user(json!({"costcenter": "CC-9", "level": "3", "remote": "True",
-                         "badgeId": "B-1", "score": 99})),
+                         "badgeId": "B-1", "score": 99, "pin": pin})),
         )
         .await
         .expect(201);
@@ -143,6 +146,12 @@ async fn declared_types_mutability_and_required_are_enforced() {
         .filter("/Users", &format!("{EXT}:remote eq true"), "")
         .await;
     assert_eq!(found.len(), 1);
+    assert_eq!(found[0][EXT], created[EXT]);
+    let got = scim.get(&format!("/Users/{id}")).await.expect(200);
+    assert!(got[EXT].get("pin").is_none(), "{got}");
+    server
+        .assert_db_free_of(&[("writeOnly value", pin.as_str())])
+        .await;
 
     for (ext, needle) in [
         (json!({"level": 1}), "costCenter' is required"),
