@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::extract::ApiJson;
 use crate::app::App;
 use crate::error::ApiResult;
-use crate::service::ConsoleSession;
+use crate::service::{Caller, ConsoleSession};
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new().route("/v1/console/scim/schemas", get(read).put(replace))
@@ -25,7 +25,8 @@ async fn read(State(app): State<Arc<App>>, session: ConsoleSession) -> ApiResult
 async fn replace(
     State(app): State<Arc<App>>,
     session: ConsoleSession,
+    caller: Caller,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(app.put_scim_schemas(&session, &body).await?))
+    Ok(Json(app.put_scim_schemas(&session, &body, &caller).await?))
 }

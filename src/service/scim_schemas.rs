@@ -2,13 +2,15 @@
 //! (`GET`/`PUT /v1/console/scim/schemas`), loaded for `/Schemas`, `/ResourceTypes` and every SCIM
 //! write that must obey them (`crate::scim::declared`).
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::app::App;
+use crate::domain::audit::Kind;
 use crate::error::{ApiError, ApiResult};
 use crate::scim::declared::{parse_definitions, Declared};
 use crate::scim::error::ScimError;
-use crate::service::ConsoleSession;
+use crate::service::audit::Audit;
+use crate::service::{Caller, ConsoleSession};
 use crate::store::{Role, StoreError};
 
 impl App {
@@ -63,21 +65,27 @@ impl App {
         &self,
         session: &ConsoleSession,
         body: &Value,
+        caller: &Caller,
     ) -> ApiResult<Value> {
         if session.user.role != Role::Owner {
             return Err(ApiError::Forbidden("only owners may declare SCIM schemas"));
         }
         let declared = parse_definitions(body).map_err(ApiError::BadRequest)?;
         let stored = declared.to_json();
+        let ids: Vec<&str> = declared.0.iter().map(|s| s.id.as_str()).collect();
+        // On record before it happens, as every change an owner makes (503 and nothing changed
+        // when the audit log cannot be written).
+        self.record(
+            Audit::new(Kind::ScimSchemasDeclared)
+                .workspace(session.workspace.id)
+                .actor(&session.user.email)
+                .ip(&caller.ip)
+                .detail(json!({"schemas": ids})),
+        )
+        .await?;
         self.scim
             .put_declared_schemas(session.workspace.id, &stored.to_string(), self.now())
             .await?;
-        tracing::info!(
-            workspace = session.workspace.id,
-            by = %session.user.email,
-            schemas = declared.0.len(),
-            "SCIM extension schemas declared"
-        );
         Ok(stored)
     }
 }

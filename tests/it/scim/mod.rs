@@ -17,13 +17,9 @@ use support::scim::{
 use support::server::shared;
 use support::{json_body, problem, Browser, TestServer};
 
-#[path = "scim_declared.rs"]
 mod declared;
-#[path = "scim_extensions.rs"]
 mod extensions;
-#[path = "scim_microsoft.rs"]
 mod microsoft;
-#[path = "scim_okta.rs"]
 mod okta;
 
 async fn tenant() -> (&'static TestServer, ScimTenant, Scim) {

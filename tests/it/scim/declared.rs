@@ -91,6 +91,18 @@ async fn owners_declare_admins_read_members_are_refused() {
     );
     let read = json_body(admin.get("/v1/console/scim/schemas").await, 200).await;
     assert_eq!(read, stored);
+    // On the workspace's audit log, once: the refused and invalid attempts changed nothing.
+    let audit = json_body(
+        t.owner
+            .get("/v1/console/audit?kind=scim.schemas_declared&limit=10")
+            .await,
+        200,
+    )
+    .await;
+    let entries = audit["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["actor"], t.ws.owner_email.as_str());
+    assert_eq!(entries[0]["detail"]["schemas"], json!([EXT]));
 
     // Announced to SCIM clients.
     let schemas = scim.get("/Schemas").await.resources();
