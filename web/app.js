@@ -253,6 +253,7 @@ function showSignIn(message = '', kind = 'info') {
   for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
   $('device-list').replaceChildren();
   $('activity-rows').replaceChildren();
+  $('schemas-json').value = '';
   $('tenant-url').value = '';
   for (const id of ['dirsync-message', 'devices-message', 'activity-message']) notify($(id), '');
   $('loading').hidden = true;
@@ -290,10 +291,12 @@ function enterConsole(s, afterSignIn) {
   if (afterSignIn) $('main').focus();
 
   $('policy-section').hidden = !manage;
+  $('schemas-section').hidden = !manage;
   loadDevices();
   if (manage) {
     loadActivity(true);
     loadPolicy();
+    loadSchemas();
   }
 }
 
@@ -1056,6 +1059,51 @@ async function savePolicy(event) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// SCIM extension schemas (owners declare them; admins read them): RFC 7643 §7 definitions, edited as
+// JSON. The server checks them and names what is wrong.
+
+async function loadSchemas() {
+  let loaded;
+  try {
+    loaded = await api('GET', '/v1/console/scim/schemas');
+  } catch (err) {
+    notify($('schemas-message'), `Could not load the SCIM schemas. ${describe(err)}`, 'error');
+    return;
+  }
+  showSchemas(loaded);
+}
+
+function showSchemas(declared) {
+  const owner = session !== null && session.role === 'owner';
+  $('schemas-json').value = JSON.stringify(declared, null, 2);
+  $('schemas-json').readOnly = !owner;
+  $('schemas-save').hidden = !owner;
+  $('schemas-hint').textContent = owner
+    ? 'Attributes under these schemas are checked on every SCIM write and announced in /Schemas.'
+    : 'Declared by the workspace\'s owners.';
+}
+
+async function saveSchemas(event) {
+  event.preventDefault();
+  let body;
+  try {
+    body = JSON.parse($('schemas-json').value);
+  } catch {
+    notify($('schemas-message'), 'This is not valid JSON.', 'error');
+    $('schemas-json').focus();
+    return;
+  }
+  await busy($('schemas-save'), async () => {
+    try {
+      showSchemas(await api('PUT', '/v1/console/scim/schemas', body));
+      notify($('schemas-message'), 'Schemas saved.', 'success');
+    } catch (err) {
+      notify($('schemas-message'), `The schemas were not saved. ${describe(err)}`, 'error');
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Wiring
 
 function on(id, type, handler) {
@@ -1090,6 +1138,7 @@ function start() {
   on('confirm-dialog', 'close', () => restoreFocus($('confirm-dialog')));
 
   on('policy-form', 'submit', savePolicy);
+  on('schemas-form', 'submit', saveSchemas);
   on('activity-more', 'click', loadMoreActivity);
   on('activity-refresh', 'click', (e) => busy(e.currentTarget, () => loadActivity(true)));
 
