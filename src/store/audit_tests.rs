@@ -170,38 +170,6 @@ async fn racing_appends_never_share_a_link() {
     }
 }
 
-/// SQLite's group commit (`AuditQueue`): appends racing from one app share transactions, and an
-/// entry the database refuses fails its own caller only (fail closed), while every other entry
-/// is committed and chained.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_entry_refused_in_a_batch_fails_only_its_own_caller() {
-    let db = TestDb::sqlite().await;
-    let app = db.app(&[]).await;
-    db.exec(
-        "CREATE TRIGGER refuse BEFORE INSERT ON audit_log WHEN NEW.kind = 'refused'
-         BEGIN SELECT RAISE(ABORT, 'refused'); END",
-    )
-    .await;
-    let tasks: Vec<_> = (0..40)
-        .map(|n| {
-            let app = app.clone();
-            tokio::spawn(async move {
-                let kind = if n == 17 { "refused" } else { "challenge.created" };
-                app.store
-                    .append_audit(event(Some(4), kind, n), at(n))
-                    .await
-                    .is_ok()
-            })
-        })
-        .collect();
-    for (n, task) in tasks.into_iter().enumerate() {
-        assert_eq!(task.await.unwrap(), n != 17, "append {n}");
-    }
-    assert_eq!(app.verify_audit(Some(4)).await.unwrap().entries, 39);
-    assert_eq!(chain_ids(&app, Some(4)).await.len(), 39);
-    db.remove().await;
-}
-
 #[tokio::test]
 async fn an_edited_entry_is_named() {
     for db in TestDb::each().await {

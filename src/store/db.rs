@@ -14,7 +14,6 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::audit_log::AuditQueue;
 use super::Database;
 use super::{Result, StoreError};
 
@@ -40,8 +39,6 @@ pub enum Db {
         write: SqlitePool,
         read: SqlitePool,
         bulk: Arc<Semaphore>,
-        /// Audit appends, written together on `write` (group commit, `audit_log.rs`).
-        audit: Arc<AuditQueue>,
     },
     /// The shared database of several instances.
     Postgres(PgPool),
@@ -137,7 +134,6 @@ impl Db {
             write,
             read,
             bulk: Arc::new(Semaphore::new(BULK_WRITERS)),
-            audit: Arc::default(),
         }
     }
 
@@ -266,7 +262,7 @@ pub(super) async fn sqlite_pools(url: &str) -> anyhow::Result<(SqlitePool, Sqlit
 /// a caller dropped in between would leave the connection inside a transaction nobody ends, and
 /// every later write would fail or never commit. Spawned, the begin always finishes; if nobody
 /// awaits it any more, its `Transaction` is dropped and rolls back like any other.
-pub(super) async fn sqlite_begin(
+async fn sqlite_begin(
     pool: &SqlitePool,
     statement: Option<&'static str>,
 ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
