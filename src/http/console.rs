@@ -3,7 +3,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -18,6 +18,7 @@ use crate::domain::challenge::Action;
 use crate::domain::crypto::Secret;
 use crate::error::{ApiError, ApiResult};
 use crate::service::devices::{EnrollmentOffer, EnrollmentStart};
+use crate::service::members::RoleChange;
 use crate::service::stepup::Released;
 use crate::service::{Caller, ConsoleSession};
 use crate::store::{Device, Role};
@@ -43,7 +44,11 @@ pub fn routes() -> Router<Arc<App>> {
             get(events::<ConsoleSession>),
         )
         .route("/v1/console/challenges/{id}/release", post(release))
-        .route("/v1/console/members", get(members))
+        .route("/v1/console/members", get(members).post(invite))
+        .route(
+            "/v1/console/members/{id}",
+            patch(change_role).delete(remove_member),
+        )
         .route(
             "/v1/console/members/{id}/devices",
             delete(reset_member_devices),
@@ -208,6 +213,7 @@ async fn members(
                 "email": m.user.email,
                 "role": m.user.role,
                 "devices": m.devices,
+                "devices_last_seen_at": m.devices_last_seen_at.map(rfc3339),
                 "last_sign_in_at": m.last_sign_in_at.map(rfc3339),
                 "sso_linked": m.sso_linked,
             })
@@ -216,15 +222,84 @@ async fn members(
     Ok(Json(json!({ "members": members })))
 }
 
+#[derive(Deserialize)]
+struct Invite {
+    email: String,
+    role: Role,
+}
+
+/// 201 with the one-time password, shown once: never cached.
+async fn invite(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    caller: Caller,
+    ApiJson(body): ApiJson<Invite>,
+) -> ApiResult<Response> {
+    let (user, password) = app
+        .invite_member(&session, &body.email, body.role, &caller)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({
+            "id": user.id,
+            "email": user.email,
+            "role": user.role,
+            "password": password.expose(),
+        })),
+    )
+        .into_response())
+}
+
+/// Member ids are integers; anything else names nobody.
+fn member_id(id: &str) -> ApiResult<i64> {
+    id.trim().parse().map_err(|_| ApiError::NotFound)
+}
+
+#[derive(Deserialize)]
+struct RoleBody {
+    role: Role,
+}
+
+async fn change_role(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RoleBody>,
+) -> ApiResult<Response> {
+    match app
+        .change_role(&session, member_id(&id)?, body.role, &caller)
+        .await?
+    {
+        RoleChange::Changed(user) => Ok(Json(
+            json!({"id": user.id, "email": user.email, "role": user.role}),
+        )
+        .into_response()),
+        RoleChange::StepUp(challenge, notified) => step_up_answer(challenge, notified).await,
+    }
+}
+
+async fn remove_member(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.remove_member(&session, member_id(&id)?, &caller)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn reset_member_devices(
     State(app): State<Arc<App>>,
     session: ConsoleSession,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    // Member ids are integers; anything else names nobody.
-    let id: i64 = id.trim().parse().map_err(|_| ApiError::NotFound)?;
-    let (challenge, notified) = app.request_devices_reset(&session, id, &caller).await?;
+    let (challenge, notified) = app
+        .request_devices_reset(&session, member_id(&id)?, &caller)
+        .await?;
     step_up_answer(challenge, notified).await
 }
 
@@ -336,6 +411,11 @@ async fn release(
             "action": Action::MemberDevicesReset,
             "id": member_id,
             "devices_removed": removed,
+        }),
+        Released::Promoted { member_id, role } => json!({
+            "action": Action::MemberPromote,
+            "id": member_id,
+            "role": role,
         }),
     };
     // A token or a code must not linger in any cache.

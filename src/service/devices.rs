@@ -467,6 +467,7 @@ impl App {
                 subject: Some(Subject {
                     user_id: member.id,
                     email: member.email.clone(),
+                    role: None,
                 }),
             },
             &policy,

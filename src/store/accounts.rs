@@ -31,7 +31,7 @@ impl From<WorkspaceRow> for Workspace {
 }
 
 #[derive(FromRow)]
-struct UserRow {
+pub(super) struct UserRow {
     id: i64,
     workspace_id: i64,
     email: String,
@@ -56,6 +56,7 @@ struct MemberRow {
     #[sqlx(flatten)]
     user: UserRow,
     devices: i64,
+    devices_last_seen_at: Option<i64>,
     last_sign_in_at: Option<i64>,
     sso_linked: bool,
 }
@@ -71,7 +72,7 @@ struct SessionRow {
     method: String,
 }
 
-const INSERT_USER: &str =
+pub(super) const INSERT_USER: &str =
     "INSERT INTO users (workspace_id, email, email_lower, role, password_hash, created_at)
      VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
 
@@ -198,6 +199,8 @@ pub(super) async fn members(db: &Db, workspace_id: i64) -> Result<Vec<Member>> {
     let rows: Vec<MemberRow> = db_run!(db.read(), |c| {
         sqlx::query_as(
             "SELECT u.*, (SELECT COUNT(*) FROM devices d WHERE d.user_id = u.id) AS devices,
+                    (SELECT MAX(d.last_seen_at) FROM devices d WHERE d.user_id = u.id)
+                      AS devices_last_seen_at,
                     EXISTS (SELECT 1 FROM sso_links l WHERE l.user_id = u.id) AS sso_linked
              FROM users u WHERE u.workspace_id = $1 ORDER BY u.email_lower",
         )
@@ -210,6 +213,7 @@ pub(super) async fn members(db: &Db, workspace_id: i64) -> Result<Vec<Member>> {
         .map(|row| Member {
             user: row.user.into(),
             devices: row.devices,
+            devices_last_seen_at: row.devices_last_seen_at.map(from_unix),
             last_sign_in_at: row.last_sign_in_at.map(from_unix),
             sso_linked: row.sso_linked,
         })

@@ -13,6 +13,7 @@ mod db;
 mod devices;
 #[cfg(test)]
 mod lifecycle_tests;
+mod members;
 pub mod scim;
 mod scim_log;
 mod scim_read;
@@ -36,6 +37,7 @@ pub use crate::domain::people::{
 };
 pub use crate::domain::policy::Policy;
 use db::{store_trait, Db};
+pub use members::MemberChange;
 use scim::ScimStore;
 use sealed::SealedStore;
 use sso::SsoStore;
@@ -226,6 +228,40 @@ store_trait! {
             /// Ends the sessions of the workspace's users other than its owners (single sign-on
             /// enforced); returns how many.
             async fn end_sessions_but_owners(&self, workspace_id: i64) -> Result<u64>;
+        }
+
+        mod members {
+            /// Adds a member with a one-time password and its audit entry, in one transaction;
+            /// `Conflict` when the e-mail is already in the workspace.
+            async fn invite_member(
+                &self,
+                workspace_id: i64,
+                email: &str,
+                role: Role,
+                password_hash: &str,
+                now: OffsetDateTime,
+                audit: AuditEvent,
+            ) -> Result<User>;
+            /// Sets the member's role from `from` to `to` with its audit entry, unless the role
+            /// moved meanwhile or the workspace would be left without an owner.
+            async fn set_member_role(
+                &self,
+                workspace_id: i64,
+                user_id: i64,
+                from: Role,
+                to: Role,
+                now: OffsetDateTime,
+                audit: AuditEvent,
+            ) -> Result<MemberChange>;
+            /// Deletes the member (sessions, phones, password and links with them) with its audit
+            /// entry, unless they are the last owner.
+            async fn remove_member(
+                &self,
+                workspace_id: i64,
+                user_id: i64,
+                now: OffsetDateTime,
+                audit: AuditEvent,
+            ) -> Result<MemberChange>;
         }
 
         mod devices {

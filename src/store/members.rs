@@ -1,0 +1,154 @@
+//! The changes owners and admins make to a workspace's people (CONTRACT.md section 3a):
+//! `Store`'s `mod members`. Each change and its audit entry commit in one transaction, so neither
+//! exists without the other; and each reads what it checks (the member's role, the owners left)
+//! under a lock, so two owners demoting each other cannot leave the workspace without one.
+
+use time::OffsetDateTime;
+
+use super::accounts::{UserRow, INSERT_USER};
+use super::audit_log::append_in;
+use super::db::{db_run, ts, Db, Tx};
+use super::{AuditEvent, Result, Role, User};
+
+/// What a change to a member found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Done, with the audit entry; the member as they were before.
+    Done(User),
+    /// Nobody with that id in that workspace (never there, or removed meanwhile).
+    NoSuchMember,
+    /// The member's role is no longer the one the change was decided on.
+    RoleMoved,
+    /// It would leave the workspace without an owner.
+    LastOwner,
+}
+
+/// Takes the workspace's member lock for the rest of `tx` and reads the member and how many
+/// owners there are. On Postgres the workspace row is the lock (`FOR UPDATE`): member changes of
+/// one workspace take turns across instances; on SQLite the IMMEDIATE transaction already holds
+/// the database's write lock.
+async fn lock_and_read(
+    tx: &mut Tx,
+    workspace_id: i64,
+    user_id: i64,
+) -> Result<Option<(User, i64)>> {
+    let lock = format!(
+        "SELECT id FROM workspaces WHERE id = $1 {}",
+        tx.row_lock("FOR UPDATE")
+    );
+    let _: Option<i64> = db_run!(tx.conn(), |c| {
+        sqlx::query_scalar(&lock)
+            .bind(workspace_id)
+            .fetch_optional(c)
+            .await
+    })?;
+    let row: Option<UserRow> = db_run!(tx.conn(), |c| {
+        sqlx::query_as("SELECT * FROM users WHERE id = $1 AND workspace_id = $2")
+            .bind(user_id)
+            .bind(workspace_id)
+            .fetch_optional(c)
+            .await
+    })?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let owners: i64 = db_run!(tx.conn(), |c| {
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE workspace_id = $1 AND role = 'owner'")
+            .bind(workspace_id)
+            .fetch_one(c)
+            .await
+    })?;
+    Ok(Some((User::from(row), owners)))
+}
+
+pub(super) async fn invite_member(
+    db: &Db,
+    workspace_id: i64,
+    email: &str,
+    role: Role,
+    password_hash: &str,
+    now: OffsetDateTime,
+    audit: AuditEvent,
+) -> Result<User> {
+    let mut tx = db.begin_immediate().await?;
+    let id: i64 = db_run!(tx.conn(), |c| {
+        sqlx::query_scalar(INSERT_USER)
+            .bind(workspace_id)
+            .bind(email)
+            .bind(email.to_lowercase())
+            .bind(role.as_str())
+            .bind(password_hash)
+            .bind(ts(now))
+            .fetch_one(c)
+            .await
+    })?;
+    append_in(&mut tx, audit, now).await?;
+    tx.commit().await?;
+    Ok(User {
+        id,
+        workspace_id,
+        email: email.to_owned(),
+        role,
+        password_hash: password_hash.to_owned(),
+    })
+}
+
+pub(super) async fn set_member_role(
+    db: &Db,
+    workspace_id: i64,
+    user_id: i64,
+    from: Role,
+    to: Role,
+    now: OffsetDateTime,
+    audit: AuditEvent,
+) -> Result<MemberChange> {
+    let mut tx = db.begin_immediate().await?;
+    let Some((member, owners)) = lock_and_read(&mut tx, workspace_id, user_id).await? else {
+        return Ok(MemberChange::NoSuchMember);
+    };
+    if member.role != from {
+        return Ok(MemberChange::RoleMoved);
+    }
+    if from == Role::Owner && to != Role::Owner && owners <= 1 {
+        return Ok(MemberChange::LastOwner);
+    }
+    db_run!(tx.conn(), |c| {
+        sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
+            .bind(to.as_str())
+            .bind(user_id)
+            .execute(c)
+            .await
+            .map(|_| ())
+    })?;
+    append_in(&mut tx, audit, now).await?;
+    tx.commit().await?;
+    Ok(MemberChange::Done(member))
+}
+
+pub(super) async fn remove_member(
+    db: &Db,
+    workspace_id: i64,
+    user_id: i64,
+    now: OffsetDateTime,
+    audit: AuditEvent,
+) -> Result<MemberChange> {
+    let mut tx = db.begin_immediate().await?;
+    let Some((member, owners)) = lock_and_read(&mut tx, workspace_id, user_id).await? else {
+        return Ok(MemberChange::NoSuchMember);
+    };
+    if member.role == Role::Owner && owners <= 1 {
+        return Ok(MemberChange::LastOwner);
+    }
+    // Sessions, phones, enrollment codes and single sign-on links go with the row (ON DELETE
+    // CASCADE), and the password with it: all at once, in this transaction.
+    db_run!(tx.conn(), |c| {
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(c)
+            .await
+            .map(|_| ())
+    })?;
+    append_in(&mut tx, audit, now).await?;
+    tx.commit().await?;
+    Ok(MemberChange::Done(member))
+}
