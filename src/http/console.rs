@@ -276,7 +276,7 @@ async fn change_role(
             json!({"id": user.id, "email": user.email, "role": user.role}),
         )
         .into_response()),
-        RoleChange::StepUp(challenge, notified) => step_up_answer(challenge, notified).await,
+        RoleChange::StepUp(challenge, notified) => step_up_answer(*challenge, notified).await,
     }
 }
 

@@ -21,7 +21,7 @@ use crate::store::{Member, MemberChange, Role, StoreError, User};
 /// What a role change did: at once (a demotion, or nothing to change), or a step-up to approve.
 pub enum RoleChange {
     Changed(User),
-    StepUp(Challenge, usize),
+    StepUp(Box<Challenge>, usize),
 }
 
 const LAST_OWNER: &str =
@@ -141,7 +141,7 @@ impl App {
                 caller,
             )
             .await?;
-        Ok(RoleChange::StepUp(challenge, notified))
+        Ok(RoleChange::StepUp(Box::new(challenge), notified))
     }
 
     /// Writes `member`'s new role with its audit entry (naming the approved challenge, if any).

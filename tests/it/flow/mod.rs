@@ -5,6 +5,7 @@
 
 mod edge;
 mod lifecycle;
+mod members;
 mod resilience;
 mod security;
 
