@@ -71,6 +71,8 @@ struct Me {
     workspace: String,
     workspace_name: String,
     scim_base_url: String,
+    /// What an owner registers at their OpenID provider (CONTRACT.md section 11).
+    sso_redirect_uri: String,
 }
 
 fn me(app: &App, user: &crate::store::User, workspace: &crate::store::Workspace) -> Me {
@@ -80,6 +82,7 @@ fn me(app: &App, user: &crate::store::User, workspace: &crate::store::Workspace)
         workspace: workspace.slug.clone(),
         workspace_name: workspace.name.clone(),
         scim_base_url: app.config.scim_base_url(),
+        sso_redirect_uri: app.sso_redirect_uri(),
     }
 }
 
@@ -336,6 +339,14 @@ impl From<&Device> for DeviceView {
 async fn list_devices(
     State(app): State<Arc<App>>,
     session: ConsoleSession,
+) -> ApiResult<Json<serde_json::Value>> {
+    device_list(&app, &session).await
+}
+
+/// The signed-in person's phones (a console user's or a staff member's).
+pub(super) async fn device_list(
+    app: &App,
+    session: &ConsoleSession,
 ) -> ApiResult<Json<serde_json::Value>> {
     let devices = app.devices_of(session.user.id).await?;
     let views: Vec<DeviceView> = devices.iter().map(DeviceView::from).collect();

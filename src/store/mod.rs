@@ -14,6 +14,7 @@ mod devices;
 #[cfg(test)]
 mod lifecycle_tests;
 mod members;
+mod provisioning;
 pub mod scim;
 mod scim_log;
 mod scim_read;
@@ -262,6 +263,15 @@ store_trait! {
                 now: OffsetDateTime,
                 audit: AuditEvent,
             ) -> Result<MemberChange>;
+        }
+
+        mod provisioning {
+            /// How many SCIM requests of the workspace were logged since `since`.
+            async fn provisioning_requests(
+                &self,
+                workspace_id: i64,
+                since: OffsetDateTime,
+            ) -> Result<i64>;
         }
 
         mod devices {
