@@ -9,20 +9,28 @@
 use super::*;
 use crate::support::oidc::NodeProvider;
 use crate::support::scim::{Scim, USER_URN};
-use fantoccini::Locator;
 use reqwest::Method;
 
-/// A picture of one element (a section of the page), saved under `target/e2e-screenshots/` and,
-/// with `ASSENT_UPDATE_DOCS=1`, as `docs/<doc>`.
+/// A picture of one element (a section of the page) in full, however tall, saved under
+/// `target/e2e-screenshots/` and, with `ASSENT_UPDATE_DOCS=1`, as `docs/<doc>`.
 async fn section_shot(page: &Page, id: &str, doc: &str) {
-    let png = page
-        .client()
-        .find(Locator::Id(id))
-        .await
-        .unwrap_or_else(|e| panic!("no element #{id}: {e}"))
-        .screenshot()
-        .await
-        .expect("element screenshot");
+    use base64::Engine;
+    let rect = page
+        .js(
+            "const r = document.getElementById(arguments[0]).getBoundingClientRect();
+             return { x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height, scale: 1 };",
+            vec![json!(id)],
+        )
+        .await;
+    let shot = page
+        .cdp(
+            "Page.captureScreenshot",
+            json!({ "format": "png", "captureBeyondViewport": true, "clip": rect }),
+        )
+        .await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().expect("screenshot data"))
+        .expect("base64 PNG");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     let path = support_browser::chrome::screenshot_dir().join(format!("{}-{doc}", page.name));
     std::fs::write(&path, &png).expect("write the screenshot");
@@ -119,9 +127,9 @@ async fn members_an_invitee_signs_in_with_the_one_time_password_enrolls_and_view
     assert_eq!(row[2], "None", "{row}");
     section_shot(&page, "members-section", "members.png").await;
 
-    // The same e-mail again is refused in words, and the password field is gone.
-    page.fill("invite-email", &email).await;
-    page.click("invite-submit").await;
+    // The same e-mail again, from the keyboard alone (Enter submits the form): refused in words,
+    // and the password field is gone.
+    page.fill("invite-email", &format!("{email}\u{E007}")).await;
     page.wait_text("invite-message", "already a member", WAIT)
         .await;
     assert_eq!(page.value("invite-password").await, "");
@@ -439,7 +447,7 @@ async fn support_page_rotates_a_token_approved_by_the_simulator_and_never_shows_
         !html.as_str().unwrap().contains("assent_scim_"),
         "a token is on the page"
     );
-    section_shot(&page, "main", "support.png").await;
+    section_shot(&page, "support-view", "support.png").await;
 
     page.narrow(320).await;
     page.dark().await;
