@@ -1,7 +1,8 @@
 //! The members of a workspace (issue 16, CONTRACT.md section 3a) against the real binary: who may
 //! invite, change a role and remove, as an owner, an admin, a member, nobody, another workspace
 //! and another site would try; the promotion behind the owner's own phone; the last owner; and
-//! what a removal does to the removed person's sessions, phones and password at once.
+//! what a removal does to the removed person's sessions, phones and password at once; and the
+//! provisioning page's figures (`GET /v1/console/provisioning-summary`).
 
 use super::*;
 
@@ -461,4 +462,73 @@ async fn a_promotion_racing_a_removal_promotes_nobody_and_brings_nobody_back() {
     assert!(row_of(&owner.browser, &email).await.is_none());
     let changes = audit_of(&owner.browser, "member.role_changed").await.len();
     assert_eq!(changes, usize::from(released == 200));
+}
+
+/// The provisioning page's figures (issue 16): the day's requests and failures of this workspace's
+/// token only, and when it last called; owners and admins only.
+#[tokio::test]
+async fn the_provisioning_summary_counts_the_days_requests_of_this_workspace() {
+    use support::scim::{ScimTenant, USER_URN};
+    let server = shared().await;
+    let tenant = ScimTenant::new(server).await;
+    let scim = tenant.client(server);
+    let user = json!({"schemas": [USER_URN], "userName": "kim@example.com", "active": true});
+    assert_eq!(
+        scim.send(Method::POST, "/Users", Some(&user), &[])
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        scim.send(Method::POST, "/Users", Some(&user), &[])
+            .await
+            .status,
+        409
+    );
+    // A request with no valid token belongs to no workspace's log.
+    assert_eq!(
+        scim_status(server, Some("assent_scim_not-a-token")).await,
+        401
+    );
+
+    let summary = json_body(
+        tenant.owner.get("/v1/console/provisioning-summary").await,
+        200,
+    )
+    .await;
+    assert_eq!(summary["requests_24h"], 2, "{summary}");
+    assert_eq!(summary["failures_24h"], 1, "{summary}");
+    assert_about(
+        utc_time(&summary, "last_request_at"),
+        0,
+        30,
+        "the last call",
+    );
+    assert_about(utc_time(&summary, "since"), -86_400, 30, "a day ago");
+
+    let (admin_email, admin_password) = server.add_member(&tenant.ws, "admin");
+    let admin = Browser::logged_in(server, &tenant.ws.slug, &admin_email, &admin_password).await;
+    json_body(admin.get("/v1/console/provisioning-summary").await, 200).await;
+    let (member_email, member_password) = server.add_member(&tenant.ws, "member");
+    let member = Browser::logged_in(server, &tenant.ws.slug, &member_email, &member_password).await;
+    problem(member.get("/v1/console/provisioning-summary").await, &[403]).await;
+    problem(
+        Browser::new(server)
+            .get("/v1/console/provisioning-summary")
+            .await,
+        &[401],
+    )
+    .await;
+    // Another workspace sees its own (nothing), never this one's.
+    let stranger = owner_with_phone(server).await;
+    let theirs = json_body(
+        stranger
+            .browser
+            .get("/v1/console/provisioning-summary")
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(theirs["requests_24h"], 0, "{theirs}");
+    assert!(theirs["last_request_at"].is_null(), "{theirs}");
 }
