@@ -532,3 +532,114 @@ async fn the_provisioning_summary_counts_the_days_requests_of_this_workspace() {
     assert_eq!(theirs["requests_24h"], 0, "{theirs}");
     assert!(theirs["last_request_at"].is_null(), "{theirs}");
 }
+
+/// Fail closed (issue 13's rule, for issue 16's changes): while the audit log cannot be written, no
+/// invitation, role change or removal happens, and each answers 503.
+#[tokio::test]
+async fn no_member_changes_while_the_audit_log_cannot_be_written() {
+    use super::resilience::{break_audit, mend_audit};
+    let server = TestServer::start(ServerOptions::default()).await;
+    let ws = server.create_workspace();
+    let owner = Browser::logged_in(&server, &ws.slug, &ws.owner_email, &ws.owner_password).await;
+    let (admin, _) = server.add_member(&ws, "admin");
+    let (member, member_password) = server.add_member(&ws, "member");
+    let admin_id = id_of_member(&owner, &admin).await;
+    let member_id = id_of_member(&owner, &member).await;
+    let newcomer = email_in(&ws, "newcomer");
+
+    break_audit(&server).await;
+    problem(invite(&owner, &newcomer, "member").await, &[503]).await;
+    problem(patch_role(&owner, admin_id, "member").await, &[503]).await;
+    problem(
+        owner
+            .delete(&format!("/v1/console/members/{member_id}"))
+            .await,
+        &[503],
+    )
+    .await;
+    assert!(row_of(&owner, &newcomer).await.is_none());
+    assert_eq!(row_of(&owner, &admin).await.unwrap()["role"], "admin");
+    assert!(row_of(&owner, &member).await.is_some());
+    mend_audit(&server).await;
+
+    // The member was not removed: they still sign in; and now each change goes through.
+    Browser::logged_in(&server, &ws.slug, &member, &member_password).await;
+    json_body(invite(&owner, &newcomer, "member").await, 201).await;
+    json_body(patch_role(&owner, admin_id, "member").await, 200).await;
+    let resp = owner
+        .delete(&format!("/v1/console/members/{member_id}"))
+        .await;
+    assert_eq!(resp.status().as_u16(), 204);
+    for kind in ["member.invited", "member.role_changed", "member.removed"] {
+        assert_eq!(audit_of(&owner, kind).await.len(), 1, "{kind}");
+    }
+    // Written inside the changes' own transactions, the entries still chain.
+    let verified = server.cli(&["audit", "verify", "--workspace", &ws.slug]);
+    assert_eq!(verified["ok"], true, "{verified}");
+}
+
+/// A client that hangs up at any moment of an invitation or a removal leaves it whole or absent:
+/// the person and their audit entry both, or neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_changes_cut_by_a_hang_up_are_whole_or_absent() {
+    use super::resilience::{cookie_header, raw, send_and_reset};
+    use std::net::SocketAddr;
+    let server = shared().await;
+    let addr: SocketAddr = server
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the server's address");
+    let owner = owner_with_phone(server).await;
+    let headers = [
+        ("Origin", server.public_url.clone()),
+        ("Cookie", cookie_header(&owner.browser)),
+    ];
+    let mut invited = Vec::new();
+    let mut removed = Vec::new();
+    for round in 0..16u64 {
+        let email = email_in(&owner.ws, "hang-up");
+        let body = json!({"email": email, "role": "member"}).to_string();
+        let after = Duration::from_micros(round * 250);
+        send_and_reset(
+            addr,
+            &raw("POST", "/v1/console/members", &headers, &body),
+            after,
+        )
+        .await;
+        invited.push(email);
+        let (doomed, _) = server.add_member(&owner.ws, "member");
+        let id = id_of_member(&owner.browser, &doomed).await;
+        let path = format!("/v1/console/members/{id}");
+        send_and_reset(addr, &raw("DELETE", &path, &headers, ""), after).await;
+        removed.push(doomed);
+    }
+    // Work that began finishes on its own (the handlers run detached): let it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let entries = audit_of(&owner.browser, "member.invited").await;
+    for email in &invited {
+        let listed = row_of(&owner.browser, email).await.is_some();
+        let recorded = entries
+            .iter()
+            .filter(|e| e["detail"]["member"] == email.as_str())
+            .count();
+        assert_eq!(
+            usize::from(listed),
+            recorded,
+            "{email}: listed {listed}, {recorded} entries"
+        );
+    }
+    let entries = audit_of(&owner.browser, "member.removed").await;
+    for email in &removed {
+        let gone = row_of(&owner.browser, email).await.is_none();
+        let recorded = entries
+            .iter()
+            .filter(|e| e["detail"]["member"] == email.as_str())
+            .count();
+        assert_eq!(
+            usize::from(gone),
+            recorded,
+            "{email}: removed {gone}, {recorded} entries"
+        );
+    }
+}
