@@ -689,6 +689,9 @@ async fn member_sees_no_regenerate_button() {
         !page.displayed("activity-section").await,
         "a member sees the audit log"
     );
+    for section in ["members-section", "provisioning-section", "sso-section"] {
+        assert!(!page.displayed(section).await, "a member sees {section}");
+    }
     assert!(page.displayed("view-token").await);
 
     page.click("view-token").await;

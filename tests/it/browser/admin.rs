@@ -94,7 +94,7 @@ async fn owner_with_phone(server: &TestServer, name: &str) -> (Workspace, Page, 
 async fn members_an_invitee_signs_in_with_the_one_time_password_enrolls_and_views_the_token() {
     let _serial = serial().await;
     let server = server::shared().await;
-    let (ws, page, _phone) = owner_with_phone(server, "members-invite").await;
+    let (ws, page, phone) = owner_with_phone(server, "members-invite").await;
     page.wait_visible("members-list").await;
     member_row_id(&page, &ws.owner_email).await;
 
@@ -164,6 +164,29 @@ async fn members_an_invitee_signs_in_with_the_one_time_password_enrolls_and_view
     .await;
     let row = member_row(&page, &email).await;
     assert_ne!(row[3], "Never", "{row}");
+
+    // Their phone is lost: the owner resets it, approving on the owner's own phone.
+    let id = member_row_id(&page, &email).await;
+    page.click(&format!("member-{id}-reset")).await;
+    page.wait_dialog("confirm-dialog").await;
+    page.click("confirm-ok").await;
+    let n = wait_challenge_number(&page).await;
+    phone.run(&["approve", "--number", &n.to_string()]);
+    page.wait_text(
+        "members-message",
+        &format!("1 phone of {email} removed"),
+        WAIT,
+    )
+    .await;
+    page.wait_js(
+        "no phone left in the list",
+        WAIT,
+        "const row = [...document.querySelectorAll('#members-list tbody tr')]
+           .find((tr) => tr.querySelector('th').textContent === arguments[0]);
+         return row && row.cells[2].textContent === 'None';",
+        vec![json!(email)],
+    )
+    .await;
     assert_no_console_errors(&page).await;
     server.assert_log_free_of(&[("invitee's password", &password)]);
     page.close().await;
