@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
-use super::db::{db_run, ts, Db};
+use super::db::{db_run, ts, Db, Tx};
 use super::tokens::upsert_token;
 use super::{AuthMethod, Member, Result, Role, Session, StoredToken, User, Workspace};
 use crate::clock::from_unix;
@@ -72,9 +72,32 @@ struct SessionRow {
     method: String,
 }
 
-pub(super) const INSERT_USER: &str =
-    "INSERT INTO users (workspace_id, email, email_lower, role, password_hash, created_at)
-     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+/// Adds a person to a workspace inside `tx`; returns their id. `Conflict` when the e-mail (in any
+/// case) is already there. Workspace creation, `assent member add` and invitations all add people
+/// here.
+pub(super) async fn insert_user(
+    tx: &mut Tx,
+    workspace_id: i64,
+    email: &str,
+    role: Role,
+    password_hash: &str,
+    now: OffsetDateTime,
+) -> Result<i64> {
+    Ok(db_run!(tx.conn(), |c| {
+        sqlx::query_scalar(
+            "INSERT INTO users (workspace_id, email, email_lower, role, password_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(workspace_id)
+        .bind(email)
+        .bind(email.to_lowercase())
+        .bind(role.as_str())
+        .bind(password_hash)
+        .bind(ts(now))
+        .fetch_one(c)
+        .await
+    })?)
+}
 
 pub(super) async fn count_workspaces(db: &Db) -> Result<i64> {
     Ok(db_run!(db.read(), |c| {
@@ -104,17 +127,15 @@ pub(super) async fn create_workspace(
         .fetch_one(c)
         .await
     })?;
-    let _: i64 = db_run!(tx.conn(), |c| {
-        sqlx::query_scalar(INSERT_USER)
-            .bind(id)
-            .bind(owner_email)
-            .bind(owner_email.to_lowercase())
-            .bind(Role::Owner.as_str())
-            .bind(owner_password_hash)
-            .bind(ts(now))
-            .fetch_one(c)
-            .await
-    })?;
+    insert_user(
+        &mut tx,
+        id,
+        owner_email,
+        Role::Owner,
+        owner_password_hash,
+        now,
+    )
+    .await?;
     token.workspace_id = id;
     upsert_token(&mut tx, &token).await?;
     tx.commit().await?;
@@ -154,17 +175,9 @@ pub(super) async fn create_user(
     password_hash: &str,
     now: OffsetDateTime,
 ) -> Result<User> {
-    let id: i64 = db_run!(db.write(), |c| {
-        sqlx::query_scalar(INSERT_USER)
-            .bind(workspace_id)
-            .bind(email)
-            .bind(email.to_lowercase())
-            .bind(role.as_str())
-            .bind(password_hash)
-            .bind(ts(now))
-            .fetch_one(c)
-            .await
-    })?;
+    let mut tx = db.begin().await?;
+    let id = insert_user(&mut tx, workspace_id, email, role, password_hash, now).await?;
+    tx.commit().await?;
     Ok(User {
         id,
         workspace_id,

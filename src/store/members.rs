@@ -5,9 +5,9 @@
 
 use time::OffsetDateTime;
 
-use super::accounts::{UserRow, INSERT_USER};
+use super::accounts::{insert_user, UserRow};
 use super::audit_log::append_in;
-use super::db::{db_run, ts, Db, Tx};
+use super::db::{db_run, Db, Tx};
 use super::{AuditEvent, Result, Role, User};
 
 /// What a change to a member found.
@@ -71,17 +71,7 @@ pub(super) async fn invite_member(
     audit: AuditEvent,
 ) -> Result<User> {
     let mut tx = db.begin_immediate().await?;
-    let id: i64 = db_run!(tx.conn(), |c| {
-        sqlx::query_scalar(INSERT_USER)
-            .bind(workspace_id)
-            .bind(email)
-            .bind(email.to_lowercase())
-            .bind(role.as_str())
-            .bind(password_hash)
-            .bind(ts(now))
-            .fetch_one(c)
-            .await
-    })?;
+    let id = insert_user(&mut tx, workspace_id, email, role, password_hash, now).await?;
     append_in(&mut tx, audit, now).await?;
     tx.commit().await?;
     Ok(User {

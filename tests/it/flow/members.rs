@@ -6,17 +6,6 @@
 
 use super::*;
 
-async fn audit_of(owner: &Browser, kind: &str) -> Vec<Value> {
-    let page = json_body(
-        owner
-            .get(&format!("/v1/console/audit?kind={kind}&limit=200"))
-            .await,
-        200,
-    )
-    .await;
-    page["entries"].as_array().expect("entries").clone()
-}
-
 async fn members(b: &Browser) -> Vec<Value> {
     let list = json_body(b.get("/v1/console/members").await, 200).await;
     list["members"].as_array().expect("members").clone()
@@ -27,14 +16,6 @@ async fn row_of(b: &Browser, email: &str) -> Option<Value> {
         .await
         .into_iter()
         .find(|m| m["email"].as_str() == Some(email))
-}
-
-async fn id_of_member(b: &Browser, email: &str) -> i64 {
-    row_of(b, email)
-        .await
-        .unwrap_or_else(|| panic!("{email} is not listed"))["id"]
-        .as_i64()
-        .expect("id")
 }
 
 async fn invite(b: &Browser, email: &str, role: &str) -> reqwest::Response {
@@ -175,9 +156,9 @@ async fn a_demotion_is_at_once_and_a_promotion_waits_for_the_owners_phone() {
     let owner = owner_with_phone(server).await;
     let admin = user_with_phone(server, &owner.ws, "admin").await;
     let member = user_with_phone(server, &owner.ws, "member").await;
-    let admin_id = id_of_member(&owner.browser, &admin.email).await;
-    let member_id = id_of_member(&owner.browser, &member.email).await;
-    let owner_id = id_of_member(&owner.browser, &owner.email).await;
+    let admin_id = member_id(&owner.browser, &admin.email).await;
+    let member_id = member_id(&owner.browser, &member.email).await;
+    let owner_id = super::member_id(&owner.browser, &owner.email).await;
 
     // Only owners change roles; another workspace's owner finds nobody; ids are integers.
     problem(
@@ -291,8 +272,8 @@ async fn a_removal_ends_sessions_phones_and_password_at_once_and_the_last_owner_
     let server = shared().await;
     let owner = owner_with_phone(server).await;
     let admin = user_with_phone(server, &owner.ws, "admin").await;
-    let admin_id = id_of_member(&owner.browser, &admin.email).await;
-    let owner_id = id_of_member(&owner.browser, &owner.email).await;
+    let admin_id = member_id(&owner.browser, &admin.email).await;
+    let owner_id = member_id(&owner.browser, &owner.email).await;
     let path = format!("/v1/console/members/{admin_id}");
 
     problem(
@@ -360,8 +341,8 @@ async fn two_owners_demoting_each_other_at_once_leave_one_owner() {
     let server = shared().await;
     let a = owner_with_phone(server).await;
     let b = user_with_phone(server, &a.ws, "owner").await;
-    let a_id = id_of_member(&a.browser, &a.email).await;
-    let b_id = id_of_member(&a.browser, &b.email).await;
+    let a_id = member_id(&a.browser, &a.email).await;
+    let b_id = member_id(&a.browser, &b.email).await;
     for _ in 0..3 {
         let (one, two) = tokio::join!(
             patch_role(&a.browser, b_id, "admin"),
@@ -417,7 +398,7 @@ async fn a_promotion_racing_a_removal_promotes_nobody_and_brings_nobody_back() {
     let server = shared().await;
     let owner = owner_with_phone(server).await;
     let member = user_with_phone(server, &owner.ws, "member").await;
-    let member_id = id_of_member(&owner.browser, &member.email).await;
+    let member_id = member_id(&owner.browser, &member.email).await;
 
     // Approved, then the member is removed before the release: the release finds nobody.
     let asked = json_body(patch_role(&owner.browser, member_id, "owner").await, 202).await;
@@ -447,7 +428,7 @@ async fn a_promotion_racing_a_removal_promotes_nobody_and_brings_nobody_back() {
     // The release and the removal at the same moment: whichever wins, the person ends removed
     // (a promotion never recreates a row) or promoted and then removed; never half of either.
     let (email, _) = server.add_member(&owner.ws, "member");
-    let id = id_of_member(&owner.browser, &email).await;
+    let id = super::member_id(&owner.browser, &email).await;
     let asked = json_body(patch_role(&owner.browser, id, "admin").await, 202).await;
     owner.phone.approve(&id_of(&asked), number_of(&asked)).await;
     let path = format!("/v1/console/members/{id}");
@@ -543,8 +524,8 @@ async fn no_member_changes_while_the_audit_log_cannot_be_written() {
     let owner = Browser::logged_in(&server, &ws.slug, &ws.owner_email, &ws.owner_password).await;
     let (admin, _) = server.add_member(&ws, "admin");
     let (member, member_password) = server.add_member(&ws, "member");
-    let admin_id = id_of_member(&owner, &admin).await;
-    let member_id = id_of_member(&owner, &member).await;
+    let admin_id = member_id(&owner, &admin).await;
+    let member_id = member_id(&owner, &member).await;
     let newcomer = email_in(&ws, "newcomer");
 
     break_audit(&server).await;
@@ -609,7 +590,7 @@ async fn member_changes_cut_by_a_hang_up_are_whole_or_absent() {
         .await;
         invited.push(email);
         let (doomed, _) = server.add_member(&owner.ws, "member");
-        let id = id_of_member(&owner.browser, &doomed).await;
+        let id = member_id(&owner.browser, &doomed).await;
         let path = format!("/v1/console/members/{id}");
         send_and_reset(addr, &raw("DELETE", &path, &headers, ""), after).await;
         removed.push(doomed);
