@@ -16,150 +16,62 @@
 //! 10,000 streams need more than 10,000 open files (`ulimit -n`; 20,000 here). Needs
 //! `redis-server` on the PATH (scripts/test installs it).
 
-#[path = "../tests/it/support/measure.rs"]
-mod measure;
-use measure::*;
+#[path = "../tests/it/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
+use support::measure::*;
+use support::redis::Cluster;
 
 use assent::domain::device::{DecisionClaims, DeviceSigner};
-use base64::Engine;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_assent");
-
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Deployment {
-    redis: Process,
-    redis_url: String,
-    instances: Vec<(Process, String)>,
-    public_url: String,
-    db: String,
-    master_key: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn wait_for(url: &str) {
-    let http = reqwest::Client::new();
-    for _ in 0..400 {
-        if let Ok(resp) = http.get(url).send().await {
-            if resp.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{url} did not come up");
-}
-
-async fn start(instances: usize) -> Deployment {
-    let dir = tempfile::tempdir().unwrap();
-    let redis_port = free_port();
-    let redis = Process(
-        Command::new("redis-server")
-            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start redis-server (apt-get install redis-server)"),
-    );
-    let redis_url = format!("redis://127.0.0.1:{redis_port}");
-    let ports: Vec<u16> = (0..instances).map(|_| free_port()).collect();
-    let public_url = format!("http://127.0.0.1:{}", ports[0]);
-    let db = format!("sqlite://{}/bench.db", dir.path().display());
-    let master_key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
-    let mut deployment = Deployment {
-        redis,
-        redis_url,
-        instances: Vec::new(),
-        public_url,
-        db,
-        master_key,
-        _dir: dir,
-    };
-    for port in ports {
-        let url = format!("http://127.0.0.1:{port}");
-        let child = deployment
-            .command("serve")
-            .env("ASSENT_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start assent serve");
-        wait_for(&format!("{url}/readyz")).await;
-        deployment.instances.push((Process(child), url));
-    }
-    deployment
-}
-
-impl Deployment {
-    fn command(&self, sub: &str) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.arg(sub)
-            .env("ASSENT_PUBLIC_URL", &self.public_url)
-            .env("ASSENT_DATABASE_URL", &self.db)
+/// Two instances on one database and one Redis, through the test support's `Cluster`.
+async fn start(instances: usize) -> Cluster {
+    Cluster::start_with(
+        instances,
+        900,
+        &[
             // A benchmark is one person asking again and again: no hourly limit.
-            .env("ASSENT_CHALLENGES_PER_HOUR", "0")
-            .env("ASSENT_REDIS_URL", &self.redis_url)
-            .env("ASSENT_MASTER_KEY", &self.master_key)
-            .env("ASSENT_CHALLENGE_TTL_SECS", "900")
-            .env("ASSENT_LOG", "warn");
-        cmd
-    }
+            ("ASSENT_CHALLENGES_PER_HOUR", "0"),
+            // 10,000 idle streams of one session (step 3): past the defaults' caps on purpose.
+            ("ASSENT_MAX_CONNECTIONS", "30000"),
+            ("ASSENT_MAX_SSE_STREAMS", "30000"),
+            ("ASSENT_MAX_SSE_PER_SESSION", "30000"),
+            ("ASSENT_LOG", "warn"),
+        ],
+    )
+    .await
+}
 
-    fn cli(&self, args: &[&str]) -> Value {
-        let out = self.command(args[0]).args(&args[1..]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn url(&self, i: usize) -> &str {
-        &self.instances[i].1
-    }
-
-    /// Sum over the instances of the Redis round-trip counters, by operation.
-    async fn round_trips(&self) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        for (_, url) in &self.instances {
-            let text = reqwest::get(format!("{url}/metrics"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            for line in text
-                .lines()
-                .filter(|l| l.starts_with("assent_redis_round_trips_total{"))
-            {
-                let op = line
-                    .split("op=\"")
-                    .nth(1)
-                    .and_then(|r| r.split('"').next())
-                    .unwrap_or_default()
-                    .to_owned();
-                let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-                *out.entry(op).or_default() += n;
-            }
+/// Sum over the instances of the Redis round-trip counters, by operation.
+async fn round_trips(d: &Cluster) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for instance in &d.instances {
+        let url = &instance.base;
+        let text = reqwest::get(format!("{url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("assent_redis_round_trips_total{"))
+        {
+            let op = line
+                .split("op=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or_default()
+                .to_owned();
+            let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            *out.entry(op).or_default() += n;
         }
-        out
     }
+    out
 }
 
 /// An admin whose browser is on one instance and whose phone is on the other.
@@ -184,7 +96,7 @@ async fn timed(req: reqwest::RequestBuilder) -> (Value, Duration) {
 }
 
 impl Admin {
-    async fn new(d: &Deployment, email: &str, browser: usize, phone: usize) -> Admin {
+    async fn new(d: &Cluster, email: &str, browser: usize, phone: usize) -> Admin {
         let created = d.cli(&[
             "member",
             "add",
@@ -200,7 +112,7 @@ impl Admin {
             .build()
             .unwrap();
         let res = http
-            .post(format!("{}/v1/console/session", d.url(browser)))
+            .post(format!("{}/v1/console/session", d.base(browser)))
             .json(&json!({"workspace": "bench", "email": email, "password": created["password"]}))
             .send()
             .await
@@ -213,13 +125,16 @@ impl Admin {
             .unwrap()
             .to_owned();
         let (offer, _) = timed(
-            http.post(format!("{}/v1/console/devices/enrollments", d.url(browser)))
-                .header("cookie", &cookie),
+            http.post(format!(
+                "{}/v1/console/devices/enrollments",
+                d.base(browser)
+            ))
+            .header("cookie", &cookie),
         )
         .await;
         let signer = DeviceSigner::generate();
         let (enrolled, _) = timed(
-            http.post(format!("{}/v1/mobile/devices", d.url(phone)))
+            http.post(format!("{}/v1/mobile/devices", d.base(phone)))
                 .json(
                     &json!({"enrollment_code": offer["code"], "name": "bench", "platform": "fcm",
                     "public_key": signer.public_key().to_jwk()}),
@@ -229,8 +144,8 @@ impl Admin {
         Admin {
             http,
             cookie,
-            browser: d.url(browser).to_owned(),
-            phone: d.url(phone).to_owned(),
+            browser: d.base(browser).to_owned(),
+            phone: d.base(phone).to_owned(),
             audience: enrolled["audience"].as_str().unwrap().into(),
             signer,
             device_id: enrolled["device_id"].as_str().unwrap().into(),
@@ -332,7 +247,7 @@ impl Admin {
     }
 }
 
-async fn across_instances(d: &Deployment) {
+async fn across_instances(d: &Cluster) {
     let n = env_or("ASSENT_BENCH_ADMINS", 100);
     let rounds = env_or("ASSENT_BENCH_ROUNDS", 10);
     let mut admins = Vec::new();
@@ -343,14 +258,14 @@ async fn across_instances(d: &Deployment) {
     }
     // One warm-up round, not counted.
     futures_util::future::join_all(admins.iter().map(|a| a.round())).await;
-    let before = d.round_trips().await;
+    let before = round_trips(d).await;
     let started = Instant::now();
     let mut all: Vec<[Duration; 2]> = Vec::new();
     for _ in 0..rounds {
         all.extend(futures_util::future::join_all(admins.iter().map(|a| a.round())).await);
     }
     let wall = started.elapsed();
-    let after = d.round_trips().await;
+    let after = round_trips(d).await;
     let flows = all.len();
     println!(
         "across instances: {n} concurrent admins x {rounds} rounds = {flows} flows in {:.2} s ({:.0} flows/s); browser on one instance, phone and release on the other",
@@ -388,7 +303,7 @@ async fn across_instances(d: &Deployment) {
     );
 }
 
-async fn idle_waiters(d: &Deployment) {
+async fn idle_waiters(d: &Cluster) {
     let streams = env_or("ASSENT_BENCH_STREAMS", 10_000);
     let admin = Admin::new(d, "streams@bench.test", 0, 1).await;
     let (created, _) = timed(
@@ -399,15 +314,15 @@ async fn idle_waiters(d: &Deployment) {
     )
     .await;
     let id = created["challenge_id"].as_str().unwrap().to_owned();
-    let pids: Vec<u32> = d.instances.iter().map(|(p, _)| p.0.id()).collect();
+    let pids: Vec<u32> = d.instances.iter().map(|i| i.pid()).collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
-    let redis_before = rss_kib(d.redis.0.id());
+    let redis_before = rss_kib(d.redis.pid());
     let mut held = Vec::with_capacity(streams);
     for chunk in (0..streams).collect::<Vec<_>>().chunks(500) {
         let opened = futures_util::future::join_all(chunk.iter().map(|i| {
             // Spread evenly: the load balancer's round robin.
-            let addr = d.url(i % d.instances.len()).trim_start_matches("http://").to_owned();
+            let addr = d.base(i % d.instances.len()).trim_start_matches("http://").to_owned();
             let request = format!("GET /v1/console/challenges/{id}/events HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nAccept: text/event-stream\r\n\r\n", admin.cookie);
             async move {
                 let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -437,7 +352,7 @@ async fn idle_waiters(d: &Deployment) {
     }
     println!(
         "  Redis RSS {redis_before} KiB → {} KiB with {streams} waiters (no Redis state per waiter)",
-        rss_kib(d.redis.0.id())
+        rss_kib(d.redis.pid())
     );
 
     // One decision on instance 1; every waiter on both instances must hear it.

@@ -13,86 +13,41 @@
 //! `ASSENT_BENCH_STREAMS` change the sizes.
 //! 10,000 streams need more than 10,000 open files on both sides (`ulimit -n`; 20,000 here).
 
-#[path = "../tests/it/support/measure.rs"]
-mod measure;
-use measure::*;
+#[path = "../tests/it/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
+use support::measure::*;
+use support::server::{ServerOptions, TestServer};
 
 use assent::domain::device::{DecisionClaims, DeviceSigner};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_assent");
-
-struct Server {
-    child: Child,
-    url: String,
-    db: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let db = format!("sqlite://{}/bench.db", dir.path().display());
-    let child = Command::new(BIN)
-        .arg("serve")
-        .env("ASSENT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("ASSENT_DATABASE_URL", &db)
+/// The server the benchmark measures: the test support's, sized for it.
+async fn start() -> TestServer {
+    let env = [
         // A benchmark is one person asking again and again: no hourly limit.
-        .env("ASSENT_CHALLENGES_PER_HOUR", "0")
-        .env("ASSENT_CHALLENGE_TTL_SECS", "900")
+        ("ASSENT_CHALLENGES_PER_HOUR", "0"),
         // 10,000 idle streams of one session (step 3): past the defaults' caps on purpose.
-        .env("ASSENT_MAX_CONNECTIONS", "30000")
-        .env("ASSENT_MAX_SSE_STREAMS", "30000")
-        .env("ASSENT_MAX_SSE_PER_SESSION", "30000")
-        .env("ASSENT_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start assent serve");
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http.get(format!("{url}/healthz")).send().await.is_ok() {
-            return Server {
-                child,
-                url,
-                db,
-                _dir: dir,
-            };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not start");
-}
-
-fn cli(db: &str, args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("ASSENT_DATABASE_URL", db)
-        // A benchmark is one person asking again and again: no hourly limit.
-        .env("ASSENT_CHALLENGES_PER_HOUR", "0")
-        .env("ASSENT_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        ("ASSENT_MAX_CONNECTIONS", "30000"),
+        ("ASSENT_MAX_SSE_STREAMS", "30000"),
+        ("ASSENT_MAX_SSE_PER_SESSION", "30000"),
+        // The tests' server logs at trace level for their secret checks; a benchmark does not.
+        ("ASSENT_LOG", "warn"),
+    ];
+    TestServer::start(ServerOptions {
+        challenge_ttl_secs: 900,
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    })
+    .await
 }
 
 struct Admin {
@@ -209,42 +164,36 @@ impl Admin {
     }
 }
 
-async fn setup_admins(server: &Server, n: usize) -> Vec<Admin> {
-    cli(
-        &server.db,
-        &[
-            "workspace",
-            "create",
-            "--slug",
-            "bench",
-            "--name",
-            "Bench",
-            "--owner-email",
-            "owner@bench.test",
-        ],
-    );
+async fn setup_admins(server: &TestServer, n: usize) -> Vec<Admin> {
+    server.cli(&[
+        "workspace",
+        "create",
+        "--slug",
+        "bench",
+        "--name",
+        "Bench",
+        "--owner-email",
+        "owner@bench.test",
+    ]);
     let mut admins = Vec::new();
     for i in 0..n {
         let email = format!("admin{i}@bench.test");
-        let created = cli(
-            &server.db,
-            &[
-                "member",
-                "add",
-                "--workspace",
-                "bench",
-                "--email",
-                &email,
-                "--role",
-                "admin",
-            ],
-        );
+        let created = server.cli(&[
+            "member",
+            "add",
+            "--workspace",
+            "bench",
+            "--email",
+            &email,
+            "--role",
+            "admin",
+        ]);
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(4)
             .build()
             .unwrap();
         let res = http
-            .post(format!("{}/v1/console/session", server.url))
+            .post(format!("{}/v1/console/session", server.base))
             .json(&json!({"workspace": "bench", "email": email, "password": created["password"]}))
             .send()
             .await
@@ -257,7 +206,7 @@ async fn setup_admins(server: &Server, n: usize) -> Vec<Admin> {
             .unwrap()
             .to_owned();
         let offer: Value = http
-            .post(format!("{}/v1/console/devices/enrollments", server.url))
+            .post(format!("{}/v1/console/devices/enrollments", server.base))
             .header("cookie", &cookie)
             .send()
             .await
@@ -267,7 +216,7 @@ async fn setup_admins(server: &Server, n: usize) -> Vec<Admin> {
             .unwrap();
         let signer = DeviceSigner::generate();
         let enrolled: Value = http
-            .post(format!("{}/v1/mobile/devices", server.url))
+            .post(format!("{}/v1/mobile/devices", server.base))
             .json(&json!({"enrollment_code": offer["code"], "name": "bench", "platform": "fcm", "public_key": signer.public_key().to_jwk()}))
             .send()
             .await
@@ -278,7 +227,7 @@ async fn setup_admins(server: &Server, n: usize) -> Vec<Admin> {
         admins.push(Admin {
             http,
             cookie,
-            url: server.url.clone(),
+            url: server.base.clone(),
             signer,
             device_id: enrolled["device_id"].as_str().unwrap().into(),
         });
@@ -343,13 +292,13 @@ fn bucket_pct(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> f64 {
 /// runs flat out and latency is mostly queueing; paced, each admin pauses a random 0-2 s before
 /// each flow (people click View Token now and then), so latency shows the server's own overhead.
 async fn phase(
-    server: &Server,
+    server: &TestServer,
     admins: &[Admin],
     rounds: usize,
     paced: bool,
     until: Option<&AtomicBool>,
 ) {
-    let before = server_histograms(&server.url).await;
+    let before = server_histograms(&server.base).await;
     let started = Instant::now();
     let runs = admins.iter().enumerate().map(|(i, admin)| async move {
         let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64);
@@ -372,7 +321,7 @@ async fn phase(
         .flatten()
         .collect();
     let wall = started.elapsed();
-    let after = server_histograms(&server.url).await;
+    let after = server_histograms(&server.base).await;
     println!(
         "{} admins, {}: {} flows in {:.2} s ({:.0} flows/s)",
         admins.len(),
@@ -434,7 +383,7 @@ async fn phase(
     }
 }
 
-async fn round_trips(server: &Server) {
+async fn round_trips(server: &TestServer) {
     let n = env_or("ASSENT_BENCH_ADMINS", 100);
     let rounds = env_or("ASSENT_BENCH_ROUNDS", 10);
     let admins = setup_admins(server, n).await;
@@ -447,7 +396,7 @@ async fn round_trips(server: &Server) {
 
 /// The paced round trips again while 16 SCIM clients create `ASSENT_BENCH_SCIM_USERS` users
 /// (Entra ID's initial cycle is thousands of POSTs a minute on the writer step-ups also need).
-async fn under_provisioning(server: &Server, admins: &[Admin]) {
+async fn under_provisioning(server: &TestServer, admins: &[Admin]) {
     let users = env_or("ASSENT_BENCH_SCIM_USERS", 100_000);
     let token = admins[0].round().await.1;
     let next = Arc::new(AtomicUsize::new(0));
@@ -455,7 +404,7 @@ async fn under_provisioning(server: &Server, admins: &[Admin]) {
     let started = Instant::now();
     let clients: Vec<_> = (0..16)
         .map(|_| {
-            let (next, done, url, token) = (next.clone(), done.clone(), server.url.clone(), token.clone());
+            let (next, done, url, token) = (next.clone(), done.clone(), server.base.clone(), token.clone());
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
                 let mut latencies = Vec::new();
@@ -507,7 +456,7 @@ async fn under_provisioning(server: &Server, admins: &[Admin]) {
     );
 }
 
-async fn idle_streams(server: &Server) {
+async fn idle_streams(server: &TestServer) {
     let streams = env_or("ASSENT_BENCH_STREAMS", 10_000);
     let admins = setup_admins_single(server).await;
     let (created, _) = admins
@@ -519,10 +468,10 @@ async fn idle_streams(server: &Server) {
         )
         .await;
     let id = created["challenge_id"].as_str().unwrap().to_owned();
-    let pid = server.child.id();
+    let pid = server.server_pid();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_kib(pid);
-    let addr = server.url.trim_start_matches("http://").to_owned();
+    let addr = server.base.trim_start_matches("http://").to_owned();
     let request = format!("GET /v1/console/challenges/{id}/events HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nAccept: text/event-stream\r\n\r\n", admins.cookie);
     let mut held = Vec::with_capacity(streams);
     for chunk in (0..streams).collect::<Vec<_>>().chunks(500) {
@@ -552,23 +501,20 @@ async fn idle_streams(server: &Server) {
     drop(held);
 }
 
-async fn setup_admins_single(server: &Server) -> Admin {
-    let created = cli(
-        &server.db,
-        &[
-            "member",
-            "add",
-            "--workspace",
-            "bench",
-            "--email",
-            "streams@bench.test",
-            "--role",
-            "admin",
-        ],
-    );
+async fn setup_admins_single(server: &TestServer) -> Admin {
+    let created = server.cli(&[
+        "member",
+        "add",
+        "--workspace",
+        "bench",
+        "--email",
+        "streams@bench.test",
+        "--role",
+        "admin",
+    ]);
     let http = reqwest::Client::new();
     let res = http
-        .post(format!("{}/v1/console/session", server.url))
+        .post(format!("{}/v1/console/session", server.base))
         .json(&json!({"workspace": "bench", "email": "streams@bench.test", "password": created["password"]}))
         .send()
         .await
@@ -581,7 +527,7 @@ async fn setup_admins_single(server: &Server) -> Admin {
         .unwrap()
         .to_owned();
     let offer: Value = http
-        .post(format!("{}/v1/console/devices/enrollments", server.url))
+        .post(format!("{}/v1/console/devices/enrollments", server.base))
         .header("cookie", &cookie)
         .send()
         .await
@@ -591,7 +537,7 @@ async fn setup_admins_single(server: &Server) -> Admin {
         .unwrap();
     let signer = DeviceSigner::generate();
     let enrolled: Value = http
-        .post(format!("{}/v1/mobile/devices", server.url))
+        .post(format!("{}/v1/mobile/devices", server.base))
         .json(&json!({"enrollment_code": offer["code"], "name": "bench", "platform": "fcm", "public_key": signer.public_key().to_jwk()}))
         .send()
         .await
@@ -602,7 +548,7 @@ async fn setup_admins_single(server: &Server) -> Admin {
     Admin {
         http,
         cookie,
-        url: server.url.clone(),
+        url: server.base.clone(),
         signer,
         device_id: enrolled["device_id"].as_str().unwrap().into(),
     }

@@ -40,13 +40,27 @@ pub struct App {
     pub streams: StreamSlots,
 }
 
-impl App {
-    /// Opens everything the configuration names. Used by `serve` and by the CLI commands.
-    pub async fn open(
-        config: Config,
-        providers: Vec<Arc<dyn PushProvider>>,
-    ) -> anyhow::Result<Arc<App>> {
-        let keyring = crate::service::keys::keyring(&config)?;
+/// The outside world an `App` talks to, every port opened: `Ports::open` for what the
+/// configuration names, or made by hand in tests (a manual clock, an in-process bus).
+pub struct Ports {
+    pub clock: SharedClock,
+    pub store: Arc<dyn Store>,
+    pub sso: Arc<dyn SsoStore>,
+    pub scim: Arc<dyn ScimStore>,
+    pub challenges: Arc<dyn ChallengeStore>,
+    pub bus: Arc<dyn Bus>,
+    /// The push providers configured (none: phones find challenges by polling).
+    pub push: Vec<Arc<dyn PushProvider>>,
+    pub keyring: Keyring,
+    /// Made with the ports: the Redis adapters count their round trips there.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Ports {
+    /// Opens everything the configuration names, with these push providers (the CLI's commands
+    /// other than `serve` push nothing).
+    pub async fn open(config: &Config, push: Vec<Arc<dyn PushProvider>>) -> anyhow::Result<Ports> {
+        let keyring = crate::service::keys::keyring(config)?;
         let crate::store::Stores {
             store, scim, sso, ..
         } = crate::store::open(&config.database).await?;
@@ -68,54 +82,46 @@ impl App {
                 Arc::new(MemoryBus::default()),
             ),
         };
-        Ok(Self::assemble_measured(
-            config,
-            Arc::new(SystemClock),
+        Ok(Ports {
+            clock: Arc::new(SystemClock),
             store,
             sso,
             scim,
             challenges,
             bus,
+            push,
             keyring,
-            providers,
             metrics,
-        ))
+        })
+    }
+}
+
+impl App {
+    /// Opens the ports the configuration names and assembles the app. Used by `serve` and by
+    /// the CLI commands.
+    pub async fn open(
+        config: Config,
+        push: Vec<Arc<dyn PushProvider>>,
+    ) -> anyhow::Result<Arc<App>> {
+        let ports = Ports::open(&config, push).await?;
+        Ok(App::new(config, ports))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn assemble(
-        config: Config,
-        clock: SharedClock,
-        store: Arc<dyn Store>,
-        sso: Arc<dyn SsoStore>,
-        scim: Arc<dyn ScimStore>,
-        challenges: Arc<dyn ChallengeStore>,
-        bus: Arc<dyn Bus>,
-        keyring: Keyring,
-        providers: Vec<Arc<dyn PushProvider>>,
-    ) -> Arc<App> {
-        let metrics = Arc::new(Metrics::default());
-        Self::assemble_measured(
-            config, clock, store, sso, scim, challenges, bus, keyring, providers, metrics,
-        )
-    }
-
-    /// `assemble` with metrics made beforehand (the Redis adapters count their round trips there).
-    #[allow(clippy::too_many_arguments)]
-    fn assemble_measured(
-        config: Config,
-        clock: SharedClock,
-        store: Arc<dyn Store>,
-        sso: Arc<dyn SsoStore>,
-        scim: Arc<dyn ScimStore>,
-        challenges: Arc<dyn ChallengeStore>,
-        bus: Arc<dyn Bus>,
-        keyring: Keyring,
-        providers: Vec<Arc<dyn PushProvider>>,
-        metrics: Arc<Metrics>,
-    ) -> Arc<App> {
+    /// Assembles the app from its configuration and its ports.
+    pub fn new(config: Config, ports: Ports) -> Arc<App> {
+        let Ports {
+            clock,
+            store,
+            sso,
+            scim,
+            challenges,
+            bus,
+            push,
+            keyring,
+            metrics,
+        } = ports;
         let notifier = Arc::new(Notifier::new(
-            providers,
+            push,
             store.clone(),
             keyring.clone(),
             metrics.clone(),

@@ -228,8 +228,49 @@ pub struct Decision {
     pub ticket: Option<String>,
 }
 
+impl Decision {
+    /// The decision a phone signed (its signature already verified by `device_id`'s key), in
+    /// the words of CONTRACT.md section 4: `approve` or `deny`, a reason `not_me` or `mistake`.
+    pub fn from_claims(
+        claims: crate::domain::device::DecisionClaims,
+        device_id: &str,
+        device_user_id: i64,
+    ) -> Result<Decision, DecideError> {
+        let approve = match claims.decision.as_str() {
+            "approve" => true,
+            "deny" => false,
+            _ => return Err(DecideError::BadDecision),
+        };
+        let reason = match claims.reason.as_deref() {
+            None => None,
+            Some("not_me") => Some(DenyReason::NotMe),
+            Some("mistake") => Some(DenyReason::Mistake),
+            Some(_) => return Err(DecideError::BadReason),
+        };
+        Ok(Decision {
+            device_id: device_id.to_owned(),
+            device_user_id,
+            challenge_id: claims.sub,
+            nonce: claims.nonce,
+            action: claims.action,
+            approve,
+            number: claims.number,
+            reason,
+            workspace: claims.workspace,
+            ticket: claims.ticket,
+        })
+    }
+}
+
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecideError {
+    #[error("decision must be approve or deny")]
+    BadDecision,
+    #[error("reason must be not_me or mistake")]
+    BadReason,
+    /// An approval with the wrong number: the challenge was denied.
+    #[error("the number does not match the one shown")]
+    WrongNumber,
     #[error("the device does not belong to the person the challenge asks")]
     NotTheOwner,
     #[error("the decision was signed for another challenge, nonce or action")]

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::extract::ApiJson;
 use crate::app::App;
 use crate::clock::ser_rfc3339;
-use crate::domain::challenge::{Action, Challenge, Outcome};
+use crate::domain::challenge::{Action, Challenge};
 use crate::domain::crypto::Secret;
 use crate::error::{ApiError, ApiResult};
 use crate::service::devices::{AuthedDevice, EnrollRequest};
@@ -191,16 +191,11 @@ async fn decide(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DecisionBody>,
 ) -> ApiResult<Response> {
-    let (challenge, outcome) = app.decide(&me, &id, &body.decision, &caller).await?;
-    let answer =
-        match outcome {
-            Outcome::WrongNumber => return Err(ApiError::Unprocessable(
-                "the number does not match the one shown in the console; the request was denied"
-                    .into(),
-            )),
-            // This phone's approval counts; a second person's is still to come.
-            Outcome::FirstApproved => json!({"status": "approved", "awaiting": "second_approval"}),
-            _ => json!({ "status": challenge.status.as_str() }),
-        };
+    let challenge = app.decide(&me, &id, &body.decision, &caller).await?;
+    let answer = match challenge.awaiting() {
+        // This phone's approval counts; a second person's is still to come.
+        Some(awaiting) => json!({"status": "approved", "awaiting": awaiting}),
+        None => json!({ "status": challenge.status.as_str() }),
+    };
     Ok(Json(answer).into_response())
 }

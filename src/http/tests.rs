@@ -10,7 +10,7 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use tower::ServiceExt;
 
-use crate::app::App;
+use crate::app::{App, Ports};
 use crate::bus::memory::MemoryBus;
 use crate::challenges::memory::MemoryChallenges;
 use crate::clock::{Clock, ManualClock};
@@ -58,16 +58,19 @@ async fn harness_with(vars: &[(&str, &str)]) -> Harness {
     let crate::store::Stores {
         store, scim, sso, ..
     } = crate::store::open(&config.database).await.unwrap();
-    let app = App::assemble(
+    let app = App::new(
         config,
-        clock.clone(),
-        store.clone(),
-        sso,
-        scim,
-        Arc::new(MemoryChallenges::new(store)),
-        Arc::new(MemoryBus::default()),
-        Keyring::new(MasterKey::generate(), []),
-        Vec::new(),
+        Ports {
+            clock: clock.clone(),
+            store: store.clone(),
+            sso,
+            scim,
+            challenges: Arc::new(MemoryChallenges::new(store)),
+            bus: Arc::new(MemoryBus::default()),
+            push: Vec::new(),
+            keyring: Keyring::new(MasterKey::generate(), []),
+            metrics: Default::default(),
+        },
     );
     let router = super::router(app.clone());
     Harness {

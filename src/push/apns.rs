@@ -15,17 +15,14 @@ use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
 use super::retry::{deliver_with_retries, parse_retry_after, transport_failure, Attempt};
 use super::{
-    action_title, log_outcome, lookup_var, notice_text, parse_endpoint, read_config_file,
-    workspace_label, ApnsEnvironment, ConfigError, Delivery, Platform, PushKind, PushMessage,
-    PushProvider, PushTarget, RetryPolicy, Secret,
+    action_title, log_outcome, notice_text, workspace_label, ApnsEnvironment, ConfigError,
+    Delivery, Platform, PushKind, PushMessage, PushProvider, PushTarget, RetryPolicy, Secret,
 };
 use crate::clock::{rfc3339, SharedClock};
 
@@ -73,7 +70,7 @@ impl ApnsEndpoint {
 #[derive(Debug, Clone)]
 pub struct ApnsConfig {
     /// The `.p8` key's PKCS#8 PEM, checked to be a P-256 key.
-    signing_key: Secret,
+    pub(crate) signing_key: Secret,
     pub key_id: String,
     pub team_id: String,
     /// The app's bundle id, sent as `apns-topic`.
@@ -82,129 +79,6 @@ pub struct ApnsConfig {
     /// Roots trusted besides the built-in web PKI ones (`ASSENT_APNS_CA_FILE`).
     pub extra_roots: Vec<reqwest::Certificate>,
     pub retry: RetryPolicy,
-}
-
-impl ApnsConfig {
-    pub const KEY_FILE: &'static str = "ASSENT_APNS_KEY_FILE";
-    pub const KEY_ID: &'static str = "ASSENT_APNS_KEY_ID";
-    pub const TEAM_ID: &'static str = "ASSENT_APNS_TEAM_ID";
-    pub const TOPIC: &'static str = "ASSENT_APNS_TOPIC";
-    pub const ENDPOINT: &'static str = "ASSENT_APNS_ENDPOINT";
-    pub const CA_FILE: &'static str = "ASSENT_APNS_CA_FILE";
-
-    /// `None` when no `ASSENT_APNS_*` variable is set (push to iPhones is off; they poll).
-    pub fn from_env() -> Result<Option<Self>, ConfigError> {
-        Self::from_lookup(|var| std::env::var(var).ok())
-    }
-
-    /// [`Self::from_env`] with the variables read through `lookup`.
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<Self>, ConfigError> {
-        let all = [
-            Self::KEY_FILE,
-            Self::KEY_ID,
-            Self::TEAM_ID,
-            Self::TOPIC,
-            Self::ENDPOINT,
-            Self::CA_FILE,
-        ];
-        let Some(because) = all
-            .into_iter()
-            .find(|var| lookup_var(&lookup, var).is_some())
-        else {
-            return Ok(None);
-        };
-        let required = |var: &'static str| {
-            lookup_var(&lookup, var).ok_or(ConfigError::Missing { var, because })
-        };
-
-        let key_path = required(Self::KEY_FILE)?;
-        let signing_key = parse_signing_key(&read_config_file(Self::KEY_FILE, &key_path)?)?;
-        let key_id = apple_id(Self::KEY_ID, required(Self::KEY_ID)?)?;
-        let team_id = apple_id(Self::TEAM_ID, required(Self::TEAM_ID)?)?;
-        let topic = required(Self::TOPIC)?;
-        if !topic
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        {
-            return Err(ConfigError::Invalid {
-                var: Self::TOPIC,
-                reason: "expected the app's bundle id, such as com.example.assent".into(),
-            });
-        }
-        let endpoint = match lookup_var(&lookup, Self::ENDPOINT) {
-            None => ApnsEndpoint::Apple,
-            Some(value) => {
-                let url = parse_endpoint(Self::ENDPOINT, &value)?;
-                // APNs is HTTP/2 over TLS only; a cleartext endpoint is a mistake.
-                if url.scheme() != "https" {
-                    return Err(ConfigError::Invalid {
-                        var: Self::ENDPOINT,
-                        reason: "APNs is only spoken over https".into(),
-                    });
-                }
-                ApnsEndpoint::Override(url)
-            }
-        };
-        let extra_roots = match lookup_var(&lookup, Self::CA_FILE) {
-            None => Vec::new(),
-            Some(path) => parse_roots(&read_config_file(Self::CA_FILE, &path)?)?,
-        };
-        Ok(Some(Self {
-            signing_key,
-            key_id,
-            team_id,
-            topic,
-            endpoint,
-            extra_roots,
-            retry: RetryPolicy::default(),
-        }))
-    }
-}
-
-fn parse_signing_key(pem: &str) -> Result<Secret, ConfigError> {
-    use p256::pkcs8::DecodePrivateKey;
-    let invalid = || ConfigError::Invalid {
-        var: ApnsConfig::KEY_FILE,
-        reason: "not a PKCS#8 P-256 private key (the .p8 file Apple gives)".into(),
-    };
-    // p256 checks the curve; jsonwebtoken only checks the PEM label until it signs.
-    p256::SecretKey::from_pkcs8_pem(pem).map_err(|_| invalid())?;
-    EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|_| invalid())?;
-    Ok(Secret::new(pem.to_owned()))
-}
-
-/// Key ids and team ids are Apple's 10-character identifiers; they go into a JWT header and claim.
-fn apple_id(var: &'static str, value: String) -> Result<String, ConfigError> {
-    if value.chars().all(|c| c.is_ascii_alphanumeric()) {
-        Ok(value)
-    } else {
-        Err(ConfigError::Invalid {
-            var,
-            reason: "expected letters and digits only, as shown in Apple's developer account"
-                .into(),
-        })
-    }
-}
-
-fn parse_roots(pem: &str) -> Result<Vec<reqwest::Certificate>, ConfigError> {
-    let invalid = |reason: String| ConfigError::Invalid {
-        var: ApnsConfig::CA_FILE,
-        reason,
-    };
-    let ders = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(format!("not PEM certificates: {e}")))?;
-    if ders.is_empty() {
-        return Err(invalid("holds no PEM certificate".into()));
-    }
-    ders.iter()
-        .map(|der| {
-            reqwest::Certificate::from_der(der)
-                .map_err(|e| invalid(format!("bad certificate: {e}")))
-        })
-        .collect()
 }
 
 /// An APNs provider: one HTTP/2 client shared by every delivery.
@@ -828,17 +702,5 @@ mod tests {
             let err = ApnsConfig::from_lookup(vars.lookup()).unwrap_err();
             assert_eq!(err.var(), var, "{value}: {err}");
         }
-    }
-
-    #[test]
-    fn a_key_on_another_curve_is_refused() {
-        // Right PEM label, wrong curve: jsonwebtoken alone would only fail at the first push.
-        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
-        let pem = p384.serialize_pem();
-        assert!(EncodingKey::from_ec_pem(pem.as_bytes()).is_ok());
-        assert_eq!(
-            parse_signing_key(&pem).unwrap_err().var(),
-            ApnsConfig::KEY_FILE
-        );
     }
 }

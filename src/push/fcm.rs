@@ -13,12 +13,11 @@ use time::OffsetDateTime;
 
 use super::retry::{deliver_with_retries, parse_retry_after, transport_failure, Attempt};
 use super::{
-    log_outcome, lookup_var, parse_endpoint, read_config_file, workspace_label, ConfigError,
-    Delivery, Platform, PushKind, PushMessage, PushProvider, PushTarget, RetryPolicy, Secret,
+    log_outcome, workspace_label, ConfigError, Delivery, Platform, PushKind, PushMessage,
+    PushProvider, PushTarget, RetryPolicy, Secret,
 };
 use crate::clock::{rfc3339, SharedClock};
 
-const GOOGLE_ENDPOINT: &str = "https://fcm.googleapis.com";
 const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 const FCM_SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -111,47 +110,6 @@ pub struct FcmConfig {
     /// Google's origin unless `ASSENT_FCM_ENDPOINT` overrides it.
     pub endpoint: url::Url,
     pub retry: RetryPolicy,
-}
-
-impl FcmConfig {
-    pub const SERVICE_ACCOUNT_FILE: &'static str = "ASSENT_FCM_SERVICE_ACCOUNT_FILE";
-    pub const ENDPOINT: &'static str = "ASSENT_FCM_ENDPOINT";
-
-    /// `None` when no `ASSENT_FCM_*` variable is set (push to Android phones is off; they poll).
-    pub fn from_env() -> Result<Option<Self>, ConfigError> {
-        Self::from_lookup(|var| std::env::var(var).ok())
-    }
-
-    /// [`Self::from_env`] with the variables read through `lookup`.
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<Self>, ConfigError> {
-        let endpoint = lookup_var(&lookup, Self::ENDPOINT);
-        let Some(path) = lookup_var(&lookup, Self::SERVICE_ACCOUNT_FILE) else {
-            return match endpoint {
-                None => Ok(None),
-                Some(_) => Err(ConfigError::Missing {
-                    var: Self::SERVICE_ACCOUNT_FILE,
-                    because: Self::ENDPOINT,
-                }),
-            };
-        };
-        let json = read_config_file(Self::SERVICE_ACCOUNT_FILE, &path)?;
-        let service_account =
-            ServiceAccount::from_json(&json).map_err(|reason| ConfigError::Invalid {
-                var: Self::SERVICE_ACCOUNT_FILE,
-                reason,
-            })?;
-        let endpoint = match endpoint {
-            Some(value) => parse_endpoint(Self::ENDPOINT, &value)?,
-            None => url::Url::parse(GOOGLE_ENDPOINT).expect("a valid URL"),
-        };
-        Ok(Some(Self {
-            service_account,
-            endpoint,
-            retry: RetryPolicy::default(),
-        }))
-    }
 }
 
 /// An FCM provider: one HTTP client (HTTP/2 by ALPN with Google) and one cached access token.

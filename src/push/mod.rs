@@ -165,36 +165,6 @@ pub(crate) fn log_outcome(target: &PushTarget, delivery: &Delivery) {
 /// Keys read from files (a `.p8` key, a service account's private key) are the crate's `Secret`.
 pub(crate) use crate::domain::crypto::Secret;
 
-/// Reads configuration through `lookup` (the process environment in production), treating an
-/// empty value as unset, as container runtimes pass `VAR=` for "not given".
-pub(crate) fn lookup_var(lookup: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
-    lookup(var)
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-}
-
-pub(crate) fn read_config_file(var: &'static str, path: &str) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-        var,
-        reason: format!("cannot read {path}: {e}"),
-    })
-}
-
-pub(crate) fn parse_endpoint(var: &'static str, value: &str) -> Result<url::Url, ConfigError> {
-    let url = url::Url::parse(value).map_err(|e| ConfigError::Invalid {
-        var,
-        reason: format!("not a URL: {e}"),
-    })?;
-    let bare_origin = url.path() == "/" && url.query().is_none() && url.fragment().is_none();
-    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() || !bare_origin {
-        return Err(ConfigError::Invalid {
-            var,
-            reason: "expected an origin such as https://host:port".into(),
-        });
-    }
-    Ok(url)
-}
-
 /// The payload's `workspace` text, bounded so that an APNs payload stays far below Apple's 4 KB.
 pub(crate) fn workspace_label(name: &str) -> String {
     const MAX_CHARS: usize = 200;
@@ -275,28 +245,6 @@ mod tests {
         let label = workspace_label(&long);
         assert_eq!(label.chars().count(), 201);
         assert!(label.ends_with('…'));
-    }
-
-    #[test]
-    fn endpoints_must_be_bare_origins() {
-        assert!(parse_endpoint("V", "https://127.0.0.1:8443").is_ok());
-        assert!(parse_endpoint("V", "http://localhost:9000/").is_ok());
-        for bad in [
-            "127.0.0.1:8443",
-            "ftp://host",
-            "https://host/3/device",
-            "not a url",
-        ] {
-            let err = parse_endpoint("V", bad).unwrap_err();
-            assert_eq!(err.var(), "V", "{bad}");
-        }
-    }
-
-    #[test]
-    fn empty_variables_count_as_unset() {
-        let lookup = |k: &str| (k == "A").then(|| "  ".to_owned());
-        assert_eq!(lookup_var(&lookup, "A"), None);
-        assert_eq!(lookup_var(&lookup, "B"), None);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod sso_guard;
 pub mod stepup;
 pub mod support;
 pub mod tokens;
+pub mod transition;
 pub mod watch;
 
 use crate::store::{AuthMethod, User, Workspace};

@@ -1,32 +1,20 @@
 //! The provisioning log (issue 3): every SCIM request a workspace's token opened, written in
 //! batches off the request path, read by the console, pruned after the retention.
 //!
-//! Requests record into a channel; one writer task drains whatever has queued into a single
-//! transaction. Under load the batches grow by themselves (no timer, no delay when idle), so a
-//! SCIM request never waits for the log's write. A reader flushes first, so it sees every request
-//! answered before it asked.
+//! Requests record through the store's `LogWriter` (batched, off the request path); a reader
+//! flushes first, so it sees every request answered before it asked.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::app::App;
 use crate::domain::audit::Kind;
 use crate::service::audit::Audit;
+use crate::store::log_writer::LogWriter;
 use crate::store::scim::{LogEntry, LogRecord, ScimStore, StatusRange};
 use crate::store::StoreError;
-
-/// Records queued before requests wait for the writer (backpressure, never a dropped record).
-const QUEUE: usize = 16_384;
-/// Records per transaction at most.
-const BATCH: usize = 1_024;
-
-enum Message {
-    Record(LogRecord),
-    Flush(oneshot::Sender<()>),
-}
 
 /// Addresses told apart in one sweep's count; beyond, requests are only counted in the total.
 const MAX_REFUSING_IPS: usize = 1000;
@@ -40,9 +28,7 @@ struct Refused {
 }
 
 pub struct ProvisioningLog {
-    store: Arc<dyn ScimStore>,
-    /// Started on first use, inside the runtime.
-    sender: OnceLock<mpsc::Sender<Message>>,
+    writer: LogWriter,
     /// SCIM requests whose token opened no workspace since the last sweep, by source address.
     refused: Mutex<Refused>,
 }
@@ -50,35 +36,18 @@ pub struct ProvisioningLog {
 impl ProvisioningLog {
     pub fn new(store: Arc<dyn ScimStore>) -> Self {
         Self {
-            store,
-            sender: OnceLock::new(),
+            writer: LogWriter::new(store),
             refused: Mutex::default(),
         }
     }
 
-    fn sender(&self) -> &mpsc::Sender<Message> {
-        self.sender.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(write_batches(self.store.clone(), rx));
-            tx
-        })
-    }
-
     pub async fn record(&self, record: LogRecord) {
-        if self.sender().send(Message::Record(record)).await.is_err() {
-            tracing::error!("the provisioning log writer has stopped; a record is lost");
-        }
+        self.writer.record(record).await
     }
 
     /// Returns once every record queued before the call is written (or failed to be).
     pub async fn flush(&self) {
-        let Some(sender) = self.sender.get() else {
-            return;
-        };
-        let (ack, done) = oneshot::channel();
-        if sender.send(Message::Flush(ack)).await.is_ok() {
-            let _ = done.await;
-        }
+        self.writer.flush().await
     }
 
     /// Counts a SCIM request refused for its token; it belongs to no workspace's log.
@@ -94,32 +63,6 @@ impl ProvisioningLog {
 
     fn take_refused(&self) -> Refused {
         std::mem::take(&mut *self.refused.lock().expect("refusal counter lock"))
-    }
-}
-
-async fn write_batches(store: Arc<dyn ScimStore>, mut rx: mpsc::Receiver<Message>) {
-    let mut batch = Vec::new();
-    let mut acks = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(message) = next {
-            match message {
-                Message::Record(r) => batch.push(r),
-                Message::Flush(ack) => acks.push(ack),
-            }
-            next = if batch.len() < BATCH {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        if let Err(e) = store.append_log(&batch).await {
-            tracing::error!(error = %e, records = batch.len(), "could not write the provisioning log");
-        }
-        batch.clear();
-        for ack in acks.drain(..) {
-            let _ = ack.send(());
-        }
     }
 }
 

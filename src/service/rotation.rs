@@ -5,6 +5,7 @@
 use serde_json::json;
 use time::Duration;
 
+use super::transition::By;
 use crate::app::App;
 use crate::domain::audit::Kind;
 use crate::domain::challenge::{Challenge, Status};
@@ -34,7 +35,7 @@ impl App {
             tracing::warn!(challenge = %challenge.id, error = %e, "the approved rotation failed");
             // Nothing to release if the rotation did not happen: end the challenge.
             let now = self.now();
-            self.transition(&challenge.id, |c| {
+            self.transition(&challenge.id, By::Server, |c| {
                 if c.status == Status::Approved && c.rotated_at.is_none() {
                     c.expires_at = now;
                     c.expire_if_due(now);
@@ -105,7 +106,7 @@ impl App {
         let mut attempt = 0;
         loop {
             match self
-                .transition(&challenge.id, |c| c.mark_rotated(created_at))
+                .transition(&challenge.id, By::Server, |c| c.mark_rotated(created_at))
                 .await
             {
                 Ok(_) => break,
@@ -140,10 +141,10 @@ impl App {
             if c.status != Status::Approved || !c.action.rotates() || c.rotated_at.is_some() {
                 continue;
             }
-            let (claimed, began, won) = self
-                .transition_quietly(&c.id, |c| c.claim_rotation(now, ROTATION_STALE))
+            let (claimed, began) = self
+                .transition(&c.id, By::Server, |c| c.claim_rotation(now, ROTATION_STALE))
                 .await?;
-            let (Some(began), true) = (began, won) else {
+            let Some(began) = began else {
                 continue;
             };
             resumed += 1;
@@ -154,8 +155,10 @@ impl App {
                 // are whole seconds: a token of the approval's own second may be older than it,
                 // and rotating once more is safer than leaving a rotation undone.
                 Some(token) if token.created_at > began => {
-                    self.transition(&claimed.id, |c| c.mark_rotated(token.created_at))
-                        .await?;
+                    self.transition(&claimed.id, By::Server, |c| {
+                        c.mark_rotated(token.created_at)
+                    })
+                    .await?;
                 }
                 _ => {
                     let approver = claimed.user_email.clone();

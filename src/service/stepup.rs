@@ -6,19 +6,19 @@ use serde_json::json;
 use time::Duration;
 
 use super::devices::{AuthedDevice, EnrollmentOffer};
+use super::transition::By;
 use super::{Caller, ConsoleSession};
 use crate::app::App;
 use crate::challenges::Inserted;
 use crate::domain::audit::Kind;
 use crate::domain::challenge::{
-    Action, Challenge, DecideError, Decision, DenyReason, Origin, Outcome, ReleaseError, Request,
-    Status, Subject, SupportContext,
+    Action, Challenge, DecideError, Decision, Origin, Outcome, ReleaseError, Request, Status,
+    Subject, SupportContext,
 };
 use crate::domain::crypto::Secret;
 use crate::domain::device::{self, DeviceKey};
 use crate::domain::policy::Policy;
 use crate::error::{ApiError, ApiResult};
-use crate::proto::{ChallengeChanged, ChallengeStatus};
 use crate::push::{PushKind, PushMessage};
 use crate::service::audit::Audit;
 use crate::store::{Device, Role, User, Workspace};
@@ -58,77 +58,6 @@ pub enum Released {
 }
 
 impl App {
-    /// Applies `f` to the stored challenge atomically: re-read and retry when another transition
-    /// won the race. Changes are announced on the bus. `f`'s result is returned with the
-    /// challenge as stored afterwards.
-    pub async fn transition<T>(
-        &self,
-        id: &str,
-        f: impl FnMut(&mut Challenge) -> T,
-    ) -> ApiResult<(Challenge, T)> {
-        let (challenge, result, changed) = self.transition_quietly(id, f).await?;
-        if changed {
-            self.announce(&challenge).await;
-        }
-        Ok((challenge, result))
-    }
-
-    /// `transition` without the announcement; true when the challenge changed, for the caller to
-    /// announce once it is ready to be seen (a rotation: once the new token exists).
-    pub(super) async fn transition_quietly<T>(
-        &self,
-        id: &str,
-        mut f: impl FnMut(&mut Challenge) -> T,
-    ) -> ApiResult<(Challenge, T, bool)> {
-        loop {
-            let Some(mut challenge) = self.challenges.get(id).await? else {
-                return Err(ApiError::NotFound);
-            };
-            let before = challenge.version;
-            let result = f(&mut challenge);
-            if challenge.version == before {
-                return Ok((challenge, result, false));
-            }
-            if self.challenges.swap(&challenge, before).await? {
-                return Ok((challenge, result, true));
-            }
-        }
-    }
-
-    async fn announce(&self, c: &Challenge) {
-        let message = ChallengeChanged {
-            challenge_id: c.id.clone(),
-            status: ChallengeStatus::from(c.status) as i32,
-            changed_at_unix_ms: (self.now().unix_timestamp_nanos() / 1_000_000) as i64,
-        };
-        if let Err(e) = self.bus.publish(message).await {
-            // Waiters still see the change when their stream re-reads (on reconnect or expiry).
-            tracing::warn!(challenge = %c.id, error = %e, "could not announce a challenge change");
-        }
-        if c.status == Status::Expired {
-            // The phones' prompts can go: a silent "resolved" push to each device that showed one.
-            let mut people = vec![c.user_id];
-            people.extend(&c.second_approvers);
-            match self.devices_of_people(&people).await {
-                Ok(devices) => {
-                    self.notifier
-                        .fan_out(&devices, PushMessage::for_challenge(c, PushKind::Resolved));
-                }
-                Err(e) => {
-                    tracing::warn!(challenge = %c.id, error = %e, "no resolved push after expiry")
-                }
-            }
-            self.metrics.challenge(c.action, "expired");
-            self.note(
-                Audit::new(Kind::ChallengeExpired)
-                    .workspace(c.workspace_id)
-                    .actor(&c.user_email)
-                    .detail(json!({"challenge": c.id, "action": c.action.as_str()})),
-            )
-            .await;
-        }
-    }
-
     /// Makes a step-up challenge for the signed-in person and pushes it to their phones.
     pub async fn request_step_up(
         &self,
@@ -260,7 +189,11 @@ impl App {
             }
             Inserted::Stored { superseded } => {
                 if let Some(old) = superseded {
-                    self.announce(&old).await;
+                    // The store superseded a pending challenge in the same step as the insert.
+                    let mut before = old.clone();
+                    before.status = Status::Pending;
+                    before.ended_at = None;
+                    self.effects(&before, &old, By::Server).await?;
                 }
             }
         }
@@ -285,7 +218,7 @@ impl App {
         {
             // Not on record, so not asked: the phones never see it.
             let now = self.now();
-            self.transition(&challenge.id, |c| {
+            self.transition(&challenge.id, By::Server, |c| {
                 c.expires_at = now;
                 c.expire_if_due(now)
             })
@@ -340,7 +273,10 @@ impl App {
         }
         if c.is_due(self.now()) {
             let now = self.now();
-            return Ok(self.transition(id, |c| c.expire_if_due(now)).await?.0);
+            return Ok(self
+                .transition(id, By::Server, |c| c.expire_if_due(now))
+                .await?
+                .0);
         }
         Ok(c)
     }
@@ -352,14 +288,15 @@ impl App {
             .await?)
     }
 
-    /// Verifies a signed decision and applies it. Refusals leave the challenge unchanged.
+    /// Verifies a signed decision and applies it; the challenge as it is afterwards. Refusals
+    /// leave the challenge unchanged; an approval with the wrong number denies it and answers 422.
     pub async fn decide(
         &self,
         me: &AuthedDevice,
         challenge_id: &str,
         jws: &str,
         caller: &Caller,
-    ) -> ApiResult<(Challenge, Outcome)> {
+    ) -> ApiResult<Challenge> {
         crate::error::unless_client_left()?;
         let key = DeviceKey::from_jwk(&me.device.public_key).map_err(|_| ApiError::Unauthorized)?;
         let now = self.now();
@@ -369,185 +306,31 @@ impl App {
                     tracing::info!(reason = %e, "decision signature refused");
                     ApiError::Unauthorized
                 })?;
-        let approve = match claims.decision.as_str() {
-            "approve" => true,
-            "deny" => false,
-            _ => {
-                return Err(ApiError::Unprocessable(
-                    "decision must be approve or deny".into(),
-                ))
-            }
-        };
-        let reason = match claims.reason.as_deref() {
-            None => None,
-            Some("not_me") => Some(DenyReason::NotMe),
-            Some("mistake") => Some(DenyReason::Mistake),
-            Some(_) => {
-                return Err(ApiError::Unprocessable(
-                    "reason must be not_me or mistake".into(),
-                ))
-            }
-        };
-        let decision = Decision {
-            device_id: me.device.id.clone(),
-            device_user_id: me.user.id,
-            challenge_id: claims.sub.clone(),
-            nonce: claims.nonce.clone(),
-            action: claims.action.clone(),
-            approve,
-            number: claims.number,
-            reason,
-            workspace: claims.workspace.clone(),
-            ticket: claims.ticket.clone(),
-        };
         if claims.sub != challenge_id {
             return Err(ApiError::Forbidden(
                 "the decision was signed for another challenge",
             ));
         }
-        let (challenge, result, changed) = self
-            .transition_quietly(challenge_id, |c| c.decide(&decision, now))
+        let decision = Decision::from_claims(claims, &me.device.id, me.user.id)
+            .map_err(|e| decision_refused(e, None))?;
+        let by = By::Phone { me, caller };
+        let (challenge, result) = self
+            .transition(challenge_id, by, |c| c.decide(&decision, now))
             .await?;
-        // An approved rotation is announced once its new token exists (`rotate_on_approval`), so
-        // that no browser releases the old one; everything else at once.
-        let rotating = matches!(result, Ok(Outcome::Approved)) && challenge.action.rotates();
-        if changed && !rotating {
-            self.announce(&challenge).await;
-        }
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(DecideError::NotTheOwner) => {
-                tracing::warn!(challenge = %challenge_id, device = %me.device.id, "decision from a device of another person");
-                return Err(ApiError::Forbidden(
-                    "this device may not decide that challenge",
-                ));
+        match result {
+            Err(e) => {
+                if e == DecideError::NotTheOwner {
+                    tracing::warn!(challenge = %challenge_id, device = %me.device.id, "decision from a device of another person");
+                }
+                Err(decision_refused(e, Some(&challenge)))
             }
-            Err(DecideError::Mismatch) => {
-                return Err(ApiError::Forbidden(
-                    "the decision does not match the challenge (nonce or action)",
-                ))
+            Ok(Outcome::WrongNumber) => Err(decision_refused(DecideError::WrongNumber, None)),
+            Ok(Outcome::Approved) if challenge.action.rotates() => {
+                self.rotate_on_approval(&challenge, &me.user.email).await?;
+                Ok(challenge)
             }
-            Err(DecideError::NotPending) => {
-                return Err(ApiError::Conflict(format!(
-                    "the challenge is already {}",
-                    challenge.status.as_str()
-                )))
-            }
-        };
-        if outcome == Outcome::FirstApproved {
-            return self.await_second_approval(challenge, me, caller).await;
+            Ok(_) => Ok(challenge),
         }
-        self.metrics
-            .decision_seconds
-            .observe((now - challenge.created_at).as_seconds_f64().max(0.0));
-        let mut detail = json!({"challenge": challenge.id, "action": challenge.action.as_str()});
-        let kind = match outcome {
-            Outcome::Approved => Kind::ChallengeApproved,
-            Outcome::Denied(reason) => {
-                detail["reason"] = json!(reason.map(DenyReason::as_str));
-                Kind::ChallengeDenied
-            }
-            _ => {
-                detail["reason"] = json!("wrong_number");
-                Kind::ChallengeDenied
-            }
-        };
-        if challenge.first_approval.is_some() {
-            // The second person of the two-person rule decided.
-            detail["second_approver"] = json!(me.user.email);
-        }
-        self.metrics.challenge(
-            challenge.action,
-            if outcome == Outcome::Approved {
-                "approved"
-            } else {
-                "denied"
-            },
-        );
-        self.note(
-            Audit::new(kind)
-                .workspace(challenge.workspace_id)
-                .actor(&me.user.email)
-                .ip(&caller.ip)
-                .device(&me.device.id)
-                .detail(detail),
-        )
-        .await;
-
-        if outcome == Outcome::Denied(Some(DenyReason::NotMe)) {
-            self.suspected_attack(&challenge, me).await?;
-        }
-        if rotating {
-            self.rotate_on_approval(&challenge, &me.user.email).await?;
-        }
-        // The other phones that showed the prompt can drop it now.
-        let mut everyone = vec![challenge.user_id];
-        everyone.extend(&challenge.second_approvers);
-        let mut others = self.devices_of_people(&everyone).await?;
-        others.retain(|d| d.id != me.device.id);
-        self.notifier.fan_out(
-            &others,
-            PushMessage::for_challenge(&challenge, PushKind::Resolved),
-        );
-        Ok((challenge, outcome))
-    }
-
-    /// The requester approved under the two-person rule: the prompt moves to the second
-    /// approvers' phones.
-    async fn await_second_approval(
-        &self,
-        challenge: Challenge,
-        me: &AuthedDevice,
-        caller: &Caller,
-    ) -> ApiResult<(Challenge, Outcome)> {
-        self.note(
-            Audit::new(Kind::ChallengeFirstApproved)
-                .workspace(challenge.workspace_id)
-                .actor(&me.user.email)
-                .ip(&caller.ip)
-                .device(&me.device.id)
-                .detail(json!({"challenge": challenge.id, "action": challenge.action.as_str()})),
-        )
-        .await;
-        let devices = self.devices_of_people(&challenge.second_approvers).await?;
-        self.notifier.fan_out(
-            &devices,
-            PushMessage::for_challenge(&challenge, PushKind::Challenge),
-        );
-        Ok((challenge, Outcome::FirstApproved))
-    }
-
-    /// A `not_me` denial: the requester may make no new challenge for a while, and the
-    /// workspace's owners are told (audit entry, and a push to their phones).
-    async fn suspected_attack(&self, challenge: &Challenge, me: &AuthedDevice) -> ApiResult<()> {
-        let until = self.now() + self.config.not_me_block;
-        self.challenges.block_user(challenge.user_id, until).await?;
-        let owners: Vec<User> = self
-            .store
-            .users_with_role(challenge.workspace_id, Role::Owner)
-            .await?;
-        let alerted = self
-            .notify_people(&owners, challenge, "security.suspected_attack")
-            .await?;
-        self.note(
-            Audit::new(Kind::SecuritySuspectedAttack)
-                .workspace(challenge.workspace_id)
-                .actor(&challenge.user_email)
-                .ip(&challenge.origin.ip)
-                .device(&me.device.id)
-                .detail(json!({
-                    "challenge": challenge.id,
-                    "action": challenge.action.as_str(),
-                    "requested_from": challenge.origin.ip,
-                    "user_agent": challenge.origin.user_agent,
-                    "reported_by": me.user.email,
-                    "blocked_until": crate::clock::rfc3339(until),
-                    "owners_alerted": owners.iter().map(|o| o.email.as_str()).collect::<Vec<_>>(),
-                    "owner_pushes": alerted,
-                })),
-        )
-        .await;
-        Ok(())
     }
 
     /// Whether the session that read `challenge` (through `challenge_of_session`) may release it
@@ -578,7 +361,7 @@ impl App {
     ) -> ApiResult<Challenge> {
         let now = self.now();
         let (challenge, result) = self
-            .transition(id, |c| {
+            .transition(id, By::Server, |c| {
                 (c.session_hash == session_hash && releasable(c.action)).then(|| c.release(now))
             })
             .await?;
@@ -588,10 +371,7 @@ impl App {
                 Err(ApiError::NotFound)
             }
             Some(Err(e)) => Err(release_refused(e, &challenge)),
-            Some(Ok(())) => {
-                self.metrics.challenge(challenge.action, "released");
-                Ok(challenge)
-            }
+            Some(Ok(())) => Ok(challenge),
         }
     }
 
@@ -687,12 +467,36 @@ impl App {
         let due = self.challenges.due(now).await?;
         let mut expired = 0;
         for c in due {
-            if self.transition(&c.id, |c| c.expire_if_due(now)).await?.1 {
+            if self
+                .transition(&c.id, By::Server, |c| c.expire_if_due(now))
+                .await?
+                .1
+            {
                 expired += 1;
             }
         }
         self.challenges.purge(now).await?;
         Ok(expired)
+    }
+}
+
+/// Why a phone's decision was refused, as the phone is told: the one mapping of `DecideError`.
+fn decision_refused(e: DecideError, challenge: Option<&Challenge>) -> ApiError {
+    match e {
+        DecideError::BadDecision | DecideError::BadReason => ApiError::Unprocessable(e.to_string()),
+        DecideError::WrongNumber => ApiError::Unprocessable(
+            "the number does not match the one shown in the console; the request was denied".into(),
+        ),
+        DecideError::NotTheOwner => {
+            ApiError::Forbidden("this device may not decide that challenge")
+        }
+        DecideError::Mismatch => {
+            ApiError::Forbidden("the decision does not match the challenge (nonce or action)")
+        }
+        DecideError::NotPending => ApiError::Conflict(format!(
+            "the challenge is already {}",
+            challenge.map_or("decided", |c| c.status.as_str())
+        )),
     }
 }
 

@@ -13,6 +13,7 @@ mod db;
 mod devices;
 #[cfg(test)]
 mod lifecycle_tests;
+pub mod log_writer;
 mod members;
 mod provisioning;
 pub mod scim;

@@ -44,7 +44,7 @@ wait "$pid"
 "#;
 
 impl Wrapped {
-    fn spawn(program: &[&str], env: &[(&str, String)], pid_file: PathBuf, log: &Path) -> Self {
+    fn spawn(program: &[&str], env: &[(String, String)], pid_file: PathBuf, log: &Path) -> Self {
         let _ = std::fs::remove_file(&pid_file);
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(WRAPPER).arg("sh").arg(&pid_file).arg(log);
@@ -136,6 +136,10 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().expect("redis is running").pid()
+    }
+
     pub async fn start() -> RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("assent-redis-")
@@ -266,6 +270,8 @@ pub struct Cluster {
     postgres: Option<TestDatabase>,
     master_key: String,
     challenge_ttl_secs: u64,
+    /// Variables set last on every instance and the CLI (a benchmark's limits and log level).
+    extra_env: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
 }
 
@@ -287,6 +293,15 @@ async fn fresh_database(dir: &Path) -> (String, Option<TestDatabase>) {
 
 impl Cluster {
     pub async fn start(instances: usize, challenge_ttl_secs: u64) -> Cluster {
+        Self::start_with(instances, challenge_ttl_secs, &[]).await
+    }
+
+    /// `start`, with these variables set last on every instance and the CLI.
+    pub async fn start_with(
+        instances: usize,
+        challenge_ttl_secs: u64,
+        extra_env: &[(&str, &str)],
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("assent-scale-")
             .tempdir()
@@ -304,6 +319,10 @@ impl Cluster {
             postgres,
             master_key: STANDARD.encode(key),
             challenge_ttl_secs,
+            extra_env: extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             dir,
         };
         // One after the other: the first applies the migrations.
@@ -321,8 +340,8 @@ impl Cluster {
         cluster
     }
 
-    fn env(&self, base: &str) -> Vec<(&'static str, String)> {
-        vec![
+    fn env(&self, base: &str) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
             (
                 "ASSENT_LISTEN",
                 base.trim_start_matches("http://").to_string(),
@@ -337,6 +356,11 @@ impl Cluster {
             ),
             ("ASSENT_LOG", "info,assent=debug".to_string()),
         ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        env.extend(self.extra_env.iter().cloned());
+        env
     }
 
     fn spawn(&self, base: &str, log: &Path, i: usize) -> Wrapped {
@@ -388,7 +412,9 @@ impl Cluster {
         for (name, value) in self.env(&self.public_url) {
             cmd.env(name, value);
         }
-        cmd.env("ASSENT_LOG", "warn");
+        if !self.extra_env.iter().any(|(k, _)| k == "ASSENT_LOG") {
+            cmd.env("ASSENT_LOG", "warn");
+        }
         let out = cmd.output().expect("run the assent CLI");
         assert!(
             out.status.success(),

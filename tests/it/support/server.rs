@@ -221,6 +221,18 @@ impl TestServer {
         }
     }
 
+    /// The `assent serve` process's id (the wrapper's child), for measuring its memory.
+    pub fn server_pid(&self) -> u32 {
+        let wrapper = self.wrapper.id();
+        let children = std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children"))
+            .expect("read the wrapper's children");
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|pid| pid.parse().ok())
+            .expect("the wrapper runs the server")
+    }
+
     /// Everything the server wrote to stdout and stderr so far.
     pub fn log(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.log_path).unwrap_or_default()).into_owned()

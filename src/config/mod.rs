@@ -8,6 +8,8 @@ use url::Url;
 
 use crate::domain::crypto::{MasterKey, Secret};
 
+mod push;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {reason}")]
 pub struct ConfigError {

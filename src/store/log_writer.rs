@@ -1,0 +1,85 @@
+//! The provisioning log's writer: requests record into a channel; one task drains whatever has
+//! queued into a single transaction. Under load the batches grow by themselves (no timer, no
+//! delay when idle), so a SCIM request never waits for the log's write.
+
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::scim::{LogRecord, ScimStore};
+
+/// Records queued before requests wait for the writer (backpressure, never a dropped record).
+const QUEUE: usize = 16_384;
+/// Records per transaction at most.
+const BATCH: usize = 1_024;
+
+enum Message {
+    Record(LogRecord),
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct LogWriter {
+    store: Arc<dyn ScimStore>,
+    /// Started on first use, inside the runtime.
+    sender: OnceLock<mpsc::Sender<Message>>,
+}
+
+impl LogWriter {
+    pub fn new(store: Arc<dyn ScimStore>) -> Self {
+        Self {
+            store,
+            sender: OnceLock::new(),
+        }
+    }
+
+    fn sender(&self) -> &mpsc::Sender<Message> {
+        self.sender.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(write_batches(self.store.clone(), rx));
+            tx
+        })
+    }
+
+    pub async fn record(&self, record: LogRecord) {
+        if self.sender().send(Message::Record(record)).await.is_err() {
+            tracing::error!("the provisioning log writer has stopped; a record is lost");
+        }
+    }
+
+    /// Returns once every record queued before the call is written (or failed to be).
+    pub async fn flush(&self) {
+        let Some(sender) = self.sender.get() else {
+            return;
+        };
+        let (ack, done) = oneshot::channel();
+        if sender.send(Message::Flush(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+async fn write_batches(store: Arc<dyn ScimStore>, mut rx: mpsc::Receiver<Message>) {
+    let mut batch = Vec::new();
+    let mut acks = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Record(r) => batch.push(r),
+                Message::Flush(ack) => acks.push(ack),
+            }
+            next = if batch.len() < BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if let Err(e) = store.append_log(&batch).await {
+            tracing::error!(error = %e, records = batch.len(), "could not write the provisioning log");
+        }
+        batch.clear();
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+}
