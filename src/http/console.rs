@@ -18,7 +18,7 @@ use crate::domain::challenge::Action;
 use crate::domain::crypto::Secret;
 use crate::error::{ApiError, ApiResult};
 use crate::service::devices::{EnrollmentOffer, EnrollmentStart};
-use crate::service::members::RoleChange;
+use crate::service::members::{Invited, RoleChange};
 use crate::service::stepup::Released;
 use crate::service::{Caller, ConsoleSession};
 use crate::store::{Device, Role};
@@ -45,6 +45,7 @@ pub fn routes() -> Router<Arc<App>> {
         )
         .route("/v1/console/challenges/{id}/release", post(release))
         .route("/v1/console/members", get(members).post(invite))
+        .route("/v1/console/invitations/accept", post(accept_invitation))
         .route(
             "/v1/console/members/{id}",
             patch(change_role).delete(remove_member),
@@ -229,29 +230,74 @@ async fn members(
 struct Invite {
     email: String,
     role: Role,
+    /// `password` (CONTRACT.md section 3a, the default) or `link` (issue 16).
+    #[serde(default)]
+    delivery: Delivery,
 }
 
-/// 201 with the one-time password, shown once: never cached.
+#[derive(Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Delivery {
+    #[default]
+    Password,
+    Link,
+}
+
+/// 201 with the one-time password, or the invitation link, shown once: never cached.
 async fn invite(
     State(app): State<Arc<App>>,
     session: ConsoleSession,
     caller: Caller,
     ApiJson(body): ApiJson<Invite>,
 ) -> ApiResult<Response> {
-    let (user, password) = app
-        .invite_member(&session, &body.email, body.role, &caller)
+    let (user, invited) = app
+        .invite_member(
+            &session,
+            &body.email,
+            body.role,
+            body.delivery == Delivery::Link,
+            &caller,
+        )
         .await?;
+    let mut answer = json!({"id": user.id, "email": user.email, "role": user.role});
+    match invited {
+        Invited::Password(password) => answer["password"] = json!(password.expose()),
+        Invited::Link { url, expires_at } => {
+            answer["invitation_url"] = json!(url.expose());
+            answer["expires_at"] = json!(rfc3339(expires_at));
+        }
+    }
     Ok((
         StatusCode::CREATED,
         [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({
-            "id": user.id,
-            "email": user.email,
-            "role": user.role,
-            "password": password.expose(),
-        })),
+        Json(answer),
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+struct Acceptance {
+    token: String,
+    password: String,
+}
+
+/// `POST /v1/console/invitations/accept` (issue 16): the invitee's link and chosen password →
+/// 200 and a console session, as a sign-in answers.
+async fn accept_invitation(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Acceptance>,
+) -> ApiResult<Response> {
+    let signed_in = app
+        .accept_invitation(
+            &Secret::new(body.token),
+            Secret::new(body.password),
+            &caller,
+        )
+        .await?;
+    let cookie = session_cookie(&app, Some(signed_in.session_id.expose()));
+    let body = me(&app, &signed_in.user, &signed_in.workspace);
+    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
 }
 
 /// Member ids are integers; anything else names nobody.

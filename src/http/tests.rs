@@ -739,3 +739,86 @@ async fn a_promotion_takes_effect_only_at_a_release_within_its_lifetime() {
     .await;
     assert_eq!(role_of(&members), "admin");
 }
+
+/// An invitation link (issue 16) works once, for 24 hours of clock time: the invitee chooses a
+/// password and is signed in; a second use, and any use after the day, is 410; an unknown link 404.
+#[tokio::test]
+async fn an_invitation_link_works_once_within_a_day() {
+    let h = harness().await;
+    let cookie = h.owner("acme").await;
+    let invite = |email: &'static str| {
+        call(
+            &h.router,
+            "POST",
+            "/v1/console/members",
+            Some(&cookie),
+            None,
+            Some(json!({"email": email, "role": "member", "delivery": "link"})),
+        )
+    };
+    let accept = |token: String, password: &'static str| {
+        let router = h.router.clone();
+        async move {
+            call(
+                &router,
+                "POST",
+                "/v1/console/invitations/accept",
+                None,
+                None,
+                Some(json!({"token": token, "password": password})),
+            )
+            .await
+        }
+    };
+    let token_of = |answer: &Value| {
+        let url = answer["invitation_url"].as_str().unwrap();
+        assert!(url.starts_with(&format!("{PUBLIC}/#invitation=")), "{url}");
+        url.rsplit_once('=').unwrap().1.to_owned()
+    };
+
+    let (status, headers, first) = invite("kim@acme.test").await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert!(first.get("password").is_none(), "{first}");
+    let expires = OffsetDateTime::parse(
+        first["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(expires, h.clock.now() + Duration::hours(24));
+    let (status, _, second) = invite("lee@acme.test").await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+
+    // A short password is refused and spends nothing; an unknown link is 404.
+    let (status, _, _) = accept(token_of(&first), "short").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _, _) = accept("not-a-link".into(), "a long enough password").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Within the day: signed in, with the password chosen; then the link is spent.
+    h.clock.advance(Duration::hours(23));
+    let (status, headers, me) = accept(token_of(&first), "kim's own passphrase").await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["email"], "kim@acme.test");
+    assert_eq!(me["role"], "member");
+    assert!(headers.contains_key(header::SET_COOKIE));
+    let (status, _, _) = accept(token_of(&first), "another passphrase").await;
+    assert_eq!(status, StatusCode::GONE);
+    h.sign_in("acme", "kim@acme.test", "kim's own passphrase")
+        .await;
+
+    // After the day: 410, and nobody can sign in as the second invitee.
+    h.clock.advance(Duration::hours(1));
+    let (status, _, _) = accept(token_of(&second), "lee's own passphrase").await;
+    assert_eq!(status, StatusCode::GONE);
+    let (status, _, _) = call(
+        &h.router,
+        "POST",
+        "/v1/console/session",
+        None,
+        None,
+        Some(json!({"workspace": "acme", "email": "lee@acme.test", "password": "lee's own passphrase"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

@@ -5,24 +5,43 @@
 //! last owner can be neither demoted nor removed, even by two owners at the same moment.
 
 use serde_json::json;
+use time::{Duration, OffsetDateTime};
 
-use super::accounts::valid_email;
+use super::accounts::{valid_email, SignedIn};
 use super::stepup::{About, Released};
 use super::{Caller, ConsoleSession};
 use crate::app::App;
 use crate::domain::audit::Kind;
 use crate::domain::challenge::{Action, Challenge, Subject};
-use crate::domain::crypto::Secret;
+use crate::domain::crypto::{random_b64url, sha256_hex, Secret};
 use crate::domain::password;
 use crate::error::{ApiError, ApiResult};
 use crate::service::audit::Audit;
-use crate::store::{Member, MemberChange, Role, StoreError, User};
+use crate::store::{AuthMethod, Member, MemberChange, NewInvitation, Role, StoreError, User};
+
+/// How long an invitation link works (issue 16).
+pub const INVITATION_LIFETIME: Duration = Duration::hours(24);
+
+/// What an invitation hands the inviter, once.
+pub enum Invited {
+    /// The one-time password (CONTRACT.md section 3a).
+    Password(Secret),
+    /// A link that works once until `expires_at`; the invitee chooses their own password, which
+    /// the inviter never learns.
+    Link {
+        url: Secret,
+        expires_at: OffsetDateTime,
+    },
+}
 
 /// What a role change did: at once (a demotion, or nothing to change), or a step-up to approve.
 pub enum RoleChange {
     Changed(User),
     StepUp(Box<Challenge>, usize),
 }
+
+/// The shortest password an invitee may choose (a generated one is 20 characters).
+const MIN_CHOSEN_PASSWORD: usize = 12;
 
 const LAST_OWNER: &str =
     "the workspace's last owner cannot be demoted or removed; make another owner first";
@@ -46,8 +65,9 @@ impl App {
         session: &ConsoleSession,
         email: &str,
         role: Role,
+        link: bool,
         caller: &Caller,
-    ) -> ApiResult<(User, Secret)> {
+    ) -> ApiResult<(User, Invited)> {
         match session.user.role {
             Role::Member => {
                 return Err(ApiError::Forbidden(
@@ -66,13 +86,24 @@ impl App {
             return Err(ApiError::BadRequest("e-mail is not a valid address".into()));
         }
         crate::error::unless_client_left()?;
+        // With a link, the password is one nobody ever sees: the invitee sets their own.
         let password = Secret::new(password::generate());
         let hash = self.hasher.hash(password.clone()).await;
+        let now = self.now();
+        let token = link.then(|| Secret::new(random_b64url::<32>()));
+        let new_link = token.as_ref().map(|t| NewInvitation {
+            token_hash: sha256_hex(t.expose().as_bytes()),
+            expires_at: now + INVITATION_LIFETIME,
+        });
         let entry = Audit::new(Kind::MemberInvited)
             .workspace(session.workspace.id)
             .actor(&session.user.email)
             .ip(&caller.ip)
-            .detail(json!({"member": email, "role": role.as_str()}));
+            .detail(json!({
+                "member": email,
+                "role": role.as_str(),
+                "delivery": if link { "link" } else { "password" },
+            }));
         match self
             .store
             .invite_member(
@@ -80,17 +111,100 @@ impl App {
                 email,
                 role,
                 &hash,
-                self.now(),
+                new_link,
+                now,
                 entry.into_event(),
             )
             .await
         {
-            Ok(user) => Ok((user, password)),
+            Ok(user) => Ok((
+                user,
+                match token {
+                    // In the fragment: a browser never sends it to a server, nor in a Referer.
+                    Some(token) => Invited::Link {
+                        url: Secret::new(format!(
+                            "{}/#invitation={}",
+                            self.config.public_url.trim_end_matches('/'),
+                            token.expose()
+                        )),
+                        expires_at: now + INVITATION_LIFETIME,
+                    },
+                    None => Invited::Password(password),
+                },
+            )),
             Err(StoreError::Conflict) => Err(ApiError::Conflict(format!(
                 "{email} is already a member of this workspace"
             ))),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The invitee follows their link and chooses a password: the link is spent, the password
+    /// set, and they are signed in. An unknown link is 404, a used or expired one 410.
+    pub async fn accept_invitation(
+        &self,
+        token: &Secret,
+        password: Secret,
+        caller: &Caller,
+    ) -> ApiResult<SignedIn> {
+        let length = password.expose().chars().count();
+        if !(MIN_CHOSEN_PASSWORD..=1024).contains(&length) {
+            return Err(ApiError::Unprocessable(format!(
+                "choose a password of at least {MIN_CHOSEN_PASSWORD} characters"
+            )));
+        }
+        let token_hash = sha256_hex(token.expose().as_bytes());
+        let invitation = self
+            .store
+            .invitation(&token_hash)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        let spent = || {
+            ApiError::Gone(
+                "this invitation link was used or has expired; ask for a new invitation".into(),
+            )
+        };
+        if invitation.used_at.is_some() || invitation.expires_at <= self.now() {
+            return Err(spent());
+        }
+        let user = self
+            .store
+            .user_by_id(invitation.user_id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        let workspace = self
+            .store
+            .workspace_by_id(user.workspace_id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        if user.role != Role::Owner && self.sso_enforced(workspace.id).await? {
+            return Err(ApiError::Forbidden(
+                "this workspace signs in with single sign-on: use \"Sign in with single sign-on\"",
+            ));
+        }
+        crate::error::unless_client_left()?;
+        let hash = self.hasher.hash(password).await;
+        let entry = Audit::new(Kind::MemberInvitationAccepted)
+            .workspace(workspace.id)
+            .actor(&user.email)
+            .ip(&caller.ip)
+            .detail(json!({"user_agent": caller.user_agent}));
+        if !self
+            .store
+            .accept_invitation(&token_hash, user.id, &hash, self.now(), entry.into_event())
+            .await?
+        {
+            return Err(spent());
+        }
+        let session_id = self.start_session(&user, AuthMethod::Password).await?;
+        Ok(SignedIn {
+            session_id,
+            user: User {
+                password_hash: hash,
+                ..user
+            },
+            workspace,
+        })
     }
 
     /// The member of the caller's workspace with this id; anyone else is "not found".

@@ -7,8 +7,24 @@ use time::OffsetDateTime;
 
 use super::accounts::{insert_user, UserRow};
 use super::audit_log::append_in;
-use super::db::{db_run, Db, Tx};
+use super::db::{db_run, ts, Db, Tx};
 use super::{AuditEvent, Result, Role, User};
+use crate::clock::from_unix;
+
+/// An invitation link being made: its token's hash, and until when it works.
+#[derive(Clone, Debug)]
+pub struct NewInvitation {
+    pub token_hash: String,
+    pub expires_at: OffsetDateTime,
+}
+
+/// An invitation link as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invitation {
+    pub user_id: i64,
+    pub expires_at: OffsetDateTime,
+    pub used_at: Option<OffsetDateTime>,
+}
 
 /// What a change to a member found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,11 +83,27 @@ pub(super) async fn invite_member(
     email: &str,
     role: Role,
     password_hash: &str,
+    link: Option<NewInvitation>,
     now: OffsetDateTime,
     audit: AuditEvent,
 ) -> Result<User> {
     let mut tx = db.begin_immediate().await?;
     let id = insert_user(&mut tx, workspace_id, email, role, password_hash, now).await?;
+    if let Some(link) = link {
+        db_run!(tx.conn(), |c| {
+            sqlx::query(
+                "INSERT INTO invitations (token_hash, user_id, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&link.token_hash)
+            .bind(id)
+            .bind(ts(now))
+            .bind(ts(link.expires_at))
+            .execute(c)
+            .await
+            .map(|_| ())
+        })?;
+    }
     append_in(&mut tx, audit, now).await?;
     tx.commit().await?;
     Ok(User {
@@ -141,4 +173,56 @@ pub(super) async fn remove_member(
     append_in(&mut tx, audit, now).await?;
     tx.commit().await?;
     Ok(MemberChange::Done(member))
+}
+
+pub(super) async fn invitation(db: &Db, token_hash: &str) -> Result<Option<Invitation>> {
+    let row: Option<(i64, i64, Option<i64>)> = db_run!(db.read(), |c| {
+        sqlx::query_as("SELECT user_id, expires_at, used_at FROM invitations WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(c)
+            .await
+    })?;
+    Ok(row.map(|(user_id, expires_at, used_at)| Invitation {
+        user_id,
+        expires_at: from_unix(expires_at),
+        used_at: used_at.map(from_unix),
+    }))
+}
+
+pub(super) async fn accept_invitation(
+    db: &Db,
+    token_hash: &str,
+    user_id: i64,
+    password_hash: &str,
+    now: OffsetDateTime,
+    audit: AuditEvent,
+) -> Result<bool> {
+    let mut tx = db.begin_immediate().await?;
+    // Spent here, once: of two acceptances racing, one finds it unused.
+    let spent = db_run!(tx.conn(), |c| {
+        sqlx::query(
+            "UPDATE invitations SET used_at = $1
+             WHERE token_hash = $2 AND user_id = $3 AND used_at IS NULL AND expires_at > $1",
+        )
+        .bind(ts(now))
+        .bind(token_hash)
+        .bind(user_id)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected())
+    })?;
+    if spent == 0 {
+        return Ok(false);
+    }
+    db_run!(tx.conn(), |c| {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(c)
+            .await
+            .map(|_| ())
+    })?;
+    append_in(&mut tx, audit, now).await?;
+    tx.commit().await?;
+    Ok(true)
 }

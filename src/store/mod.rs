@@ -39,7 +39,7 @@ pub use crate::domain::people::{
 };
 pub use crate::domain::policy::Policy;
 use db::{store_trait, Db};
-pub use members::MemberChange;
+pub use members::{Invitation, MemberChange, NewInvitation};
 use scim::ScimStore;
 use sealed::SealedStore;
 use sso::SsoStore;
@@ -233,17 +233,31 @@ store_trait! {
         }
 
         mod members {
-            /// Adds a member with a one-time password and its audit entry, in one transaction;
-            /// `Conflict` when the e-mail is already in the workspace.
+            /// Adds a member with a one-time password (or, with `link`, an invitation link and a
+            /// password nobody knows) and its audit entry, in one transaction; `Conflict` when the
+            /// e-mail is already in the workspace.
             async fn invite_member(
                 &self,
                 workspace_id: i64,
                 email: &str,
                 role: Role,
                 password_hash: &str,
+                link: Option<NewInvitation>,
                 now: OffsetDateTime,
                 audit: AuditEvent,
             ) -> Result<User>;
+            /// The invitation link with this token hash, used or not.
+            async fn invitation(&self, token_hash: &str) -> Result<Option<Invitation>>;
+            /// Spends the invitation (unused, unexpired at `now`) and sets its person's password,
+            /// with the audit entry, in one transaction; false when it was no longer usable.
+            async fn accept_invitation(
+                &self,
+                token_hash: &str,
+                user_id: i64,
+                password_hash: &str,
+                now: OffsetDateTime,
+                audit: AuditEvent,
+            ) -> Result<bool>;
             /// Sets the member's role from `from` to `to` with its audit entry, unless the role
             /// moved meanwhile or the workspace would be left without an owner.
             async fn set_member_role(
