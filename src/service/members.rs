@@ -17,7 +17,9 @@ use crate::domain::crypto::{random_b64url, sha256_hex, Secret};
 use crate::domain::password;
 use crate::error::{ApiError, ApiResult};
 use crate::service::audit::Audit;
-use crate::store::{AuthMethod, Member, MemberChange, NewInvitation, Role, StoreError, User};
+use crate::store::{
+    AuthMethod, Invitee, Member, MemberChange, NewInvitation, Role, StoreError, User,
+};
 
 /// How long an invitation link works (issue 16).
 pub const INVITATION_LIFETIME: Duration = Duration::hours(24);
@@ -107,11 +109,13 @@ impl App {
         match self
             .store
             .invite_member(
-                session.workspace.id,
-                email,
-                role,
-                &hash,
-                new_link,
+                &Invitee {
+                    workspace_id: session.workspace.id,
+                    email: email.to_owned(),
+                    role,
+                    password_hash: hash,
+                    link: new_link,
+                },
                 now,
                 entry.into_event(),
             )

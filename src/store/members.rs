@@ -11,6 +11,17 @@ use super::db::{db_run, ts, Db, Tx};
 use super::{AuditEvent, Result, Role, User};
 use crate::clock::from_unix;
 
+/// A person being invited: where, as what, with which password's hash (one nobody knows when the
+/// invitation is a link), and the link if any.
+#[derive(Clone, Debug)]
+pub struct Invitee {
+    pub workspace_id: i64,
+    pub email: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub link: Option<NewInvitation>,
+}
+
 /// An invitation link being made: its token's hash, and until when it works.
 #[derive(Clone, Debug)]
 pub struct NewInvitation {
@@ -79,14 +90,18 @@ async fn lock_and_read(
 
 pub(super) async fn invite_member(
     db: &Db,
-    workspace_id: i64,
-    email: &str,
-    role: Role,
-    password_hash: &str,
-    link: Option<NewInvitation>,
+    invitee: &Invitee,
     now: OffsetDateTime,
     audit: AuditEvent,
 ) -> Result<User> {
+    let Invitee {
+        workspace_id,
+        email,
+        role,
+        password_hash,
+        link,
+    } = invitee;
+    let (workspace_id, role) = (*workspace_id, *role);
     let mut tx = db.begin_immediate().await?;
     let id = insert_user(&mut tx, workspace_id, email, role, password_hash, now).await?;
     if let Some(link) = link {
@@ -109,9 +124,9 @@ pub(super) async fn invite_member(
     Ok(User {
         id,
         workspace_id,
-        email: email.to_owned(),
+        email: email.clone(),
         role,
-        password_hash: password_hash.to_owned(),
+        password_hash: password_hash.clone(),
     })
 }
 

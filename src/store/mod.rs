@@ -39,7 +39,7 @@ pub use crate::domain::people::{
 };
 pub use crate::domain::policy::Policy;
 use db::{store_trait, Db};
-pub use members::{Invitation, MemberChange, NewInvitation};
+pub use members::{Invitation, Invitee, MemberChange, NewInvitation};
 use scim::ScimStore;
 use sealed::SealedStore;
 use sso::SsoStore;
@@ -238,11 +238,7 @@ store_trait! {
             /// e-mail is already in the workspace.
             async fn invite_member(
                 &self,
-                workspace_id: i64,
-                email: &str,
-                role: Role,
-                password_hash: &str,
-                link: Option<NewInvitation>,
+                invitee: &Invitee,
                 now: OffsetDateTime,
                 audit: AuditEvent,
             ) -> Result<User>;
