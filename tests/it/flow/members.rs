@@ -624,3 +624,88 @@ async fn member_changes_cut_by_a_hang_up_are_whole_or_absent() {
         );
     }
 }
+
+/// An invitation link (issue 16) as the people around it would use it: the invitee chooses their
+/// own password (the inviter never learns one), the link works once even when two tabs race, its
+/// token is stored and logged nowhere, and only those who may invite make one.
+#[tokio::test]
+async fn an_invitation_link_lets_the_invitee_choose_a_password_once() {
+    let server = shared().await;
+    let owner = owner_with_phone(server).await;
+    let admin = user_with_phone(server, &owner.ws, "admin").await;
+    let link_invite = |b: &Browser, email: &str, role: &str| {
+        let body = json!({"email": email, "role": role, "delivery": "link"});
+        let req = b.request(Method::POST, "/v1/console/members").json(&body);
+        async move { req.send().await.expect("POST") }
+    };
+    problem(
+        link_invite(&admin.browser, &email_in(&owner.ws, "x"), "admin").await,
+        &[403],
+    )
+    .await;
+    let email = email_in(&owner.ws, "linked");
+    let invited = json_body(link_invite(&admin.browser, &email, "member").await, 201).await;
+    assert!(invited.get("password").is_none(), "{invited}");
+    assert_about(
+        utc_time(&invited, "expires_at"),
+        86_400,
+        30,
+        "a day from now",
+    );
+    let url = invited["invitation_url"].as_str().expect("invitation_url");
+    let token = url
+        .strip_prefix(&format!("{}/#invitation=", server.public_url))
+        .unwrap_or_else(|| panic!("{url}"))
+        .to_owned();
+    // Another site cannot spend it for the invitee.
+    let resp = Browser::new(server)
+        .request(Method::POST, "/v1/console/invitations/accept")
+        .header("Origin", "https://evil.example")
+        .json(&json!({"token": token, "password": "chosen by the evil site"}))
+        .send()
+        .await
+        .unwrap();
+    problem(resp, &[403]).await;
+
+    // Two tabs accept at once: one is signed in, the other told the link is spent.
+    let password = "a passphrase the inviter never saw";
+    let accept = |password: &str| {
+        let body = json!({"token": token, "password": password});
+        let req = Browser::new(server)
+            .request(Method::POST, "/v1/console/invitations/accept")
+            .json(&body);
+        async move { req.send().await.expect("POST") }
+    };
+    let (one, two) = tokio::join!(accept(password), accept("the other tab's passphrase"));
+    let mut statuses = [one.status().as_u16(), two.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 410]);
+    let chosen = if one.status() == 200 {
+        password
+    } else {
+        "the other tab's passphrase"
+    };
+    let invitee = Browser::logged_in(server, &owner.ws.slug, &email, chosen).await;
+    json_body(invitee.get("/v1/console/devices").await, 200).await;
+    problem(accept(password).await, &[410]).await;
+    let resp = Browser::new(server)
+        .post_json(
+            "/v1/console/invitations/accept",
+            &json!({"token": "not-a-link-at-all", "password": password}),
+        )
+        .await;
+    problem(resp, &[404]).await;
+
+    let accepted = audit_of(&owner.browser, "member.invitation_accepted").await;
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    assert_eq!(accepted[0]["actor"], email.as_str());
+    let invitations = audit_of(&owner.browser, "member.invited").await;
+    assert_eq!(
+        invitations[0]["detail"]["delivery"], "link",
+        "{invitations:?}"
+    );
+    server.assert_log_free_of(&[("invitation token", &token), ("chosen password", chosen)]);
+    server
+        .assert_db_free_of(&[("invitation token", &token), ("chosen password", chosen)])
+        .await;
+}
