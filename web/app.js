@@ -766,12 +766,13 @@ async function invite(event) {
     return;
   }
   const role = $('invite-role').value;
+  const delivery = $('invite-delivery-link').checked ? 'link' : 'password';
   await busy($('invite-submit'), async () => {
     hideInvitePassword();
     notify($('invite-message'), '');
     let invited;
     try {
-      invited = await api('POST', '/v1/console/members', { email, role });
+      invited = await api('POST', '/v1/console/members', { email, role, delivery });
     } catch (err) {
       notify($('invite-message'), err.status === 409
         ? `${email} is already a member of this workspace.`
@@ -780,20 +781,81 @@ async function invite(event) {
       return;
     }
     field.value = '';
-    $('invite-who').textContent = `${invited.email} (${ROLE_NAMES[invited.role].toLowerCase()})`;
-    $('invite-password').value = invited.password;
-    $('invite-result').hidden = false;
+    const who = `${invited.email} (${ROLE_NAMES[invited.role].toLowerCase()})`;
     notify($('invite-message'), `${invited.email} was invited.`, 'success');
-    $('invite-password').focus();
+    if (invited.invitation_url) {
+      $('invite-link-who').textContent = who;
+      $('invite-link').value = invited.invitation_url;
+      $('invite-link-expiry').replaceChildren('It works once, until ', timeEl(invited.expires_at), '. Shown only now.');
+      $('invite-link-result').hidden = false;
+      $('invite-link').focus();
+    } else {
+      $('invite-who').textContent = who;
+      $('invite-password').value = invited.password;
+      $('invite-result').hidden = false;
+      $('invite-password').focus();
+    }
     loadMembers();
   });
 }
 
-// The one-time password lives only in #invite-password, until the next invitation or sign-out.
+// The one-time password (or link) lives only in its field, until the next invitation or sign-out.
 function hideInvitePassword() {
   $('invite-password').value = '';
+  $('invite-link').value = '';
   $('invite-result').hidden = true;
+  $('invite-link-result').hidden = true;
   resetCopy($('copy-invite-password'), $('invite-password-copied'));
+  resetCopy($('copy-invite-link'), $('invite-link-copied'));
+}
+
+// --- An invitation link: /#invitation=<token>. The token never leaves this page but to the server's
+// acceptance; it is taken out of the address at once.
+
+let invitationToken = null;
+
+function takeInvitation() {
+  const match = /^#invitation=([A-Za-z0-9_-]+)$/.exec(location.hash);
+  if (!match) return false;
+  invitationToken = match[1];
+  history.replaceState(history.state, '', `${location.pathname}${location.search}`);
+  $('loading').hidden = true;
+  $('signin-view').hidden = true;
+  $('invitation-view').hidden = false;
+  document.title = 'Welcome · Assent';
+  $('invitation-password').focus();
+  return true;
+}
+
+async function acceptInvitation(event) {
+  event.preventDefault();
+  const password = $('invitation-password');
+  const confirm = $('invitation-confirm');
+  let problem = '';
+  if (password.value.length < 12) problem = 'Choose a password of at least 12 characters.';
+  else if (password.value !== confirm.value) problem = 'The two passwords differ.';
+  if (problem) {
+    notify($('invitation-message'), problem, 'error');
+    password.focus();
+    return;
+  }
+  await busy($('invitation-submit'), async () => {
+    try {
+      await api('POST', '/v1/console/invitations/accept', { token: invitationToken, password: password.value });
+    } catch (err) {
+      const text = err.status === 410 || err.status === 404
+        ? 'This invitation link was used or has expired. Ask whoever invited you for a new one.'
+        : `Your password was not set. ${describe(err)}`;
+      notify($('invitation-message'), text, 'error');
+      return;
+    } finally {
+      password.value = '';
+      confirm.value = '';
+    }
+    invitationToken = null;
+    $('invitation-view').hidden = true;
+    await loadSession({ afterSignIn: true });
+  });
 }
 
 Object.assign(STEP_UPS, {
@@ -1005,6 +1067,8 @@ function start() {
 
   on('policy-form', 'submit', savePolicy);
   on('invite-form', 'submit', invite);
+  on('invitation-form', 'submit', acceptInvitation);
+  on('copy-invite-link', 'click', (e) => copyText($('invite-link').value, e.currentTarget, $('invite-link-copied'), $('invite-link')));
   on('members-refresh', 'click', (e) => busy(e.currentTarget, loadMembers));
   on('copy-invite-password', 'click', (e) => copyText($('invite-password').value, e.currentTarget, $('invite-password-copied'), $('invite-password')));
   on('provisioning-refresh', 'click', (e) => busy(e.currentTarget, loadProvisioning));
@@ -1017,7 +1081,7 @@ function start() {
   on('activity-refresh', 'click', (e) => busy(e.currentTarget, () => loadActivity(true)));
 
   // Read-only fields select their whole value when focused, ready to copy by hand.
-  for (const id of ['tenant-url', 'token-value', 'enrollment-command', 'invite-password', 'sso-redirect-uri', 'checklist-tenant-url']) {
+  for (const id of ['tenant-url', 'token-value', 'enrollment-command', 'invite-password', 'invite-link', 'sso-redirect-uri', 'checklist-tenant-url']) {
     on(id, 'focus', (e) => e.target.select());
   }
 
@@ -1026,6 +1090,7 @@ function start() {
     if ($('token-dialog').open) $('token-dialog').close();
   });
 
+  if (takeInvitation()) return;
   loadSession({ signedOutMessage: takeSsoError(), devicesMessage: takeReauthResult() });
 }
 

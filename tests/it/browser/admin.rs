@@ -193,6 +193,93 @@ async fn members_an_invitee_signs_in_with_the_one_time_password_enrolls_and_view
 }
 
 #[tokio::test]
+async fn members_an_invitation_link_opens_a_page_where_the_invitee_chooses_a_password() {
+    let _serial = serial().await;
+    let server = server::shared().await;
+    let ws = acme_workspace(server);
+    let page = Page::open(&server.base, "members-link").await;
+    sign_in(&page, &ws.slug, &ws.owner_email, &ws.owner_password).await;
+    let email = format!("hedy-{}@acme.example", server::unique("x"));
+    page.fill("invite-email", &email).await;
+    page.click("invite-delivery-link").await;
+    page.click("invite-submit").await;
+    let link = page
+        .wait_js(
+            "the invitation link",
+            WAIT,
+            "return document.getElementById('invite-link').value || null;",
+            vec![],
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(focused(&page).await, "invite-link");
+    assert!(
+        !page.displayed("invite-password").await,
+        "no password with a link"
+    );
+    let fragment = link
+        .strip_prefix(&server.public_url)
+        .unwrap_or_else(|| panic!("{link}"))
+        .to_owned();
+    assert!(fragment.starts_with("/#invitation="), "{fragment}");
+    assert_no_console_errors(&page).await;
+    page.close().await;
+
+    // The invitee opens the link: the token leaves the address bar, they choose a password.
+    let invitee = Page::open(&server.base, "members-link-invitee").await;
+    invitee.goto(&fragment).await;
+    invitee.js("location.reload();", vec![]).await;
+    invitee.wait_visible("invitation-password").await;
+    let address = invitee.js("return location.href;", vec![]).await;
+    assert!(
+        !address.as_str().unwrap().contains("invitation="),
+        "{address}"
+    );
+    invitee
+        .fill("invitation-password", "hedy's own passphrase")
+        .await;
+    invitee.fill("invitation-confirm", "not the same one").await;
+    invitee.click("invitation-submit").await;
+    invitee
+        .wait_text("invitation-message", "differ", WAIT)
+        .await;
+    invitee
+        .fill("invitation-password", "hedy's own passphrase")
+        .await;
+    invitee
+        .fill("invitation-confirm", "hedy's own passphrase")
+        .await;
+    invitee.click("invitation-submit").await;
+    invitee.wait_visible("view-token").await;
+    invitee
+        .wait_text("account-user", &format!("{email} · member"), WAIT)
+        .await;
+    assert_no_console_errors(&invitee).await;
+    invitee.close().await;
+
+    // The link is spent; the chosen password signs in.
+    let again = Page::open(&server.base, "members-link-again").await;
+    again.goto(&fragment).await;
+    again.js("location.reload();", vec![]).await;
+    again.wait_visible("invitation-password").await;
+    again
+        .fill("invitation-password", "someone else's passphrase")
+        .await;
+    again
+        .fill("invitation-confirm", "someone else's passphrase")
+        .await;
+    again.click("invitation-submit").await;
+    again
+        .wait_text("invitation-message", "used or has expired", WAIT)
+        .await;
+    again.close().await;
+    let mut b = support::Browser::new(server);
+    b.login_ok(&ws.slug, &email, "hedy's own passphrase").await;
+}
+
+#[tokio::test]
 async fn members_a_promotion_waits_for_the_owners_phone_and_a_removal_ends_the_member() {
     let _serial = serial().await;
     let server = server::shared().await;
