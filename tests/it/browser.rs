@@ -273,18 +273,16 @@ async fn view_token(page: &Page, phone: &Phone) -> String {
 
 async fn close_token_dialog(page: &Page) {
     page.click("token-close").await;
+    // The dialog's `close` event, which clears the field, is dispatched as a task of its own after
+    // `open` turns false: wait for both (a field never cleared fails here, after WAIT).
     page.wait_js(
-        "the Show Token dialog to close",
+        "the Show Token dialog to close and the token to leave the page",
         WAIT,
-        "return !document.getElementById('token-dialog').open;",
+        "return !document.getElementById('token-dialog').open
+           && document.getElementById('token-value').value === '';",
         vec![],
     )
     .await;
-    assert_eq!(
-        page.value("token-value").await,
-        "",
-        "the token stays in the page after its dialog closed"
-    );
 }
 
 /// The page's own origin holds no trace of the token: not in the URL, storage or readable cookies.
