@@ -9,14 +9,14 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::domain::crypto::Keyring;
 use crate::domain::password::Hasher;
-use crate::http::streams::StreamSlots;
 use crate::metrics::Metrics;
 use crate::oidc::OidcProviders;
 use crate::push::{Notifier, PushProvider};
-use crate::service::provisioning::ProvisioningLog;
+use crate::store::provisioning_log::ProvisioningLog;
 use crate::store::scim::ScimStore;
 use crate::store::sso::SsoStore;
 use crate::store::Store;
+use crate::streams::StreamSlots;
 
 pub struct App {
     pub config: Config,
@@ -37,7 +37,7 @@ pub struct App {
     pub hasher: Hasher,
     pub metrics: Arc<Metrics>,
     /// The SSE streams open on this instance, under `ASSENT_MAX_SSE_*`.
-    pub streams: StreamSlots,
+    pub streams: Arc<StreamSlots>,
 }
 
 /// The outside world an `App` talks to, every port opened: `Ports::open` for what the
@@ -60,7 +60,7 @@ impl Ports {
     /// Opens everything the configuration names, with these push providers (the CLI's commands
     /// other than `serve` push nothing).
     pub async fn open(config: &Config, push: Vec<Arc<dyn PushProvider>>) -> anyhow::Result<Ports> {
-        let keyring = crate::service::keys::keyring(config)?;
+        let keyring = crate::config::keys::keyring(config)?;
         let crate::store::Stores {
             store, scim, sso, ..
         } = crate::store::open(&config.database).await?;
@@ -127,7 +127,10 @@ impl App {
             metrics.clone(),
         ));
         let oidc = OidcProviders::new(config.sso_allow_loopback);
-        let streams = StreamSlots::new(config.max_sse_streams, config.max_sse_per_session);
+        let streams = Arc::new(StreamSlots::new(
+            config.max_sse_streams,
+            config.max_sse_per_session,
+        ));
         Arc::new(App {
             config,
             clock,

@@ -74,32 +74,6 @@ impl ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        match e {
-            crate::store::StoreError::Conflict => ApiError::Conflict("it already exists".into()),
-            crate::store::StoreError::Unavailable(cause) => {
-                tracing::error!(%cause, "database error");
-                ApiError::Unavailable("the database is unavailable; try again shortly".into())
-            }
-        }
-    }
-}
-
-impl From<crate::challenges::LiveError> for ApiError {
-    fn from(e: crate::challenges::LiveError) -> Self {
-        tracing::error!(cause = %e, "challenge store error");
-        ApiError::Unavailable("the challenge store is unavailable; try again shortly".into())
-    }
-}
-
-impl From<crate::bus::BusError> for ApiError {
-    fn from(e: crate::bus::BusError) -> Self {
-        tracing::error!(cause = %e, "bus error");
-        ApiError::Unavailable("the decision bus is unavailable; try again shortly".into())
-    }
-}
-
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Gives up before the first write (or expensive step) of a use case when its client has gone.

@@ -19,3 +19,4 @@ pub mod redis_link;
 pub mod scim;
 pub mod service;
 pub mod store;
+pub mod streams;

@@ -31,7 +31,7 @@ pub async fn run(command: KeysCommand, config: Config) -> anyhow::Result<()> {
         max_batches,
     } = command;
     let stores = store::open(&config.database).await?;
-    let (keyring, files) = keys::rotation_keyring(&config)?;
+    let (keyring, files) = crate::config::keys::rotation_keyring(&config)?;
     let rotation = keys::reseal_all(
         stores.sealed.as_ref(),
         &keyring,

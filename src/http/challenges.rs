@@ -13,12 +13,12 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::extract::ChallengeSession;
-use super::streams::OpenStream;
 use crate::app::App;
 use crate::clock::ser_rfc3339;
 use crate::domain::challenge::{Action, Challenge, Status};
 use crate::error::ApiResult;
 use crate::service::watch::Seen;
+use crate::streams::OpenStream;
 
 #[derive(Serialize)]
 struct ChallengeCreated {
@@ -93,7 +93,11 @@ pub(super) async fn events<S: ChallengeSession>(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>> {
     let session_hash = session.session().id_hash.clone();
     // Its place under the stream caps first (429 beyond them), before any work for the stream.
-    let open = OpenStream::new(app.clone(), &session_hash)?;
+    let open = OpenStream::new(
+        app.streams.clone(),
+        app.metrics.sse_streams_open.clone(),
+        &session_hash,
+    )?;
     let watch = app.watch(&id, &session_hash).await?;
     let stream = watch.map(move |seen| {
         // The stream holds its place for as long as it lives.

@@ -17,9 +17,10 @@ use crate::clock::{rfc3339, ser_opt_rfc3339, ser_rfc3339};
 use crate::domain::challenge::Action;
 use crate::domain::crypto::Secret;
 use crate::error::{ApiError, ApiResult};
-use crate::service::devices::{EnrollmentOffer, EnrollmentStart};
+use crate::service::devices::EnrollmentStart;
 use crate::service::members::{Invited, RoleChange};
 use crate::service::stepup::Released;
+use crate::service::EnrollmentOffer;
 use crate::service::{Caller, ConsoleSession};
 use crate::store::{Device, Role};
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::error::problem;
 use crate::app::App;
 use crate::error::ApiError;
-use crate::service::devices::AuthedDevice;
+use crate::service::AuthedDevice;
 use crate::service::{Caller, ConsoleSession, StaffSession};
 
 pub const SESSION_COOKIE: &str = "assent_session";

@@ -17,7 +17,8 @@ use crate::clock::ser_rfc3339;
 use crate::domain::challenge::{Action, Challenge};
 use crate::domain::crypto::Secret;
 use crate::error::{ApiError, ApiResult};
-use crate::service::devices::{AuthedDevice, EnrollRequest};
+use crate::service::devices::EnrollRequest;
+use crate::service::AuthedDevice;
 use crate::service::Caller;
 use crate::store::Platform;
 

@@ -13,7 +13,6 @@ pub mod provisioning;
 pub mod scim;
 pub mod serve;
 pub mod sso;
-pub mod streams;
 pub mod support;
 #[cfg(test)]
 mod tests;

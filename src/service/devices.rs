@@ -4,8 +4,7 @@ use rand::Rng;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
-use super::stepup::{About, NOTICE_LIFETIME};
-use super::{Caller, ConsoleSession};
+use super::{About, AuthedDevice, Caller, ConsoleSession, EnrollmentOffer, NOTICE_LIFETIME};
 use crate::app::App;
 use crate::domain::audit::Kind;
 use crate::domain::challenge::{Action, Challenge, Subject};
@@ -50,12 +49,6 @@ fn code_hash(code: &str) -> String {
     sha256_hex(format!("enroll:{}", normalise_code(code)).as_bytes())
 }
 
-pub struct EnrollmentOffer {
-    pub code: Secret,
-    pub uri: Secret,
-    pub expires_at: OffsetDateTime,
-}
-
 /// What a phone sends to enroll.
 pub struct EnrollRequest {
     pub code: Secret,
@@ -88,13 +81,6 @@ impl DeviceChange {
             DeviceChange::Removed => "device.removed",
         }
     }
-}
-
-/// A device whose request signature checked out.
-#[derive(Clone, Debug)]
-pub struct AuthedDevice {
-    pub device: Device,
-    pub user: User,
 }
 
 impl App {

@@ -8,7 +8,8 @@ use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
 use super::accounts::{valid_email, SignedIn};
-use super::stepup::{About, Released};
+use super::stepup::Released;
+use super::About;
 use super::{Caller, ConsoleSession};
 use crate::app::App;
 use crate::domain::audit::Kind;

@@ -1,70 +1,19 @@
 //! The provisioning log (issue 3): every SCIM request a workspace's token opened, written in
 //! batches off the request path, read by the console, pruned after the retention.
 //!
-//! Requests record through the store's `LogWriter` (batched, off the request path); a reader
-//! flushes first, so it sees every request answered before it asked.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+//! Requests record through the store's `ProvisioningLog` (batched, off the request path); a
+//! reader flushes first, so it sees every request answered before it asked.
 
 use serde_json::json;
 
 use crate::app::App;
 use crate::domain::audit::Kind;
 use crate::service::audit::Audit;
-use crate::store::log_writer::LogWriter;
-use crate::store::scim::{LogEntry, LogRecord, ScimStore, StatusRange};
+use crate::store::scim::{LogEntry, StatusRange};
 use crate::store::StoreError;
 
-/// Addresses told apart in one sweep's count; beyond, requests are only counted in the total.
-const MAX_REFUSING_IPS: usize = 1000;
 /// Addresses named in one audit entry, the busiest first.
 const NAMED_IPS: usize = 20;
-
-#[derive(Default)]
-struct Refused {
-    total: u64,
-    by_ip: HashMap<String, u64>,
-}
-
-pub struct ProvisioningLog {
-    writer: LogWriter,
-    /// SCIM requests whose token opened no workspace since the last sweep, by source address.
-    refused: Mutex<Refused>,
-}
-
-impl ProvisioningLog {
-    pub fn new(store: Arc<dyn ScimStore>) -> Self {
-        Self {
-            writer: LogWriter::new(store),
-            refused: Mutex::default(),
-        }
-    }
-
-    pub async fn record(&self, record: LogRecord) {
-        self.writer.record(record).await
-    }
-
-    /// Returns once every record queued before the call is written (or failed to be).
-    pub async fn flush(&self) {
-        self.writer.flush().await
-    }
-
-    /// Counts a SCIM request refused for its token; it belongs to no workspace's log.
-    pub fn count_refused(&self, ip: &str) {
-        let mut refused = self.refused.lock().expect("refusal counter lock");
-        refused.total += 1;
-        if let Some(n) = refused.by_ip.get_mut(ip) {
-            *n += 1;
-        } else if refused.by_ip.len() < MAX_REFUSING_IPS {
-            refused.by_ip.insert(ip.to_owned(), 1);
-        }
-    }
-
-    fn take_refused(&self) -> Refused {
-        std::mem::take(&mut *self.refused.lock().expect("refusal counter lock"))
-    }
-}
 
 /// The provisioning page's figures: the last day's requests and failures, and the last call.
 pub struct ProvisioningSummary {

@@ -3,17 +3,14 @@
 //! wakes the waiters through the bus.
 
 use serde_json::json;
-use time::Duration;
 
-use super::devices::{AuthedDevice, EnrollmentOffer};
 use super::transition::By;
-use super::{Caller, ConsoleSession};
+use super::{About, AuthedDevice, Caller, ConsoleSession, EnrollmentOffer, NOTICE_LIFETIME};
 use crate::app::App;
 use crate::challenges::Inserted;
 use crate::domain::audit::Kind;
 use crate::domain::challenge::{
     Action, Challenge, DecideError, Decision, Origin, Outcome, ReleaseError, Request, Status,
-    Subject, SupportContext,
 };
 use crate::domain::crypto::Secret;
 use crate::domain::device::{self, DeviceKey};
@@ -23,22 +20,11 @@ use crate::push::{PushKind, PushMessage};
 use crate::service::audit::Audit;
 use crate::store::{Device, Role, User, Workspace};
 
-/// How long the push services keep trying to deliver a notice.
-pub(super) const NOTICE_LIFETIME: Duration = Duration::minutes(30);
-
 /// Whole seconds from `now` to `then`, rounded up (at least 1): a client that waits that long is
 /// not refused again.
 fn seconds_until(now: time::OffsetDateTime, then: time::OffsetDateTime) -> u64 {
     let ms = (then - now).whole_milliseconds().max(1) as u64;
     ms.div_ceil(1000)
-}
-
-/// What a challenge is about beyond its action: a support rotation's ticket, or the member whose
-/// phones are reset.
-#[derive(Default)]
-pub struct About {
-    pub support: Option<SupportContext>,
-    pub subject: Option<Subject>,
 }
 
 /// What a released challenge hands to the session that asked, by action.

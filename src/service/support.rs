@@ -40,7 +40,7 @@ fn checked(text: &str, field: &str, max: usize) -> ApiResult<String> {
 /// What a support release hands back.
 pub enum SupportReleased {
     Rotated(OffsetDateTime),
-    Enrollment(super::devices::EnrollmentOffer),
+    Enrollment(super::EnrollmentOffer),
 }
 
 impl App {
@@ -104,7 +104,7 @@ impl App {
             &staff.0,
             &workspace,
             Action::SupportRotate,
-            super::stepup::About {
+            super::About {
                 support: Some(support),
                 subject: None,
             },

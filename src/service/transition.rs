@@ -6,8 +6,7 @@
 
 use serde_json::json;
 
-use super::devices::AuthedDevice;
-use super::Caller;
+use super::{AuthedDevice, Caller};
 use crate::app::App;
 use crate::domain::audit::Kind;
 use crate::domain::challenge::{Challenge, DenyReason, Status};

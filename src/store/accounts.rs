@@ -5,30 +5,13 @@ use time::OffsetDateTime;
 
 use super::db::{db_run, ts, Db, Tx};
 use super::tokens::upsert_token;
-use super::{AuthMethod, Member, Result, Role, Session, StoredToken, User, Workspace};
+use super::{
+    AuthMethod, Member, Result, Role, Session, StoredToken, User, Workspace, WorkspaceRow,
+};
 use crate::clock::from_unix;
 
 /// How stale a session's `last_seen_at` may get before a request writes it again.
 const SESSION_TOUCH_EVERY: time::Duration = time::Duration::seconds(30);
-
-#[derive(FromRow)]
-pub(super) struct WorkspaceRow {
-    id: i64,
-    slug: String,
-    name: String,
-    created_at: i64,
-}
-
-impl From<WorkspaceRow> for Workspace {
-    fn from(row: WorkspaceRow) -> Workspace {
-        Workspace {
-            id: row.id,
-            slug: row.slug,
-            name: row.name,
-            created_at: from_unix(row.created_at),
-        }
-    }
-}
 
 #[derive(FromRow)]
 pub(super) struct UserRow {

@@ -14,8 +14,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::Database;
 use super::{Result, StoreError};
-use crate::config::Database;
 
 /// How long a Postgres request waits for a connection before it answers 503: when Postgres is
 /// down, the pool keeps trying to connect for this long, then gives up, so requests fail fast, not

@@ -9,13 +9,14 @@ mod accounts;
 mod audit_log;
 #[cfg(test)]
 mod audit_tests;
+mod database;
 mod db;
 mod devices;
 #[cfg(test)]
 mod lifecycle_tests;
-pub mod log_writer;
 mod members;
 mod provisioning;
+pub mod provisioning_log;
 pub mod scim;
 mod scim_log;
 mod scim_read;
@@ -31,7 +32,7 @@ use serde::Serialize;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-use crate::config::Database;
+pub use self::database::Database;
 use crate::domain::audit;
 use crate::domain::crypto::Sealed;
 pub use crate::domain::people::{
@@ -43,6 +44,26 @@ pub use members::{Invitation, Invitee, MemberChange, NewInvitation};
 use scim::ScimStore;
 use sealed::SealedStore;
 use sso::SsoStore;
+
+#[derive(sqlx::FromRow)]
+/// A `workspaces` row, read by the accounts and the tokens statements.
+struct WorkspaceRow {
+    id: i64,
+    slug: String,
+    name: String,
+    created_at: i64,
+}
+
+impl From<WorkspaceRow> for Workspace {
+    fn from(row: WorkspaceRow) -> Workspace {
+        Workspace {
+            id: row.id,
+            slug: row.slug,
+            name: row.name,
+            created_at: crate::clock::from_unix(row.created_at),
+        }
+    }
+}
 
 /// Every store of the configured database.
 pub struct Stores {

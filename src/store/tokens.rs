@@ -4,8 +4,8 @@
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
-use super::accounts::WorkspaceRow;
 use super::db::{db_run, ts, Db, On, Tx};
+use super::WorkspaceRow;
 use super::{Policy, Result, StoredToken, Workspace};
 use crate::clock::from_unix;
 use crate::domain::crypto::Sealed;

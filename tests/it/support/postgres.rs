@@ -118,43 +118,23 @@ pub async fn assert_free_of(db: &TestDatabase, secrets: &[(&str, &str)]) {
     conn.close().await.ok();
 }
 
-/// `TestServer::age_enrollment_codes` on Postgres; returns the number of codes aged.
-pub async fn age_enrollment_codes(db: &TestDatabase, slug: &str, email: &str, secs: i64) -> u64 {
-    let mut conn = connect(&db.url).await;
-    let done = sqlx::query(
-        "UPDATE enrollment_codes SET created_at = created_at - $1, expires_at = expires_at - $1 \
-         WHERE used_at IS NULL AND user_id IN (SELECT u.id FROM users u JOIN workspaces w \
-         ON w.id = u.workspace_id WHERE w.slug = $2 AND u.email_lower = lower($3))",
-    )
-    .bind(secs)
-    .bind(slug)
-    .bind(email)
-    .execute(&mut conn)
-    .await
-    .expect("age enrollment codes");
-    conn.close().await.ok();
-    done.rows_affected()
-}
-
-/// `TestServer::age_session_authentication` on Postgres; returns the number of sessions aged.
-pub async fn age_session_authentication(
+/// `TestServer`'s ageing of one person's rows on Postgres: `statement` binds the seconds, the
+/// workspace slug and the e-mail; returns the number of rows aged.
+pub async fn execute_aging(
     db: &TestDatabase,
+    statement: &str,
+    secs: i64,
     slug: &str,
     email: &str,
-    secs: i64,
 ) -> u64 {
     let mut conn = connect(&db.url).await;
-    let done = sqlx::query(
-        "UPDATE sessions SET authenticated_at = authenticated_at - $1 \
-         WHERE user_id IN (SELECT u.id FROM users u JOIN workspaces w \
-         ON w.id = u.workspace_id WHERE w.slug = $2 AND u.email_lower = lower($3))",
-    )
-    .bind(secs)
-    .bind(slug)
-    .bind(email)
-    .execute(&mut conn)
-    .await
-    .expect("age sessions");
+    let done = sqlx::query(statement)
+        .bind(secs)
+        .bind(slug)
+        .bind(email)
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
     conn.close().await.ok();
     done.rows_affected()
 }

@@ -288,31 +288,41 @@ impl TestServer {
     /// and the server's clock cannot be moved from outside, so instead of sleeping 10 minutes the
     /// test moves the code's times back, as a clock jump would. Tied to `enrollment_codes`.
     pub async fn age_enrollment_codes(&self, slug: &str, email: &str, secs: i64) {
+        let aged = self
+            .age_rows_of_person(
+                "UPDATE enrollment_codes SET created_at = created_at - $1, \
+                 expires_at = expires_at - $1 WHERE used_at IS NULL AND",
+                slug,
+                email,
+                secs,
+            )
+            .await;
+        assert!(aged >= 1, "no enrollment code to age for {email} in {slug}");
+    }
+
+    /// Runs `update … WHERE [condition AND]` followed by "this person's rows" (`$2` the workspace
+    /// slug, `$3` the e-mail, `$1` the seconds), on whichever database the server runs on.
+    async fn age_rows_of_person(&self, update: &str, slug: &str, email: &str, secs: i64) -> u64 {
         use sqlx::Connection;
+        let statement = format!(
+            "{update} user_id IN (SELECT u.id FROM users u JOIN workspaces w \
+             ON w.id = u.workspace_id WHERE w.slug = $2 AND u.email_lower = lower($3))"
+        );
         if let TestDb::Postgres { database, .. } = &self.db {
-            let aged = postgres::age_enrollment_codes(database, slug, email, secs).await;
-            assert!(aged >= 1, "no enrollment code to age for {email} in {slug}");
-            return;
+            return postgres::execute_aging(database, &statement, secs, slug, email).await;
         }
         let mut conn = sqlx::SqliteConnection::connect(&self.db_url)
             .await
             .expect("open the test database");
-        let done = sqlx::query(
-            "UPDATE enrollment_codes SET created_at = created_at - ?1, expires_at = expires_at - ?1 \
-             WHERE used_at IS NULL AND user_id IN (SELECT u.id FROM users u JOIN workspaces w \
-             ON w.id = u.workspace_id WHERE w.slug = ?2 AND u.email_lower = lower(?3))",
-        )
-        .bind(secs)
-        .bind(slug)
-        .bind(email)
-        .execute(&mut conn)
-        .await
-        .expect("age enrollment codes");
-        assert!(
-            done.rows_affected() >= 1,
-            "no enrollment code to age for {email} in {slug}"
-        );
+        let done = sqlx::query(&statement)
+            .bind(secs)
+            .bind(slug)
+            .bind(email)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
         conn.close().await.ok();
+        done.rows_affected()
     }
 
     /// Runs SQL on the server's database, behind its back: `sqlite` or `postgres`, whichever it
@@ -353,31 +363,15 @@ impl TestServer {
     /// Moves the last authentication of `email`'s sessions `secs` into the past, as if the reauth
     /// window had passed.
     pub async fn age_session_authentication(&self, slug: &str, email: &str, secs: i64) {
-        use sqlx::Connection;
-        if let TestDb::Postgres { database, .. } = &self.db {
-            let aged = postgres::age_session_authentication(database, slug, email, secs).await;
-            assert!(aged >= 1, "no session to age for {email} in {slug}");
-            return;
-        }
-        let mut conn = sqlx::SqliteConnection::connect(&self.db_url)
-            .await
-            .expect("open the test database");
-        let done = sqlx::query(
-            "UPDATE sessions SET authenticated_at = authenticated_at - ?1 \
-             WHERE user_id IN (SELECT u.id FROM users u JOIN workspaces w \
-             ON w.id = u.workspace_id WHERE w.slug = ?2 AND u.email_lower = lower(?3))",
-        )
-        .bind(secs)
-        .bind(slug)
-        .bind(email)
-        .execute(&mut conn)
-        .await
-        .expect("age sessions");
-        assert!(
-            done.rows_affected() >= 1,
-            "no session to age for {email} in {slug}"
-        );
-        conn.close().await.ok();
+        let aged = self
+            .age_rows_of_person(
+                "UPDATE sessions SET authenticated_at = authenticated_at - $1 WHERE",
+                slug,
+                email,
+                secs,
+            )
+            .await;
+        assert!(aged >= 1, "no session to age for {email} in {slug}");
     }
 
     /// The CLI as a command, configured like this server (for a caller that runs it itself).

@@ -1,8 +1,10 @@
-//! The provisioning log's writer: requests record into a channel; one task drains whatever has
+//! The provisioning log's writer, and the count of requests refused for their token (they belong
+//! to no workspace's log; the sweep puts the count on the audit log). The writer: requests record into a channel; one task drains whatever has
 //! queued into a single transaction. Under load the batches grow by themselves (no timer, no
 //! delay when idle), so a SCIM request never waits for the log's write.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -81,5 +83,54 @@ async fn write_batches(store: Arc<dyn ScimStore>, mut rx: mpsc::Receiver<Message
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
+    }
+}
+
+/// Addresses told apart in one sweep's count; beyond, requests are only counted in the total.
+const MAX_REFUSING_IPS: usize = 1000;
+
+#[derive(Default)]
+pub(crate) struct Refused {
+    pub(crate) total: u64,
+    pub(crate) by_ip: HashMap<String, u64>,
+}
+
+pub struct ProvisioningLog {
+    writer: LogWriter,
+    /// SCIM requests whose token opened no workspace since the last sweep, by source address.
+    refused: Mutex<Refused>,
+}
+
+impl ProvisioningLog {
+    pub fn new(store: Arc<dyn ScimStore>) -> Self {
+        Self {
+            writer: LogWriter::new(store),
+            refused: Mutex::default(),
+        }
+    }
+
+    pub async fn record(&self, record: LogRecord) {
+        self.writer.record(record).await
+    }
+
+    /// Returns once every record queued before the call is written (or failed to be).
+    pub async fn flush(&self) {
+        self.writer.flush().await
+    }
+
+    /// Counts a SCIM request refused for its token; it belongs to no workspace's log.
+    pub fn count_refused(&self, ip: &str) {
+        let mut refused = self.refused.lock().expect("refusal counter lock");
+        refused.total += 1;
+        if let Some(n) = refused.by_ip.get_mut(ip) {
+            *n += 1;
+        } else if refused.by_ip.len() < MAX_REFUSING_IPS {
+            refused.by_ip.insert(ip.to_owned(), 1);
+        }
+    }
+
+    /// The refused requests counted since the last call.
+    pub(crate) fn take_refused(&self) -> Refused {
+        std::mem::take(&mut *self.refused.lock().expect("refusal counter lock"))
     }
 }

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::app::App;
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::error::ApiError;
 
 /// A refused stream may try again once one ends: a challenge's stream ends with it (at most
@@ -69,16 +70,22 @@ impl StreamSlots {
 /// One open stream: its place under both caps and in the `sse_streams_open` gauge, for as long
 /// as it lives.
 pub struct OpenStream {
-    app: Arc<App>,
+    slots: Arc<StreamSlots>,
+    gauge: Gauge,
     session_hash: String,
 }
 
 impl OpenStream {
-    pub fn new(app: Arc<App>, session_hash: &str) -> Result<Self, ApiError> {
-        app.streams.take(session_hash)?;
-        app.metrics.sse_streams_open.inc();
+    pub fn new(
+        slots: Arc<StreamSlots>,
+        gauge: Gauge,
+        session_hash: &str,
+    ) -> Result<Self, ApiError> {
+        slots.take(session_hash)?;
+        gauge.inc();
         Ok(Self {
-            app,
+            slots,
+            gauge,
             session_hash: session_hash.to_owned(),
         })
     }
@@ -86,8 +93,8 @@ impl OpenStream {
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.app.metrics.sse_streams_open.dec();
-        self.app.streams.give_back(&self.session_hash);
+        self.gauge.dec();
+        self.slots.give_back(&self.session_hash);
     }
 }
 
