@@ -114,12 +114,7 @@ async function signIn(event) {
     try {
       await api('POST', SESSION, { workspace, email, password: passwordField.value });
     } catch (err) {
-      let message = describe(err);
-      if (err.status === 401) message = 'Sign-in failed: check the workspace, e-mail and password.';
-      else if (err.status === 429) message = throttledText(err, 'Too many sign-in attempts.');
-      notify($('signin-message'), message, 'error');
-      passwordField.value = '';
-      passwordField.focus();
+      signInRefused(err, 'workspace, e-mail and password', passwordField);
       return;
     }
     passwordField.value = '';

@@ -90,6 +90,16 @@ function throttledText(err, fallback) {
   return [reason, tryAgainText(err.retryAfter)].filter(Boolean).join(' ');
 }
 
+/** A refused sign-in, said on the form (`what` names its fields); the password is cleared and focused. */
+function signInRefused(err, what, passwordField) {
+  let message = describe(err);
+  if (err.status === 401) message = `Sign-in failed: check the ${what}.`;
+  else if (err.status === 429) message = throttledText(err, 'Too many sign-in attempts.');
+  notify($('signin-message'), message, 'error');
+  passwordField.value = '';
+  passwordField.focus();
+}
+
 /** The server's details are lower-case clauses ("too many failed sign-ins; wait …"): one sentence. */
 function sentence(text) {
   const t = text.trim();

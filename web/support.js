@@ -69,12 +69,7 @@ async function signIn(event) {
     try {
       await api('POST', STAFF_SESSION, { email, password: passwordField.value });
     } catch (err) {
-      let message = describe(err);
-      if (err.status === 401) message = 'Sign-in failed: check the e-mail and password.';
-      else if (err.status === 429) message = throttledText(err, 'Too many sign-in attempts.');
-      notify($('signin-message'), message, 'error');
-      passwordField.value = '';
-      passwordField.focus();
+      signInRefused(err, 'e-mail and password', passwordField);
       return;
     }
     passwordField.value = '';
