@@ -387,16 +387,19 @@ function onEnrollDialogClosed() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Re-authentication (issue 12): a first phone is added only soon after its person proved who they
-// are, so that a stolen session cookie alone cannot add one.
+// Re-authentication (issue 12): a first phone is added, and an admin or owner invited, only soon after
+// its person proved who they are, so that a stolen session cookie alone cannot do either.
 
-// The Add device button to retry from once the password is accepted; where the SSO button goes.
+// The button to retry from once the password is accepted, what retrying does, and where the SSO
+// button goes.
 let reauthOpener = null;
+let reauthRetry = null;
 let reauthSsoUrl = null;
 
 /** The 403 `reauth_required` answer: the password dialog, or the way through single sign-on. */
-function askReauth(problem, opener) {
+function askReauth(problem, opener, retry = startEnrollment) {
   reauthOpener = opener;
+  reauthRetry = retry;
   setReauthMode(problem.reauth === 'sso' ? 'sso' : 'password', problem.reauth_url);
   notify($('reauth-message'), '');
   openDialog($('reauth-dialog'), opener);
@@ -446,9 +449,10 @@ async function submitReauth(event) {
       return;
     }
     const opener = reauthOpener;
+    const retry = reauthRetry;
     $('reauth-dialog').close();
     // The window is open again: what the person asked for in the first place.
-    await busy(opener, () => startEnrollment(opener));
+    await busy(opener, () => retry(opener));
   });
 }
 
@@ -489,6 +493,7 @@ function onReauthDialogClosed() {
   $('reauth-password').value = '';
   notify($('reauth-message'), '');
   reauthOpener = null;
+  reauthRetry = null;
   reauthSsoUrl = null;
   restoreFocus($('reauth-dialog'));
 }
@@ -762,36 +767,43 @@ async function invite(event) {
   }
   const role = $('invite-role').value;
   const delivery = $('invite-delivery-link').checked ? 'link' : 'password';
-  await busy($('invite-submit'), async () => {
-    hideInvitePassword();
-    notify($('invite-message'), '');
-    let invited;
-    try {
-      invited = await api('POST', '/v1/console/members', { email, role, delivery });
-    } catch (err) {
-      notify($('invite-message'), err.status === 409
-        ? `${email} is already a member of this workspace.`
-        : `The invitation was not made. ${describe(err)}`, 'error');
-      field.focus();
+  await busy($('invite-submit'), () => sendInvitation(email, role, delivery));
+}
+
+async function sendInvitation(email, role, delivery) {
+  hideInvitePassword();
+  notify($('invite-message'), '');
+  let invited;
+  try {
+    invited = await api('POST', '/v1/console/members', { email, role, delivery });
+  } catch (err) {
+    if (err.problem.reauth_required) {
+      // Inviting an admin or owner needs a recent sign-in: confirm it is you, then the same invitation.
+      askReauth(err.problem, $('invite-submit'), () => sendInvitation(email, role, delivery));
       return;
     }
-    field.value = '';
-    const who = `${invited.email} (${ROLE_NAMES[invited.role].toLowerCase()})`;
-    notify($('invite-message'), `${invited.email} was invited.`, 'success');
-    if (invited.invitation_url) {
-      $('invite-link-who').textContent = who;
-      $('invite-link').value = invited.invitation_url;
-      $('invite-link-expiry').replaceChildren('It works once, until ', timeEl(invited.expires_at), '. Shown only now.');
-      $('invite-link-result').hidden = false;
-      $('invite-link').focus();
-    } else {
-      $('invite-who').textContent = who;
-      $('invite-password').value = invited.password;
-      $('invite-result').hidden = false;
-      $('invite-password').focus();
-    }
-    loadMembers();
-  });
+    notify($('invite-message'), err.status === 409
+      ? `${email} is already a member of this workspace.`
+      : `The invitation was not made. ${describe(err)}`, 'error');
+    $('invite-email').focus();
+    return;
+  }
+  $('invite-email').value = '';
+  const who = `${invited.email} (${ROLE_NAMES[invited.role].toLowerCase()})`;
+  notify($('invite-message'), `${invited.email} was invited.`, 'success');
+  if (invited.invitation_url) {
+    $('invite-link-who').textContent = who;
+    $('invite-link').value = invited.invitation_url;
+    $('invite-link-expiry').replaceChildren('It works once, until ', timeEl(invited.expires_at), '. Shown only now.');
+    $('invite-link-result').hidden = false;
+    $('invite-link').focus();
+  } else {
+    $('invite-who').textContent = who;
+    $('invite-password').value = invited.password;
+    $('invite-result').hidden = false;
+    $('invite-password').focus();
+  }
+  loadMembers();
 }
 
 // The one-time password (or link) lives only in its field, until the next invitation or sign-out.

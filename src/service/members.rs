@@ -62,7 +62,8 @@ impl App {
     }
 
     /// Adds a person to the caller's workspace with a generated one-time password, returned
-    /// once (only its Argon2id hash is kept). Owners invite any role, admins only members.
+    /// once (only its Argon2id hash is kept), or an invitation link. Owners invite any role, admins
+    /// only members; an admin or owner only from a session authenticated within the reauth window.
     pub async fn invite_member(
         &self,
         session: &ConsoleSession,
@@ -87,6 +88,11 @@ impl App {
         let email = email.trim();
         if !valid_email(email) {
             return Err(ApiError::BadRequest("e-mail is not a valid address".into()));
+        }
+        // A new admin or owner can enroll a first phone and view the token: a stolen session
+        // cookie must not be able to make one (issue 12's rule, as for a first phone).
+        if role > Role::Member {
+            self.require_fresh_authentication(session)?;
         }
         crate::error::unless_client_left()?;
         // With a link, the password is one nobody ever sees: the invitee sets their own.

@@ -279,6 +279,37 @@ async fn members_an_invitation_link_opens_a_page_where_the_invitee_chooses_a_pas
     b.login_ok(&ws.slug, &email, "hedy's own passphrase").await;
 }
 
+/// Inviting an admin long after signing in asks for the password first, then makes the same invitation.
+#[tokio::test]
+async fn members_inviting_an_admin_after_a_while_asks_for_the_password_first() {
+    let _serial = serial().await;
+    let server = server::shared().await;
+    let ws = acme_workspace(server);
+    let page = Page::open(&server.base, "members-reauth").await;
+    sign_in(&page, &ws.slug, &ws.owner_email, &ws.owner_password).await;
+    server
+        .age_session_authentication(&ws.slug, &ws.owner_email, 601)
+        .await;
+    let email = format!("ida-{}@acme.example", server::unique("x"));
+    page.fill("invite-email", &email).await;
+    choose(&page, "invite-role", "admin").await;
+    page.click("invite-submit").await;
+    page.wait_dialog("reauth-dialog").await;
+    page.fill("reauth-password", &ws.owner_password).await;
+    page.click("reauth-submit").await;
+    page.wait_js(
+        "the one-time password after the confirmation",
+        WAIT,
+        "return document.getElementById('invite-password').value || null;",
+        vec![],
+    )
+    .await;
+    assert!(!page.dialog_open("reauth-dialog").await);
+    page.wait_text("invite-who", &email, WAIT).await;
+    assert_no_console_errors(&page).await;
+    page.close().await;
+}
+
 #[tokio::test]
 async fn members_a_promotion_waits_for_the_owners_phone_and_a_removal_ends_the_member() {
     let _serial = serial().await;

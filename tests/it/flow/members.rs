@@ -709,3 +709,42 @@ async fn an_invitation_link_lets_the_invitee_choose_a_password_once() {
         .assert_db_free_of(&[("invitation token", &token), ("chosen password", chosen)])
         .await;
 }
+
+/// A stolen session cookie cannot make an admin or owner (who could then enroll a first phone of
+/// the thief's and view the token): inviting one needs a sign-in or re-authentication within the
+/// reauth window, as a first phone does. Members may still be invited.
+#[tokio::test]
+async fn inviting_an_admin_or_owner_needs_a_recent_sign_in() {
+    let server = shared().await;
+    let owner = owner_with_phone(server).await;
+    server
+        .age_session_authentication(&owner.ws.slug, &owner.email, 601)
+        .await;
+    let mut thief = Browser::new(server);
+    thief.cookies = owner.browser.cookies.clone();
+    for role in ["admin", "owner"] {
+        let email = email_in(&owner.ws, role);
+        let refused = problem(invite(&thief, &email, role).await, &[403]).await;
+        assert_eq!(refused["reauth_required"], true, "{refused}");
+        assert!(row_of(&owner.browser, &email).await.is_none());
+    }
+    json_body(
+        invite(&thief, &email_in(&owner.ws, "member"), "member").await,
+        201,
+    )
+    .await;
+    // The owner, who knows the password, re-authenticates and invites an admin.
+    let resp = owner
+        .browser
+        .post_json(
+            "/v1/console/session/reauth",
+            &json!({ "password": owner.password }),
+        )
+        .await;
+    assert_eq!(resp.status().as_u16(), 204);
+    json_body(
+        invite(&owner.browser, &email_in(&owner.ws, "admin"), "admin").await,
+        201,
+    )
+    .await;
+}
