@@ -1026,20 +1026,28 @@ async function saveSso(event) {
   };
   const secret = $('sso-client-secret').value;
   if (secret) body.client_secret = secret;
-  await busy($('sso-save'), async () => {
-    notify($('sso-message'), 'Checking the provider…', 'info');
-    let saved;
-    try {
-      saved = await api('PUT', '/v1/console/sso', body);
-    } catch (err) {
-      notify($('sso-message'), `Not saved. ${describe(err)}`, 'error');
+  await busy($('sso-save'), () => putSso(body));
+}
+
+async function putSso(body) {
+  notify($('sso-message'), 'Checking the provider…', 'info');
+  let saved;
+  try {
+    saved = await api('PUT', '/v1/console/sso', body);
+  } catch (err) {
+    if (err.problem.reauth_required) {
+      // Another provider signs people in: confirm it is you, then the same settings.
+      notify($('sso-message'), '');
+      askReauth(err.problem, $('sso-save'), () => putSso(body));
       return;
     }
-    $('sso-client-secret').value = ''; // write-only: not kept in the page
-    showSso(saved);
-    notify($('sso-message'), 'Saved: the provider answered and its keys were checked.', 'success');
-    loadActivity(true);
-  });
+    notify($('sso-message'), `Not saved. ${describe(err)}`, 'error');
+    return;
+  }
+  $('sso-client-secret').value = ''; // write-only: not kept in the page
+  showSso(saved);
+  notify($('sso-message'), 'Saved: the provider answered and its keys were checked.', 'success');
+  loadActivity(true);
 }
 
 // ---------------------------------------------------------------------------------------------
