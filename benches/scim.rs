@@ -4,7 +4,11 @@
 //! 1. Load users through the API, `POST /Users` with Entra ID's body, 16 at a time: the POST
 //!    throughput (an initial Entra cycle of 100,000 users must take under a minute).
 //! 2. `wrk -t2 -c16` on `GET /Users?filter=userName eq "…"` with a random loaded userName per
-//!    request (Entra's lookup before every create): requests/s, p50 and p99.
+//!    request (Entra's lookup before every create): requests/s, p50 and p99. Assent's users also
+//!    carry a custom schema extension of 10 attributes (issue 15: strings, numbers, booleans),
+//!    and the same run measures `GET /Users?filter=urn:…:acme:2.0:User:costCenterCode eq "…"`
+//!    (the side-table plan of `src/scim/sql.rs`) beside it. scim2-server gets Entra's body alone:
+//!    it refuses schemas it does not know.
 //! 3. The server's resident memory with every user loaded.
 //!
 //! Sizes: `ASSENT_BENCH_USERS` (Assent, default 100,000), `ASSENT_BENCH_REF_USERS` (scim2-server,
@@ -255,9 +259,28 @@ fn user_name(i: usize) -> String {
     format!("user{i}@contoso.com")
 }
 
-/// The body Entra ID posts for a new user.
-fn entra_user(i: usize) -> String {
+/// The custom extension Assent's users carry in this bench.
+const EXT: &str = "urn:ietf:params:scim:schemas:extension:acme:2.0:User";
+
+/// Ten extension attributes: a unique `costCenterCode` to look up, and others of each type.
+fn extension(i: usize) -> Value {
     json!({
+        "costCenterCode": format!("CC-{i}"),
+        "level": i % 12,
+        "remote": i % 3 == 0,
+        "region": format!("Region {}", i % 20),
+        "team": format!("Team {}", i % 400),
+        "badge": format!("B{i:08}"),
+        "startYear": 2000 + i % 25,
+        "contractor": i % 7 == 0,
+        "site": format!("Site {}", i % 60),
+        "ratio": (i % 100) as f64 / 100.0
+    })
+}
+
+/// The body Entra ID posts for a new user; `extended`: with the custom extension.
+fn entra_user(i: usize, extended: bool) -> String {
+    let mut body = json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
                     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
         "externalId": format!("0a21f0f2-8d2a-4f8e-bf98-{i:012}"),
@@ -269,12 +292,15 @@ fn entra_user(i: usize) -> String {
                  "givenName": format!("Given{i}")},
         "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":
             {"employeeNumber": i.to_string(), "department": format!("Dept {}", i % 50)}
-    })
-    .to_string()
+    });
+    if extended {
+        body[EXT] = extension(i);
+    }
+    body.to_string()
 }
 
 /// POSTs `n` users, CONCURRENCY at a time; returns the wall time.
-async fn load_users(server: &Server, n: usize) -> Duration {
+async fn load_users(server: &Server, n: usize, extended: bool) -> Duration {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY)
         .build()
@@ -288,7 +314,7 @@ async fn load_users(server: &Server, n: usize) -> Duration {
                 .post(&url)
                 .header("authorization", &auth)
                 .header("content-type", "application/scim+json")
-                .body(entra_user(i));
+                .body(entra_user(i, extended));
             async move { (i, req.send().await.map(|r| r.status().as_u16())) }
         })
         .buffer_unordered(CONCURRENCY);
@@ -300,11 +326,10 @@ async fn load_users(server: &Server, n: usize) -> Duration {
 }
 
 /// A sample lookup must find exactly its user.
-async fn check_lookup(server: &Server, n: usize) {
-    let filter = format!("userName eq \"{}\"", user_name(n / 2));
+async fn check_lookup(server: &Server, filter: &str) {
     let body: Value = reqwest::Client::new()
         .get(format!("{}/Users", server.base))
-        .query(&[("filter", filter.as_str())])
+        .query(&[("filter", filter)])
         .header("authorization", format!("Bearer {}", server.token))
         .send()
         .await
@@ -316,16 +341,25 @@ async fn check_lookup(server: &Server, n: usize) {
 }
 
 const WRK_SCRIPT: &str = r#"
--- GET {base}/Users?filter=userName eq "user<random>@contoso.com"
+-- GET {base}/Users?filter=userName eq "user<random>@contoso.com", or with the 4th argument
+-- "ext": GET {base}/Users?filter=urn:…:acme:2.0:User:costCenterCode eq "CC-<random>"
 function init(args)
   token = args[1]
   n = tonumber(args[2])
   path = args[3]
+  mode = args[4]
   math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
 end
 request = function()
-  local name = "user" .. math.random(0, n - 1) .. "%40contoso.com"
-  return wrk.format("GET", path .. "/Users?filter=userName%20eq%20%22" .. name .. "%22",
+  local i = math.random(0, n - 1)
+  local filter
+  if mode == "ext" then
+    filter = "urn:ietf:params:scim:schemas:extension:acme:2.0:User:costCenterCode%20eq%20%22CC-"
+      .. i .. "%22"
+  else
+    filter = "userName%20eq%20%22user" .. i .. "%40contoso.com%22"
+  end
+  return wrk.format("GET", path .. "/Users?filter=" .. filter,
                     {["Authorization"] = "Bearer " .. token})
 end
 done = function(summary, latency, requests)
@@ -357,7 +391,8 @@ fn ensure_wrk() {
     );
 }
 
-fn wrk_filter(server: &Server, n: usize, secs: usize, script: &Path) -> Figures {
+/// `mode`: `user` (userName eq) or `ext` (the extension's costCenterCode eq).
+fn wrk_filter(server: &Server, n: usize, secs: usize, script: &Path, mode: &str) -> Figures {
     let base = url::Url::parse(&server.base).unwrap();
     let (origin, path) = (base.origin().ascii_serialization(), base.path().to_owned());
     let out = Command::new("wrk")
@@ -371,7 +406,7 @@ fn wrk_filter(server: &Server, n: usize, secs: usize, script: &Path) -> Figures 
         ])
         .arg(script)
         .arg(&origin)
-        .args(["--", &server.token, &n.to_string(), &path])
+        .args(["--", &server.token, &n.to_string(), &path, mode])
         .output()
         .expect("run wrk");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -399,20 +434,34 @@ struct Row {
     post_per_s: f64,
     load_secs: f64,
     filter: Figures,
+    /// The extension attribute's `eq`, for a server whose users carry the extension.
+    ext_filter: Option<Figures>,
     rss_mib: f64,
 }
 
-async fn run(server: &Server, users: usize, secs: usize, script: &Path) -> Row {
-    let took = load_users(server, users).await;
-    check_lookup(server, users).await;
+async fn run(server: &Server, users: usize, secs: usize, script: &Path, extended: bool) -> Row {
+    let took = load_users(server, users, extended).await;
+    check_lookup(server, &format!("userName eq \"{}\"", user_name(users / 2))).await;
     // Warm up the connections and caches, then measure.
-    wrk_filter(server, users, 3, script);
-    let filter = wrk_filter(server, users, secs, script);
+    wrk_filter(server, users, 3, script, "user");
+    let filter = wrk_filter(server, users, secs, script, "user");
+    let ext_filter = if extended {
+        check_lookup(
+            server,
+            &format!("{EXT}:costCenterCode eq \"CC-{}\"", users / 2),
+        )
+        .await;
+        wrk_filter(server, users, 3, script, "ext");
+        Some(wrk_filter(server, users, secs, script, "ext"))
+    } else {
+        None
+    };
     Row {
         users,
         post_per_s: users as f64 / took.as_secs_f64(),
         load_secs: took.as_secs_f64(),
         filter,
+        ext_filter,
         rss_mib: measure::rss_mib(server.child.id()),
     }
 }
@@ -441,7 +490,7 @@ fn main() {
             load_average()
         );
         let server = start_assent(dir.path()).await;
-        let assent = run(&server, users, secs, &script).await;
+        let assent = run(&server, users, secs, &script, true).await;
         drop(server);
         let reference = match start_reference().await {
             Some(server) => {
@@ -449,7 +498,7 @@ fn main() {
                     "scim bench: scim2-server, {ref_users} users (load average {})",
                     load_average()
                 );
-                Some(run(&server, ref_users, secs, &script).await)
+                Some(run(&server, ref_users, secs, &script, false).await)
             }
             None => {
                 eprintln!("scim bench: python3 missing, scim2-server skipped");
@@ -464,7 +513,7 @@ fn main() {
         "SCIM, wrk -t2 -c16 for {secs} s, load generator on the same machine (load average {})",
         load_average()
     );
-    println!("{:<44} {:>16} {:>16}", "", "Assent", "scim2-server");
+    println!("{:<50} {:>16} {:>16}", "", "Assent", "scim2-server");
     let col = |f: &dyn Fn(&Row) -> String| -> (String, String) {
         (f(&assent), reference.as_ref().map_or("-".into(), f))
     };
@@ -485,12 +534,36 @@ fn main() {
         ("  p50 (ms)", col(&|r| format!("{:.2}", r.filter.p50_ms))),
         ("  p99 (ms)", col(&|r| format!("{:.2}", r.filter.p99_ms))),
         (
+            "GET /Users?filter=<ext>:costCenterCode eq (req/s)",
+            col(&|r| {
+                r.ext_filter
+                    .as_ref()
+                    .map_or("-".into(), |f| format!("{:.0}", f.rps))
+            }),
+        ),
+        (
+            "  p50 (ms)",
+            col(&|r| {
+                r.ext_filter
+                    .as_ref()
+                    .map_or("-".into(), |f| format!("{:.2}", f.p50_ms))
+            }),
+        ),
+        (
+            "  p99 (ms)",
+            col(&|r| {
+                r.ext_filter
+                    .as_ref()
+                    .map_or("-".into(), |f| format!("{:.2}", f.p99_ms))
+            }),
+        ),
+        (
             "server resident memory (MiB)",
             col(&|r| format!("{:.0}", r.rss_mib)),
         ),
     ];
     for (label, (a, b)) in lines {
-        println!("{label:<44} {a:>16} {b:>16}");
+        println!("{label:<50} {a:>16} {b:>16}");
     }
     for (name, row) in [
         ("Assent", Some(&assent)),
@@ -498,6 +571,12 @@ fn main() {
     ] {
         if let Some(r) = row.filter(|r| !r.filter.errors.is_empty()) {
             println!("{name}: wrk reported {}", r.filter.errors);
+        }
+        if let Some(f) = row
+            .and_then(|r| r.ext_filter.as_ref())
+            .filter(|f| !f.errors.is_empty())
+        {
+            println!("{name}, extension filter: wrk reported {}", f.errors);
         }
     }
     if let Some(r) = &reference {

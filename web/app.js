@@ -51,6 +51,7 @@ function showSignIn(message = '', kind = 'info') {
   for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
   $('device-list').replaceChildren();
   $('activity-rows').replaceChildren();
+  $('schemas-json').value = '';
   $('tenant-url').value = '';
   clearAdminSections();
   for (const id of ['dirsync-message', 'devices-message', 'activity-message']) notify($(id), '');
@@ -90,11 +91,13 @@ function enterConsole(s, afterSignIn) {
 
   $('policy-section').hidden = !manage;
   for (const id of ['members-section', 'provisioning-section', 'sso-section']) $(id).hidden = !manage;
+  $('schemas-section').hidden = !manage;
   loadDevices();
   if (manage) {
     loadActivity(true);
     loadPolicy();
     enterAdminSections();
+    loadSchemas();
   }
 }
 
@@ -609,6 +612,51 @@ async function savePolicy(event) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// SCIM extension schemas (owners declare them; admins read them): RFC 7643 §7 definitions, edited as
+// JSON. The server checks them and names what is wrong.
+
+async function loadSchemas() {
+  let loaded;
+  try {
+    loaded = await api('GET', '/v1/console/scim/schemas');
+  } catch (err) {
+    notify($('schemas-message'), `Could not load the SCIM schemas. ${describe(err)}`, 'error');
+    return;
+  }
+  showSchemas(loaded);
+}
+
+function showSchemas(declared) {
+  const owner = session !== null && session.role === 'owner';
+  $('schemas-json').value = JSON.stringify(declared, null, 2);
+  $('schemas-json').readOnly = !owner;
+  $('schemas-save').hidden = !owner;
+  $('schemas-hint').textContent = owner
+    ? 'Attributes under these schemas are checked on every SCIM write and announced in /Schemas.'
+    : 'Declared by the workspace\'s owners.';
+}
+
+async function saveSchemas(event) {
+  event.preventDefault();
+  let body;
+  try {
+    body = JSON.parse($('schemas-json').value);
+  } catch {
+    notify($('schemas-message'), 'This is not valid JSON.', 'error');
+    $('schemas-json').focus();
+    return;
+  }
+  await busy($('schemas-save'), async () => {
+    try {
+      showSchemas(await api('PUT', '/v1/console/scim/schemas', body));
+      notify($('schemas-message'), 'Schemas saved.', 'success');
+    } catch (err) {
+      notify($('schemas-message'), `The schemas were not saved. ${describe(err)}`, 'error');
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Members, provisioning and single sign-on (issue 16): the sections of owners and admins
 
 const ROLE_NAMES = { member: 'Member', admin: 'Admin', owner: 'Owner' };
@@ -1092,6 +1140,7 @@ function start() {
   on('copy-checklist-tenant-url', 'click', (e) => copyText($('checklist-tenant-url').value, e.currentTarget, $('checklist-tenant-url-copied'), $('checklist-tenant-url')));
   on('sso-form', 'submit', saveSso);
   on('copy-sso-redirect-uri', 'click', (e) => copyText($('sso-redirect-uri').value, e.currentTarget, $('sso-redirect-uri-copied'), $('sso-redirect-uri')));
+  on('schemas-form', 'submit', saveSchemas);
   on('activity-more', 'click', loadMoreActivity);
   on('activity-refresh', 'click', (e) => busy(e.currentTarget, () => loadActivity(true)));
 

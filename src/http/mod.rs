@@ -11,6 +11,7 @@ pub mod origin;
 pub mod provisioning;
 
 pub mod scim;
+pub mod scim_schemas;
 pub mod serve;
 pub mod sso;
 pub mod support;
@@ -108,6 +109,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(mobile::routes())
         .merge(scim::routes(app.clone()))
         .merge(provisioning::routes())
+        .merge(scim_schemas::routes())
         .merge(sso::routes())
         .merge(support::routes())
         .merge(health::routes())

@@ -3,14 +3,16 @@
 //!
 //! Deliberate differences from the RFC's own listing, so that `/Schemas` tells the truth:
 //! - `password` is absent: Assent never stores a SCIM password (ServiceProviderConfig
-//!   says `changePassword: false`), so a body that sends one is refused like any
-//!   unknown attribute.
+//!   says `changePassword: false`). A User body or PATCH that sends one has it discarded
+//!   unread (`resource::is_discarded`): Okta sends one on every create.
 //! - Group `displayName` is required and unique per workspace: Entra ID matches groups
 //!   by it and the issue demands 409 on a duplicate (RFC 7643 §4.2 calls it REQUIRED in
 //!   prose while §8.7.1 says `required: false`).
-//! - Group `members.display` and the enterprise `manager.displayName` are listed (readOnly,
-//!   so a client may send them) but never returned: a reference is its `value` and `$ref`, and
-//!   a client that echoes what it sent (as scim2-tester checks) finds exactly that.
+//! - Group `members.display` is immutable, as RFC 7643 §2.4 gives it: kept as the client sent
+//!   it with the member, and otherwise the member's own `displayName`, else its `userName`
+//!   (issue 15: identity providers show it).
+//! - The enterprise `manager.displayName` is listed (readOnly, so a client may send it) but
+//!   never returned: a manager is its `value`, and its `$ref` while it names a User.
 
 use super::schema::{
     attr, AttrDef, AttrType as T, Mutability, ResourceKind, ResourceType, Returned, Schema,
@@ -430,10 +432,9 @@ const MEMBER_SUBS: &[AttrDef] = &[
     attr(
         "display",
         T::String,
-        "The member's display name; ignored on input, never returned (read the member).",
+        "The member's display name: as sent with the member, else the member's displayName or userName.",
     )
-    .read_only()
-    .returned(Returned::Never),
+    .mutability(Mutability::Immutable),
 ];
 
 const GROUP_ATTRS: &[AttrDef] = &[

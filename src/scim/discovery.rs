@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 
 use super::core_schemas::{ALL_RESOURCE_TYPES, ALL_SCHEMAS};
+use super::declared::{Declared, DeclaredSchema};
 use super::list::{list_response, MAX_RESULTS};
 use super::schema::{AttrDef, ResourceType, Schema};
 
@@ -48,12 +49,18 @@ pub fn service_provider_config(base_url: &str, documentation_uri: Option<&str>) 
     doc
 }
 
-/// One ResourceType document (RFC 7643 §6).
-pub fn resource_type_document(rt: &ResourceType, base_url: &str) -> Value {
+/// One ResourceType document (RFC 7643 §6), with the workspace's declared extensions
+/// (never required: a resource without the extension object is accepted).
+pub fn resource_type_document(rt: &ResourceType, base_url: &str, declared: &Declared) -> Value {
     let extensions: Vec<Value> = rt
         .extensions
         .iter()
         .map(|e| json!({"schema": e.schema.id, "required": e.required}))
+        .chain(
+            declared
+                .of(rt.kind)
+                .map(|d| json!({"schema": d.id, "required": false})),
+        )
         .collect();
     json!({
         "schemas": [RESOURCE_TYPE_URN],
@@ -71,21 +78,21 @@ pub fn resource_type_document(rt: &ResourceType, base_url: &str) -> Value {
 }
 
 /// `/ResourceTypes` as a ListResponse.
-pub fn resource_types(base_url: &str) -> Value {
+pub fn resource_types(base_url: &str, declared: &Declared) -> Value {
     let all: Vec<Value> = ALL_RESOURCE_TYPES
         .iter()
-        .map(|rt| resource_type_document(rt, base_url))
+        .map(|rt| resource_type_document(rt, base_url, declared))
         .collect();
     let n = all.len() as u64;
     list_response(all, n, 1)
 }
 
 /// `/ResourceTypes/{name}`; None answers 404.
-pub fn resource_type(name: &str, base_url: &str) -> Option<Value> {
+pub fn resource_type(name: &str, base_url: &str, declared: &Declared) -> Option<Value> {
     ALL_RESOURCE_TYPES
         .iter()
         .find(|rt| rt.name.eq_ignore_ascii_case(name))
-        .map(|rt| resource_type_document(rt, base_url))
+        .map(|rt| resource_type_document(rt, base_url, declared))
 }
 
 /// One Schema document (RFC 7643 §7).
@@ -104,22 +111,47 @@ pub fn schema_document(schema: &Schema, base_url: &str) -> Value {
     })
 }
 
-/// `/Schemas` as a ListResponse.
-pub fn schemas(base_url: &str) -> Value {
+/// A declared extension schema's document (RFC 7643 §7).
+pub fn declared_document(d: &DeclaredSchema, base_url: &str) -> Value {
+    let mut doc = d.to_json();
+    if let Some(obj) = doc.as_object_mut() {
+        obj.remove("resourceType");
+        obj.insert("schemas".into(), json!([SCHEMA_URN]));
+        obj.insert(
+            "meta".into(),
+            json!({
+                "resourceType": "Schema",
+                "location": format!("{}/Schemas/{}", base(base_url), d.id),
+            }),
+        );
+    }
+    doc
+}
+
+/// `/Schemas` as a ListResponse: Assent's own, then the workspace's declared ones.
+pub fn schemas(base_url: &str, declared: &Declared) -> Value {
     let all: Vec<Value> = ALL_SCHEMAS
         .iter()
         .map(|s| schema_document(s, base_url))
+        .chain(declared.0.iter().map(|d| declared_document(d, base_url)))
         .collect();
     let n = all.len() as u64;
     list_response(all, n, 1)
 }
 
 /// `/Schemas/{urn}`; None answers 404.
-pub fn schema(id: &str, base_url: &str) -> Option<Value> {
+pub fn schema(id: &str, base_url: &str, declared: &Declared) -> Option<Value> {
     ALL_SCHEMAS
         .iter()
         .find(|s| s.id.eq_ignore_ascii_case(id))
         .map(|s| schema_document(s, base_url))
+        .or_else(|| {
+            declared
+                .0
+                .iter()
+                .find(|d| d.id.eq_ignore_ascii_case(id))
+                .map(|d| declared_document(d, base_url))
+        })
 }
 
 #[cfg(test)]
@@ -154,7 +186,7 @@ mod tests {
 
     #[test]
     fn resource_types_list() {
-        let list = resource_types(BASE);
+        let list = resource_types(BASE, &Declared::default());
         assert_eq!(list["totalResults"], 2);
         let user = &list["Resources"][0];
         assert_eq!(user["id"], "User");
@@ -168,15 +200,15 @@ mod tests {
             user["meta"]["location"],
             format!("{BASE}/ResourceTypes/User")
         );
-        let group = resource_type("group", BASE).unwrap();
+        let group = resource_type("group", BASE, &Declared::default()).unwrap();
         assert_eq!(group["schema"], GROUP_URN);
         assert_eq!(group["schemaExtensions"], json!([]));
-        assert!(resource_type("Device", BASE).is_none());
+        assert!(resource_type("Device", BASE, &Declared::default()).is_none());
     }
 
     #[test]
     fn schemas_list_and_lookup() {
-        let list = schemas(BASE);
+        let list = schemas(BASE, &Declared::default());
         assert_eq!(list["totalResults"], 3);
         let ids: Vec<&str> = list["Resources"]
             .as_array()
@@ -185,7 +217,7 @@ mod tests {
             .map(|s| s["id"].as_str().unwrap())
             .collect();
         assert_eq!(ids, vec![USER_URN, GROUP_URN, ENTERPRISE_USER_URN]);
-        let user = schema(USER_URN, BASE).unwrap();
+        let user = schema(USER_URN, BASE, &Declared::default()).unwrap();
         let names: Vec<&str> = user["attributes"]
             .as_array()
             .unwrap()
@@ -203,7 +235,7 @@ mod tests {
             user["meta"]["location"],
             format!("{BASE}/Schemas/{USER_URN}")
         );
-        let ent = schema(ENTERPRISE_USER_URN, BASE).unwrap();
+        let ent = schema(ENTERPRISE_USER_URN, BASE, &Declared::default()).unwrap();
         let mgr = ent["attributes"]
             .as_array()
             .unwrap()
@@ -217,12 +249,12 @@ mod tests {
             .map(|a| a["name"].as_str().unwrap())
             .collect();
         assert_eq!(subs, vec!["value", "$ref", "displayName"]);
-        assert!(schema("urn:nope", BASE).is_none());
+        assert!(schema("urn:nope", BASE, &Declared::default()).is_none());
     }
 
     #[test]
     fn group_members_schema() {
-        let g = schema(GROUP_URN, BASE).unwrap();
+        let g = schema(GROUP_URN, BASE, &Declared::default()).unwrap();
         let members = g["attributes"]
             .as_array()
             .unwrap()

@@ -15,6 +15,7 @@ use std::cmp::Ordering;
 use serde_json::Value;
 
 use super::error::{clip, ScimError};
+use super::extension;
 use super::filter::{CompValue, CompareOp, Filter};
 use super::path::AttrPath;
 use super::schema::{AttrDef, AttrType, Location, ResourceType};
@@ -125,10 +126,18 @@ pub(super) fn check(f: Filter, scope: Scope) -> Result<Filter, ScimError> {
         ),
         Filter::Not(x) => Filter::Not(Box::new(check(*x, scope)?)),
         Filter::Present(path) => {
-            resolve_or_err(scope, &path)?;
+            if !is_custom(scope, &path) {
+                resolve_or_err(scope, &path)?;
+            }
             Filter::Present(path)
         }
         Filter::ValuePath { attr, filter } => {
+            if is_custom(scope, &attr) {
+                return Err(ScimError::invalid_filter(format!(
+                    "'{}' is in an undeclared schema extension: value filters need a declared schema",
+                    clip(&attr.to_string())
+                )));
+            }
             let r = resolve_or_err(scope, &attr)?;
             if r.sub.is_some() || r.attr.ty != AttrType::Complex {
                 return Err(ScimError::invalid_filter(format!(
@@ -140,6 +149,10 @@ pub(super) fn check(f: Filter, scope: Scope) -> Result<Filter, ScimError> {
                 attr,
                 filter: Box::new(inner),
             }
+        }
+        Filter::Compare { path, op, value } if is_custom(scope, &path) => {
+            extension::check_literal(&path, op, &value)?;
+            Filter::Compare { path, op, value }
         }
         Filter::Compare {
             mut path,
@@ -165,6 +178,13 @@ pub(super) fn check(f: Filter, scope: Scope) -> Result<Filter, ScimError> {
             Filter::Compare { path, op, value }
         }
     })
+}
+
+/// Whether a path of a resource names an attribute of an undeclared schema extension
+/// ([`super::extension`]), read without a definition.
+pub(super) fn is_custom(scope: Scope, path: &AttrPath) -> bool {
+    matches!(scope, Scope::Resource(rt) if rt.find(path.urn.as_deref(), &path.name).is_none())
+        && path.urn.as_deref().is_some_and(extension::is_custom_urn)
 }
 
 fn resolve_or_err(scope: Scope, path: &AttrPath) -> Result<Resolved, ScimError> {
@@ -230,6 +250,7 @@ pub(super) fn eval(f: &Filter, v: &Value, scope: Scope) -> bool {
         Filter::And(items) => items.iter().all(|x| eval(x, v, scope)),
         Filter::Or(items) => items.iter().any(|x| eval(x, v, scope)),
         Filter::Not(x) => !eval(x, v, scope),
+        Filter::Present(path) if is_custom(scope, path) => extension::present(v, path),
         Filter::Present(path) => {
             resolve(scope, path).is_some_and(|r| r.values(v).into_iter().any(is_assigned))
         }
@@ -238,6 +259,9 @@ pub(super) fn eval(f: &Filter, v: &Value, scope: Scope) -> bool {
                 .into_iter()
                 .any(|elem| eval(filter, elem, Scope::Complex(r.attr)))
         }),
+        Filter::Compare { path, op, value } if is_custom(scope, path) => {
+            extension::matches(v, path, *op, value)
+        }
         Filter::Compare { path, op, value } => {
             let Some(r) = resolve(scope, path) else {
                 return false;

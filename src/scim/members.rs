@@ -17,6 +17,11 @@
 //! `replace`/`remove` of the whole `members` attribute) is last-writer-wins, which is
 //! what replacing a whole attribute means.
 
+/// The `display` a client sent with a member (RFC 7643 §2.4: a member's `display` is
+/// immutable, so it is kept as sent), by member id; a member without one shows its own
+/// `displayName` (else `userName`).
+pub type MemberDisplays = std::collections::BTreeMap<String, String>;
+
 /// The membership change of one PATCH (or PUT) to a Group.
 ///
 /// Invariants kept by the methods: `add` and `remove` are disjoint and free of
@@ -28,12 +33,19 @@ pub struct GroupMembershipDelta {
     pub replace_all: Option<Vec<String>>,
     /// Then delete these memberships (absent ones are ignored).
     pub remove: Vec<String>,
+    /// The `display` sent with added members (those of `replace_all` and `add`).
+    pub displays: MemberDisplays,
     /// Then insert these (present ones are ignored).
     pub add: Vec<String>,
 }
 
 impl GroupMembershipDelta {
     /// No membership change.
+    /// Records the `display` sent with members being added.
+    pub fn note_displays(&mut self, displays: MemberDisplays) {
+        self.displays.extend(displays);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.replace_all.is_none() && self.add.is_empty() && self.remove.is_empty()
     }

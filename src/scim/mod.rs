@@ -12,6 +12,8 @@
 //! | [`resource`] | POST/PUT bodies: normalisation, index columns, references, output |
 //! | [`patch`] (`patch_engine`), [`members`] | PATCH, and group membership as a transactional delta |
 //! | [`projection`], [`list`], [`meta`] | `attributes`, paging, sorting, ListResponse, `meta`, ETags |
+//! | [`declared`] | extension schemas a workspace declares: RFC 7643 §7 definitions, enforced |
+//! | [`extension`] | schema extensions Assent does not define: kept, patched, filtered, indexed |
 //! | [`error`], [`value`] | the SCIM error type; coercion, case folding, times |
 //!
 //! Request by request (`rt = ResourceKind::User.resource_type()` or Group's):
@@ -35,11 +37,13 @@
 //! - **errors**: [`error::ScimError::status`] and [`error::ScimError::to_body`].
 
 pub mod core_schemas;
+pub mod declared;
 pub mod discovery;
 #[cfg(test)]
 mod entra_tests;
 pub mod error;
 pub mod eval;
+pub mod extension;
 pub mod filter;
 mod lexer;
 pub mod list;

@@ -6,11 +6,12 @@ use serde_json::{Map, Value};
 
 use super::error::{clip, ScimError};
 use super::eval::{check, eval, resolve, Resolved, Scope};
+use super::extension;
 use super::filter::{CompValue, CompareOp, Filter};
 use super::members::GroupMembershipDelta;
 use super::patch::{OpKind, PatchOperation};
 use super::path::{AttrPath, PatchPath};
-use super::resource::member_ids;
+use super::resource::{is_discarded, member_displays, member_ids, members_leniently};
 use super::schema::{AttrDef, AttrType, Location, Mutability, ResourceKind, ResourceType};
 use super::value::{coerce, coerce_one};
 
@@ -79,6 +80,27 @@ impl Engine {
     ) -> Result<(), ScimError> {
         match path {
             PatchPath::Schema(urn) => self.extension(kind, urn, value),
+            PatchPath::Attr(a) if is_discarded(self.rt, a.urn.as_deref(), &a.name) => Ok(()),
+            PatchPath::Attr(a) if self.rt.find(a.urn.as_deref(), &a.name).is_none() => {
+                match extension::target(a, &self.doc, self.rt) {
+                    Some(t) => extension::patch(
+                        &mut self.doc,
+                        kind == OpKind::Remove,
+                        kind == OpKind::Add,
+                        &t,
+                        value,
+                    ),
+                    None => self.resolve(a).map(|_| ()),
+                }
+            }
+            PatchPath::Filtered { attr, .. }
+                if attr.urn.as_deref().is_some_and(extension::is_custom_urn) =>
+            {
+                Err(ScimError::invalid_path(format!(
+                    "'{}' is in an undeclared schema extension: value filters need a declared schema",
+                    clip(&attr.to_string())
+                )))
+            }
             PatchPath::Attr(a) => {
                 let r = self.resolve(a)?;
                 if self.is_members(&r) {
@@ -381,16 +403,24 @@ impl Engine {
             .schema
             .attr("members")
             .expect("Group schema has members");
-        let ids = |v: Option<&Value>| -> Result<Vec<String>, ScimError> {
-            let c = match v {
-                Some(v) => coerce(def, v, "members")?,
-                None => None,
-            };
-            member_ids(c.as_ref())
+        let coerced = |v: Option<&Value>| -> Result<Option<Value>, ScimError> {
+            match v {
+                Some(v) => coerce(def, &members_leniently(v), "members"),
+                None => Ok(None),
+            }
         };
+        let ids = |v: Option<&Value>| member_ids(coerced(v)?.as_ref());
         match (kind, filter) {
-            (OpKind::Add, None) => self.members.add(&ids(value)?),
-            (OpKind::Replace, None) => self.members.replace(&ids(value)?),
+            (OpKind::Add | OpKind::Replace, None) => {
+                let c = coerced(value)?;
+                let ids = member_ids(c.as_ref())?;
+                if kind == OpKind::Add {
+                    self.members.add(&ids);
+                } else {
+                    self.members.replace(&ids);
+                }
+                self.members.note_displays(member_displays(c.as_ref()));
+            }
             (OpKind::Remove, None) => match value.filter(|v| !v.is_null()) {
                 Some(v) => self.members.remove(&ids(Some(v))?),
                 None => self.members.replace::<String>(&[]),

@@ -553,3 +553,44 @@ fn extension_value_may_list_its_own_schemas() {
     assert_eq!(doc[ENTERPRISE_USER_URN]["department"], "Sales");
     assert!(doc[ENTERPRISE_USER_URN].get("schemas").is_none());
 }
+
+#[test]
+fn okta_forms_password_discarded_and_path_less_replace() {
+    let doc = user();
+    // Okta deactivates with a path-less replace, and may send a password by path or without.
+    let out = ok(
+        &doc,
+        json!([{"op": "replace", "value": {"active": false, "password": "hunter2"}}]),
+    );
+    assert_eq!(out["active"], false);
+    assert!(!out.to_string().contains("hunter2"));
+    let out = ok(
+        &doc,
+        json!([{"op": "replace", "path": "password", "value": "hunter2"}]),
+    );
+    assert_eq!(out, doc);
+    let r = patch(
+        &doc,
+        json!([{"op": "replace", "path": "password", "value": "hunter2"}]),
+        users(),
+    )
+    .unwrap();
+    assert!(r.is_noop());
+    // Okta's group push: a path-less replace carrying the group's id (readOnly: ignored).
+    let group = normalise(
+        &json!({"schemas": [GROUP_URN], "displayName": "Eng"}),
+        groups(),
+    )
+    .unwrap()
+    .document;
+    let r = apply_patch(
+        &group,
+        &json!({"schemas": [PATCH_OP_URN], "Operations": [
+            {"op": "replace", "value": {"id": "abc", "displayName": "Engineering"}}
+        ]}),
+        groups(),
+    )
+    .unwrap();
+    assert_eq!(r.document["displayName"], "Engineering");
+    assert!(r.document.get("id").is_none());
+}

@@ -11,6 +11,7 @@
 use serde_json::{Map, Value};
 
 use super::error::ScimError;
+use super::extension::is_custom_urn;
 use super::path::{parse_head, AttrPath, PathHead};
 use super::schema::{AttrDef, Found, Location, ResourceType, Returned};
 
@@ -79,6 +80,12 @@ impl Projection {
                 out.insert(key.clone(), value.clone());
                 continue;
             }
+            if is_custom_urn(key) {
+                if let Some(v) = self.custom(key, value) {
+                    out.insert(key.clone(), v);
+                }
+                continue;
+            }
             if let Some(ext) = rt.extension_by_urn(key) {
                 let mut ext_out = Map::new();
                 for (k, v) in value.as_object().into_iter().flatten() {
@@ -104,6 +111,41 @@ impl Projection {
             }
         }
         Value::Object(out)
+    }
+
+    /// An undeclared extension object ([`super::extension`]): its attributes are all `returned:
+    /// default`; `attributes` and `excludedAttributes` select the whole object by its URN, or
+    /// attributes of it by `<urn>:<name>`.
+    fn custom(&self, urn: &str, value: &Value) -> Option<Value> {
+        let obj = value.as_object()?;
+        let names = |list: &[Selector]| -> (bool, Vec<String>) {
+            let mut whole = false;
+            let mut names = Vec::new();
+            for sel in list {
+                let Selector::Attr(a) = sel else { continue };
+                let Some(u) = a.urn.as_deref() else { continue };
+                if a.sub.is_none() && format!("{u}:{}", a.name).eq_ignore_ascii_case(urn) {
+                    whole = true;
+                } else if u.eq_ignore_ascii_case(urn) {
+                    names.push(a.name.to_ascii_lowercase());
+                }
+            }
+            (whole, names)
+        };
+        let (all, wanted) = names(&self.attributes);
+        let (none, dropped) = names(&self.excluded);
+        if none {
+            return None;
+        }
+        let out: Map<String, Value> = obj
+            .iter()
+            .filter(|(k, _)| {
+                let k = k.to_ascii_lowercase();
+                (self.attributes.is_empty() || all || wanted.contains(&k)) && !dropped.contains(&k)
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (!out.is_empty()).then_some(Value::Object(out))
     }
 
     fn project(&self, rt: &'static ResourceType, f: Found, value: &Value) -> Option<Value> {

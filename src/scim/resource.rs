@@ -4,11 +4,16 @@
 //! Policy, chosen so that `/Schemas` stays truthful:
 //! - attribute names are matched case-insensitively and stored in canonical case
 //!   (Entra ID sends `"UserName"`, `"Active"`);
-//! - readOnly attributes (`id`, `meta`, `groups`, `members.display`,
-//!   `manager.displayName`) are ignored on input (RFC 7644 §3.3 "SHALL be ignored");
+//! - readOnly attributes (`id`, `meta`, `groups`, `manager.displayName`) are ignored on
+//!   input (RFC 7643 §2.2, RFC 7644 §3.3 "SHALL be
+//!   ignored"), in a PUT body as in a POST (Okta's PUT echoes the GET it made);
+//! - a User's `password` is accepted and discarded ([`is_discarded`]): Okta sends one on every
+//!   create, even a placeholder when password sync is off, and Assent keeps no SCIM password;
 //! - an attribute or schema Assent does not define is refused with 400 `invalidSyntax`,
 //!   naming it, rather than silently dropped: dropping would let a client believe a
-//!   value was stored and re-send it on every sync;
+//!   value was stored and re-send it on every sync; except an extension object under
+//!   `urn:ietf:params:scim:schemas:extension:…`, which is kept as sent
+//!   ([`super::extension`]);
 //! - `schemas` must be present and include the core schema; other URNs listed there
 //!   without data are ignored (Entra ID lists a Microsoft URN on groups); an extension
 //!   object present in the body is accepted even if its URN is missing from `schemas`;
@@ -22,6 +27,8 @@ use serde_json::{json, Map, Value};
 
 use super::core_schemas::ENTERPRISE_USER_URN;
 use super::error::{clip, ScimError};
+use super::extension::{custom_keys, index_values, is_custom_urn, normalise_object, IndexedValue};
+use super::members::MemberDisplays;
 use super::schema::{Location, Mutability, ResourceKind, ResourceType};
 use super::value::{coerce, fold_case, get_ci, key_ci};
 
@@ -43,6 +50,9 @@ pub struct IndexColumns {
     pub email_overflow: bool,
     /// Users: `active`, None when unassigned.
     pub active: Option<bool>,
+    /// The values of the undeclared schema extensions, as `scim_ext_values` rows
+    /// ([`super::extension::index_values`]).
+    pub extension_values: Vec<IndexedValue>,
 }
 
 /// A validated POST/PUT body.
@@ -58,6 +68,8 @@ pub struct Normalised {
     /// names a User or Group of the workspace (400 `invalidValue` otherwise) and, for
     /// PUT, replace the membership with exactly this list.
     pub members: Vec<String>,
+    /// Groups: the `display` sent with members, kept as sent (RFC 7643 §2.4).
+    pub member_displays: MemberDisplays,
 }
 
 /// Validates and normalises a POST or PUT body for `rt`.
@@ -68,7 +80,19 @@ pub fn normalise(input: &Value, rt: &'static ResourceType) -> Result<Normalised,
     check_schemas(obj, rt)?;
     let mut doc = Map::new();
     for (key, value) in obj {
-        if key.eq_ignore_ascii_case("schemas") {
+        if key.eq_ignore_ascii_case("schemas") || is_discarded(rt, None, key) {
+            continue;
+        }
+        if is_custom_urn(key) {
+            if let Some(obj) = normalise_object(key, value)? {
+                if custom_keys(&doc).any(|k| k.eq_ignore_ascii_case(key)) {
+                    return Err(ScimError::invalid_syntax(format!(
+                        "schema extension '{}' is given more than once",
+                        clip(key)
+                    )));
+                }
+                doc.insert(key.clone(), obj);
+            }
             continue;
         }
         if let Some(ext) = rt.extension_by_urn(key) {
@@ -120,11 +144,27 @@ pub fn normalise(input: &Value, rt: &'static ResourceType) -> Result<Normalised,
         if found.def.mutability == Mutability::ReadOnly {
             continue;
         }
-        if let Some(c) = coerce(found.def, value, found.def.name)? {
+        let value = if rt.kind == ResourceKind::Group && found.def.name == "members" {
+            members_leniently(value)
+        } else {
+            std::borrow::Cow::Borrowed(value)
+        };
+        if let Some(c) = coerce(found.def, &value, found.def.name)? {
             insert_once(&mut doc, found.def.name, c)?;
         }
     }
     finish(doc, rt)
+}
+
+/// Whether an attribute sent to `rt` is dropped unread: a User's `password` (issue 15). Okta sends
+/// `"password"` on every create (a placeholder when password sync is off) and may PUT or PATCH
+/// one; Assent keeps no SCIM password (ServiceProviderConfig `changePassword: false`), so the
+/// value is never stored, logged, answered or put in the provisioning log. It is not announced in
+/// `/Schemas`, which lists what a client can read back.
+pub(super) fn is_discarded(rt: &ResourceType, urn: Option<&str>, name: &str) -> bool {
+    rt.kind == ResourceKind::User
+        && urn.is_none_or(|u| u.eq_ignore_ascii_case(rt.schema.id))
+        && name.eq_ignore_ascii_case("password")
 }
 
 /// Checks the required attributes, moves out what the document does not keep, and
@@ -142,24 +182,34 @@ fn finish(mut doc: Map<String, Value>, rt: &'static ResourceType) -> Result<Norm
             )));
         }
     }
-    let members = match rt.kind {
-        ResourceKind::Group => member_ids(doc.remove("members").as_ref())?,
-        ResourceKind::User => Vec::new(),
+    let (members, member_displays) = match rt.kind {
+        ResourceKind::Group => {
+            let members = doc.remove("members");
+            (
+                member_ids(members.as_ref())?,
+                member_displays(members.as_ref()),
+            )
+        }
+        ResourceKind::User => Default::default(),
     };
     let manager_id = strip_manager_ref(&mut doc, rt);
-    let schemas: Vec<&str> = rt
+    let mut schemas: Vec<String> = rt
         .schema_urns()
         .enumerate()
         .filter(|(i, urn)| *i == 0 || doc.contains_key(*urn))
-        .map(|(_, urn)| urn)
+        .map(|(_, urn)| urn.to_owned())
         .collect();
+    schemas.extend(custom_keys(&doc).cloned());
     doc.insert("schemas".into(), json!(schemas));
     let document = Value::Object(doc);
+    // Refuses a document with more extension values than the index keeps for one resource.
+    index_values(&document)?;
     Ok(Normalised {
         index: index_columns(&document, rt),
         document,
         manager_id,
         members,
+        member_displays,
     })
 }
 
@@ -214,6 +264,50 @@ pub(super) fn member_ids(members: Option<&Value>) -> Result<Vec<String>, ScimErr
     Ok(ids)
 }
 
+/// The `display` of each member of a coerced `members` value that has one.
+pub(super) fn member_displays(members: Option<&Value>) -> MemberDisplays {
+    let mut out = MemberDisplays::new();
+    for m in members.and_then(Value::as_array).into_iter().flatten() {
+        let id = get_ci(m, "value").and_then(Value::as_str);
+        let display = get_ci(m, "display").and_then(Value::as_str);
+        if let (Some(id), Some(d)) = (id, display) {
+            out.entry(id.to_owned()).or_insert_with(|| d.to_owned());
+        }
+    }
+    out
+}
+
+/// A `members` value as sent, with a member's `displayName` read as its `display`: Microsoft's
+/// SCIM reference collection adds members as `{"displayName": …, "value": …}`.
+pub(super) fn members_leniently(value: &Value) -> std::borrow::Cow<'_, Value> {
+    let has_alias = |m: &Value| {
+        m.as_object()
+            .is_some_and(|o| key_ci(o, "displayName").is_some())
+    };
+    let fix = |m: &Value| -> Value {
+        let Some(o) = m.as_object() else {
+            return m.clone();
+        };
+        let mut o = o.clone();
+        if let Some(k) = key_ci(&o, "displayName").map(|k| k.to_owned()) {
+            let d = o.remove(&k);
+            if key_ci(&o, "display").is_none() {
+                if let Some(d) = d {
+                    o.insert("display".into(), d);
+                }
+            }
+        }
+        Value::Object(o)
+    };
+    match value {
+        Value::Array(a) if a.iter().any(has_alias) => {
+            std::borrow::Cow::Owned(Value::Array(a.iter().map(fix).collect()))
+        }
+        Value::Object(_) if has_alias(value) => std::borrow::Cow::Owned(fix(value)),
+        _ => std::borrow::Cow::Borrowed(value),
+    }
+}
+
 /// Keeps only the manager's id in the document (its `$ref` is derived on output) and
 /// returns it. Coercion already refused a manager without `value`.
 fn strip_manager_ref(doc: &mut Map<String, Value>, rt: &ResourceType) -> Option<String> {
@@ -234,6 +328,8 @@ pub fn index_columns(document: &Value, rt: &ResourceType) -> IndexColumns {
     let mut cols = IndexColumns {
         external_id: s("externalId"),
         display_name_lower: s("displayName").map(|d| fold_case(&d)),
+        // A stored document is within the bound: `finish` refused any other.
+        extension_values: index_values(document).unwrap_or_default(),
         ..IndexColumns::default()
     };
     if rt.kind == ResourceKind::User {

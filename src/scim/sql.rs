@@ -30,12 +30,20 @@
 //! Placeholders are `?`, in the order of `binds`; [`SqlPlan::numbered`] renders them as
 //! `$n` for Postgres. The SQL holds no literal other than `ESCAPE '\'`.
 //!
+//! Attributes of undeclared schema extensions ([`super::extension`]) are planned onto the
+//! `scim_ext_values` side table: `eq`/`ne` on a string or boolean as
+//! `t.id [NOT] IN (SELECT resource_id … WHERE workspace, resource type, path, typed key)`,
+//! exact (the keys fold case as the evaluator does); `eq` on a number as the same, a superset
+//! (numbers are re-checked). The table's index `(workspace_id, resource_type, path, value)`
+//! answers the subquery, and `(workspace_id, id)` the rows.
+//!
 //! Negation is pushed down to the columns with explicit NULL handling, so `not (…)`
 //! over a nullable column means what the evaluator means (absent ⇒ `ne` matches).
 //! Ordering operators (`gt`…) on strings are never planned: SQL collations disagree with
 //! Rust's code-point order.
 
-use super::eval::{resolve, Resolved, Scope};
+use super::eval::{is_custom, resolve, Resolved, Scope};
+use super::extension::{index_path, literal_key};
 use super::filter::{CompValue, CompareOp, Filter};
 use super::list::{Sort, SortOrder};
 use super::path::AttrPath;
@@ -47,6 +55,9 @@ use super::value::fold_case;
 pub enum SqlBind {
     Text(String),
     Bool(bool),
+    /// The workspace id the listing is for (the store binds it): a subquery on
+    /// `scim_ext_values` names it itself, so the database can run it once, by its index.
+    Workspace,
 }
 
 /// A WHERE fragment over the indexed columns.
@@ -57,24 +68,39 @@ pub struct SqlPlan {
     pub binds: Vec<SqlBind>,
     /// true: exactly the matching rows; false: a superset to re-check in Rust.
     pub exact: bool,
+    /// `where_sql` for SQLite: the same statement, each `scim_ext_values` subquery marked
+    /// selective with `likelihood(…, 0.001)`. SQLite keeps no statistics here (no ANALYZE
+    /// runs), and without the hint it walks the workspace in `seq` order and probes the
+    /// subquery's list on each row; with it, it probes `(workspace_id, id)` with the list.
+    /// Postgres has no such function and needs none: it turns the `IN` into a semi-join.
+    pub sqlite_where_sql: String,
 }
 
 impl SqlPlan {
     /// `where_sql` with its placeholders numbered `$first`, `$first+1`, … (Postgres).
     pub fn numbered(&self, first: usize) -> String {
-        let mut out = String::with_capacity(self.where_sql.len() + 8);
-        let mut n = first;
-        for c in self.where_sql.chars() {
-            if c == '?' {
-                out.push('$');
-                out.push_str(&n.to_string());
-                n += 1;
-            } else {
-                out.push(c);
-            }
-        }
-        out
+        number(&self.where_sql, first)
     }
+
+    /// The same for SQLite ([`SqlPlan::sqlite_where_sql`]).
+    pub fn numbered_sqlite(&self, first: usize) -> String {
+        number(&self.sqlite_where_sql, first)
+    }
+}
+
+fn number(sql: &str, first: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = first;
+    for c in sql.chars() {
+        if c == '?' {
+            out.push('$');
+            out.push_str(&n.to_string());
+            n += 1;
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Plans a [`super::eval::compile`]d filter for resources of `kind`.
@@ -86,9 +112,12 @@ pub fn plan(filter: &Filter, kind: ResourceKind) -> Option<SqlPlan> {
     };
     let mut where_sql = String::new();
     let mut binds = Vec::new();
-    render(&expr, &mut where_sql, &mut binds);
+    render(&expr, &mut where_sql, &mut binds, false);
+    let mut sqlite_where_sql = String::new();
+    render(&expr, &mut sqlite_where_sql, &mut Vec::new(), true);
     Some(SqlPlan {
         where_sql,
+        sqlite_where_sql,
         binds,
         exact,
     })
@@ -168,6 +197,13 @@ struct Leaf {
 #[derive(Debug, Clone, PartialEq)]
 enum Expr {
     Leaf(Leaf),
+    /// Some `scim_ext_values` row of the resource has this path and typed key.
+    Ext {
+        resource_type: &'static str,
+        path: String,
+        key: String,
+        negated: bool,
+    },
     And(Vec<Expr>),
     Or(Vec<Expr>),
 }
@@ -193,6 +229,17 @@ fn negate(e: Expr) -> Expr {
             l.negated = !l.negated;
             Expr::Leaf(l)
         }
+        Expr::Ext {
+            resource_type,
+            path,
+            key,
+            negated,
+        } => Expr::Ext {
+            resource_type,
+            path,
+            key,
+            negated: !negated,
+        },
         Expr::And(v) => Expr::Or(v.into_iter().map(negate).collect()),
         Expr::Or(v) => Expr::And(v.into_iter().map(negate).collect()),
     }
@@ -262,7 +309,11 @@ fn plan_node(f: &Filter, kind: ResourceKind) -> Planned {
 }
 
 fn compare(path: &AttrPath, op: CompareOp, value: &CompValue, kind: ResourceKind) -> Planned {
-    let Some(r) = resolve(Scope::Resource(kind.resource_type()), path) else {
+    let rt = kind.resource_type();
+    if is_custom(Scope::Resource(rt), path) {
+        return extension_compare(path, op, value, rt.name);
+    }
+    let Some(r) = resolve(Scope::Resource(rt), path) else {
         return Planned::All;
     };
     if is_email_value(&r, kind) {
@@ -307,6 +358,30 @@ fn compare(path: &AttrPath, op: CompareOp, value: &CompValue, kind: ResourceKind
                 _ => Planned::Exact(e),
             }
         }
+        _ => Planned::All,
+    }
+}
+
+/// `eq`/`ne` on an attribute of an undeclared extension, by its typed key.
+fn extension_compare(
+    path: &AttrPath,
+    op: CompareOp,
+    value: &CompValue,
+    resource_type: &'static str,
+) -> Planned {
+    let (Some(urn), Some(key)) = (path.urn.as_deref(), literal_key(value)) else {
+        return Planned::All;
+    };
+    let e = Expr::Ext {
+        resource_type,
+        path: index_path(urn, &path.name, path.sub.as_deref()),
+        key,
+        negated: false,
+    };
+    match (op, value) {
+        (CompareOp::Eq, CompValue::Num(_)) => Planned::Superset(e),
+        (CompareOp::Eq, _) => Planned::Exact(e),
+        (CompareOp::Ne, CompValue::Str(_) | CompValue::Bool(_)) => Planned::Exact(negate(e)),
         _ => Planned::All,
     }
 }
@@ -378,7 +453,8 @@ fn like_pattern(op: CompareOp, s: &str) -> String {
     }
 }
 
-fn render(e: &Expr, sql: &mut String, binds: &mut Vec<SqlBind>) {
+/// `hint`: SQLite's `likelihood` around `scim_ext_values` subqueries (see `sqlite_where_sql`).
+fn render(e: &Expr, sql: &mut String, binds: &mut Vec<SqlBind>, hint: bool) {
     match e {
         Expr::And(v) | Expr::Or(v) => {
             let sep = if matches!(e, Expr::And(_)) {
@@ -391,9 +467,30 @@ fn render(e: &Expr, sql: &mut String, binds: &mut Vec<SqlBind>) {
                 if i > 0 {
                     sql.push_str(sep);
                 }
-                render(x, sql, binds);
+                render(x, sql, binds, hint);
             }
             sql.push(')');
+        }
+        Expr::Ext {
+            resource_type,
+            path,
+            key,
+            negated,
+        } => {
+            if *negated {
+                sql.push_str("NOT ");
+            }
+            let subquery = "t.id IN (SELECT e.resource_id FROM scim_ext_values e \
+                 WHERE e.workspace_id = ? AND e.resource_type = ? AND e.path = ? AND e.value = ?)";
+            if hint && !*negated {
+                sql.push_str(&format!("likelihood({subquery}, 0.001)"));
+            } else {
+                sql.push_str(subquery);
+            }
+            binds.push(SqlBind::Workspace);
+            binds.push(SqlBind::Text((*resource_type).to_owned()));
+            binds.push(SqlBind::Text(path.clone()));
+            binds.push(SqlBind::Text(key.clone()));
         }
         Expr::Leaf(Leaf { col, test, negated }) => match (test, negated) {
             (Test::Eq(b), false) => {

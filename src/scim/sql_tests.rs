@@ -194,6 +194,15 @@ fn eval_expr(e: &Expr, row: &IndexColumns, id: &str) -> bool {
     match e {
         Expr::And(v) => v.iter().all(|x| eval_expr(x, row, id)),
         Expr::Or(v) => v.iter().any(|x| eval_expr(x, row, id)),
+        Expr::Ext {
+            path, key, negated, ..
+        } => {
+            let found = row
+                .extension_values
+                .iter()
+                .any(|(p, k)| p == path && k == key);
+            found != *negated
+        }
         Expr::Leaf(l) => {
             let text = |c: &str| -> Option<String> {
                 match c {
@@ -221,6 +230,7 @@ fn eval_expr(e: &Expr, row: &IndexColumns, id: &str) -> bool {
             let positive = match &l.test {
                 Test::Eq(SqlBind::Bool(b)) => boolean(l.col) == Some(*b),
                 Test::Eq(SqlBind::Text(s)) => text(l.col).as_deref() == Some(s.as_str()),
+                Test::Eq(SqlBind::Workspace) => panic!("a column is never the workspace"),
                 Test::Like(p) => text(l.col).is_some_and(|v| like(&v, p)),
                 Test::Present { text: true } => text(l.col).is_some_and(|v| !v.is_empty()),
                 Test::Present { text: false } => boolean(l.col).is_some(),
@@ -268,6 +278,12 @@ fn corpus() -> Vec<(String, Value, IndexColumns)> {
         json!({"userName": "dora_x", "externalId": "", "emails": [{"value": "dora@y.org"}]}),
         json!({"userName": "Éva", "displayName": "ÉVA", "title": "b"}),
         json!({"userName": "o'neil", "displayName": "50\\ off"}),
+        json!({"userName": "x1", "urn:ietf:params:scim:schemas:extension:acme:2.0:User":
+               {"Cost": "CC-1", "level": 7, "remote": true, "tags": ["A", "b"], "badge": {"n": 2.0}}}),
+        json!({"userName": "x2", "urn:ietf:params:scim:schemas:extension:acme:2.0:User":
+               {"cost": "cc-1", "level": 7.5, "remote": false, "tags": "B", "badge": {"n": 2}}}),
+        json!({"userName": "x3", "urn:ietf:params:scim:schemas:extension:acme:2.0:User":
+               {"cost": "", "level": "7"}}),
     ];
     bodies
         .iter()
@@ -329,6 +345,17 @@ fn plans_are_exact_or_supersets_on_a_corpus() {
         r#"id co "D-""#,
         r#"displayName sw "50\\""#,
         r#"userName co "o'""#,
+        r#"urn:ietf:params:scim:schemas:extension:acme:2.0:User:cost eq "CC-1""#,
+        r#"urn:ietf:params:scim:schemas:extension:acme:2.0:User:COST ne "cc-1""#,
+        r#"urn:ietf:params:scim:schemas:extension:acme:2.0:User:level eq 7"#,
+        r#"urn:ietf:params:scim:schemas:extension:acme:2.0:User:level eq "7""#,
+        r#"urn:ietf:params:scim:schemas:extension:acme:2.0:User:level ne "7""#,
+        r#"urn:ietf:params:scim:schemas:extension:acme:2.0:User:remote eq true"#,
+        r#"urn:ietf:params:scim:schemas:extension:acme:2.0:User:remote ne true"#,
+        r#"not (urn:ietf:params:scim:schemas:extension:acme:2.0:User:remote eq false)"#,
+        r#"urn:ietf:params:scim:schemas:extension:acme:2.0:User:tags eq "b""#,
+        r#"urn:ietf:params:scim:schemas:extension:acme:2.0:User:badge.n eq 2"#,
+        r#"urn:ietf:params:scim:schemas:extension:acme:2.0:User:tags eq "a" and userName sw "x""#,
     ];
     let corpus = corpus();
     let mut planned = 0;

@@ -9,6 +9,7 @@ pub mod policy;
 pub mod provisioning;
 pub mod rotation;
 pub mod scim;
+pub mod scim_schemas;
 pub mod sso;
 pub mod sso_guard;
 pub mod stepup;

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::scim::core_schemas::ENTERPRISE_USER_URN;
+use crate::scim::declared::Declared;
 use crate::scim::error::{clip, ScimError};
 use crate::scim::eval::matches;
 use crate::scim::filter::Filter;
@@ -16,7 +17,9 @@ use crate::scim::members::GroupMembershipDelta;
 use crate::scim::meta::{etag_matches, meta_json, weak_etag};
 use crate::scim::patch::apply_patch;
 use crate::scim::projection::Projection;
-use crate::scim::resource::{attach_references, normalise, Reference, References};
+use crate::scim::resource::{
+    attach_references, index_columns, normalise, IndexColumns, Normalised, Reference, References,
+};
 use crate::scim::schema::{ResourceKind, ResourceType};
 use crate::scim::sql::{plan, sort_column, SqlPlan};
 use crate::store::scim::{Change, Columns, Deleted, Edit, NewResource, StoredResource, Written};
@@ -102,14 +105,67 @@ fn manager_of(document: &Value) -> Option<Reference> {
     })
 }
 
+/// Whether a PATCH body names an extension schema anywhere (a path, a path-less key).
+fn mentions_extension(body: &Value) -> bool {
+    body.to_string()
+        .to_ascii_lowercase()
+        .contains(crate::scim::extension::EXTENSION_PREFIX)
+}
+
+/// Applies the workspace's declared extension schemas to a document about to be stored, and
+/// recomputes its index columns when that changed a value (a coerced boolean, say).
+fn declare(
+    declared: &Declared,
+    kind: ResourceKind,
+    document: &mut Value,
+    index: &mut IndexColumns,
+    previous: Option<&Value>,
+) -> Result<(), ScimError> {
+    if declared.of(kind).next().is_none() {
+        return Ok(());
+    }
+    let before = document.clone();
+    declared.enforce(kind, document, previous)?;
+    if *document != before {
+        // An extension left empty (only readOnly values were sent) leaves `schemas` too.
+        if let Some(obj) = document.as_object_mut() {
+            let present: Vec<Value> = obj
+                .get("schemas")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .filter(|(i, u)| *i == 0 || u.as_str().is_some_and(|u| obj.contains_key(u)))
+                .map(|(_, u)| u.clone())
+                .collect();
+            obj.insert("schemas".into(), Value::Array(present));
+        }
+        *index = index_columns(document, kind.resource_type());
+    }
+    Ok(())
+}
+
+/// A PUT body without `active` keeps the stored one (see `App::scim_replace`).
+fn keep_active(n: &mut Normalised, current: &Value) {
+    let Some(active) = current.get("active").filter(|a| a.is_boolean()) else {
+        return;
+    };
+    if let Some(doc) = n.document.as_object_mut() {
+        if !doc.contains_key("active") {
+            doc.insert("active".into(), active.clone());
+            n.index = index_columns(&n.document, ResourceKind::User.resource_type());
+        }
+    }
+}
+
 /// A new resource id: a random (version 4) UUID, lower-case and hyphenated.
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
 /// The attribute holding a resource's references: a Group's `members`, a User's `groups`. (A
-/// manager needs nothing loaded: its `$ref` follows from its id, and the store keeps no dangling
-/// one.)
+/// manager needs nothing loaded: its `$ref` follows from its id, and the store says with each row
+/// whether that id names a User.)
 fn refs_attr(kind: ResourceKind) -> &'static str {
     match kind {
         ResourceKind::Group => "members",
@@ -130,6 +186,23 @@ fn reads_refs(kind: ResourceKind, filter: Option<&Filter>, sort: Option<&Sort>) 
 }
 
 impl App {
+    /// The declared schemas a POST or PUT body must obey: none to load when it carries no
+    /// extension Assent does not define.
+    async fn scim_declared_for(
+        &self,
+        workspace: &Workspace,
+        document: &Value,
+    ) -> Result<Declared, ScimError> {
+        let carries = document
+            .as_object()
+            .is_some_and(|o| crate::scim::extension::custom_keys(o).next().is_some());
+        if carries {
+            self.scim_declared(workspace.id).await
+        } else {
+            Ok(Declared::default())
+        }
+    }
+
     fn scim_base(&self) -> String {
         self.config.scim_base_url()
     }
@@ -168,9 +241,18 @@ impl App {
             r.version as u64,
             &base,
         );
-        self.scim_attach(kind, &r.document, &r.id, meta, r.refs.as_deref())
+        self.scim_attach(
+            kind,
+            &r.document,
+            &r.id,
+            meta,
+            r.refs.as_deref(),
+            r.manager_found,
+        )
     }
 
+    /// `manager_found`: the manager names a User of the workspace, so it shows a `$ref`; one that
+    /// names nobody is shown as sent (issue 15).
     fn scim_attach(
         &self,
         kind: ResourceKind,
@@ -178,6 +260,7 @@ impl App {
         id: &str,
         meta: Value,
         refs: Option<&[Reference]>,
+        manager_found: bool,
     ) -> Value {
         let (members, groups) = match kind {
             ResourceKind::Group => (refs, None),
@@ -190,7 +273,7 @@ impl App {
             &References {
                 members,
                 groups,
-                manager: manager_of(document).as_ref(),
+                manager: manager_of(document).filter(|_| manager_found).as_ref(),
             },
             &self.scim_base(),
         )
@@ -249,7 +332,9 @@ impl App {
         if crate::cancel::client_left() {
             return Err(ScimError::Unavailable);
         }
-        let n = normalise(body, kind.resource_type())?;
+        let mut n = normalise(body, kind.resource_type())?;
+        let declared = self.scim_declared_for(workspace, &n.document).await?;
+        declare(&declared, kind, &mut n.document, &mut n.index, None)?;
         let new = NewResource {
             id: new_id(),
             columns: Columns {
@@ -259,6 +344,7 @@ impl App {
             },
             document: n.document,
             members: n.members,
+            member_displays: n.member_displays,
         };
         let written = self
             .scim
@@ -300,7 +386,9 @@ impl App {
     }
 
     /// `PUT` (RFC 7644 §3.5.1): the resource becomes the body; a Group's members exactly its
-    /// `members`.
+    /// `members`. One exception (issue 15): a User's PUT without `active` leaves `active` as it
+    /// was. Okta updates profiles with GET + full PUT of the attributes it maps, and a mapping
+    /// without `active` must not clear the deactivation Okta made with a PATCH.
     pub async fn scim_replace(
         &self,
         workspace: &Workspace,
@@ -314,12 +402,24 @@ impl App {
         if crate::cancel::client_left() {
             return Err(ScimError::Unavailable);
         }
-        let n = normalise(body, kind.resource_type())?;
+        let mut n = normalise(body, kind.resource_type())?;
+        let declared = self.scim_declared_for(workspace, &n.document).await?;
         let edit: Edit = Box::new(move |current| {
             check_if_match(if_match.as_deref(), current.version)?;
+            if kind == ResourceKind::User {
+                keep_active(&mut n, &current.document);
+            }
+            declare(
+                &declared,
+                kind,
+                &mut n.document,
+                &mut n.index,
+                Some(&current.document),
+            )?;
             let mut members = GroupMembershipDelta::default();
             if kind == ResourceKind::Group {
                 members.replace(&n.members);
+                members.note_displays(n.member_displays);
             }
             Ok(Change {
                 columns: Columns {
@@ -350,9 +450,22 @@ impl App {
             return Err(ScimError::Unavailable);
         }
         let rt: &'static ResourceType = kind.resource_type();
+        // A PATCH that names no extension leaves every extension object as it was.
+        let declared = if mentions_extension(&body) {
+            self.scim_declared(workspace.id).await?
+        } else {
+            Declared::default()
+        };
         let edit: Edit = Box::new(move |current| {
             check_if_match(if_match.as_deref(), current.version)?;
-            let r = apply_patch(&current.document, &body, rt)?;
+            let mut r = apply_patch(&current.document, &body, rt)?;
+            declare(
+                &declared,
+                kind,
+                &mut r.document,
+                &mut r.index,
+                Some(&current.document),
+            )?;
             Ok(Change {
                 columns: Columns {
                     display: display_of(&r.document),
@@ -524,7 +637,9 @@ impl App {
                 let full = match refs.as_mut() {
                     Some(refs) => {
                         let mine = refs.remove(id).unwrap_or_default();
-                        self.scim_attach(*kind, v, id, v["meta"].clone(), Some(&mine))
+                        // `v` is a full representation already: its manager has its `$ref` or not.
+                        let found = v[ENTERPRISE_USER_URN]["manager"]["$ref"].is_string();
+                        self.scim_attach(*kind, v, id, v["meta"].clone(), Some(&mine), found)
                     }
                     None => v.clone(),
                 };

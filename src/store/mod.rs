@@ -20,6 +20,7 @@ pub mod provisioning_log;
 pub mod scim;
 mod scim_log;
 mod scim_read;
+mod scim_schemas;
 mod scim_write;
 pub mod sealed;
 pub mod sso;

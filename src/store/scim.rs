@@ -4,18 +4,18 @@
 //! and `scim_log.rs`.
 //!
 //! The store holds documents and index columns the engine (`crate::scim`) computed; it never
-//! interprets SCIM itself, with two exceptions that must happen inside its transactions: a
-//! reference (a group member, a user's manager) must name a resource of the same workspace when it
-//! is written, and deleting a resource removes every reference to it. So no dangling reference is
-//! ever stored.
+//! interprets SCIM itself, with two exceptions that must happen inside its transactions: a group
+//! member must name a resource of the same workspace when it is written, and deleting a resource
+//! removes every membership of it. So no dangling member is ever stored. A user's manager is data
+//! as sent (issue 15): it shows a `$ref` while it names a User of the workspace.
 
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::db::store_trait;
-use super::{scim_log, scim_read, scim_write, Result};
+use super::{scim_log, scim_read, scim_schemas, scim_write, Result};
 use crate::scim::error::ScimError;
-use crate::scim::members::GroupMembershipDelta;
+use crate::scim::members::{GroupMembershipDelta, MemberDisplays};
 use crate::scim::resource::{IndexColumns, Reference};
 use crate::scim::schema::ResourceKind;
 use crate::scim::sql::{SortColumn, SqlPlan};
@@ -32,15 +32,20 @@ pub struct StoredResource {
     /// A Group's members or a User's groups, when the read asked for them (in the same query)
     /// or the write knew them; sorted by id.
     pub refs: Option<Vec<Reference>>,
+    /// Users: whether the enterprise `manager` names a User of the workspace now, and so shows a
+    /// `$ref`. A manager that names nobody is kept as sent (Okta sends its own id, Microsoft's
+    /// reference collection a name).
+    pub manager_found: bool,
 }
 
 /// The columns a write sets besides the document.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Columns {
     pub index: IndexColumns,
-    /// Groups: `displayName` as given, what a member's `groups[].display` shows.
+    /// `displayName` as given (a User without one: its `userName`): what a reference to it
+    /// shows as `display` (a member's, a group's in `groups`).
     pub display: Option<String>,
-    /// Users: the manager's id (must name a User of the workspace).
+    /// Users: the manager's `value`, whether or not it names a User of the workspace.
     pub manager_id: Option<String>,
 }
 
@@ -51,6 +56,8 @@ pub struct NewResource {
     pub document: Value,
     pub columns: Columns,
     pub members: Vec<String>,
+    /// The `display` sent with members, kept as sent.
+    pub member_displays: MemberDisplays,
 }
 
 /// What an update writes: the new document and columns, and the membership change (Groups).
@@ -73,7 +80,7 @@ pub enum Written {
     /// Stored (or, for an update that changed nothing, left as it was): the resource now.
     Done(StoredResource),
     NotFound,
-    /// This member or manager id names no resource of the workspace.
+    /// This member id names no resource of the workspace.
     MissingReference(String),
     /// The edit refused the update (a bad PATCH, a failed `If-Match`).
     Refused(ScimError),
@@ -159,9 +166,9 @@ store_trait! {
                 now: OffsetDateTime,
             ) -> Result<Written>;
 
-            /// Deletes the resource and, in the same transaction, every reference to it: its group
-            /// memberships (those groups get a new version) and, for a User, the `manager` of the
-            /// users it managed.
+            /// Deletes the resource and, in the same transaction, its group memberships (those
+            /// groups get a new version). Users it managed keep their `manager` as sent, without
+            /// `$ref` from then on.
             async fn delete(
                 &self,
                 workspace_id: i64,
@@ -208,7 +215,7 @@ store_trait! {
                 refs: bool,
             ) -> Result<Rows>;
 
-            /// The members (Groups: their `value` and `type`, no `display`) or the groups (Users:
+            /// The members (Groups: their `value`, `type` and `display`) or the groups (Users:
             /// with the group's `displayName` as `display`) of these resources.
             async fn refs_of(
                 &self,
@@ -216,6 +223,18 @@ store_trait! {
                 kind: ResourceKind,
                 ids: &[String],
             ) -> Result<Vec<Link>>;
+        }
+
+        mod scim_schemas {
+            /// The workspace's declared extension schemas (the engine's JSON), if any.
+            async fn declared_schemas(&self, workspace_id: i64) -> Result<Option<String>>;
+            /// Replaces them.
+            async fn put_declared_schemas(
+                &self,
+                workspace_id: i64,
+                definitions: &str,
+                now: OffsetDateTime,
+            ) -> Result<()>;
         }
 
         mod scim_log {

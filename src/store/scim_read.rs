@@ -24,6 +24,7 @@ pub(super) struct ResourceRow {
     /// Only when the read asked for them (`select`).
     #[sqlx(default)]
     refs: Option<String>,
+    manager_found: bool,
 }
 
 pub(super) fn resource(row: ResourceRow, kind: ResourceKind, refs: bool) -> Result<StoredResource> {
@@ -40,6 +41,7 @@ pub(super) fn resource(row: ResourceRow, kind: ResourceKind, refs: bool) -> Resu
         } else {
             None
         },
+        manager_found: row.manager_found,
     })
 }
 
@@ -52,8 +54,9 @@ pub(super) fn table(kind: ResourceKind) -> &'static str {
 }
 
 /// A resource's members (Groups) or groups (Users) as one JSON column of its row, so a read that
-/// shows them costs no second query: `[[id, type or display], …]`, or NULL (Postgres) when there
-/// are none (see `parse_refs`).
+/// shows them costs no second query: `[[id, display, type], …]` (a group's own `groups` need no
+/// type), or NULL (Postgres) when there are none (see `parse_refs`). A member's display is the one
+/// sent with it, else the user's or group's `display` column.
 fn refs_column(db: &Db, kind: ResourceKind) -> String {
     let (open, close) = match db {
         Db::Sqlite { .. } => ("json_group_array(json_array(", "))"),
@@ -67,46 +70,62 @@ fn refs_column(db: &Db, kind: ResourceKind) -> String {
               WHERE m.workspace_id = t.workspace_id AND m.member_id = t.id)"
         ),
         ResourceKind::Group => format!(
-            "(SELECT {open}m.member_id, m.member_type{close}
+            "(SELECT {open}m.member_id, COALESCE(m.display, mu.display, mg.display), m.member_type{close}
               FROM scim_group_members m
+              LEFT JOIN scim_users mu ON m.member_type = 'User'
+                AND mu.workspace_id = m.workspace_id AND mu.id = m.member_id
+              LEFT JOIN scim_groups mg ON m.member_type = 'Group'
+                AND mg.workspace_id = m.workspace_id AND mg.id = m.member_id
               WHERE m.workspace_id = t.workspace_id AND m.group_id = t.id)"
         ),
     }
 }
 
-/// `SELECT … FROM <table> t`, with the `refs` column when asked.
+/// `SELECT … FROM <table> t`, with the `refs` column when asked, and whether a User's manager
+/// names a User of the workspace (by the unique index, one probe a row).
 pub(super) fn select(db: &Db, kind: ResourceKind, refs: bool) -> String {
     let refs = if refs {
         format!(", {} AS refs", refs_column(db, kind))
     } else {
         String::new()
     };
+    let manager = match kind {
+        ResourceKind::User => {
+            "EXISTS (SELECT 1 FROM scim_users mgr
+               WHERE mgr.workspace_id = t.workspace_id AND mgr.id = t.manager_id)"
+        }
+        ResourceKind::Group => "1 = 0",
+    };
     format!(
-        "SELECT t.id, t.document, t.version, t.created_at, t.last_modified{refs} FROM {} t",
+        "SELECT t.id, t.document, t.version, t.created_at, t.last_modified,
+           {manager} AS manager_found{refs} FROM {} t",
         table(kind)
     )
 }
 
 /// The references of a `refs` column, sorted by id.
 fn parse_refs(kind: ResourceKind, text: Option<&str>) -> Result<Vec<Reference>> {
-    let pairs: Vec<(String, Option<String>)> = match text {
+    let rows: Vec<Vec<Option<String>>> = match text {
         None => Vec::new(),
         Some(t) => serde_json::from_str(t)
             .map_err(|e| StoreError::Unavailable(format!("references are not JSON: {e}")))?,
     };
-    let mut refs: Vec<Reference> = pairs
+    let mut refs: Vec<Reference> = rows
         .into_iter()
-        .map(|(id, second)| match kind {
-            ResourceKind::Group => Reference {
+        .filter_map(|row| {
+            let mut row = row.into_iter();
+            let id = row.next().flatten()?;
+            let display = row.next().flatten();
+            Some(Reference {
                 id,
-                kind: kind_of(second.as_deref().unwrap_or("User")),
-                display: None,
-            },
-            ResourceKind::User => Reference {
-                id,
-                kind: ResourceKind::Group,
-                display: second,
-            },
+                kind: match kind {
+                    ResourceKind::Group => {
+                        kind_of(row.next().flatten().as_deref().unwrap_or("User"))
+                    }
+                    ResourceKind::User => ResourceKind::Group,
+                },
+                display,
+            })
         })
         .collect();
     refs.sort_by(|a, b| a.id.cmp(&b.id));
@@ -121,31 +140,42 @@ pub(super) fn kind_of(name: &str) -> ResourceKind {
     }
 }
 
-/// `WHERE workspace_id = $1 [AND (plan)]`, and the next free placeholder number.
-fn where_clause(filter: Option<&SqlPlan>) -> (String, usize) {
+/// `WHERE t.workspace_id = $1 [AND (plan)]`, and the next free placeholder number. The plan is
+/// one statement; SQLite's carries a planner hint (`SqlPlan::sqlite_where_sql`).
+fn where_clause(db: &Db, filter: Option<&SqlPlan>) -> (String, usize) {
     match filter {
-        None => (" WHERE workspace_id = $1".to_owned(), 2),
-        Some(p) => (
-            format!(" WHERE workspace_id = $1 AND ({})", p.numbered(2)),
-            2 + p.binds.len(),
-        ),
+        None => (" WHERE t.workspace_id = $1".to_owned(), 2),
+        Some(p) => {
+            let plan = match db {
+                Db::Sqlite { .. } => p.numbered_sqlite(2),
+                Db::Postgres(_) => p.numbered(2),
+            };
+            (
+                format!(" WHERE t.workspace_id = $1 AND ({plan})"),
+                2 + p.binds.len(),
+            )
+        }
     }
 }
 
-/// Binds the plan's values, after `$1` (the workspace).
+/// Binds `$1` (the workspace) and the plan's values after it.
 fn bind_plan<'q, DB, O>(
     mut q: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
+    workspace_id: i64,
     plan: Option<&'q SqlPlan>,
 ) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
 where
     DB: sqlx::Database,
     &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
+    q = q.bind(workspace_id);
     for b in plan.into_iter().flat_map(|p| &p.binds) {
         q = match b {
             SqlBind::Text(s) => q.bind(s.as_str()),
             SqlBind::Bool(v) => q.bind(*v),
+            SqlBind::Workspace => q.bind(workspace_id),
         };
     }
     q
@@ -154,9 +184,12 @@ where
 /// `ORDER BY` for a page: the sort column (nulls last when ascending, as `Sort::compare`), then id.
 /// Text columns compare by code point as in Rust: SQLite's default BINARY collation does, and the
 /// Postgres tables declare their text columns `COLLATE "C"`.
+///
+/// Without a sort, the order of creation (`seq`, migrations/*/0008): a resource created while a
+/// client pages through a listing comes after the rows it already read (issue 15, Okta's import).
 fn order_by(sort: Option<SortColumn>) -> String {
     match sort {
-        None => " ORDER BY id".to_owned(),
+        None => " ORDER BY seq, id".to_owned(),
         Some(SortColumn {
             column,
             descending: false,
@@ -205,17 +238,17 @@ pub(super) async fn scan(
     limit: u32,
     refs: bool,
 ) -> Result<Rows> {
-    let (mut where_sql, mut next) = where_clause(filter);
+    let (mut where_sql, mut next) = where_clause(db, filter);
     if after.is_some() {
-        where_sql.push_str(&format!(" AND id > ${next}"));
+        where_sql.push_str(&format!(" AND t.id > ${next}"));
         next += 1;
     }
     let sql = format!(
-        "{}{where_sql} ORDER BY id LIMIT ${next}",
+        "{}{where_sql} ORDER BY t.id LIMIT ${next}",
         select(db, kind, refs)
     );
     let rows: Vec<ResourceRow> = db_run!(db.read(), |c| {
-        let mut q = bind_plan(sqlx::query_as(&sql).bind(workspace_id), filter);
+        let mut q = bind_plan(sqlx::query_as(&sql), workspace_id, filter);
         if let Some(a) = after {
             q = q.bind(a);
         }
@@ -231,6 +264,24 @@ pub(super) async fn scan(
     })
 }
 
+/// The statement of one page: `$1` the workspace, the plan's binds, then LIMIT and OFFSET.
+fn page_statement(
+    db: &Db,
+    kind: ResourceKind,
+    filter: Option<&SqlPlan>,
+    sort: Option<SortColumn>,
+    refs: bool,
+) -> String {
+    let (where_sql, next) = where_clause(db, filter);
+    format!(
+        "{}{where_sql}{} LIMIT ${} OFFSET ${}",
+        select(db, kind, refs),
+        order_by(sort),
+        next,
+        next + 1
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn page(
     db: &Db,
@@ -242,19 +293,13 @@ pub(super) async fn page(
     limit: u64,
     refs: bool,
 ) -> Result<Rows> {
-    let (where_sql, next) = where_clause(filter);
+    let (where_sql, _) = where_clause(db, filter);
     let resources = if limit == 0 {
         Vec::new()
     } else {
-        let sql = format!(
-            "{}{where_sql}{} LIMIT ${} OFFSET ${}",
-            select(db, kind, refs),
-            order_by(sort),
-            next,
-            next + 1
-        );
+        let sql = page_statement(db, kind, filter, sort, refs);
         let rows: Vec<ResourceRow> = db_run!(db.read(), |c| {
-            bind_plan(sqlx::query_as(&sql).bind(workspace_id), filter)
+            bind_plan(sqlx::query_as(&sql), workspace_id, filter)
                 .bind(limit.min(i64::MAX as u64) as i64)
                 .bind(offset.min(i64::MAX as u64) as i64)
                 .fetch_all(c)
@@ -267,9 +312,9 @@ pub(super) async fn page(
     let total = match total_from_page(offset, limit, resources.len()) {
         Some(t) => t,
         None => {
-            let sql = format!("SELECT COUNT(*) FROM {}{where_sql}", table(kind));
+            let sql = format!("SELECT COUNT(*) FROM {} t{where_sql}", table(kind));
             let (n,): (i64,) = db_run!(db.read(), |c| {
-                bind_plan(sqlx::query_as(&sql).bind(workspace_id), filter)
+                bind_plan(sqlx::query_as(&sql), workspace_id, filter)
                     .fetch_one(c)
                     .await
             })?;
@@ -326,4 +371,49 @@ pub(super) async fn refs_of(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+    use crate::scim::eval::compile;
+    use crate::scim::sql::plan;
+    use crate::store::test_db::TestDb;
+
+    /// What SQLite does with a page filtered on an undeclared extension's attribute: the
+    /// subquery by the side table's key, then each row by `(workspace_id, id)`; never a walk of
+    /// the workspace. (Postgres turns the `IN` into a semi-join by its statistics.)
+    #[tokio::test]
+    async fn an_extension_eq_is_answered_by_indexes_on_sqlite() {
+        let test = TestDb::sqlite().await;
+        let db = Db::open(&test.config(&[]).database).await.unwrap();
+        let f = compile(
+            "urn:ietf:params:scim:schemas:extension:acme:2.0:User:cost eq \"CC-1\"",
+            ResourceKind::User.resource_type(),
+        )
+        .unwrap();
+        let p = plan(&f, ResourceKind::User).unwrap();
+        assert!(p.exact);
+        let sql = page_statement(&db, ResourceKind::User, Some(&p), None, false);
+        let mut conn = sqlx::SqliteConnection::connect(&test.url).await.unwrap();
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        let plan: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
+        assert!(
+            plan.iter().any(
+                |l| l.starts_with("SEARCH t USING") && l.ends_with("(workspace_id=? AND id=?)")
+            ),
+            "{plan:?}"
+        );
+        assert!(
+            plan.iter()
+                .any(|l| l.starts_with("SEARCH e USING PRIMARY KEY")),
+            "{plan:?}"
+        );
+    }
 }

@@ -19,43 +19,14 @@ use super::scim::{Columns, Deleted, Edit, NewResource, StoredResource, Written};
 use super::scim_read::{kind_of, resource, select, table, ResourceRow, IN_CHUNK};
 use super::Result;
 use crate::clock::from_unix;
-use crate::scim::core_schemas::ENTERPRISE_USER_URN;
-use crate::scim::patch::{apply_operations, OpKind, PatchOperation};
-use crate::scim::path::PatchPath;
-use crate::scim::resource::Reference;
+use crate::scim::extension::IndexedValue;
+use crate::scim::members::MemberDisplays;
+use crate::scim::resource::index_columns;
 use crate::scim::schema::ResourceKind;
-
-/// The members a create just wrote, as its `refs`.
-fn members_as_refs(members: Vec<(String, ResourceKind)>) -> Vec<Reference> {
-    let mut refs: Vec<Reference> = members
-        .into_iter()
-        .map(|(id, kind)| Reference {
-            id,
-            kind,
-            display: None,
-        })
-        .collect();
-    refs.sort_by(|a, b| a.id.cmp(&b.id));
-    refs
-}
 
 /// The `member_type` stored for a member, and back.
 fn kind_name(kind: ResourceKind) -> &'static str {
     kind.resource_type().name
-}
-
-/// The document of a user whose manager is being deleted, without its `manager` (through the
-/// engine, so `schemas` stays right); None if it cannot be edited, which leaves it as it was.
-fn without_manager(document: &serde_json::Value) -> Option<serde_json::Value> {
-    let path = PatchPath::parse(&format!("{ENTERPRISE_USER_URN}:manager")).ok()?;
-    let op = PatchOperation {
-        op: OpKind::Remove,
-        path: Some(path),
-        value: None,
-    };
-    apply_operations(document, &[op], ResourceKind::User.resource_type())
-        .ok()
-        .map(|r| r.document)
 }
 
 /// The kind of each id that names a resource of the workspace; Err with the first that does not.
@@ -112,14 +83,14 @@ async fn member_types(
         .collect())
 }
 
-/// Whether the id names a User of the workspace (on Postgres, locked `FOR KEY SHARE`).
-async fn user_exists(tx: &mut Tx, workspace_id: i64, id: &str) -> Result<bool> {
-    let sql = format!(
-        "SELECT id FROM scim_users WHERE workspace_id = $1 AND id = $2{}",
-        tx.row_lock(" FOR KEY SHARE")
-    );
+/// Whether the manager id names a User of the workspace, for the `$ref` the answer shows. A
+/// manager is data as sent (issue 15): nothing is refused or locked for it.
+async fn manager_found(tx: &mut Tx, workspace_id: i64, id: Option<&str>) -> Result<bool> {
+    let Some(id) = id else {
+        return Ok(false);
+    };
     let found: Option<String> = db_run!(tx.conn(), |c| {
-        sqlx::query_scalar(&sql)
+        sqlx::query_scalar("SELECT id FROM scim_users WHERE workspace_id = $1 AND id = $2")
             .bind(workspace_id)
             .bind(id)
             .fetch_optional(c)
@@ -128,11 +99,13 @@ async fn user_exists(tx: &mut Tx, workspace_id: i64, id: &str) -> Result<bool> {
     Ok(found.is_some())
 }
 
+/// Adds memberships, each with the `display` sent with it (if any); one already there is kept.
 async fn insert_members(
     tx: &mut Tx,
     workspace_id: i64,
     group_id: &str,
     members: &[(String, ResourceKind)],
+    displays: &MemberDisplays,
 ) -> Result<()> {
     match tx.conn() {
         On::Postgres(_) if members.is_empty() => {}
@@ -140,33 +113,91 @@ async fn insert_members(
         On::Postgres(c) => {
             let ids: Vec<&str> = members.iter().map(|(id, _)| id.as_str()).collect();
             let types: Vec<&str> = members.iter().map(|(_, k)| kind_name(*k)).collect();
+            let shown: Vec<Option<&str>> = members
+                .iter()
+                .map(|(id, _)| displays.get(id).map(String::as_str))
+                .collect();
             sqlx::query(
-                "INSERT INTO scim_group_members (workspace_id, group_id, member_id, member_type)
-                 SELECT $1, $2, m.id, m.t FROM UNNEST($3::text[], $4::text[]) AS m(id, t)
+                "INSERT INTO scim_group_members (workspace_id, group_id, member_id, member_type, display)
+                 SELECT $1, $2, m.id, m.t, m.d
+                 FROM UNNEST($3::text[], $4::text[], $5::text[]) AS m(id, t, d)
                  ON CONFLICT DO NOTHING",
             )
             .bind(workspace_id)
             .bind(group_id)
             .bind(&ids)
             .bind(&types)
+            .bind(&shown)
             .execute(c)
             .await?;
         }
         On::Sqlite(c) => {
             for (id, kind) in members {
                 sqlx::query(
-                    "INSERT INTO scim_group_members (workspace_id, group_id, member_id, member_type)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    "INSERT INTO scim_group_members (workspace_id, group_id, member_id, member_type, display)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 )
                 .bind(workspace_id)
                 .bind(group_id)
                 .bind(id)
                 .bind(kind_name(*kind))
+                .bind(displays.get(id))
                 .execute(&mut *c)
                 .await?;
             }
         }
     }
+    Ok(())
+}
+
+/// Replaces the `scim_ext_values` rows of a resource with `values` (the undeclared extensions'
+/// values the engine indexed), in the write's transaction.
+async fn write_ext_values(
+    tx: &mut Tx,
+    workspace_id: i64,
+    kind: ResourceKind,
+    id: &str,
+    values: &[IndexedValue],
+    fresh: bool,
+) -> Result<()> {
+    let resource_type = kind_name(kind);
+    if !fresh {
+        db_run!(tx.conn(), |c| {
+            sqlx::query(
+                "DELETE FROM scim_ext_values
+                 WHERE workspace_id = $1 AND resource_type = $2 AND resource_id = $3",
+            )
+            .bind(workspace_id)
+            .bind(resource_type)
+            .bind(id)
+            .execute(c)
+            .await
+            .map(|_| ())
+        })?;
+    }
+    if values.is_empty() {
+        return Ok(());
+    }
+    // One statement for all of them (at most `MAX_EXTENSION_VALUES`, 2 placeholders each), the
+    // same on both databases: a create with ten extension attributes costs one round trip, not ten.
+    let rows: Vec<String> = (0..values.len())
+        .map(|i| format!("($1, $2, $3, ${}, ${})", 4 + 2 * i, 5 + 2 * i))
+        .collect();
+    let sql = format!(
+        "INSERT INTO scim_ext_values (workspace_id, resource_type, resource_id, path, value)
+         VALUES {} ON CONFLICT DO NOTHING",
+        rows.join(", ")
+    );
+    db_run!(tx.conn(), |c| {
+        let mut q = sqlx::query(&sql)
+            .bind(workspace_id)
+            .bind(resource_type)
+            .bind(id);
+        for (path, key) in values {
+            q = q.bind(path).bind(key);
+        }
+        q.execute(c).await.map(|_| ())
+    })?;
     Ok(())
 }
 
@@ -185,7 +216,7 @@ async fn write_row(
             ResourceKind::User => sqlx::query(
                 "UPDATE scim_users SET document = $3, user_name_lower = $4, external_id = $5,
                    display_name_lower = $6, work_email_lower = $7, email_overflow = $8, active = $9,
-                   manager_id = $10, version = version + 1, last_modified = $11
+                   manager_id = $10, display = $11, version = version + 1, last_modified = $12
                  WHERE workspace_id = $1 AND id = $2",
             )
             .bind(workspace_id)
@@ -197,7 +228,8 @@ async fn write_row(
             .bind(&c.index.work_email_lower)
             .bind(c.index.email_overflow)
             .bind(c.index.active)
-            .bind(&c.manager_id),
+            .bind(&c.manager_id)
+            .bind(&c.display),
             ResourceKind::Group => sqlx::query(
                 "UPDATE scim_groups SET document = $3, display = $4, display_name_lower = $5,
                    external_id = $6, version = version + 1, last_modified = $7
@@ -227,19 +259,26 @@ pub(super) async fn create(
     let mut tx = db.begin_immediate().await?;
     let document = new.document.to_string();
     let c = &new.columns;
-    let refs = match kind {
+    // `seq`: after every row of the workspace (migrations/*/0008), so a listing being paged
+    // meanwhile does not shift.
+    write_ext_values(
+        &mut tx,
+        workspace_id,
+        kind,
+        &new.id,
+        &c.index.extension_values,
+        true,
+    )
+    .await?;
+    let (refs, manager) = match kind {
         ResourceKind::User => {
-            if let Some(manager) = &c.manager_id {
-                if !user_exists(&mut tx, workspace_id, manager).await? {
-                    return Ok(Written::MissingReference(manager.clone()));
-                }
-            }
             db_run!(tx.conn(), |conn| {
                 sqlx::query(
                     "INSERT INTO scim_users (workspace_id, id, document, user_name_lower,
                        external_id, display_name_lower, work_email_lower, email_overflow, active,
-                       manager_id, version, created_at, last_modified)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11)",
+                       manager_id, display, version, created_at, last_modified, seq)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, 1, $11, $11,
+                       (SELECT COALESCE(MAX(seq), 0) + 1 FROM scim_users WHERE workspace_id = $1))",
                 )
                 .bind(workspace_id)
                 .bind(&new.id)
@@ -252,12 +291,14 @@ pub(super) async fn create(
                 .bind(c.index.active)
                 .bind(&c.manager_id)
                 .bind(ts(now))
+                .bind(&c.display)
                 .execute(conn)
                 .await
                 .map(|_| ())
             })?;
             // A new user is in no group yet.
-            Vec::new()
+            let manager = manager_found(&mut tx, workspace_id, c.manager_id.as_deref()).await?;
+            (Some(Vec::new()), manager)
         }
         ResourceKind::Group => {
             let members = match member_types(&mut tx, workspace_id, &new.members).await? {
@@ -267,8 +308,9 @@ pub(super) async fn create(
             db_run!(tx.conn(), |conn| {
                 sqlx::query(
                     "INSERT INTO scim_groups (workspace_id, id, document, display,
-                       display_name_lower, external_id, version, created_at, last_modified)
-                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7)",
+                       display_name_lower, external_id, version, created_at, last_modified, seq)
+                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7,
+                       (SELECT COALESCE(MAX(seq), 0) + 1 FROM scim_groups WHERE workspace_id = $1))",
                 )
                 .bind(workspace_id)
                 .bind(&new.id)
@@ -281,8 +323,16 @@ pub(super) async fn create(
                 .await
                 .map(|_| ())
             })?;
-            insert_members(&mut tx, workspace_id, &new.id, &members).await?;
-            members_as_refs(members)
+            insert_members(
+                &mut tx,
+                workspace_id,
+                &new.id,
+                &members,
+                &new.member_displays,
+            )
+            .await?;
+            // Read back with their `display` when the answer shows them.
+            (None, false)
         }
     };
     tx.commit().await?;
@@ -292,7 +342,8 @@ pub(super) async fn create(
         version: 1,
         created: from_unix(ts(now)),
         last_modified: from_unix(ts(now)),
-        refs: Some(refs),
+        refs,
+        manager_found: manager,
     }))
 }
 
@@ -330,11 +381,6 @@ pub(super) async fn update(
     if change.document == current.document && change.members.is_empty() {
         return Ok(Written::Done(current));
     }
-    if let Some(manager) = &change.columns.manager_id {
-        if !user_exists(&mut tx, workspace_id, manager).await? {
-            return Ok(Written::MissingReference(manager.clone()));
-        }
-    }
     let added: Vec<String> = change.members.added_ids().map(str::to_owned).collect();
     let added = match member_types(&mut tx, workspace_id, &added).await? {
         Ok(m) => m,
@@ -351,6 +397,19 @@ pub(super) async fn update(
         now,
     )
     .await?;
+    if change.columns.index.extension_values
+        != index_columns(&current.document, kind.resource_type()).extension_values
+    {
+        write_ext_values(
+            &mut tx,
+            workspace_id,
+            kind,
+            id,
+            &change.columns.index.extension_values,
+            false,
+        )
+        .await?;
+    }
     let delta = &change.members;
     if delta.replace_all.is_some() {
         db_run!(tx.conn(), |c| {
@@ -389,7 +448,9 @@ pub(super) async fn update(
             }
         }
     }
-    insert_members(&mut tx, workspace_id, id, &added).await?;
+    insert_members(&mut tx, workspace_id, id, &added, &delta.displays).await?;
+    let manager =
+        manager_found(&mut tx, workspace_id, change.columns.manager_id.as_deref()).await?;
     tx.commit().await?;
     Ok(Written::Done(StoredResource {
         id: current.id,
@@ -398,6 +459,7 @@ pub(super) async fn update(
         created: current.created,
         last_modified: from_unix(ts(now)),
         refs: None,
+        manager_found: manager,
     }))
 }
 
@@ -458,6 +520,7 @@ pub(super) async fn delete(
             .await
             .map(|_| ())
     })?;
+    write_ext_values(&mut tx, workspace_id, kind, id, &[], false).await?;
     // (On Postgres, memberships added while this waited for the lock are visible here.)
     db_run!(tx.conn(), |c| {
         sqlx::query("DELETE FROM scim_group_members WHERE workspace_id = $1 AND member_id = $2")
@@ -467,36 +530,6 @@ pub(super) async fn delete(
             .await
             .map(|_| ())
     })?;
-    if kind == ResourceKind::User {
-        let sql = format!(
-            "SELECT id, document FROM scim_users WHERE workspace_id = $1 AND manager_id = $2{}",
-            tx.row_lock(" FOR UPDATE")
-        );
-        let managed: Vec<(String, String)> = db_run!(tx.conn(), |c| {
-            sqlx::query_as(&sql)
-                .bind(workspace_id)
-                .bind(id)
-                .fetch_all(c)
-                .await
-        })?;
-        for (user, document) in managed {
-            let doc: serde_json::Value = serde_json::from_str(&document).unwrap_or_default();
-            let document = without_manager(&doc).unwrap_or(doc).to_string();
-            db_run!(tx.conn(), |c| {
-                sqlx::query(
-                    "UPDATE scim_users SET document = $3, manager_id = NULL, version = version + 1,
-                       last_modified = $4 WHERE workspace_id = $1 AND id = $2",
-                )
-                .bind(workspace_id)
-                .bind(&user)
-                .bind(&document)
-                .bind(ts(now))
-                .execute(c)
-                .await
-                .map(|_| ())
-            })?;
-        }
-    }
     tx.commit().await?;
     Ok(Deleted::Done)
 }

@@ -690,6 +690,10 @@ async fn member_sees_no_regenerate_button() {
     for section in ["members-section", "provisioning-section", "sso-section"] {
         assert!(!page.displayed(section).await, "a member sees {section}");
     }
+    assert!(
+        !page.displayed("schemas-section").await,
+        "a member sees the SCIM schemas"
+    );
     assert!(page.displayed("view-token").await);
 
     page.click("view-token").await;
@@ -811,6 +815,46 @@ async fn owner_sets_a_grace_period_and_the_page_shows_it_after_regenerating() {
         "in its grace period"
     );
     assert_eq!(scim_status(server, Some(&new)).await, 200);
+    assert_no_console_errors(&page).await;
+    page.close().await;
+}
+
+/// Issue 15: the owner declares a SCIM extension schema on the page; a definition RFC 7643 §7 does
+/// not allow is refused with the server's reason, and nothing is saved.
+#[tokio::test]
+async fn owner_declares_a_scim_extension_schema_on_the_page() {
+    let _serial = serial().await;
+    let server = server::shared().await;
+    let (_ws, page) = owner_page(server, "scim-schemas").await;
+    page.wait_visible("schemas-section").await;
+    let shown = page.value("schemas-json").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&shown).unwrap(),
+        json!({"schemas": []})
+    );
+    let set = |v: Value| {
+        page.js(
+            "document.getElementById('schemas-json').value = arguments[0];",
+            vec![json!(serde_json::to_string_pretty(&v).unwrap())],
+        )
+    };
+    let urn = "urn:ietf:params:scim:schemas:extension:acme:2.0:User";
+    set(json!({"schemas": [{"id": urn, "attributes": [{"name": "level", "type": "number"}]}]}))
+        .await;
+    page.click("schemas-save").await;
+    let refused = page.wait_text("schemas-message", "not saved", WAIT).await;
+    assert!(refused.contains("'type' must be one of"), "{refused}");
+    set(json!({"schemas": [{"id": urn, "attributes": [{"name": "level", "type": "integer"}]}]}))
+        .await;
+    page.click("schemas-save").await;
+    page.wait_text("schemas-message", "Schemas saved", WAIT)
+        .await;
+    let saved: Value = serde_json::from_str(&page.value("schemas-json").await).unwrap();
+    assert_eq!(saved["schemas"][0]["id"], urn);
+    assert_eq!(
+        saved["schemas"][0]["attributes"][0]["mutability"],
+        "readWrite"
+    );
     assert_no_console_errors(&page).await;
     page.close().await;
 }

@@ -1,12 +1,15 @@
 //! Discovery (RFC 7644 §4): `/ServiceProviderConfig`, `/ResourceTypes`, `/Schemas`, built by the
-//! engine from the definitions it obeys, so what they announce is what it does.
+//! engine from the definitions it obeys, so what they announce is what it does: Assent's own
+//! schemas, and the extension schemas the workspace declared.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-use super::scim_json;
+use axum::Extension;
+
+use super::{scim_json, ScimWorkspace};
 use crate::app::App;
 use crate::scim::discovery;
 use crate::scim::error::{clip, ScimError};
@@ -18,29 +21,59 @@ pub async fn service_provider_config(State(app): State<Arc<App>>) -> Response {
     )
 }
 
-pub async fn resource_types(State(app): State<Arc<App>>) -> Response {
+pub async fn resource_types(
+    State(app): State<Arc<App>>,
+    Extension(ScimWorkspace(ws)): Extension<ScimWorkspace>,
+) -> Response {
+    let declared = match app.scim_declared(ws.id).await {
+        Ok(d) => d,
+        Err(e) => return e.into_response(),
+    };
     scim_json(
         StatusCode::OK,
-        discovery::resource_types(&app.config.scim_base_url()),
+        discovery::resource_types(&app.config.scim_base_url(), &declared),
     )
 }
 
-pub async fn resource_type(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
-    match discovery::resource_type(&name, &app.config.scim_base_url()) {
+pub async fn resource_type(
+    State(app): State<Arc<App>>,
+    Extension(ScimWorkspace(ws)): Extension<ScimWorkspace>,
+    Path(name): Path<String>,
+) -> Response {
+    let declared = match app.scim_declared(ws.id).await {
+        Ok(d) => d,
+        Err(e) => return e.into_response(),
+    };
+    match discovery::resource_type(&name, &app.config.scim_base_url(), &declared) {
         Some(doc) => scim_json(StatusCode::OK, doc),
         None => ScimError::NotFound(format!("no resource type '{}'", clip(&name))).into_response(),
     }
 }
 
-pub async fn schemas(State(app): State<Arc<App>>) -> Response {
+pub async fn schemas(
+    State(app): State<Arc<App>>,
+    Extension(ScimWorkspace(ws)): Extension<ScimWorkspace>,
+) -> Response {
+    let declared = match app.scim_declared(ws.id).await {
+        Ok(d) => d,
+        Err(e) => return e.into_response(),
+    };
     scim_json(
         StatusCode::OK,
-        discovery::schemas(&app.config.scim_base_url()),
+        discovery::schemas(&app.config.scim_base_url(), &declared),
     )
 }
 
-pub async fn schema(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    match discovery::schema(&id, &app.config.scim_base_url()) {
+pub async fn schema(
+    State(app): State<Arc<App>>,
+    Extension(ScimWorkspace(ws)): Extension<ScimWorkspace>,
+    Path(id): Path<String>,
+) -> Response {
+    let declared = match app.scim_declared(ws.id).await {
+        Ok(d) => d,
+        Err(e) => return e.into_response(),
+    };
+    match discovery::schema(&id, &app.config.scim_base_url(), &declared) {
         Some(doc) => scim_json(StatusCode::OK, doc),
         None => ScimError::NotFound(format!("no schema '{}'", clip(&id))).into_response(),
     }

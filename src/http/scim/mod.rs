@@ -189,7 +189,8 @@ async fn not_implemented() -> Response {
     ScimError::NotImplemented("not supported by this service provider".into()).into_response()
 }
 
-pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
+/// The SCIM endpoints themselves, without the gate and the log.
+fn endpoints() -> Router<Arc<App>> {
     let at = |path: &str| format!("{PREFIX}{path}");
     Router::new()
         .route(
@@ -205,10 +206,109 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .route(&at("/Me"), any(not_implemented))
         .merge(resources::routes(ResourceKind::User))
         .merge(resources::routes(ResourceKind::Group))
-        .route(PREFIX, any(scim_not_found))
-        .route(&at("/{*rest}"), any(scim_not_found))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(DefaultBodyLimit::max(SCIM_BODY_LIMIT))
+}
+
+/// The endpoint names of RFC 7644 §3.2, in their canonical case.
+const ENDPOINT_NAMES: &[&str] = &[
+    "Users",
+    "Groups",
+    "ServiceProviderConfig",
+    "ResourceTypes",
+    "Schemas",
+    "Bulk",
+    "Me",
+    ".search",
+];
+
+/// The canonical form of a SCIM path below `PREFIX`, when it differs from the one sent: without
+/// trailing slashes, endpoint names (and `.search`) in their canonical case. Clients send
+/// `/Users/?filter=…` (Microsoft's reference collection) and `/users`; RFC 7644 gives the names,
+/// and nothing is lost by reading them leniently. Ids are left exactly as sent.
+fn canonical_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix(PREFIX)?;
+    let trimmed = rest.trim_end_matches('/');
+    let mut out = String::from(PREFIX);
+    for (i, segment) in trimmed.split('/').skip(1).enumerate() {
+        out.push('/');
+        let canonical = ENDPOINT_NAMES
+            .iter()
+            .find(|n| n.eq_ignore_ascii_case(segment))
+            .filter(|_| i == 0 || segment.eq_ignore_ascii_case(".search"));
+        out.push_str(canonical.copied().unwrap_or(segment));
+    }
+    (out != path && out.len() > PREFIX.len()).then_some(out)
+}
+
+/// Every path the routes do not match lands here, behind the gate: one that only differs from a
+/// route by case or a trailing slash is answered by that route, any other is 404.
+async fn lenient(endpoints: Router, mut request: Request) -> Response {
+    let Some(path) = canonical_path(request.uri().path()) else {
+        return scim_not_found().await;
+    };
+    let uri = match request.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let Ok(uri) = uri.parse() else {
+        return scim_not_found().await;
+    };
+    // A new request, not this one re-addressed: this route's own match (its path parameters)
+    // must not reach the next one. The workspace the gate opened goes with it.
+    let workspace = request.extensions_mut().remove::<ScimWorkspace>();
+    let (parts, body) = request.into_parts();
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers;
+    if let Some(ws) = workspace {
+        request.extensions_mut().insert(ws);
+    }
+    match tower::ServiceExt::oneshot(endpoints, request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
+    let at = |path: &str| format!("{PREFIX}{path}");
+    let canonical = endpoints().fallback(scim_not_found).with_state(app.clone());
+    endpoints()
+        .route(PREFIX, any(scim_not_found))
+        .route(
+            &at("/{*rest}"),
+            any(move |request: Request| lenient(canonical.clone(), request)),
+        )
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(middleware::from_fn_with_state(app, log::record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_path;
+
+    #[test]
+    fn lenient_paths_are_canonicalised_and_ids_left_alone() {
+        let p = |s: &str| canonical_path(&format!("/v1/scim/v2{s}"));
+        assert_eq!(p("/users").as_deref(), Some("/v1/scim/v2/Users"));
+        assert_eq!(p("/Users/").as_deref(), Some("/v1/scim/v2/Users"));
+        assert_eq!(p("/USERS/AbC/").as_deref(), Some("/v1/scim/v2/Users/AbC"));
+        assert_eq!(
+            p("/groups/.Search").as_deref(),
+            Some("/v1/scim/v2/Groups/.search")
+        );
+        assert_eq!(
+            p("/schemas/urn:x/").as_deref(),
+            Some("/v1/scim/v2/Schemas/urn:x")
+        );
+        // An id named like an endpoint stays as sent.
+        assert_eq!(p("/Users/groups/"), Some("/v1/scim/v2/Users/groups".into()));
+        // Already canonical, or nothing left: no second dispatch.
+        assert_eq!(p("/Users/AbC"), None);
+        assert_eq!(p("/Nothing"), None);
+        assert_eq!(p("/"), None);
+        assert_eq!(canonical_path("/v1/console/x"), None);
+    }
 }

@@ -17,6 +17,11 @@ use support::scim::{
 use support::server::shared;
 use support::{json_body, problem, Browser, TestServer};
 
+mod declared;
+mod extensions;
+mod microsoft;
+mod okta;
+
 async fn tenant() -> (&'static TestServer, ScimTenant, Scim) {
     let server = shared().await;
     let t = ScimTenant::new(server).await;
@@ -531,14 +536,14 @@ async fn if_match_guards_writes_with_412() {
 }
 
 #[tokio::test]
-async fn a_dangling_member_or_manager_is_400_invalid_value_and_a_deleted_manager_is_cleared() {
+async fn a_dangling_member_is_400_invalid_value_and_a_manager_is_kept_as_sent() {
     let (_, _, scim) = tenant().await;
     let missing = guid();
+    // A manager that names nobody is kept as sent, without `$ref` (issue 15).
     let mut body = entra_user(&format!("m_{}@contoso.com", guid()), &guid());
     body[ENTERPRISE_URN]["manager"] = json!({"value": missing});
-    scim.post("/Users", &body)
-        .await
-        .error(400, Some("invalidValue"));
+    let kept = scim.post("/Users", &body).await.expect(201);
+    assert_eq!(kept[ENTERPRISE_URN]["manager"], json!({"value": missing}));
 
     let mut group = entra_group(&format!("G {}", guid()), &guid());
     group["members"] = json!([{"value": missing}]);
@@ -565,7 +570,7 @@ async fn a_dangling_member_or_manager_is_400_invalid_value_and_a_deleted_manager
         .get("members")
         .is_none());
 
-    // A real manager, as Entra sets it (a bare id), then deleted: the reference goes with it.
+    // A real manager, as Entra sets it (a bare id), then deleted: the value stays, the `$ref` goes.
     let boss = create_user(&scim, &format!("boss_{}@contoso.com", guid())).await;
     let report = create_user(&scim, &format!("report_{}@contoso.com", guid())).await;
     let patched = scim
@@ -580,15 +585,17 @@ async fn a_dangling_member_or_manager_is_400_invalid_value_and_a_deleted_manager
         patched[ENTERPRISE_URN]["manager"]["$ref"],
         format!("{}/Users/{boss}", scim.base).as_str()
     );
-    scim.patch(
-        &format!("/Users/{report}"),
-        json!([{"op": "Replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": missing}]),
-    )
-    .await
-    .error(400, Some("invalidValue"));
     scim.delete(&format!("/Users/{boss}")).await.expect(204);
     let after = scim.get(&format!("/Users/{report}")).await.expect(200);
-    assert!(after[ENTERPRISE_URN].get("manager").is_none(), "{after}");
+    assert_eq!(
+        after[ENTERPRISE_URN]["manager"],
+        json!({"value": boss}),
+        "{after}"
+    );
+    let listed = scim
+        .filter("/Users", &format!("id eq \"{report}\""), "")
+        .await;
+    assert_eq!(listed[0][ENTERPRISE_URN]["manager"], json!({"value": boss}));
     assert_eq!(after[ENTERPRISE_URN]["employeeNumber"], "701984");
 }
 
@@ -689,8 +696,8 @@ async fn protocol_errors_are_scim_errors() {
         .await
         .error(400, Some("invalidValue"));
     scim.post(
-        "/Users",
-        &json!({"schemas": [USER_URN], "userName": "x", "password": "hunter2"}),
+        "/Groups",
+        &json!({"schemas": [GROUP_URN], "displayName": "x", "password": "hunter2"}),
     )
     .await
     .error(400, Some("invalidSyntax"));
