@@ -6,218 +6,16 @@
 const SESSION = '/v1/console/session';
 const REAUTH = '/v1/console/session/reauth';
 const ENROLLMENTS = '/v1/console/devices/enrollments';
-const FINAL_STATUSES = new Set(['approved', 'denied', 'expired', 'released']);
 
-const $ = (id) => document.getElementById(id);
-
-// ---------------------------------------------------------------------------------------------
-// Talking to the server
-
-/** An error answer (RFC 9457 problem+json) or a network failure (status 0). */
-class ApiError extends Error {
-  constructor(status, problem, retryAfter) {
-    super(problem.detail || problem.title || `The server answered ${status}.`);
-    this.status = status;
-    this.title = problem.title;
-    this.detail = problem.detail;
-    this.retryAfter = retryAfter;
-    // The whole problem, for its extension members (`reauth_required`, `reauth`, `reauth_url`).
-    this.problem = problem;
-  }
-}
-
-// How far the server's clock is ahead of this browser's, from the Date header, so that the countdown
-// matches the server's expiry even on a machine whose clock is off. The header has a one-second
-// resolution, so small differences are ignored.
-let clockSkew = 0;
-
-async function api(method, path, body) {
-  const init = {
-    method,
-    credentials: 'same-origin',
-    headers: { Accept: 'application/json, application/problem+json' },
-  };
-  if (body !== undefined) {
-    init.headers['Content-Type'] = 'application/json';
-    init.body = JSON.stringify(body);
-  }
-  let res;
-  try {
-    res = await fetch(path, init);
-  } catch {
-    throw new ApiError(0, { title: 'Network error', detail: 'The server could not be reached. Check the connection and try again.' });
-  }
-  const serverNow = Date.parse(res.headers.get('Date') || '');
-  if (!Number.isNaN(serverNow)) {
-    const skew = serverNow - Date.now();
-    clockSkew = Math.abs(skew) > 2000 ? skew : 0;
-  }
-  const data = await readJson(res);
-  if (res.ok) return data;
-  // Every console route but the session itself answers 401 once the session has ended
-  // (it expired, or the user signed out in another tab). The re-authentication also answers 401 for
-  // a wrong password: its caller finds out which it was.
-  if (res.status === 401 && session && path !== SESSION && path !== REAUTH) sessionEnded();
-  throw new ApiError(res.status, data || {}, res.headers.get('Retry-After'));
-}
-
-async function readJson(res) {
-  const text = await res.text();
-  if (!text) return null;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return null;
-  }
-}
-
-function describe(err) {
-  return err.title && err.detail ? `${err.title}: ${err.detail}` : err.message;
-}
-
-/** A 429 answer in words: the server's reason (or `fallback`), and when to try again. */
-function throttledText(err, fallback) {
-  const reason = err.detail ? sentence(err.detail) : fallback;
-  return [reason, tryAgainText(err.retryAfter)].filter(Boolean).join(' ');
-}
-
-/** The server's details are lower-case clauses ("too many failed sign-ins; wait …"): one sentence. */
-function sentence(text) {
-  const t = text.trim();
-  return `${t.charAt(0).toUpperCase()}${t.slice(1)}${/[.!?]$/.test(t) ? '' : '.'}`;
-}
-
-/** "You may try again at 14:05 (in 15 minutes)." from a Retry-After header (seconds or an HTTP date). */
-function tryAgainText(retryAfter) {
-  if (!retryAfter) return '';
-  const value = retryAfter.trim();
-  const at = /^\d+$/.test(value) ? Date.now() + Number(value) * 1000 : Date.parse(value);
-  if (Number.isNaN(at)) return '';
-  return `You may try again at ${timeFormat.format(at)} (${relativeTime(at)}).`;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Small DOM helpers
-
-/** Builds an element; strings among the children become text nodes (never parsed as HTML). */
-function h(tag, attrs, ...children) {
-  const el = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs || {})) {
-    if (value === null || value === undefined || value === false) continue;
-    if (name === 'class') el.className = value;
-    else if (name.startsWith('on')) el.addEventListener(name.slice(2), value);
-    else el.setAttribute(name, value === true ? '' : value);
-  }
-  el.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
-  return el;
-}
-
-/** Shows a message in a live region; kind is info, success, warning or error. */
-function notify(el, content, kind = 'info') {
-  if (!content) {
-    el.replaceChildren();
-    el.className = 'notice';
-    return;
-  }
-  el.replaceChildren(...[content].flat());
-  el.className = `notice notice-${kind}`;
-}
-
-/**
- * Runs an action for a button, ignoring clicks while it runs. aria-disabled rather than disabled,
- * so that the button keeps the keyboard focus.
- */
-async function busy(button, action) {
-  if (button.getAttribute('aria-busy') === 'true') return;
-  button.setAttribute('aria-busy', 'true');
-  button.setAttribute('aria-disabled', 'true');
-  try {
-    await action();
-  } finally {
-    button.removeAttribute('aria-busy');
-    button.removeAttribute('aria-disabled');
-  }
-}
-
-// Where to put the focus back when a dialog closes.
-const dialogOpener = new WeakMap();
-
-function openDialog(dialog, opener = document.activeElement) {
-  dialogOpener.set(dialog, opener);
-  if (!dialog.open) dialog.showModal();
-}
-
-function closeIfOpen(dialog) {
-  if (dialog.open) dialog.close();
-}
-
-function restoreFocus(dialog) {
-  const opener = dialogOpener.get(dialog);
-  dialogOpener.delete(dialog);
-  if (opener && opener.isConnected && !document.querySelector('dialog[open]')) opener.focus();
-}
-
-/** Asks for a confirmation in the confirm dialog; resolves to true when confirmed. */
-function confirmAction({ title, paragraphs, confirmLabel }) {
-  const dialog = $('confirm-dialog');
-  $('confirm-title').textContent = title;
-  $('confirm-text').replaceChildren(...paragraphs.map((p) => h('p', {}, p)));
-  $('confirm-ok').textContent = confirmLabel;
-  dialog.returnValue = '';
-  openDialog(dialog);
-  return new Promise((resolve) => {
-    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'confirm'), { once: true });
-  });
-}
-
-// Copy state per button, so a second click restarts the "Copied" timer.
-const copiedTimers = new WeakMap();
-
-async function copyText(text, button, statusEl, field) {
-  try {
-    // The Clipboard API exists only in a secure context (https, or http on localhost).
-    if (!navigator.clipboard) throw new Error('no clipboard');
-    await navigator.clipboard.writeText(text);
-  } catch {
-    field.focus();
-    field.select();
-    statusEl.textContent = 'The browser did not allow copying. The text is selected: press Ctrl+C (⌘C on a Mac).';
-    return;
-  }
-  button.textContent = 'Copied';
-  button.classList.add('is-copied');
-  statusEl.textContent = 'Copied to the clipboard.';
-  clearTimeout(copiedTimers.get(button));
-  copiedTimers.set(button, setTimeout(() => resetCopy(button, statusEl), 4000));
-}
-
-function resetCopy(button, statusEl) {
-  clearTimeout(copiedTimers.get(button));
-  button.textContent = 'Copy';
-  button.classList.remove('is-copied');
-  statusEl.textContent = '';
-}
-
-// ---------------------------------------------------------------------------------------------
-// Dates: RFC 3339 UTC from the server, shown in the user's locale and time zone.
-
-const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
-const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'long' });
-const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
-const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
-
-function timeEl(iso, format = dateTimeFormat) {
-  const date = new Date(iso);
-  if (!iso || Number.isNaN(date.getTime())) return iso ? String(iso) : '—';
-  return h('time', { datetime: iso, title: fullFormat.format(date) }, format.format(date));
-}
-
-function relativeTime(ms) {
-  const seconds = Math.round((ms - Date.now()) / 1000);
-  if (Math.abs(seconds) < 120) return relativeFormat.format(seconds, 'second');
-  if (Math.abs(seconds) < 3600) return relativeFormat.format(Math.round(seconds / 60), 'minute');
-  return relativeFormat.format(Math.round(seconds / 3600), 'hour');
-}
+Object.assign(page, {
+  sessionPaths: [SESSION, REAUTH],
+  signedIn: () => session !== null,
+  sessionEnded: () => sessionEnded(),
+  challenges: '/v1/console/challenges',
+  afterChallenge: () => {
+    if (canManage()) loadActivity(true);
+  },
+});
 
 // ---------------------------------------------------------------------------------------------
 // Session: sign in, sign out
@@ -255,6 +53,7 @@ function showSignIn(message = '', kind = 'info') {
   $('activity-rows').replaceChildren();
   $('schemas-json').value = '';
   $('tenant-url').value = '';
+  clearAdminSections();
   for (const id of ['dirsync-message', 'devices-message', 'activity-message']) notify($(id), '');
   $('loading').hidden = true;
   $('console-view').hidden = true;
@@ -291,11 +90,13 @@ function enterConsole(s, afterSignIn) {
   if (afterSignIn) $('main').focus();
 
   $('policy-section').hidden = !manage;
+  for (const id of ['members-section', 'provisioning-section', 'sso-section']) $(id).hidden = !manage;
   $('schemas-section').hidden = !manage;
   loadDevices();
   if (manage) {
     loadActivity(true);
     loadPolicy();
+    enterAdminSections();
     loadSchemas();
   }
 }
@@ -316,12 +117,7 @@ async function signIn(event) {
     try {
       await api('POST', SESSION, { workspace, email, password: passwordField.value });
     } catch (err) {
-      let message = describe(err);
-      if (err.status === 401) message = 'Sign-in failed: check the workspace, e-mail and password.';
-      else if (err.status === 429) message = throttledText(err, 'Too many sign-in attempts.');
-      notify($('signin-message'), message, 'error');
-      passwordField.value = '';
-      passwordField.focus();
+      signInRefused(err, 'workspace, e-mail and password', passwordField);
       return;
     }
     passwordField.value = '';
@@ -404,13 +200,11 @@ async function signOut() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Step-up challenges approved on a phone: View Token, Regenerate token, and adding a phone for a
-// person who has one already. One dialog and one follower for every action; what differs is here.
+// Step-up challenges approved on a phone (the dialog and its follower are in common.js): View Token,
+// Regenerate token, adding a phone for a person who has one already, a member's promotion and the reset
+// of a member's phones.
 
-const WAITING_ON_PHONE = 'Waiting for your approval on your phone…';
-const PICK_THE_NUMBER = 'Your phone shows three numbers. Pick this one:';
-
-const STEP_UPS = {
+Object.assign(STEP_UPS, {
   reveal: {
     title: 'Approve on your phone',
     intro: PICK_THE_NUMBER,
@@ -440,11 +234,7 @@ const STEP_UPS = {
     restart: startEnrollment,
     show: showEnrollment,
   },
-};
-
-// The challenge the dialog follows: {id, kind, number, opener, expiresAt, source, timer, ended}.
-let challenge = null;
-let retryAction = null;
+});
 
 async function requestToken(kind, opener) {
   if (kind === 'rotate') {
@@ -493,208 +283,6 @@ function tokenChallengeError(err) {
   }
 }
 
-/** A step-up that did not start: said in the dialog when it was a retry from there, else on the page. */
-function startFailed(kind, opener, pageMessage, text) {
-  if ($('challenge-dialog').open) {
-    setChallengeStatus(text, 'error');
-    offerRetry(kind, opener);
-  } else {
-    notify(pageMessage, text, 'error');
-  }
-}
-
-/** The 202 answer of a step-up: shows its number in the dialog and follows it until it ends. */
-function showChallenge(answer, kind, opener) {
-  const stepUp = STEP_UPS[kind];
-  challenge = {
-    id: answer.challenge_id,
-    kind,
-    number: answer.number,
-    opener,
-    expiresAt: Date.parse(answer.expires_at),
-    source: null,
-    timer: null,
-    ended: false,
-  };
-  $('challenge-title').textContent = stepUp.title;
-  $('challenge-intro').textContent = stepUp.intro;
-  $('challenge-number').textContent = String(answer.number);
-  $('challenge-devices').replaceChildren(...notifiedText(answer.notified_devices));
-  hideRetryButton();
-  setChallengeStatus(stepUp.waiting);
-  openDialog($('challenge-dialog'), opener);
-  startCountdown(challenge);
-  follow(challenge);
-}
-
-function notifiedText(count) {
-  if (count > 0) {
-    return [`A notification was sent to ${count === 1 ? '1 device' : `${count} devices`}.`];
-  }
-  return ['No push was sent; open the Assent app (or ', h('code', {}, 'assent companion pending'), ') to see the request.'];
-}
-
-function setChallengeStatus(text, kind = 'info') {
-  notify($('challenge-status'), text, kind);
-}
-
-function startCountdown(c) {
-  const tick = () => {
-    const left = Math.max(0, Math.ceil((c.expiresAt - (Date.now() + clockSkew)) / 1000));
-    const text = left > 0 ? `Expires in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, '0')}` : 'Expiring…';
-    $('challenge-countdown').textContent = Number.isNaN(left) ? '' : text;
-  };
-  tick();
-  c.timer = setInterval(tick, 1000);
-}
-
-// Follows the challenge over server-sent events (no polling). The server sends the status at once and
-// at each change, and closes the stream after a final one.
-function follow(c) {
-  const source = new EventSource(`/v1/console/challenges/${encodeURIComponent(c.id)}/events`);
-  c.source = source;
-  source.addEventListener('status', (event) => {
-    let data;
-    try {
-      data = JSON.parse(event.data);
-    } catch {
-      return;
-    }
-    onStatus(c, data.status, data.awaiting);
-  });
-  source.addEventListener('error', () => {
-    if (c !== challenge || c.ended) return;
-    if (source.readyState === EventSource.CLOSED) {
-      // The browser has given up reconnecting (the server answered with an error instead of a
-      // stream): ask for the status once.
-      c.source = null;
-      checkOnce(c);
-    } else {
-      // EventSource reconnects by itself; the server then repeats the current status.
-      setChallengeStatus('Connection lost; reconnecting…', 'warning');
-    }
-  });
-}
-
-async function checkOnce(c) {
-  let s;
-  try {
-    s = await api('GET', `/v1/console/challenges/${encodeURIComponent(c.id)}`);
-  } catch (err) {
-    if (c !== challenge) return;
-    endChallenge(c);
-    setChallengeStatus(`Lost track of the request. ${describe(err)}`, 'error');
-    offerRetry(c.kind, c.opener);
-    return;
-  }
-  if (c !== challenge) return;
-  onStatus(c, s.status, s.awaiting);
-  if (!c.ended) {
-    // Still pending, but no stream to tell us when that changes: let the user follow it again.
-    setChallengeStatus('The connection to the server was lost while waiting.', 'error');
-    retryAction = () => {
-      hideRetryButton();
-      setChallengeStatus(STEP_UPS[c.kind].waiting);
-      follow(c);
-    };
-    showRetryButton('Reconnect');
-  }
-}
-
-function onStatus(c, status, awaiting) {
-  if (c !== challenge || c.ended) return;
-  if (status === 'pending' && awaiting === 'second_approval') {
-    // The two-person rule: the second person picks the same number on their own phone.
-    setChallengeStatus(`Approved on your phone. Waiting for a second owner or admin to approve; they pick ${c.number}.`, 'success');
-    return;
-  }
-  if (status === 'pending') {
-    setChallengeStatus(STEP_UPS[c.kind].waiting);
-    return;
-  }
-  if (!FINAL_STATUSES.has(status)) return;
-  endChallenge(c);
-  switch (status) {
-    case 'approved':
-      release(c);
-      break;
-    case 'denied':
-      setChallengeStatus('The request was denied on your phone.', 'error');
-      offerRetry(c.kind, c.opener);
-      break;
-    case 'expired':
-      setChallengeStatus('The request expired before it was approved.', 'error');
-      offerRetry(c.kind, c.opener);
-      break;
-    case 'released':
-      setChallengeStatus(`This request has already been used. Start a new one to get ${STEP_UPS[c.kind].result}.`, 'warning');
-      offerRetry(c.kind, c.opener);
-      break;
-  }
-}
-
-/** A final status: stop listening (so EventSource does not reconnect) and stop the countdown. */
-function endChallenge(c) {
-  c.ended = true;
-  if (c.source) c.source.close();
-  c.source = null;
-  clearInterval(c.timer);
-  $('challenge-countdown').textContent = '';
-}
-
-function stopChallenge() {
-  if (challenge) endChallenge(challenge);
-  challenge = null;
-  retryAction = null;
-}
-
-function offerRetry(kind, opener) {
-  retryAction = () => busy($('challenge-retry'), () => STEP_UPS[kind].restart(opener));
-  showRetryButton('Try again');
-}
-
-function hideRetryButton() {
-  const retry = $('challenge-retry');
-  const hadFocus = document.activeElement === retry;
-  retry.hidden = true;
-  $('challenge-close').textContent = 'Cancel';
-  if (hadFocus) $('challenge-close').focus(); // a hidden button cannot keep the focus
-}
-
-function showRetryButton(label) {
-  const retry = $('challenge-retry');
-  retry.textContent = label;
-  retry.hidden = false;
-  $('challenge-close').textContent = 'Close';
-  retry.focus();
-}
-
-/** Approved: the release hands what the step-up was for (once), shown by the step-up's own dialog. */
-async function release(c) {
-  const stepUp = STEP_UPS[c.kind];
-  setChallengeStatus(`Approved. Getting ${stepUp.result}…`, 'success');
-  let released;
-  try {
-    released = await api('POST', `/v1/console/challenges/${encodeURIComponent(c.id)}/release`);
-  } catch (err) {
-    if (c !== challenge) return;
-    setChallengeStatus(`Could not get ${stepUp.result}. ${describe(err)}`, 'error');
-    offerRetry(c.kind, c.opener);
-    return;
-  }
-  if (c !== challenge) return; // the user closed the dialog meanwhile
-  $('challenge-dialog').close();
-  stepUp.show(released, c.opener);
-}
-
-function onChallengeDialogClosed() {
-  stopChallenge();
-  $('challenge-number').textContent = '';
-  notify($('challenge-status'), '');
-  restoreFocus($('challenge-dialog'));
-  if (canManage()) loadActivity(true);
-}
-
 // The token lives only in the #token-value field, and only while the Show Token dialog is open:
 // never in a variable that outlives this call, the URL, storage, cookies or the console.
 function showToken(released, opener) {
@@ -717,12 +305,6 @@ function onTokenDialogClosed() {
 // ---------------------------------------------------------------------------------------------
 // Devices
 
-const PLATFORMS = { apns: 'iOS (APNs)', fcm: 'Android (FCM)' };
-const PUSH_STATES = {
-  ok: 'push notifications on',
-  invalid: 'push token invalid — it is renewed when the app next starts',
-  none: 'no push token: requests show when the app checks for them',
-};
 
 async function loadDevices() {
   let devices;
@@ -732,27 +314,10 @@ async function loadDevices() {
     notify($('devices-message'), `Could not load your devices. ${describe(err)}`, 'error');
     return;
   }
-  $('device-list').replaceChildren(...devices.map(deviceItem));
+  $('device-list').replaceChildren(...devices.map((d) => deviceItem(d, removeDevice)));
   $('devices-empty').hidden = devices.length > 0;
 }
 
-function deviceItem(device) {
-  const name = device.name || 'Unnamed device';
-  const push = PUSH_STATES[device.push_token_state];
-  return h('li', { class: 'device' },
-    h('div', { class: 'device-text' },
-      h('p', { class: 'device-name' }, name, ' ', h('span', { class: 'device-platform' }, PLATFORMS[device.platform] || device.platform || '')),
-      h('p', { class: 'device-meta' },
-        'Enrolled ', timeEl(device.created_at),
-        ' · last seen ', device.last_seen_at ? timeEl(device.last_seen_at) : 'never'),
-      push && h('p', { class: `device-push push-${device.push_token_state}` }, push)),
-    h('button', {
-      type: 'button',
-      class: 'button button-quiet',
-      'aria-label': `Remove ${name}`,
-      onclick: (event) => removeDevice(device, name, event.currentTarget),
-    }, 'Remove'));
-}
 
 async function removeDevice(device, name, button) {
   const confirmed = await confirmAction({
@@ -813,24 +378,7 @@ function enrollmentError(err) {
   return `Could not start adding a device. ${describe(err)}`;
 }
 
-/** The enrollment dialog, for a code from the 201 answer or from a `device.enroll` release. */
-function showEnrollment(enrollment, opener) {
-  $('enrollment-qr').replaceChildren(...(enrollment.qr_svg
-    ? [h('img', { class: 'qr', src: svgDataUrl(enrollment.qr_svg), alt: 'QR code that enrolls your phone in Assent' })]
-    : []));
-  $('enrollment-code').textContent = enrollment.code;
-  $('enrollment-expiry').replaceChildren('The code works once, until ', timeEl(enrollment.expires_at, timeFormat), '.');
-  $('enrollment-command').value = `assent companion enroll --server ${location.origin} --code ${enrollment.code}`;
-  resetCopy($('copy-enrollment-command'), $('enrollment-copied'));
-  openDialog($('enroll-dialog'), opener);
-}
 
-/** The server draws the QR code as an SVG document; an <img> shows it without running anything in it. */
-function svgDataUrl(svg) {
-  let binary = '';
-  for (const byte of new TextEncoder().encode(svg)) binary += String.fromCharCode(byte);
-  return `data:image/svg+xml;base64,${btoa(binary)}`;
-}
 
 function onEnrollDialogClosed() {
   $('enrollment-qr').replaceChildren();
@@ -842,16 +390,19 @@ function onEnrollDialogClosed() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Re-authentication (issue 12): a first phone is added only soon after its person proved who they
-// are, so that a stolen session cookie alone cannot add one.
+// Re-authentication (issue 12): a first phone is added, and an admin or owner invited, only soon after
+// its person proved who they are, so that a stolen session cookie alone cannot do either.
 
-// The Add device button to retry from once the password is accepted; where the SSO button goes.
+// The button to retry from once the password is accepted, what retrying does, and where the SSO
+// button goes.
 let reauthOpener = null;
+let reauthRetry = null;
 let reauthSsoUrl = null;
 
 /** The 403 `reauth_required` answer: the password dialog, or the way through single sign-on. */
-function askReauth(problem, opener) {
+function askReauth(problem, opener, retry = startEnrollment) {
   reauthOpener = opener;
+  reauthRetry = retry;
   setReauthMode(problem.reauth === 'sso' ? 'sso' : 'password', problem.reauth_url);
   notify($('reauth-message'), '');
   openDialog($('reauth-dialog'), opener);
@@ -901,9 +452,10 @@ async function submitReauth(event) {
       return;
     }
     const opener = reauthOpener;
+    const retry = reauthRetry;
     $('reauth-dialog').close();
     // The window is open again: what the person asked for in the first place.
-    await busy(opener, () => startEnrollment(opener));
+    await busy(opener, () => retry(opener));
   });
 }
 
@@ -944,6 +496,7 @@ function onReauthDialogClosed() {
   $('reauth-password').value = '';
   notify($('reauth-message'), '');
   reauthOpener = null;
+  reauthRetry = null;
   reauthSsoUrl = null;
   restoreFocus($('reauth-dialog'));
 }
@@ -1104,11 +657,449 @@ async function saveSchemas(event) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Wiring
+// Members, provisioning and single sign-on (issue 16): the sections of owners and admins
 
-function on(id, type, handler) {
-  $(id).addEventListener(type, handler);
+const ROLE_NAMES = { member: 'Member', admin: 'Admin', owner: 'Owner' };
+const isOwner = () => session !== null && session.role === 'owner';
+
+function enterAdminSections() {
+  const owner = isOwner();
+  $('members-hint').textContent = owner
+    ? 'Invite people, change their roles (promotions are approved on your phone), reset lost phones, remove people.'
+    : 'Owners change roles and remove people; admins invite members and reset lost phones.';
+  // Admins invite members only (CONTRACT.md section 3a).
+  for (const option of $('invite-role').options) option.disabled = !owner && option.value !== 'member';
+  $('invite-role').value = 'member';
+  $('sso-redirect-uri').value = session.sso_redirect_uri || `${location.origin}/v1/sso/callback`;
+  $('checklist-tenant-url').value = $('tenant-url').value;
+  renderChecklist();
+  loadMembers();
+  loadProvisioning();
+  loadSso();
 }
+
+function clearAdminSections() {
+  for (const id of ['members-rows', 'provisioning-rows', 'checklist']) $(id).replaceChildren();
+  hideInvitePassword();
+  $('invite-email').value = '';
+  $('sso-client-secret').value = '';
+  for (const id of ['members-message', 'invite-message', 'provisioning-message', 'sso-message']) notify($(id), '');
+}
+
+// --- Members (CONTRACT.md section 3a)
+
+async function loadMembers() {
+  let members;
+  try {
+    ({ members } = await api('GET', '/v1/console/members'));
+  } catch (err) {
+    notify($('members-message'), `Could not load the members. ${describe(err)}`, 'error');
+    return;
+  }
+  $('members-rows').replaceChildren(...members.map(memberRow));
+}
+
+function memberRow(m) {
+  const phones = m.devices > 0
+    ? [`${m.devices} · last seen `, m.devices_last_seen_at ? timeEl(m.devices_last_seen_at) : 'never']
+    : ['None'];
+  const actions = [];
+  if (isOwner()) {
+    const select = h('select', { id: `member-${m.id}-role`, 'aria-label': `New role for ${m.email}` },
+      Object.entries(ROLE_NAMES).map(([value, name]) => h('option', { value, selected: value === m.role }, name)));
+    actions.push(select,
+      h('button', { id: `member-${m.id}-change`, type: 'button', class: 'button', onclick: (e) => changeRole(m, select.value, e.currentTarget) },
+        'Change role', h('span', { class: 'visually-hidden' }, ` of ${m.email}`)));
+  }
+  if (m.devices > 0 && (m.role !== 'owner' || isOwner())) {
+    actions.push(h('button', { id: `member-${m.id}-reset`, type: 'button', class: 'button', onclick: (e) => resetPhones(m, e.currentTarget) },
+      'Reset phones', h('span', { class: 'visually-hidden' }, ` of ${m.email}`)));
+  }
+  if (isOwner()) {
+    actions.push(h('button', { id: `member-${m.id}-remove`, type: 'button', class: 'button button-danger', onclick: (e) => removeMember(m, e.currentTarget) },
+      'Remove', h('span', { class: 'visually-hidden' }, ` ${m.email}`)));
+  }
+  return h('tr', { 'data-member-id': String(m.id) },
+    h('th', { scope: 'row', class: 'member-email' }, m.email),
+    h('td', {}, ROLE_NAMES[m.role] || m.role),
+    h('td', {}, phones),
+    h('td', {}, m.last_sign_in_at ? timeEl(m.last_sign_in_at) : 'Never'),
+    h('td', {}, m.sso_linked ? 'Linked' : 'No'),
+    h('td', {}, h('div', { class: 'member-actions' }, actions)));
+}
+
+// The member and role a step-up is about, for its Try again.
+let memberStepUp = null;
+
+async function changeRole(m, role, button) {
+  if (role === m.role) {
+    notify($('members-message'), `${m.email} is already ${ROLE_NAMES[role].toLowerCase()}.`, 'info');
+    return;
+  }
+  memberStepUp = { member: m, role };
+  await busy(button, () => startRoleChange(button));
+}
+
+async function startRoleChange(opener) {
+  const { member, role } = memberStepUp;
+  stopChallenge();
+  let answer;
+  try {
+    answer = await api('PATCH', `/v1/console/members/${encodeURIComponent(member.id)}`, { role });
+  } catch (err) {
+    startFailed('promote', opener, $('members-message'), `The role of ${member.email} was not changed. ${describe(err)}`);
+    return;
+  }
+  if (answer.challenge_id) {
+    // A promotion: the owner approves it on their own phone; it takes effect at the release.
+    showChallenge(answer, 'promote', opener);
+    return;
+  }
+  notify($('members-message'), `${answer.email} is now ${ROLE_NAMES[answer.role].toLowerCase()}.`, 'success');
+  await loadMembers();
+  if (answer.email === session.email) await loadSession(); // an owner who demoted themself
+}
+
+async function resetPhones(m, button) {
+  const confirmed = await confirmAction({
+    title: `Reset the phones of ${m.email}?`,
+    paragraphs: ['Every phone of theirs is removed once you approve on your own phone. They enroll a new one after signing in again.'],
+    confirmLabel: 'Reset phones',
+  });
+  if (!confirmed) return;
+  memberStepUp = { member: m, role: null };
+  await busy(button, () => startReset(button));
+}
+
+async function startReset(opener) {
+  const { member } = memberStepUp;
+  stopChallenge();
+  let answer;
+  try {
+    answer = await api('DELETE', `/v1/console/members/${encodeURIComponent(member.id)}/devices`);
+  } catch (err) {
+    startFailed('reset', opener, $('members-message'), `Could not start the reset. ${describe(err)}`);
+    return;
+  }
+  showChallenge(answer, 'reset', opener);
+}
+
+async function removeMember(m, button) {
+  const confirmed = await confirmAction({
+    title: `Remove ${m.email}?`,
+    paragraphs: ['Their sessions end, their phones stop approving and their password stops working, at once.'],
+    confirmLabel: 'Remove member',
+  });
+  if (!confirmed) return;
+  await busy(button, async () => {
+    try {
+      await api('DELETE', `/v1/console/members/${encodeURIComponent(m.id)}`);
+    } catch (err) {
+      notify($('members-message'), `${m.email} was not removed. ${describe(err)}`, 'error');
+      return;
+    }
+    notify($('members-message'), `${m.email} was removed.`, 'success');
+    await loadMembers();
+    $('members-heading').focus();
+  });
+}
+
+async function invite(event) {
+  event.preventDefault();
+  const field = $('invite-email');
+  const email = field.value.trim();
+  if (!email || !field.checkValidity()) {
+    notify($('invite-message'), 'Enter the e-mail address of the person to invite.', 'error');
+    field.focus();
+    return;
+  }
+  const role = $('invite-role').value;
+  const delivery = $('invite-delivery-link').checked ? 'link' : 'password';
+  await busy($('invite-submit'), () => sendInvitation(email, role, delivery));
+}
+
+async function sendInvitation(email, role, delivery) {
+  hideInvitePassword();
+  notify($('invite-message'), '');
+  let invited;
+  try {
+    invited = await api('POST', '/v1/console/members', { email, role, delivery });
+  } catch (err) {
+    if (err.problem.reauth_required) {
+      // Inviting an admin or owner needs a recent sign-in: confirm it is you, then the same invitation.
+      askReauth(err.problem, $('invite-submit'), () => sendInvitation(email, role, delivery));
+      return;
+    }
+    notify($('invite-message'), err.status === 409
+      ? `${email} is already a member of this workspace.`
+      : `The invitation was not made. ${describe(err)}`, 'error');
+    $('invite-email').focus();
+    return;
+  }
+  $('invite-email').value = '';
+  const who = `${invited.email} (${ROLE_NAMES[invited.role].toLowerCase()})`;
+  notify($('invite-message'), `${invited.email} was invited.`, 'success');
+  if (invited.invitation_url) {
+    $('invite-link-who').textContent = who;
+    $('invite-link').value = invited.invitation_url;
+    $('invite-link-expiry').replaceChildren('It works once, until ', timeEl(invited.expires_at), '. Shown only now.');
+    $('invite-link-result').hidden = false;
+    $('invite-link').focus();
+  } else {
+    $('invite-who').textContent = who;
+    $('invite-password').value = invited.password;
+    $('invite-result').hidden = false;
+    $('invite-password').focus();
+  }
+  loadMembers();
+}
+
+// The one-time password (or link) lives only in its field, until the next invitation or sign-out.
+function hideInvitePassword() {
+  $('invite-password').value = '';
+  $('invite-link').value = '';
+  $('invite-result').hidden = true;
+  $('invite-link-result').hidden = true;
+  resetCopy($('copy-invite-password'), $('invite-password-copied'));
+  resetCopy($('copy-invite-link'), $('invite-link-copied'));
+}
+
+// --- An invitation link: /#invitation=<token>. The token never leaves this page but to the server's
+// acceptance; it is taken out of the address at once.
+
+let invitationToken = null;
+
+function takeInvitation() {
+  const match = /^#invitation=([A-Za-z0-9_-]+)$/.exec(location.hash);
+  if (!match) return false;
+  invitationToken = match[1];
+  history.replaceState(history.state, '', `${location.pathname}${location.search}`);
+  $('loading').hidden = true;
+  $('signin-view').hidden = true;
+  $('invitation-view').hidden = false;
+  document.title = 'Welcome · Assent';
+  $('invitation-password').focus();
+  return true;
+}
+
+async function acceptInvitation(event) {
+  event.preventDefault();
+  const password = $('invitation-password');
+  const confirm = $('invitation-confirm');
+  let problem = '';
+  if (password.value.length < 12) problem = 'Choose a password of at least 12 characters.';
+  else if (password.value !== confirm.value) problem = 'The two passwords differ.';
+  if (problem) {
+    notify($('invitation-message'), problem, 'error');
+    password.focus();
+    return;
+  }
+  await busy($('invitation-submit'), async () => {
+    try {
+      await api('POST', '/v1/console/invitations/accept', { token: invitationToken, password: password.value });
+    } catch (err) {
+      const text = err.status === 410 || err.status === 404
+        ? 'This invitation link was used or has expired. Ask whoever invited you for a new one.'
+        : `Your password was not set. ${describe(err)}`;
+      notify($('invitation-message'), text, 'error');
+      return;
+    } finally {
+      password.value = '';
+      confirm.value = '';
+    }
+    invitationToken = null;
+    $('invitation-view').hidden = true;
+    await loadSession({ afterSignIn: true });
+  });
+}
+
+Object.assign(STEP_UPS, {
+  promote: {
+    title: 'Approve the promotion on your phone',
+    intro: PICK_THE_NUMBER,
+    waiting: WAITING_ON_PHONE,
+    result: 'the promotion',
+    restart: startRoleChange,
+    show: (released) => {
+      const { member } = memberStepUp;
+      notify($('members-message'), `${member.email} is now ${ROLE_NAMES[released.role].toLowerCase()}.`, 'success');
+      loadMembers();
+    },
+  },
+  reset: {
+    title: 'Approve the reset on your phone',
+    intro: PICK_THE_NUMBER,
+    waiting: WAITING_ON_PHONE,
+    result: 'the reset',
+    restart: startReset,
+    show: (released) => {
+      const { member } = memberStepUp;
+      const n = released.devices_removed;
+      notify($('members-message'), `${n === 1 ? '1 phone' : `${n} phones`} of ${member.email} removed.`, 'success');
+      loadMembers();
+    },
+  },
+});
+
+// --- Provisioning: the log of SCIM requests, its figures and the setup checklist
+
+async function loadProvisioning() {
+  const failuresFirst = $('provisioning-failures-first').checked;
+  let summary;
+  let entries;
+  try {
+    [summary, entries] = await Promise.all([
+      api('GET', '/v1/console/provisioning-summary'),
+      provisioningEntries(failuresFirst),
+    ]);
+  } catch (err) {
+    notify($('provisioning-message'), `Could not load the provisioning log. ${describe(err)}`, 'error');
+    return;
+  }
+  notify($('provisioning-message'), '');
+  $('provisioning-requests').textContent = String(summary.requests_24h);
+  $('provisioning-failures').textContent = String(summary.failures_24h);
+  $('provisioning-last-call').replaceChildren(summary.last_request_at ? timeEl(summary.last_request_at) : 'Never');
+  $('provisioning-rows').replaceChildren(...entries.map(provisioningRow));
+  $('provisioning-empty').hidden = entries.length > 0;
+}
+
+/** The newest 50 requests; with failures first, the newest 50 failures, then the newest 50 successes. */
+async function provisioningEntries(failuresFirst) {
+  if (!failuresFirst) return (await api('GET', '/v1/console/provisioning-log?limit=50')).entries;
+  const [failed, succeeded] = await Promise.all([
+    api('GET', '/v1/console/provisioning-log?limit=50&status=failure'),
+    api('GET', '/v1/console/provisioning-log?limit=50&status=success'),
+  ]);
+  return [...failed.entries, ...succeeded.entries];
+}
+
+function provisioningRow(e) {
+  const failed = e.status >= 400;
+  const resource = [e.resource_type, e.resource_id].filter(Boolean).join(' ') || e.path;
+  return h('tr', { class: failed ? 'is-failure' : null },
+    h('td', { class: 'nowrap' }, timeEl(e.at)),
+    h('td', { class: 'nowrap' }, String(e.status), failed ? h('span', { class: 'badge badge-error' }, 'failed') : null),
+    h('td', {}, h('code', {}, e.method)),
+    h('td', { class: 'detail' }, resource),
+    h('td', { class: 'detail' }, [e.scim_type, e.detail].filter(Boolean).join(': ') || '—'));
+}
+
+// What to set where, per identity provider. The Tenant URL is in the field below the list; the token is
+// behind View Token (Directory Sync, above).
+const CHECKLISTS = {
+  entra: [
+    'Entra admin center › Enterprise applications › New application › Create your own application (non-gallery).',
+    'Provisioning › Provisioning Mode: Automatic.',
+    'Admin Credentials › Tenant URL: the Tenant URL below.',
+    'Admin Credentials › Secret Token: View Token under Directory Sync, approve on your phone, paste it.',
+    'Test Connection, then Save.',
+    'Mappings › Users: userName ← userPrincipalName, active ← Switch([IsSoftDeleted]…), emails[type eq "work"].value ← mail, name.givenName ← givenName, name.familyName ← surname, externalId ← objectId.',
+    'Mappings › Groups: displayName ← displayName, externalId ← objectId, members ← members.',
+    'Start provisioning; its requests appear in the table above within seconds.',
+  ],
+  okta: [
+    'Okta admin › Applications › Create App Integration › SAML 2.0 or SWA, then Provisioning: SCIM.',
+    'SCIM connector base URL: the Tenant URL below; unique identifier field for users: userName.',
+    'Supported actions: Push New Users, Push Profile Updates, Push Groups.',
+    'Authentication Mode: HTTP Header; Bearer token: View Token under Directory Sync, approved on your phone.',
+    'Mappings: userName ← login, name.givenName ← firstName, name.familyName ← lastName, emails ← email.',
+    'Test Connector Configuration, then assign people and push groups.',
+  ],
+  other: [
+    'Base URL: the Tenant URL below (SCIM 2.0, RFC 7644; Users and Groups).',
+    'Every request: Authorization: Bearer <the token from View Token>, Content-Type: application/scim+json.',
+    'Users are matched by userName (unique per workspace) and externalId; filters: eq on both.',
+    'Deactivate with PATCH active=false rather than DELETE, so that history stays.',
+  ],
+};
+
+function renderChecklist() {
+  const steps = CHECKLISTS[$('checklist-idp').value] || CHECKLISTS.other;
+  $('checklist').replaceChildren(...steps.map((step) => h('li', {}, step)));
+}
+
+// --- Single sign-on settings (CONTRACT.md section 11)
+
+async function loadSso() {
+  const owner = isOwner();
+  for (const id of ['sso-issuer', 'sso-client-id', 'sso-client-secret', 'sso-domains', 'sso-default-role', 'sso-enforce']) {
+    $(id).disabled = !owner;
+  }
+  $('sso-save').hidden = !owner;
+  let config = null;
+  try {
+    config = await api('GET', '/v1/console/sso');
+  } catch (err) {
+    if (err.status !== 404) {
+      notify($('sso-message'), `Could not load the single sign-on settings. ${describe(err)}`, 'error');
+      return;
+    }
+  }
+  showSso(config);
+}
+
+function showSso(config) {
+  const owner = isOwner();
+  $('sso-issuer').value = config ? config.issuer : '';
+  $('sso-client-id').value = config ? config.client_id : '';
+  $('sso-client-secret').value = '';
+  $('sso-client-secret').placeholder = config ? 'Stored (leave empty to keep it)' : '';
+  $('sso-domains').value = config ? config.allowed_email_domains.join(', ') : '';
+  $('sso-default-role').value = config ? config.default_role : 'member';
+  $('sso-enforce').checked = Boolean(config && config.enforce);
+  const state = config ? 'Set up.' : 'Not set up yet.';
+  $('sso-hint').textContent = owner
+    ? `${state} The provider's discovery document is fetched and checked before the settings are saved.`
+    : `${state} Set by the workspace's owners.`;
+}
+
+async function saveSso(event) {
+  event.preventDefault();
+  if (!isOwner()) return;
+  const issuer = $('sso-issuer').value.trim();
+  const clientId = $('sso-client-id').value.trim();
+  const missing = [[issuer, 'sso-issuer'], [clientId, 'sso-client-id']].find(([v]) => !v);
+  if (missing) {
+    notify($('sso-message'), 'Enter the issuer URL and the client ID.', 'error');
+    $(missing[1]).focus();
+    return;
+  }
+  const body = {
+    issuer,
+    client_id: clientId,
+    allowed_email_domains: $('sso-domains').value.split(/[\s,]+/).filter(Boolean),
+    default_role: $('sso-default-role').value,
+    enforce: $('sso-enforce').checked,
+  };
+  const secret = $('sso-client-secret').value;
+  if (secret) body.client_secret = secret;
+  await busy($('sso-save'), () => putSso(body));
+}
+
+async function putSso(body) {
+  notify($('sso-message'), 'Checking the provider…', 'info');
+  let saved;
+  try {
+    saved = await api('PUT', '/v1/console/sso', body);
+  } catch (err) {
+    if (err.problem.reauth_required) {
+      // Another provider signs people in: confirm it is you, then the same settings.
+      notify($('sso-message'), '');
+      askReauth(err.problem, $('sso-save'), () => putSso(body));
+      return;
+    }
+    notify($('sso-message'), `Not saved. ${describe(err)}`, 'error');
+    return;
+  }
+  $('sso-client-secret').value = ''; // write-only: not kept in the page
+  showSso(saved);
+  notify($('sso-message'), 'Saved: the provider answered and its keys were checked.', 'success');
+  loadActivity(true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wiring
 
 function start() {
   on('signin-form', 'submit', signIn);
@@ -1138,18 +1129,32 @@ function start() {
   on('confirm-dialog', 'close', () => restoreFocus($('confirm-dialog')));
 
   on('policy-form', 'submit', savePolicy);
+  on('invite-form', 'submit', invite);
+  on('invitation-form', 'submit', acceptInvitation);
+  on('copy-invite-link', 'click', (e) => copyText($('invite-link').value, e.currentTarget, $('invite-link-copied'), $('invite-link')));
+  on('members-refresh', 'click', (e) => busy(e.currentTarget, loadMembers));
+  on('copy-invite-password', 'click', (e) => copyText($('invite-password').value, e.currentTarget, $('invite-password-copied'), $('invite-password')));
+  on('provisioning-refresh', 'click', (e) => busy(e.currentTarget, loadProvisioning));
+  on('provisioning-failures-first', 'change', loadProvisioning);
+  on('checklist-idp', 'change', renderChecklist);
+  on('copy-checklist-tenant-url', 'click', (e) => copyText($('checklist-tenant-url').value, e.currentTarget, $('checklist-tenant-url-copied'), $('checklist-tenant-url')));
+  on('sso-form', 'submit', saveSso);
+  on('copy-sso-redirect-uri', 'click', (e) => copyText($('sso-redirect-uri').value, e.currentTarget, $('sso-redirect-uri-copied'), $('sso-redirect-uri')));
   on('schemas-form', 'submit', saveSchemas);
   on('activity-more', 'click', loadMoreActivity);
   on('activity-refresh', 'click', (e) => busy(e.currentTarget, () => loadActivity(true)));
 
   // Read-only fields select their whole value when focused, ready to copy by hand.
-  for (const id of ['tenant-url', 'token-value', 'enrollment-command']) on(id, 'focus', (e) => e.target.select());
+  for (const id of ['tenant-url', 'token-value', 'enrollment-command', 'invite-password', 'invite-link', 'sso-redirect-uri', 'checklist-tenant-url']) {
+    on(id, 'focus', (e) => e.target.select());
+  }
 
   // Leaving the page closes the Show Token dialog, so a page kept in the back/forward cache holds no token.
   window.addEventListener('pagehide', () => {
     if ($('token-dialog').open) $('token-dialog').close();
   });
 
+  if (takeInvitation()) return;
   loadSession({ signedOutMessage: takeSsoError(), devicesMessage: takeReauthResult() });
 }
 

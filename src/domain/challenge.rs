@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use super::crypto::random_b64url;
+use super::people::Role;
 
 /// How long an ended challenge stays readable by its session (CONTRACT.md section 3).
 pub const RETAIN_AFTER_END: Duration = Duration::minutes(10);
@@ -26,6 +27,9 @@ pub enum Action {
     /// An owner or admin removes every phone of a member who lost theirs (`Challenge::subject`).
     #[serde(rename = "member.devices_reset")]
     MemberDevicesReset,
+    /// An owner raises a member to admin or owner (`Subject::role`), on the owner's own phones.
+    #[serde(rename = "member.promote")]
+    MemberPromote,
 }
 
 impl Action {
@@ -36,6 +40,7 @@ impl Action {
             Action::SupportRotate => "scim_token.support_rotate",
             Action::DeviceEnroll => "device.enroll",
             Action::MemberDevicesReset => "member.devices_reset",
+            Action::MemberPromote => "member.promote",
         }
     }
 
@@ -57,6 +62,7 @@ impl Action {
             Action::SupportRotate => "Support: rotate the SCIM token",
             Action::DeviceEnroll => "Add a new phone to your account",
             Action::MemberDevicesReset => "Reset a member's phones",
+            Action::MemberPromote => "Give a member more rights",
         }
     }
 }
@@ -138,6 +144,9 @@ pub struct Request {
 pub struct Subject {
     pub user_id: i64,
     pub email: String,
+    /// For a promotion: the role the member gets at the release, shown on the phone.
+    #[serde(default)]
+    pub role: Option<Role>,
 }
 
 /// Why a support engineer asks to rotate a workspace's token.

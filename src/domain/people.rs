@@ -67,6 +67,8 @@ impl std::fmt::Debug for User {
 pub struct Member {
     pub user: User,
     pub devices: i64,
+    /// When one of their phones last called (the newest of them).
+    pub devices_last_seen_at: Option<OffsetDateTime>,
     pub last_sign_in_at: Option<OffsetDateTime>,
     pub sso_linked: bool,
 }

@@ -3,7 +3,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -18,6 +18,7 @@ use crate::domain::challenge::Action;
 use crate::domain::crypto::Secret;
 use crate::error::{ApiError, ApiResult};
 use crate::service::devices::EnrollmentStart;
+use crate::service::members::{Invited, RoleChange};
 use crate::service::stepup::Released;
 use crate::service::EnrollmentOffer;
 use crate::service::{Caller, ConsoleSession};
@@ -44,7 +45,12 @@ pub fn routes() -> Router<Arc<App>> {
             get(events::<ConsoleSession>),
         )
         .route("/v1/console/challenges/{id}/release", post(release))
-        .route("/v1/console/members", get(members))
+        .route("/v1/console/members", get(members).post(invite))
+        .route("/v1/console/invitations/accept", post(accept_invitation))
+        .route(
+            "/v1/console/members/{id}",
+            patch(change_role).delete(remove_member),
+        )
         .route(
             "/v1/console/members/{id}/devices",
             delete(reset_member_devices),
@@ -67,6 +73,8 @@ struct Me {
     workspace: String,
     workspace_name: String,
     scim_base_url: String,
+    /// What an owner registers at their OpenID provider (CONTRACT.md section 11).
+    sso_redirect_uri: String,
 }
 
 fn me(app: &App, user: &crate::store::User, workspace: &crate::store::Workspace) -> Me {
@@ -76,6 +84,7 @@ fn me(app: &App, user: &crate::store::User, workspace: &crate::store::Workspace)
         workspace: workspace.slug.clone(),
         workspace_name: workspace.name.clone(),
         scim_base_url: app.config.scim_base_url(),
+        sso_redirect_uri: app.sso_redirect_uri(),
     }
 }
 
@@ -209,6 +218,7 @@ async fn members(
                 "email": m.user.email,
                 "role": m.user.role,
                 "devices": m.devices,
+                "devices_last_seen_at": m.devices_last_seen_at.map(rfc3339),
                 "last_sign_in_at": m.last_sign_in_at.map(rfc3339),
                 "sso_linked": m.sso_linked,
             })
@@ -217,15 +227,129 @@ async fn members(
     Ok(Json(json!({ "members": members })))
 }
 
+#[derive(Deserialize)]
+struct Invite {
+    email: String,
+    role: Role,
+    /// `password` (CONTRACT.md section 3a, the default) or `link` (issue 16).
+    #[serde(default)]
+    delivery: Delivery,
+}
+
+#[derive(Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Delivery {
+    #[default]
+    Password,
+    Link,
+}
+
+/// 201 with the one-time password, or the invitation link, shown once: never cached.
+async fn invite(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    caller: Caller,
+    ApiJson(body): ApiJson<Invite>,
+) -> ApiResult<Response> {
+    let (user, invited) = app
+        .invite_member(
+            &session,
+            &body.email,
+            body.role,
+            body.delivery == Delivery::Link,
+            &caller,
+        )
+        .await?;
+    let mut answer = json!({"id": user.id, "email": user.email, "role": user.role});
+    match invited {
+        Invited::Password(password) => answer["password"] = json!(password.expose()),
+        Invited::Link { url, expires_at } => {
+            answer["invitation_url"] = json!(url.expose());
+            answer["expires_at"] = json!(rfc3339(expires_at));
+        }
+    }
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(answer),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct Acceptance {
+    token: String,
+    password: String,
+}
+
+/// `POST /v1/console/invitations/accept` (issue 16): the invitee's link and chosen password →
+/// 200 and a console session, as a sign-in answers.
+async fn accept_invitation(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Acceptance>,
+) -> ApiResult<Response> {
+    let signed_in = app
+        .accept_invitation(
+            &Secret::new(body.token),
+            Secret::new(body.password),
+            &caller,
+        )
+        .await?;
+    let cookie = session_cookie(&app, Some(signed_in.session_id.expose()));
+    let body = me(&app, &signed_in.user, &signed_in.workspace);
+    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+/// Member ids are integers; anything else names nobody.
+fn member_id(id: &str) -> ApiResult<i64> {
+    id.trim().parse().map_err(|_| ApiError::NotFound)
+}
+
+#[derive(Deserialize)]
+struct RoleBody {
+    role: Role,
+}
+
+async fn change_role(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RoleBody>,
+) -> ApiResult<Response> {
+    match app
+        .change_role(&session, member_id(&id)?, body.role, &caller)
+        .await?
+    {
+        RoleChange::Changed(user) => Ok(Json(
+            json!({"id": user.id, "email": user.email, "role": user.role}),
+        )
+        .into_response()),
+        RoleChange::StepUp(challenge, notified) => step_up_answer(*challenge, notified).await,
+    }
+}
+
+async fn remove_member(
+    State(app): State<Arc<App>>,
+    session: ConsoleSession,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.remove_member(&session, member_id(&id)?, &caller)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn reset_member_devices(
     State(app): State<Arc<App>>,
     session: ConsoleSession,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    // Member ids are integers; anything else names nobody.
-    let id: i64 = id.trim().parse().map_err(|_| ApiError::NotFound)?;
-    let (challenge, notified) = app.request_devices_reset(&session, id, &caller).await?;
+    let (challenge, notified) = app
+        .request_devices_reset(&session, member_id(&id)?, &caller)
+        .await?;
     step_up_answer(challenge, notified).await
 }
 
@@ -262,6 +386,14 @@ impl From<&Device> for DeviceView {
 async fn list_devices(
     State(app): State<Arc<App>>,
     session: ConsoleSession,
+) -> ApiResult<Json<serde_json::Value>> {
+    device_list(&app, &session).await
+}
+
+/// The signed-in person's phones (a console user's or a staff member's).
+pub(super) async fn device_list(
+    app: &App,
+    session: &ConsoleSession,
 ) -> ApiResult<Json<serde_json::Value>> {
     let devices = app.devices_of(session.user.id).await?;
     let views: Vec<DeviceView> = devices.iter().map(DeviceView::from).collect();
@@ -337,6 +469,11 @@ async fn release(
             "action": Action::MemberDevicesReset,
             "id": member_id,
             "devices_removed": removed,
+        }),
+        Released::Promoted { member_id, role } => json!({
+            "action": Action::MemberPromote,
+            "id": member_id,
+            "role": role,
         }),
     };
     // A token or a code must not linger in any cache.

@@ -138,8 +138,12 @@ fn context(c: &Challenge) -> serde_json::Value {
         context["second_approval"] = json!(true);
     }
     if let Some(subject) = &c.subject {
-        // Whose phones a reset removes: the approver must see who it is about.
+        // Whose phones a reset removes, whom a promotion raises and to what: the approver must
+        // see who it is about.
         context["member"] = json!({"email": subject.email});
+        if let Some(role) = subject.role {
+            context["member"]["role"] = json!(role);
+        }
     }
     // What the phone shows as the request, in words.
     context["description"] = json!(c.action.describe());

@@ -1,4 +1,5 @@
-//! `GET /v1/console/provisioning-log` (issue 3): the workspace's SCIM requests, newest first, for
+//! `GET /v1/console/provisioning-log` (issue 3) and `GET /v1/console/provisioning-summary`
+//! (issue 16): the workspace's SCIM requests, newest first, for
 //! its owners and admins, so they see which users and groups were provisioned and which failed.
 //!
 //! Query: `limit` (1–200, default 50), `before` (an entry id: the next page), `status`
@@ -20,7 +21,31 @@ use crate::store::scim::StatusRange;
 use crate::store::Role;
 
 pub fn routes() -> Router<Arc<App>> {
-    Router::new().route("/v1/console/provisioning-log", get(page))
+    Router::new()
+        .route("/v1/console/provisioning-log", get(page))
+        .route("/v1/console/provisioning-summary", get(summary))
+}
+
+fn may_read(session: &ConsoleSession) -> ApiResult<()> {
+    if session.user.role < Role::Admin {
+        return Err(ApiError::Forbidden(
+            "only owners and admins may read the provisioning log",
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /v1/console/provisioning-summary` (issue 16): the last 24 hours' SCIM requests and
+/// failures, and when a client (Entra ID) last called.
+async fn summary(State(app): State<Arc<App>>, session: ConsoleSession) -> ApiResult<Json<Value>> {
+    may_read(&session)?;
+    let s = app.provisioning_summary(session.workspace.id).await?;
+    Ok(Json(json!({
+        "since": rfc3339(s.since),
+        "requests_24h": s.requests,
+        "failures_24h": s.failures,
+        "last_request_at": s.last_request_at.map(rfc3339),
+    })))
 }
 
 /// Read as text, so a bad value is a problem+json 400 naming it.
@@ -61,11 +86,7 @@ async fn page(
     session: ConsoleSession,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Json<Value>> {
-    if session.user.role < Role::Admin {
-        return Err(ApiError::Forbidden(
-            "only owners and admins may read the provisioning log",
-        ));
-    }
+    may_read(&session)?;
     let limit = match q.limit.as_deref() {
         None => 50,
         Some(t) => t

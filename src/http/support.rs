@@ -13,7 +13,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::challenges::{challenge, events, step_up_answer};
-use super::console::{enrollment_answer, reauth, start_enrollment_for};
+use super::console::{device_list, enrollment_answer, reauth, start_enrollment_for};
 use super::extract::{support_cookie, ApiJson};
 use crate::app::App;
 use crate::clock::{ser_opt_rfc3339, ser_rfc3339};
@@ -25,9 +25,13 @@ use crate::service::{Caller, StaffSession};
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
-        .route("/v1/support/session", post(sign_in).delete(sign_out))
+        .route(
+            "/v1/support/session",
+            post(sign_in).get(whoami).delete(sign_out),
+        )
         .route("/v1/support/session/reauth", post(reauth::<StaffSession>))
         .route("/v1/support/devices/enrollments", post(start_enrollment))
+        .route("/v1/support/devices", get(list_devices))
         .route("/v1/support/workspaces/{slug}", get(summary))
         .route(
             "/v1/support/workspaces/{slug}/scim-token/rotate",
@@ -66,6 +70,11 @@ async fn sign_in(
         .into_response())
 }
 
+/// `GET /v1/support/session` (issue 16): who is signed in, for the support page (401 when nobody).
+async fn whoami(staff: StaffSession) -> Json<serde_json::Value> {
+    Json(json!({ "email": staff.0.user.email }))
+}
+
 async fn sign_out(
     State(app): State<Arc<App>>,
     staff: StaffSession,
@@ -85,6 +94,15 @@ async fn start_enrollment(
     caller: Caller,
 ) -> ApiResult<Response> {
     start_enrollment_for(&app, &staff.0, &caller).await
+}
+
+/// `GET /v1/support/devices` (issue 16): the staff member's own phones, as the console lists its
+/// person's (`GET /v1/console/devices`).
+async fn list_devices(
+    State(app): State<Arc<App>>,
+    staff: StaffSession,
+) -> ApiResult<Json<serde_json::Value>> {
+    device_list(&app, &staff.0).await
 }
 
 #[derive(Serialize)]

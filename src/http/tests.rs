@@ -597,3 +597,228 @@ async fn device_jws_replay_and_expiry_follow_the_clock() {
         "expired beyond the allowed skew"
     );
 }
+
+/// A promotion (CONTRACT.md section 3a) changes nothing until its release, and an approval left
+/// unreleased past the challenge's lifetime promotes nobody: the clock moves, nothing sleeps.
+#[tokio::test]
+async fn a_promotion_takes_effect_only_at_a_release_within_its_lifetime() {
+    let h = harness().await;
+    let cookie = h.owner("acme").await;
+    let phone = h.phone(&cookie).await;
+    let (status, headers, invited) = call(
+        &h.router,
+        "POST",
+        "/v1/console/members",
+        Some(&cookie),
+        None,
+        Some(json!({"email": "Bob@acme.test", "role": "member"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{invited}");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(invited["role"], "member");
+    assert_eq!(invited["password"].as_str().unwrap().len(), 20);
+    let id = invited["id"].as_i64().unwrap();
+    let role_of = |members: &Value| {
+        members["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .map(|m| m["role"].clone())
+            .unwrap()
+    };
+    let member_path = format!("/v1/console/members/{id}");
+    let promote = || {
+        call(
+            &h.router,
+            "PATCH",
+            &member_path,
+            Some(&cookie),
+            None,
+            Some(json!({"role": "admin"})),
+        )
+    };
+    let release = |challenge: String| {
+        let cookie = cookie.clone();
+        let router = h.router.clone();
+        async move {
+            call(
+                &router,
+                "POST",
+                &format!("/v1/console/challenges/{challenge}/release"),
+                Some(&cookie),
+                None,
+                None,
+            )
+            .await
+        }
+    };
+
+    let (status, _, asked) = promote().await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{asked}");
+    let shown = h.pending(&phone).await.remove(0);
+    assert_eq!(shown["action"], "member.promote");
+    assert_eq!(shown["context"]["member"]["email"], "Bob@acme.test");
+    assert_eq!(shown["context"]["member"]["role"], "admin");
+    let number = asked["number"].as_u64().unwrap() as u8;
+    let (status, _, _) = call(
+        &h.router,
+        "POST",
+        &format!(
+            "/v1/mobile/challenges/{}/decision",
+            shown["id"].as_str().unwrap()
+        ),
+        None,
+        h.device_auth(&phone),
+        Some(h.decision(&phone, &shown, true, number)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, _, members) = call(
+        &h.router,
+        "GET",
+        "/v1/console/members",
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(role_of(&members), "member", "approved is not yet in effect");
+
+    // Approved, then left past its lifetime: expired, nobody promoted.
+    h.clock.advance(Duration::seconds(121));
+    let (status, _, _) = release(asked["challenge_id"].as_str().unwrap().to_owned()).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (_, _, members) = call(
+        &h.router,
+        "GET",
+        "/v1/console/members",
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(role_of(&members), "member");
+
+    // Asked again and released in time: in effect at the release, once.
+    let (status, _, asked) = promote().await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let shown = h.pending(&phone).await.remove(0);
+    let number = asked["number"].as_u64().unwrap() as u8;
+    call(
+        &h.router,
+        "POST",
+        &format!(
+            "/v1/mobile/challenges/{}/decision",
+            shown["id"].as_str().unwrap()
+        ),
+        None,
+        h.device_auth(&phone),
+        Some(h.decision(&phone, &shown, true, number)),
+    )
+    .await;
+    h.clock.advance(Duration::seconds(119));
+    let challenge = asked["challenge_id"].as_str().unwrap().to_owned();
+    let (status, _, done) = release(challenge.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(
+        done,
+        json!({"action": "member.promote", "id": id, "role": "admin"})
+    );
+    let (status, _, _) = release(challenge).await;
+    assert_eq!(status, StatusCode::GONE);
+    let (_, _, members) = call(
+        &h.router,
+        "GET",
+        "/v1/console/members",
+        Some(&cookie),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(role_of(&members), "admin");
+}
+
+/// An invitation link (issue 16) works once, for 24 hours of clock time: the invitee chooses a
+/// password and is signed in; a second use, and any use after the day, is 410; an unknown link 404.
+#[tokio::test]
+async fn an_invitation_link_works_once_within_a_day() {
+    let h = harness().await;
+    let cookie = h.owner("acme").await;
+    let invite = |email: &'static str| {
+        call(
+            &h.router,
+            "POST",
+            "/v1/console/members",
+            Some(&cookie),
+            None,
+            Some(json!({"email": email, "role": "member", "delivery": "link"})),
+        )
+    };
+    let accept = |token: String, password: &'static str| {
+        let router = h.router.clone();
+        async move {
+            call(
+                &router,
+                "POST",
+                "/v1/console/invitations/accept",
+                None,
+                None,
+                Some(json!({"token": token, "password": password})),
+            )
+            .await
+        }
+    };
+    let token_of = |answer: &Value| {
+        let url = answer["invitation_url"].as_str().unwrap();
+        assert!(url.starts_with(&format!("{PUBLIC}/#invitation=")), "{url}");
+        url.rsplit_once('=').unwrap().1.to_owned()
+    };
+
+    let (status, headers, first) = invite("kim@acme.test").await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert!(first.get("password").is_none(), "{first}");
+    let expires = OffsetDateTime::parse(
+        first["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(expires, h.clock.now() + Duration::hours(24));
+    let (status, _, second) = invite("lee@acme.test").await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+
+    // A short password is refused and spends nothing; an unknown link is 404.
+    let (status, _, _) = accept(token_of(&first), "short").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _, _) = accept("not-a-link".into(), "a long enough password").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Within the day: signed in, with the password chosen; then the link is spent.
+    h.clock.advance(Duration::hours(23));
+    let (status, headers, me) = accept(token_of(&first), "kim's own passphrase").await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["email"], "kim@acme.test");
+    assert_eq!(me["role"], "member");
+    assert!(headers.contains_key(header::SET_COOKIE));
+    let (status, _, _) = accept(token_of(&first), "another passphrase").await;
+    assert_eq!(status, StatusCode::GONE);
+    h.sign_in("acme", "kim@acme.test", "kim's own passphrase")
+        .await;
+
+    // After the day: 410, and nobody can sign in as the second invitee.
+    h.clock.advance(Duration::hours(1));
+    let (status, _, _) = accept(token_of(&second), "lee's own passphrase").await;
+    assert_eq!(status, StatusCode::GONE);
+    let (status, _, _) = call(
+        &h.router,
+        "POST",
+        "/v1/console/session",
+        None,
+        None,
+        Some(json!({"workspace": "acme", "email": "lee@acme.test", "password": "lee's own passphrase"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

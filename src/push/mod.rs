@@ -182,6 +182,7 @@ pub(crate) fn action_title(action: &str) -> String {
         "scim_token.support_rotate" => "Support: rotate the SCIM token?".to_owned(),
         "device.enroll" => "Add a new phone to your account?".to_owned(),
         "member.devices_reset" => "Reset a member's phones?".to_owned(),
+        "member.promote" => "Give a member more rights?".to_owned(),
         other => format!("Approve {other}?"),
     }
 }

@@ -74,6 +74,11 @@ impl Audit {
         self.0.detail = detail;
         self
     }
+
+    /// The entry for a store that writes it in the same transaction as the change it records.
+    pub(super) fn into_event(self) -> AuditEvent {
+        self.0
+    }
 }
 
 /// Text an entry may or may not have: `&str`, `&String`, or an `Option` of either.

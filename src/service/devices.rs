@@ -84,6 +84,18 @@ impl DeviceChange {
 }
 
 impl App {
+    /// 403 `reauth_required` unless the session's person proved who they are (sign-in or
+    /// re-authentication) within the reauth window: what a stolen session cookie alone cannot do.
+    pub(super) fn require_fresh_authentication(&self, session: &ConsoleSession) -> ApiResult<()> {
+        if self.now() - session.authenticated_at > self.config.reauth_window {
+            return Err(ApiError::ReauthRequired {
+                sso_url: (session.method == AuthMethod::Sso)
+                    .then(|| format!("/v1/sso/{}/start?reauth=1", session.workspace.slug)),
+            });
+        }
+        Ok(())
+    }
+
     /// A code for the signed-in person's own phone. A session alone never adds a phone: with a
     /// phone already, the existing phones must approve (`device.enroll`); with none, the session
     /// must have proved who its person is within the reauth window (issue 12).
@@ -94,12 +106,7 @@ impl App {
     ) -> ApiResult<EnrollmentStart> {
         crate::error::unless_client_left()?;
         if self.store.count_devices_of_user(session.user.id).await? == 0 {
-            if self.now() - session.authenticated_at > self.config.reauth_window {
-                return Err(ApiError::ReauthRequired {
-                    sso_url: (session.method == AuthMethod::Sso)
-                        .then(|| format!("/v1/sso/{}/start?reauth=1", session.workspace.slug)),
-                });
-            }
+            self.require_fresh_authentication(session)?;
             self.enrollment_on_record(session, caller, None).await?;
             let offer = self.issue_enrollment_code(session, false).await?;
             return Ok(EnrollmentStart::Code(offer));
@@ -453,6 +460,7 @@ impl App {
                 subject: Some(Subject {
                     user_id: member.id,
                     email: member.email.clone(),
+                    role: None,
                 }),
             },
             &policy,

@@ -15,7 +15,35 @@ use crate::store::StoreError;
 /// Addresses named in one audit entry, the busiest first.
 const NAMED_IPS: usize = 20;
 
+/// The provisioning page's figures: the last day's requests and failures, and the last call.
+pub struct ProvisioningSummary {
+    pub since: time::OffsetDateTime,
+    pub requests: i64,
+    pub failures: i64,
+    pub last_request_at: Option<time::OffsetDateTime>,
+}
+
 impl App {
+    /// The workspace's SCIM traffic of the last 24 hours, and when a client last called.
+    pub async fn provisioning_summary(
+        &self,
+        workspace_id: i64,
+    ) -> Result<ProvisioningSummary, StoreError> {
+        self.provisioning.flush().await;
+        let since = self.now() - time::Duration::hours(24);
+        let (last_request_at, failures) = self.scim.log_summary(workspace_id, since).await?;
+        let requests = self
+            .store
+            .provisioning_requests(workspace_id, since)
+            .await?;
+        Ok(ProvisioningSummary {
+            since,
+            requests,
+            failures,
+            last_request_at,
+        })
+    }
+
     /// A page of the workspace's provisioning log, newest first.
     pub async fn provisioning_log(
         &self,

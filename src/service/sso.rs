@@ -156,6 +156,9 @@ impl App {
                 "only owners may change the single sign-on settings",
             ));
         }
+        // Another provider signs people in (as admins, with `default_role`): not for a stolen
+        // session cookie alone (issue 16; the rule of a first phone, issue 12).
+        self.require_fresh_authentication(session)?;
         let issuer = settings.issuer.trim().to_owned();
         check_issuer(&issuer).map_err(|why| ApiError::BadRequest(why.into()))?;
         let client_id = settings.client_id.trim().to_owned();

@@ -39,6 +39,8 @@ pub enum Released {
     Enrollment(EnrollmentOffer),
     /// `member.devices_reset`: how many phones went.
     DevicesReset { member_id: i64, removed: u64 },
+    /// `member.promote`: the member's new role, in effect.
+    Promoted { member_id: i64, role: Role },
 }
 
 impl App {
@@ -405,6 +407,7 @@ impl App {
                     removed,
                 })
             }
+            Action::MemberPromote => self.release_promotion(&asked, session, caller).await,
             Action::SupportRotate => Err(ApiError::NotFound),
         }
     }

@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
-use super::db::{db_run, ts, Db};
+use super::db::{db_run, ts, Db, Tx};
 use super::tokens::upsert_token;
 use super::{
     AuthMethod, Member, Result, Role, Session, StoredToken, User, Workspace, WorkspaceRow,
@@ -14,7 +14,7 @@ use crate::clock::from_unix;
 const SESSION_TOUCH_EVERY: time::Duration = time::Duration::seconds(30);
 
 #[derive(FromRow)]
-struct UserRow {
+pub(super) struct UserRow {
     id: i64,
     workspace_id: i64,
     email: String,
@@ -39,6 +39,7 @@ struct MemberRow {
     #[sqlx(flatten)]
     user: UserRow,
     devices: i64,
+    devices_last_seen_at: Option<i64>,
     last_sign_in_at: Option<i64>,
     sso_linked: bool,
 }
@@ -54,9 +55,32 @@ struct SessionRow {
     method: String,
 }
 
-const INSERT_USER: &str =
-    "INSERT INTO users (workspace_id, email, email_lower, role, password_hash, created_at)
-     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+/// Adds a person to a workspace inside `tx`; returns their id. `Conflict` when the e-mail (in any
+/// case) is already there. Workspace creation, `assent member add` and invitations all add people
+/// here.
+pub(super) async fn insert_user(
+    tx: &mut Tx,
+    workspace_id: i64,
+    email: &str,
+    role: Role,
+    password_hash: &str,
+    now: OffsetDateTime,
+) -> Result<i64> {
+    Ok(db_run!(tx.conn(), |c| {
+        sqlx::query_scalar(
+            "INSERT INTO users (workspace_id, email, email_lower, role, password_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(workspace_id)
+        .bind(email)
+        .bind(email.to_lowercase())
+        .bind(role.as_str())
+        .bind(password_hash)
+        .bind(ts(now))
+        .fetch_one(c)
+        .await
+    })?)
+}
 
 pub(super) async fn count_workspaces(db: &Db) -> Result<i64> {
     Ok(db_run!(db.read(), |c| {
@@ -86,17 +110,15 @@ pub(super) async fn create_workspace(
         .fetch_one(c)
         .await
     })?;
-    let _: i64 = db_run!(tx.conn(), |c| {
-        sqlx::query_scalar(INSERT_USER)
-            .bind(id)
-            .bind(owner_email)
-            .bind(owner_email.to_lowercase())
-            .bind(Role::Owner.as_str())
-            .bind(owner_password_hash)
-            .bind(ts(now))
-            .fetch_one(c)
-            .await
-    })?;
+    insert_user(
+        &mut tx,
+        id,
+        owner_email,
+        Role::Owner,
+        owner_password_hash,
+        now,
+    )
+    .await?;
     token.workspace_id = id;
     upsert_token(&mut tx, &token).await?;
     tx.commit().await?;
@@ -136,17 +158,9 @@ pub(super) async fn create_user(
     password_hash: &str,
     now: OffsetDateTime,
 ) -> Result<User> {
-    let id: i64 = db_run!(db.write(), |c| {
-        sqlx::query_scalar(INSERT_USER)
-            .bind(workspace_id)
-            .bind(email)
-            .bind(email.to_lowercase())
-            .bind(role.as_str())
-            .bind(password_hash)
-            .bind(ts(now))
-            .fetch_one(c)
-            .await
-    })?;
+    let mut tx = db.begin().await?;
+    let id = insert_user(&mut tx, workspace_id, email, role, password_hash, now).await?;
+    tx.commit().await?;
     Ok(User {
         id,
         workspace_id,
@@ -181,6 +195,8 @@ pub(super) async fn members(db: &Db, workspace_id: i64) -> Result<Vec<Member>> {
     let rows: Vec<MemberRow> = db_run!(db.read(), |c| {
         sqlx::query_as(
             "SELECT u.*, (SELECT COUNT(*) FROM devices d WHERE d.user_id = u.id) AS devices,
+                    (SELECT MAX(d.last_seen_at) FROM devices d WHERE d.user_id = u.id)
+                      AS devices_last_seen_at,
                     EXISTS (SELECT 1 FROM sso_links l WHERE l.user_id = u.id) AS sso_linked
              FROM users u WHERE u.workspace_id = $1 ORDER BY u.email_lower",
         )
@@ -193,6 +209,7 @@ pub(super) async fn members(db: &Db, workspace_id: i64) -> Result<Vec<Member>> {
         .map(|row| Member {
             user: row.user.into(),
             devices: row.devices,
+            devices_last_seen_at: row.devices_last_seen_at.map(from_unix),
             last_sign_in_at: row.last_sign_in_at.map(from_unix),
             sso_linked: row.sso_linked,
         })

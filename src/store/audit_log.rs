@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
-use super::db::{db_run, ts, Db, JsonText, On};
+use super::db::{db_run, ts, Db, JsonText, On, Tx};
 use super::{AuditEntry, AuditEvent, AuditFilter, Result};
 use crate::clock::from_unix;
 use crate::domain::audit;
@@ -45,12 +45,19 @@ impl From<AuditRow> for AuditEntry {
 }
 
 pub(super) async fn append_audit(db: &Db, e: AuditEvent, now: OffsetDateTime) -> Result<()> {
-    let chain = audit::chain_key(e.workspace_id);
     // Appends to one chain take turns, so no two share a prev_hash. On SQLite, IMMEDIATE takes
     // the write lock before the chain's head is read: the one writing connection orders the
     // appends of this process, the lock (and its busy timeout) those of other processes on the
     // file (the CLI).
     let mut tx = db.begin_immediate().await?;
+    append_in(&mut tx, e, now).await?;
+    tx.commit().await
+}
+
+/// Appends `e` inside `tx`, a transaction begun with `begin_immediate`: a change and its entry
+/// then commit together or not at all (the members' changes, `members.rs`).
+pub(super) async fn append_in(tx: &mut Tx, e: AuditEvent, now: OffsetDateTime) -> Result<()> {
+    let chain = audit::chain_key(e.workspace_id);
     if let On::Postgres(c) = tx.conn() {
         // One append per chain at a time, across instances: the lock is held until the
         // transaction ends. Chains whose keys collide modulo 2^31 merely wait for each other.
@@ -91,7 +98,7 @@ pub(super) async fn append_audit(db: &Db, e: AuditEvent, now: OffsetDateTime) ->
         .await
         .map(|_| ())
     })?;
-    tx.commit().await
+    Ok(())
 }
 
 pub(super) async fn audit_page(

@@ -14,6 +14,8 @@ mod db;
 mod devices;
 #[cfg(test)]
 mod lifecycle_tests;
+mod members;
+mod provisioning;
 pub mod provisioning_log;
 pub mod scim;
 mod scim_log;
@@ -39,6 +41,7 @@ pub use crate::domain::people::{
 };
 pub use crate::domain::policy::Policy;
 use db::{store_trait, Db};
+pub use members::{Invitation, Invitee, MemberChange, NewInvitation};
 use scim::ScimStore;
 use sealed::SealedStore;
 use sso::SsoStore;
@@ -249,6 +252,59 @@ store_trait! {
             /// Ends the sessions of the workspace's users other than its owners (single sign-on
             /// enforced); returns how many.
             async fn end_sessions_but_owners(&self, workspace_id: i64) -> Result<u64>;
+        }
+
+        mod members {
+            /// Adds a member with a one-time password (or, with `link`, an invitation link and a
+            /// password nobody knows) and its audit entry, in one transaction; `Conflict` when the
+            /// e-mail is already in the workspace.
+            async fn invite_member(
+                &self,
+                invitee: &Invitee,
+                now: OffsetDateTime,
+                audit: AuditEvent,
+            ) -> Result<User>;
+            /// The invitation link with this token hash, used or not.
+            async fn invitation(&self, token_hash: &str) -> Result<Option<Invitation>>;
+            /// Spends the invitation (unused, unexpired at `now`) and sets its person's password,
+            /// with the audit entry, in one transaction; false when it was no longer usable.
+            async fn accept_invitation(
+                &self,
+                token_hash: &str,
+                user_id: i64,
+                password_hash: &str,
+                now: OffsetDateTime,
+                audit: AuditEvent,
+            ) -> Result<bool>;
+            /// Sets the member's role from `from` to `to` with its audit entry, unless the role
+            /// moved meanwhile or the workspace would be left without an owner.
+            async fn set_member_role(
+                &self,
+                workspace_id: i64,
+                user_id: i64,
+                from: Role,
+                to: Role,
+                now: OffsetDateTime,
+                audit: AuditEvent,
+            ) -> Result<MemberChange>;
+            /// Deletes the member (sessions, phones, password and links with them) with its audit
+            /// entry, unless they are the last owner.
+            async fn remove_member(
+                &self,
+                workspace_id: i64,
+                user_id: i64,
+                now: OffsetDateTime,
+                audit: AuditEvent,
+            ) -> Result<MemberChange>;
+        }
+
+        mod provisioning {
+            /// How many SCIM requests of the workspace were logged since `since`.
+            async fn provisioning_requests(
+                &self,
+                workspace_id: i64,
+                since: OffsetDateTime,
+            ) -> Result<i64>;
         }
 
         mod devices {

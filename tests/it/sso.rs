@@ -1278,3 +1278,32 @@ async fn a_flood_from_one_address_ends_in_429_without_filling_the_audit_log() {
         .unwrap();
     problem(hop, &[429]).await;
 }
+
+/// Changing the provider lets another identity provider sign people in, as admins with
+/// `default_role`: like inviting an admin, it needs a sign-in or re-authentication within the
+/// reauth window, so a stolen owner cookie alone cannot do it (issue 16).
+#[tokio::test]
+async fn changing_the_provider_needs_a_recent_sign_in() {
+    let server = shared().await;
+    let ws = server.create_workspace();
+    let owner = owner(server, &ws).await;
+    let provider = NodeProvider::start(CLIENT_ID, CLIENT_SECRET, &redirect_uri(server)).await;
+    server
+        .age_session_authentication(&ws.slug, &ws.owner_email, 601)
+        .await;
+    let refused = problem(
+        put_sso(&owner, &settings(&provider.issuer, &[], "admin", false)).await,
+        &[403],
+    )
+    .await;
+    assert_eq!(refused["reauth_required"], true, "{refused}");
+    problem(owner.get("/v1/console/sso").await, &[404]).await;
+    let resp = owner
+        .post_json(
+            "/v1/console/session/reauth",
+            &json!({ "password": ws.owner_password }),
+        )
+        .await;
+    assert_eq!(resp.status().as_u16(), 204);
+    configure(&owner, &provider.issuer, &[], "admin").await;
+}

@@ -814,3 +814,37 @@ async fn staff_add_a_second_phone_only_through_the_first_and_reauthenticate_for_
     assert_eq!(resp.status().as_u16(), 204);
     json_body(browser.post("/v1/support/devices/enrollments").await, 201).await;
 }
+
+/// What the support page reads (issue 16): who is signed in, and their own phones; nobody else's,
+/// and never with a console cookie.
+#[tokio::test]
+async fn the_support_page_reads_who_is_signed_in_and_their_own_phones() {
+    let server = shared().await;
+    let staff = staff_with_phone(server).await;
+    let me = json_body(staff.browser.get("/v1/support/session").await, 200).await;
+    assert_eq!(me, json!({ "email": staff.email }));
+    let devices = json_body(staff.browser.get("/v1/support/devices").await, 200).await;
+    let devices = devices["devices"].as_array().expect("devices").clone();
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    assert_eq!(devices[0]["id"], staff.phone.device_id.as_str());
+
+    let nobody = Browser::new(server);
+    problem(nobody.get("/v1/support/session").await, &[401]).await;
+    problem(nobody.get("/v1/support/devices").await, &[401]).await;
+    // A console session is nobody here, and a support session nobody in the console.
+    let owner = owner_with_phone(server).await;
+    problem(owner.browser.get("/v1/support/session").await, &[401]).await;
+    problem(owner.browser.get("/v1/support/devices").await, &[401]).await;
+    problem(staff.browser.get("/v1/console/devices").await, &[401]).await;
+    // Signed out, the cookie reads nothing.
+    assert_eq!(
+        staff
+            .browser
+            .delete("/v1/support/session")
+            .await
+            .status()
+            .as_u16(),
+        204
+    );
+    problem(staff.browser.get("/v1/support/session").await, &[401]).await;
+}

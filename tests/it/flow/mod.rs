@@ -5,6 +5,7 @@
 
 mod edge;
 mod lifecycle;
+mod members;
 mod resilience;
 mod security;
 
@@ -73,6 +74,31 @@ async fn user_with_phone(server: &TestServer, ws: &Workspace, role: &str) -> Per
         browser,
         phone,
     }
+}
+
+/// The workspace's audit entries of `kind`, newest first, as its owner or an admin reads them.
+pub(super) async fn audit_of(owner: &Browser, kind: &str) -> Vec<Value> {
+    let page = json_body(
+        owner
+            .get(&format!("/v1/console/audit?kind={kind}&limit=200"))
+            .await,
+        200,
+    )
+    .await;
+    page["entries"].as_array().expect("entries").clone()
+}
+
+/// The id of the person with this e-mail, from the members list.
+pub(super) async fn member_id(owner: &Browser, email: &str) -> i64 {
+    let list = json_body(owner.get("/v1/console/members").await, 200).await;
+    list["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["email"] == email)
+        .unwrap_or_else(|| panic!("{email} not in {list}"))["id"]
+        .as_i64()
+        .expect("id")
 }
 
 fn id_of(challenge: &Value) -> String {

@@ -21,13 +21,13 @@ const MEND_AUDIT_SQLITE: &str = "DROP TRIGGER audit_refused;";
 const MEND_AUDIT_POSTGRES: &str =
     "DROP TRIGGER audit_refused ON audit_log; DROP FUNCTION refuse_audit();";
 
-async fn break_audit(server: &TestServer) {
+pub(super) async fn break_audit(server: &TestServer) {
     server
         .execute_sql(BREAK_AUDIT_SQLITE, BREAK_AUDIT_POSTGRES)
         .await;
 }
 
-async fn mend_audit(server: &TestServer) {
+pub(super) async fn mend_audit(server: &TestServer) {
     server
         .execute_sql(MEND_AUDIT_SQLITE, MEND_AUDIT_POSTGRES)
         .await;
@@ -96,7 +96,7 @@ async fn nothing_security_relevant_happens_while_the_audit_log_cannot_be_written
 
 /// Sends `request` on a fresh connection, waits `after`, then resets the connection (RST, not
 /// FIN): the server sees its client vanish at that moment.
-async fn send_and_reset(addr: SocketAddr, request: &[u8], after: Duration) {
+pub(super) async fn send_and_reset(addr: SocketAddr, request: &[u8], after: Duration) {
     let Ok(mut tcp) = TcpStream::connect(addr).await else {
         return;
     };
@@ -117,7 +117,7 @@ async fn send_and_reset(addr: SocketAddr, request: &[u8], after: Duration) {
     drop(tcp);
 }
 
-fn raw(method: &str, path: &str, headers: &[(&str, String)], body: &str) -> Vec<u8> {
+pub(super) fn raw(method: &str, path: &str, headers: &[(&str, String)], body: &str) -> Vec<u8> {
     let mut text = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     for (name, value) in headers {
         text.push_str(&format!("{name}: {value}\r\n"));
@@ -131,7 +131,7 @@ fn raw(method: &str, path: &str, headers: &[(&str, String)], body: &str) -> Vec<
     text.into_bytes()
 }
 
-fn cookie_header(browser: &Browser) -> String {
+pub(super) fn cookie_header(browser: &Browser) -> String {
     browser
         .cookies
         .iter()

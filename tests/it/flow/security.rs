@@ -13,30 +13,6 @@ fn thief(server: &TestServer, victim: &Browser) -> Browser {
     stolen
 }
 
-/// The workspace's audit entries of `kind`, newest first.
-async fn audit_of(owner: &Browser, kind: &str) -> Vec<Value> {
-    let page = json_body(
-        owner
-            .get(&format!("/v1/console/audit?kind={kind}&limit=200"))
-            .await,
-        200,
-    )
-    .await;
-    page["entries"].as_array().expect("entries").clone()
-}
-
-async fn member_id(owner: &Browser, email: &str) -> i64 {
-    let list = json_body(owner.get("/v1/console/members").await, 200).await;
-    list["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .find(|m| m["email"] == email)
-        .unwrap_or_else(|| panic!("{email} not in {list}"))["id"]
-        .as_i64()
-        .expect("id")
-}
-
 #[tokio::test]
 async fn a_stolen_session_adds_no_phone_and_reaches_no_token() {
     let server = shared().await;

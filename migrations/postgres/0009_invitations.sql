@@ -1,0 +1,11 @@
+-- Invitation links (issue 16): instead of a one-time password the inviter passes on, a link that
+-- works once within 24 hours and lets the invitee choose their own password. Only the link's
+-- token's SHA-256 is kept; the invitation goes with its person.
+CREATE TABLE invitations (
+    token_hash  TEXT PRIMARY KEY,
+    user_id     BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    used_at     BIGINT
+);
+CREATE INDEX invitations_user ON invitations (user_id);
