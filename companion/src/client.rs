@@ -296,6 +296,226 @@ fn url_segment(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signer::SoftwareSigner;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers every request with `status` and `body`, whatever was asked.
+    async fn answering(status: &str, body: String) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let response = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                read_request(&mut stream).await;
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        base
+    }
+
+    /// Reads one whole request (headers, then content-length bytes), so that closing the
+    /// connection after the answer resets nothing the client still sends.
+    async fn read_request(stream: &mut tokio::net::TcpStream) {
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if seen.len() >= end + 4 + length {
+                    return;
+                }
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn offer(server: String) -> EnrollmentOffer {
+        EnrollmentOffer {
+            server,
+            code: "CODE".into(),
+        }
+    }
+
+    fn fcm() -> EnrollRequest {
+        EnrollRequest {
+            name: "test".into(),
+            platform: PushPlatform::Fcm,
+            push_token: None,
+        }
+    }
+
+    async fn enroll_answered(status: &str, body: &str) -> Result<Device> {
+        let server = answering(status, body.to_owned()).await;
+        Device::enroll(&offer(server), &fcm(), Arc::new(SoftwareSigner::generate())).await
+    }
+
+    fn device_at(server: String) -> Device {
+        let state = DeviceState {
+            server: server.clone(),
+            device_id: "dev1".into(),
+            audience: server,
+        };
+        Device::restore(state, Arc::new(SoftwareSigner::generate())).unwrap()
+    }
+
+    fn challenge() -> Challenge {
+        let body = serde_json::json!({"challenges": [{"id": "c1", "action": "scim_token.reveal", "nonce": "n",
+            "number_choices": [1, 2, 3], "workspace": {"slug": "a", "name": "A"},
+            "requested_by": {"email": "o@a.example"}, "context": {"ip": "127.0.0.1", "user_agent": "x"},
+            "created_at": "2026-11-28T12:00:00Z", "expires_at": "2999-01-01T00:00:00Z"}]});
+        parse_pending(body.to_string().as_bytes())
+            .unwrap()
+            .remove(0)
+    }
+
+    #[tokio::test]
+    async fn enrollment_answers_map_to_typed_errors() {
+        assert_eq!(
+            enroll_answered("410 Gone", "{}").await.unwrap_err(),
+            CompanionError::Expired
+        );
+        assert!(matches!(
+            enroll_answered("404 Not Found", r#"{"type":"urn:assent:problem:not_found","detail":"no such resource"}"#).await,
+            Err(CompanionError::Refused { status: 404, ref detail, .. }) if detail == "no such resource"
+        ));
+        for body in [
+            "{}",
+            "<html>hello</html>",
+            r#"{"device_id": 5, "audience": "a"}"#,
+            "",
+        ] {
+            assert!(
+                matches!(
+                    enroll_answered("201 Created", body).await,
+                    Err(CompanionError::InvalidPayload { .. })
+                ),
+                "{body} was accepted"
+            );
+        }
+        let enrolled =
+            enroll_answered("201 Created", r#"{"device_id":"d1","audience":"http://a"}"#)
+                .await
+                .unwrap();
+        assert_eq!(enrolled.state().device_id, "d1");
+        // Nothing listens on a port just freed.
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", listener.local_addr().unwrap())
+        };
+        let err = Device::enroll(&offer(closed), &fcm(), Arc::new(SoftwareSigner::generate()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CompanionError::Network { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn decision_answers_map_to_typed_errors() {
+        for (status, body, expected) in [
+            ("409 Conflict", "{}", CompanionError::AlreadyDecided),
+            (
+                "422 Unprocessable Entity",
+                "{}",
+                CompanionError::WrongNumber,
+            ),
+            ("410 Gone", "{}", CompanionError::Expired),
+        ] {
+            let device = device_at(answering(status, body.to_owned()).await);
+            assert_eq!(
+                device.approve(&challenge(), 2).await.unwrap_err(),
+                expected,
+                "{status}"
+            );
+        }
+        for body in ["", "{}", r#"{"status":"pending"}"#, "[]"] {
+            let device = device_at(answering("200 OK", body.to_owned()).await);
+            assert!(matches!(
+                device.deny(&challenge(), None).await,
+                Err(CompanionError::InvalidPayload { .. })
+            ));
+        }
+        let device = device_at(answering("200 OK", r#"{"status":"denied"}"#.to_owned()).await);
+        assert_eq!(
+            device
+                .deny(&challenge(), Some(DenyReason::NotMe))
+                .await
+                .unwrap(),
+            DecisionStatus::Denied
+        );
+        // Refused locally, before any request: a number off the list, an expired challenge.
+        assert!(matches!(
+            device.approve(&challenge(), 9).await,
+            Err(CompanionError::InvalidInput { .. })
+        ));
+        let mut old = challenge();
+        old.expires_at = "2020-01-01T00:00:00Z".into();
+        assert_eq!(
+            device.approve(&old, 2).await.unwrap_err(),
+            CompanionError::Expired
+        );
+    }
+
+    #[tokio::test]
+    async fn pending_and_device_answers_are_checked() {
+        for body in ["", "{}", r#"{"challenges":[{}]}"#, "<html>"] {
+            let device = device_at(answering("200 OK", body.to_owned()).await);
+            assert!(
+                matches!(
+                    device.pending().await,
+                    Err(CompanionError::InvalidPayload { .. })
+                ),
+                "{body}"
+            );
+            assert!(
+                matches!(
+                    device.pending_json().await,
+                    Err(CompanionError::InvalidPayload { .. })
+                ),
+                "{body}"
+            );
+        }
+        let huge = format!(r#"{{"challenges":[], "pad": "{}"}}"#, "x".repeat(MAX_BODY));
+        let device = device_at(answering("200 OK", huge).await);
+        assert!(matches!(
+            device.pending().await,
+            Err(CompanionError::InvalidPayload { .. })
+        ));
+        let device = device_at(
+            answering("401 Unauthorized", r#"{"title":"Unauthorized"}"#.to_owned()).await,
+        );
+        assert!(matches!(
+            device.pending().await,
+            Err(CompanionError::Refused { status: 401, .. })
+        ));
+        assert!(matches!(
+            device.unenroll().await,
+            Err(CompanionError::Refused { status: 401, .. })
+        ));
+        assert!(matches!(
+            device.update_push_token("t").await,
+            Err(CompanionError::Refused { status: 401, .. })
+        ));
+        let device = device_at(answering("204 No Content", String::new()).await);
+        device.update_push_token("t").await.unwrap();
+        device.unenroll().await.unwrap();
+        let device = device_at(answering("200 OK", r#"{"challenges":[]}"#.to_owned()).await);
+        let waited = device
+            .wait_for_challenge(None, Duration::from_millis(300), Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert_eq!(waited, None);
+    }
 
     #[test]
     fn ids_cannot_leave_their_path_segment() {

@@ -7,8 +7,8 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum CompanionError {
     /// The server could not be reached, or its answer did not arrive whole. Worth retrying.
-    #[error("network: {message}")]
-    Network { message: String },
+    #[error("network: {reason}")]
+    Network { reason: String },
     /// The server refused the call: its status and the problem's `type` and `detail`.
     #[error("the server answered {status}: {detail}")]
     Refused {
@@ -26,14 +26,14 @@ pub enum CompanionError {
     #[error("the number does not match the console's; the request was denied")]
     WrongNumber,
     /// The app's signer failed, or gave something that is not an ES256 signature by the enrolled key.
-    #[error("the signer failed: {message}")]
-    SignerFailed { message: String },
+    #[error("the signer failed: {reason}")]
+    SignerFailed { reason: String },
     /// A push payload, QR code or server answer that is not what Assent sends.
-    #[error("invalid payload: {message}")]
-    InvalidPayload { message: String },
+    #[error("invalid payload: {reason}")]
+    InvalidPayload { reason: String },
     /// The app passed something unusable (a number that is not among the choices, an empty token).
-    #[error("invalid input: {message}")]
-    InvalidInput { message: String },
+    #[error("invalid input: {reason}")]
+    InvalidInput { reason: String },
 }
 
 pub type Result<T, E = CompanionError> = std::result::Result<T, E>;
@@ -41,19 +41,19 @@ pub type Result<T, E = CompanionError> = std::result::Result<T, E>;
 impl CompanionError {
     pub(crate) fn payload(message: impl Into<String>) -> Self {
         Self::InvalidPayload {
-            message: message.into(),
+            reason: message.into(),
         }
     }
 
     pub(crate) fn input(message: impl Into<String>) -> Self {
         Self::InvalidInput {
-            message: message.into(),
+            reason: message.into(),
         }
     }
 
     pub(crate) fn signer(message: impl Into<String>) -> Self {
         Self::SignerFailed {
-            message: message.into(),
+            reason: message.into(),
         }
     }
 }
@@ -62,7 +62,7 @@ impl From<reqwest::Error> for CompanionError {
     fn from(e: reqwest::Error) -> Self {
         // reqwest's Display names the URL but never a header, so no Device JWS ends up here.
         Self::Network {
-            message: e.without_url().to_string(),
+            reason: e.without_url().to_string(),
         }
     }
 }

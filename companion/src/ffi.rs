@@ -1,7 +1,7 @@
 //! The API Swift, Kotlin and Python call. Blocking on purpose: every call is one short HTTP
 //! exchange, apps already call such APIs from a background queue / coroutine dispatcher, and a
 //! blocking call needs no async bridge between three languages' runtimes. The calls run the async
-//! core (src/client.rs) on one small runtime the SDK owns, shared by every `Companion`.
+//! core (src/client.rs) on one small runtime the SDK owns, shared by every `CompanionClient`.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -27,7 +27,7 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
         })
         .as_ref()
         .map_err(|e| CompanionError::Network {
-            message: format!("cannot start the SDK's runtime: {e}"),
+            reason: format!("cannot start the SDK's runtime: {e}"),
         })
 }
 
@@ -38,12 +38,12 @@ fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T
 /// An enrolled phone. Keep its `state()` (not secret) and the key in the signer; `restore` both
 /// on the next launch.
 #[derive(uniffi::Object)]
-pub struct Companion {
+pub struct CompanionClient {
     device: Device,
 }
 
 #[uniffi::export]
-impl Companion {
+impl CompanionClient {
     /// Enrolls this phone with the console's QR code or a typed code (`enrollment_offer`).
     #[uniffi::constructor]
     pub fn enroll(

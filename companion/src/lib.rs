@@ -22,7 +22,7 @@ mod signer;
 
 pub use client::Device;
 pub use error::CompanionError;
-pub use ffi::Companion;
+pub use ffi::CompanionClient;
 pub use model::{
     describe_action, enrollment_offer, parse_enrollment_uri, parse_pending, Challenge,
     DecisionStatus, DenyReason, DeviceState, EnrollRequest, EnrollmentOffer, PushPlatform,

@@ -17,13 +17,13 @@ use crate::error::{CompanionError, Result};
 /// biometrics, the keystore is locked).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum SignerError {
-    #[error("{message}")]
-    Failed { message: String },
+    #[error("{reason}")]
+    Failed { reason: String },
 }
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for SignerError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
-        Self::Failed { message: e.reason }
+        Self::Failed { reason: e.reason }
     }
 }
 
@@ -209,7 +209,7 @@ mod tests {
         let other: Signature = SigningKey::random(&mut rand::rngs::OsRng).sign(b"x");
         let bad = [
             Err(SignerError::Failed {
-                message: "user cancelled".into(),
+                reason: "user cancelled".into(),
             }),
             Ok(vec![]),
             Ok(vec![0; 63]),
