@@ -186,7 +186,9 @@ fn ask_number(challenge: &Challenge) -> anyhow::Result<u8> {
 fn status_word(status: assent_companion::DecisionStatus) -> &'static str {
     match status {
         assent_companion::DecisionStatus::Approved => "approved",
-        assent_companion::DecisionStatus::AwaitingSecondApproval => "approved (awaiting a second approval)",
+        assent_companion::DecisionStatus::AwaitingSecondApproval => {
+            "approved (awaiting a second approval)"
+        }
         assent_companion::DecisionStatus::Denied => "denied",
     }
 }
