@@ -326,6 +326,9 @@ mod tests {
         assert_eq!(parse_pending(br#"{"challenges": []}"#).unwrap(), vec![]);
     }
 
+    /// One way to break a challenge.
+    type Edit = Box<dyn Fn(&mut Value)>;
+
     #[test]
     fn malformed_pending_lists_are_invalid_payloads() {
         let mut cases: Vec<Vec<u8>> = [
@@ -340,7 +343,7 @@ mod tests {
         .iter()
         .map(|s| s.as_bytes().to_vec())
         .collect();
-        let broken: Vec<Box<dyn Fn(&mut Value)>> = vec![
+        let broken: Vec<Edit> = vec![
             Box::new(|c| c["number_choices"] = json!([1, 2])),
             Box::new(|c| c["number_choices"] = json!([1, 2, 300])),
             Box::new(|c| c["number_choices"] = json!([1, 2, -3])),
