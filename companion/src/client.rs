@@ -191,13 +191,10 @@ impl Device {
         }
     }
 
-    /// Approves with the number the person picked among the three.
+    /// Approves with the number the person picked. The number is signed and sent as it is, even
+    /// one outside the three choices: the server alone judges it (a wrong one denies the
+    /// challenge, `WrongNumber`), as CONTRACT.md sections 4 and 9 say.
     pub async fn approve(&self, challenge: &Challenge, number: u8) -> Result<DecisionStatus> {
-        if !challenge.number_choices.contains(&number) {
-            return Err(CompanionError::input(
-                "the number is not one of the challenge's choices",
-            ));
-        }
         self.decide(challenge, "approve", Some(number), None).await
     }
 
@@ -453,11 +450,12 @@ mod tests {
                 .unwrap(),
             DecisionStatus::Denied
         );
-        // Refused locally, before any request: a number off the list, an expired challenge.
-        assert!(matches!(
-            device.approve(&challenge(), 9).await,
-            Err(CompanionError::InvalidInput { .. })
-        ));
+        // A number off the list is the server's to judge: signed and sent (this server denied).
+        assert_eq!(
+            device.approve(&challenge(), 9).await.unwrap(),
+            DecisionStatus::Denied
+        );
+        // Refused locally, before any request: an expired challenge.
         let mut old = challenge();
         old.expires_at = "2020-01-01T00:00:00Z".into();
         assert_eq!(

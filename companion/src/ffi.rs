@@ -95,7 +95,7 @@ impl CompanionClient {
         ))
     }
 
-    /// Approves with the number the person picked among `number_choices`.
+    /// Approves with the number the person picked (signed and sent as it is: the server judges it).
     pub fn approve(&self, challenge: Challenge, number: u8) -> Result<DecisionStatus> {
         block_on(self.device.approve(&challenge, number))
     }

@@ -234,7 +234,11 @@ pub async fn run(args: CompanionArgs) -> anyhow::Result<()> {
                     println!("no pending challenges");
                 }
                 for c in list {
-                    println!("{}  choices {:?}", describe(&c), c.number_choices);
+                    println!(
+                        "{}  choices {}",
+                        describe(&c),
+                        serde_json::json!(c.number_choices)
+                    );
                 }
             }
         }

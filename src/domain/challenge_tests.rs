@@ -296,7 +296,11 @@ fn a_phone_decides_in_the_contract_words_only() {
     let approve = Decision::from_claims(claims("approve", None), "dev_1", 7).unwrap();
     assert!(approve.approve);
     assert_eq!(
-        (approve.device_id.as_str(), approve.device_user_id, approve.number),
+        (
+            approve.device_id.as_str(),
+            approve.device_user_id,
+            approve.number
+        ),
         ("dev_1", 7, Some(42))
     );
     let deny = Decision::from_claims(claims("deny", Some("not_me")), "dev_1", 7).unwrap();
