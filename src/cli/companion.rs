@@ -1,16 +1,19 @@
-//! `assent companion`: what the phone app does, for demos, support and tests. It signs with the
-//! same `DeviceSigner` whose formats the server verifies (domain/device.rs), so the two never drift.
+//! `assent companion`: what the phone app does, for demos, support and tests. It is the companion
+//! SDK (companion/) with a software key, so the simulator and the phone apps share one
+//! implementation of enrollment, the Device JWS and decision signing.
 
 use anyhow::{anyhow, bail, Context};
+use assent_companion::{
+    enrollment_offer, Challenge, DenyReason, Device, DeviceState, EnrollRequest, PushPlatform,
+    SoftwareSigner,
+};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use time::OffsetDateTime;
-
-use crate::domain::device::{DecisionClaims, DeviceSigner};
+use std::sync::Arc;
 
 #[derive(Args)]
 pub struct CompanionArgs {
@@ -95,7 +98,7 @@ fn save(path: &Path, state: &State) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(path: &Path) -> anyhow::Result<(State, DeviceSigner)> {
+fn load(path: &Path) -> anyhow::Result<Device> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
             "no companion state at {}; run `assent companion enroll` first",
@@ -104,9 +107,14 @@ fn load(path: &Path) -> anyhow::Result<(State, DeviceSigner)> {
     })?;
     let state: State =
         serde_json::from_str(&text).context("the companion state file is damaged")?;
-    let signer = DeviceSigner::from_pkcs8_pem(&state.private_key_pem)
+    let signer = SoftwareSigner::from_pkcs8_pem(&state.private_key_pem)
         .map_err(|_| anyhow!("the companion key is damaged"))?;
-    Ok((state, signer))
+    let device = DeviceState {
+        server: state.server,
+        device_id: state.device_id,
+        audience: state.audience,
+    };
+    Ok(Device::restore(device, Arc::new(signer))?)
 }
 
 /// Turns an error answer into one line (problem+json's detail when there is one).
@@ -123,130 +131,48 @@ pub(crate) async fn check(response: reqwest::Response) -> anyhow::Result<Value> 
     bail!("the server answered {}: {detail}", status.as_u16())
 }
 
-struct Device {
-    state: State,
-    signer: DeviceSigner,
-    http: reqwest::Client,
-}
-
-impl Device {
-    fn auth(&self) -> String {
-        format!(
-            "Device {}",
-            self.signer.sign_request(
-                &self.state.device_id,
-                &self.state.audience,
-                OffsetDateTime::now_utc()
-            )
-        )
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.state.server.trim_end_matches('/'))
-    }
-
-    async fn pending(&self) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .get(self.url("/v1/mobile/challenges"))
-            .header("authorization", self.auth())
-            .send()
-            .await?;
-        check(response).await
-    }
-
-    /// The challenge to decide: the one named, or the newest pending one.
-    async fn pick(&self, id: Option<String>) -> anyhow::Result<Value> {
-        let pending = self.pending().await?;
-        let list = pending["challenges"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        match id {
-            Some(id) => list
-                .into_iter()
-                .find(|c| c["id"] == id.as_str())
-                .ok_or_else(|| anyhow!("no pending challenge {id}")),
-            None => list
-                .into_iter()
-                .next()
-                .ok_or_else(|| anyhow!("no pending challenge")),
-        }
-    }
-
-    async fn decide(
-        &self,
-        challenge: &Value,
-        decision: &str,
-        number: Option<u8>,
-        reason: Option<String>,
-    ) -> anyhow::Result<Value> {
-        let iat = OffsetDateTime::now_utc().unix_timestamp();
-        let text = |key: &str| challenge[key].as_str().unwrap_or_default().to_owned();
-        // A support rotation signs what the phone shows about it: the workspace and the ticket.
-        let support = challenge["action"] == "scim_token.support_rotate";
-        let shown = |v: &Value| support.then(|| v.as_str().unwrap_or_default().to_owned());
-        let claims = DecisionClaims {
-            iss: self.state.device_id.clone(),
-            aud: self.state.audience.clone(),
-            sub: text("id"),
-            nonce: text("nonce"),
-            action: text("action"),
-            decision: decision.to_owned(),
-            number,
-            reason,
-            workspace: shown(&challenge["workspace"]["slug"]),
-            ticket: shown(&challenge["context"]["ticket"]),
-            iat,
-            exp: iat + 60,
-        };
-        let jws = self.signer.sign_decision(&self.state.device_id, &claims);
-        let response = self
-            .http
-            .post(self.url(&format!("/v1/mobile/challenges/{}/decision", claims.sub)))
-            .header("authorization", self.auth())
-            .json(&json!({ "decision": jws }))
-            .send()
-            .await?;
-        check(response).await
+/// The challenge to decide: the one named, or the newest pending one.
+async fn pick(device: &Device, id: Option<String>) -> anyhow::Result<Challenge> {
+    let list = device.pending().await?;
+    match id {
+        Some(id) => list
+            .into_iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| anyhow!("no pending challenge {id}")),
+        None => list
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("no pending challenge")),
     }
 }
 
 /// One line for a pending challenge: what is asked in words (the phone shows what it signs:
 /// "Add a new phone to your account" for `device.enroll`), whom it is about, and from where.
-fn describe(c: &Value) -> String {
-    let ticket = match c["context"]["ticket"].as_str() {
+fn describe(c: &Challenge) -> String {
+    let ticket = match &c.ticket {
         Some(t) => format!("  ticket {t}"),
         None => String::new(),
     };
-    let member = match c["context"]["member"]["email"].as_str() {
+    let member = match &c.member_email {
         Some(m) => format!("  member {m}"),
         None => String::new(),
     };
-    let words = match c["context"]["description"].as_str() {
-        Some(d) => format!(" ({d})"),
-        None => String::new(),
-    };
     format!(
-        "{}  {}{words}{member}{ticket}  workspace {} ({})  asked by {} from {}  expires {}",
-        c["id"].as_str().unwrap_or_default(),
-        c["action"].as_str().unwrap_or_default(),
-        c["workspace"]["name"].as_str().unwrap_or_default(),
-        c["workspace"]["slug"].as_str().unwrap_or_default(),
-        c["requested_by"]["email"].as_str().unwrap_or_default(),
-        c["context"]["ip"].as_str().unwrap_or_default(),
-        c["expires_at"].as_str().unwrap_or_default(),
+        "{}  {} ({}){member}{ticket}  workspace {} ({})  asked by {} from {}  expires {}",
+        c.id,
+        c.action,
+        c.description,
+        c.workspace_name,
+        c.workspace_slug,
+        c.requested_by,
+        c.ip,
+        c.expires_at,
     )
 }
 
 /// Shows the three numbers and asks which one the console shows.
-fn ask_number(challenge: &Value) -> anyhow::Result<u8> {
-    let choices: Vec<u64> = challenge["number_choices"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_u64)
-        .collect();
+fn ask_number(challenge: &Challenge) -> anyhow::Result<u8> {
+    let choices = &challenge.number_choices;
     eprintln!("{}", describe(challenge));
     eprint!("Which number does the console show? {choices:?}: ");
     std::io::stderr().flush()?;
@@ -257,33 +183,36 @@ fn ask_number(challenge: &Value) -> anyhow::Result<u8> {
         .map_err(|_| anyhow!("expected one of {choices:?}"))
 }
 
+fn status_word(status: assent_companion::DecisionStatus) -> &'static str {
+    match status {
+        assent_companion::DecisionStatus::Approved => "approved",
+        assent_companion::DecisionStatus::AwaitingSecondApproval => {
+            "approved (awaiting a second approval)"
+        }
+        assent_companion::DecisionStatus::Denied => "denied",
+    }
+}
+
 pub async fn run(args: CompanionArgs) -> anyhow::Result<()> {
     let path = match args.state {
         Some(p) => p,
         None => default_state_path()?,
     };
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()?;
     if let CompanionCommand::Enroll { server, code, name } = &args.command {
-        let signer = DeviceSigner::generate();
-        let response = http
-            .post(format!("{}/v1/mobile/devices", server.trim_end_matches('/')))
-            .json(&json!({"enrollment_code": code, "name": name, "platform": "fcm", "public_key": signer.public_key().to_jwk()}))
-            .send()
-            .await?;
-        let answer = check(response).await?;
+        let signer = Arc::new(SoftwareSigner::generate());
+        let offer = enrollment_offer(server.clone(), code.clone())?;
+        let request = EnrollRequest {
+            name: name.clone(),
+            platform: PushPlatform::Fcm,
+            push_token: None,
+        };
+        let device = Device::enroll(&offer, &request, signer.clone()).await?;
+        let enrolled = device.state();
         let state = State {
             server: server.clone(),
-            device_id: answer["device_id"]
-                .as_str()
-                .ok_or_else(|| anyhow!("the server sent no device_id"))?
-                .to_owned(),
-            audience: answer["audience"]
-                .as_str()
-                .ok_or_else(|| anyhow!("the server sent no audience"))?
-                .to_owned(),
-            private_key_pem: signer.to_pkcs8_pem().expose().to_owned(),
+            device_id: enrolled.device_id.clone(),
+            audience: enrolled.audience.clone(),
+            private_key_pem: signer.to_pkcs8_pem().to_string(),
         };
         save(&path, &state)?;
         println!(
@@ -293,46 +222,45 @@ pub async fn run(args: CompanionArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let (state, signer) = load(&path)?;
-    let device = Device {
-        state,
-        signer,
-        http,
-    };
+    let device = load(&path)?;
     match args.command {
         CompanionCommand::Enroll { .. } => unreachable!("handled above"),
         CompanionCommand::Pending { json } => {
-            let pending = device.pending().await?;
             if json {
-                println!("{pending}");
+                println!("{}", device.pending_json().await?);
             } else {
-                let list = pending["challenges"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
+                let list = device.pending().await?;
                 if list.is_empty() {
                     println!("no pending challenges");
                 }
                 for c in list {
-                    println!("{}  choices {}", describe(&c), c["number_choices"]);
+                    println!(
+                        "{}  choices {}",
+                        describe(&c),
+                        serde_json::json!(c.number_choices)
+                    );
                 }
             }
         }
         CompanionCommand::Approve { challenge, number } => {
-            let picked = device.pick(challenge).await?;
+            let picked = pick(&device, challenge).await?;
             let number = match number {
                 Some(n) => n,
                 None => ask_number(&picked)?,
             };
-            let answer = device
-                .decide(&picked, "approve", Some(number), None)
-                .await?;
-            println!("{}", answer["status"].as_str().unwrap_or("done"));
+            let status = device.approve(&picked, number).await?;
+            println!("{}", status_word(status));
         }
         CompanionCommand::Deny { challenge, reason } => {
-            let picked = device.pick(challenge).await?;
-            let answer = device.decide(&picked, "deny", None, reason).await?;
-            println!("{}", answer["status"].as_str().unwrap_or("done"));
+            let picked = pick(&device, challenge).await?;
+            let reason = match reason.as_deref() {
+                Some("not_me") => Some(DenyReason::NotMe),
+                Some("mistake") => Some(DenyReason::Mistake),
+                None => None,
+                Some(other) => bail!("unknown reason {other}"),
+            };
+            let status = device.deny(&picked, reason).await?;
+            println!("{}", status_word(status));
         }
     }
     Ok(())
