@@ -7,14 +7,26 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
+use super::token_cache::TokenCache;
 use super::{Bus, BusError, Subscription};
 use crate::proto::ChallengeChanged;
 
 type Channels = Arc<Mutex<HashMap<String, broadcast::Sender<ChallengeChanged>>>>;
 
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct MemoryBus {
     channels: Channels,
+    /// One process misses no announcement: trusted from the start.
+    tokens: Arc<TokenCache>,
+}
+
+impl Default for MemoryBus {
+    fn default() -> Self {
+        Self {
+            channels: Channels::default(),
+            tokens: Arc::new(TokenCache::new(true)),
+        }
+    }
 }
 
 struct Unsubscribe {
@@ -68,6 +80,15 @@ impl Bus for MemoryBus {
     async fn publish(&self, message: ChallengeChanged) -> Result<(), BusError> {
         self.deliver(message);
         Ok(())
+    }
+
+    async fn publish_token_changed(&self, workspace_id: i64) -> Result<(), BusError> {
+        self.tokens.invalidate_workspace(workspace_id);
+        Ok(())
+    }
+
+    fn token_cache(&self) -> &TokenCache {
+        &self.tokens
     }
 
     async fn subscribe(&self, challenge_id: &str) -> Result<Subscription, BusError> {

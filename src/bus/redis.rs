@@ -15,6 +15,10 @@
 //! - PSUBSCRIBE would make Redis match a pattern on every PUBLISH, for nothing.
 //!
 //! The price is that every instance receives every change: a few messages of ~40 bytes per step-up.
+//!
+//! The channel also carries `ScimTokenChanged` (issue 18), in the one `BusMessage` envelope, so a
+//! rotation's announcement is handled before the approval published after it. While the
+//! subscription is down the token cache is not trusted: an announcement may be going by unheard.
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -25,9 +29,11 @@ use redis::aio::ConnectionManager;
 use std::time::Duration;
 
 use super::memory::MemoryBus;
+use super::token_cache::TokenCache;
 use super::{Bus, BusError, Subscription};
 use crate::metrics::RedisLabels;
-use crate::proto::ChallengeChanged;
+use crate::proto::{bus_message::Kind, BusMessage, ChallengeChanged, ScimTokenChanged};
+use std::sync::Arc;
 use crate::redis_link::connection_manager;
 
 pub const CHANNEL: &str = "assent:challenge-changed";
@@ -41,6 +47,8 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 
 pub struct RedisBus {
     local: MemoryBus,
+    /// Trusted only while the listener is subscribed.
+    tokens: Arc<TokenCache>,
     conn: ConnectionManager,
     round_trips: Family<RedisLabels, Counter>,
     listener: tokio::task::JoinHandle<()>,
@@ -51,9 +59,11 @@ impl RedisBus {
     pub fn open(url: &str, round_trips: Family<RedisLabels, Counter>) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         let local = MemoryBus::default();
-        let listener = tokio::spawn(listen(client.clone(), local.clone()));
+        let tokens = Arc::new(TokenCache::new(false));
+        let listener = tokio::spawn(listen(client.clone(), local.clone(), tokens.clone()));
         Ok(Self {
             local,
+            tokens,
             conn: connection_manager(client)?,
             round_trips,
             listener,
@@ -67,13 +77,12 @@ impl Drop for RedisBus {
     }
 }
 
-#[async_trait]
-impl Bus for RedisBus {
-    async fn publish(&self, message: ChallengeChanged) -> Result<(), BusError> {
+impl RedisBus {
+    async fn send(&self, kind: Kind) -> Result<(), BusError> {
         self.round_trips
             .get_or_create(&RedisLabels { op: "publish" })
             .inc();
-        // Local waiters hear it through Redis too: one path for every instance.
+        let message = BusMessage { kind: Some(kind) };
         let _receivers: i64 = redis::cmd("PUBLISH")
             .arg(CHANNEL)
             .arg(message.encode_to_vec())
@@ -82,6 +91,25 @@ impl Bus for RedisBus {
             .map_err(|e| BusError::Unavailable(format!("redis: {e}")))?;
         Ok(())
     }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    async fn publish(&self, message: ChallengeChanged) -> Result<(), BusError> {
+        // Local waiters hear it through Redis too: one path for every instance.
+        self.send(Kind::ChallengeChanged(message)).await
+    }
+
+    async fn publish_token_changed(&self, workspace_id: i64) -> Result<(), BusError> {
+        // Here at once, not only when Redis echoes it back.
+        self.tokens.invalidate_workspace(workspace_id);
+        self.send(Kind::ScimTokenChanged(ScimTokenChanged { workspace_id }))
+            .await
+    }
+
+    fn token_cache(&self) -> &TokenCache {
+        &self.tokens
+    }
 
     async fn subscribe(&self, challenge_id: &str) -> Result<Subscription, BusError> {
         self.local.subscribe(challenge_id).await
@@ -89,10 +117,12 @@ impl Bus for RedisBus {
 }
 
 /// Follows the channel for as long as the process lives, reconnecting with backoff.
-async fn listen(client: redis::Client, local: MemoryBus) {
+async fn listen(client: redis::Client, local: MemoryBus, tokens: Arc<TokenCache>) {
     let mut backoff = RECONNECT_FIRST;
     loop {
-        match follow(&client, &local).await {
+        let followed = follow(&client, &local, &tokens).await;
+        tokens.distrust();
+        match followed {
             Ok(()) => {
                 tracing::warn!("bus: lost the Redis pub/sub connection; reconnecting");
                 backoff = RECONNECT_FIRST;
@@ -109,7 +139,11 @@ async fn listen(client: redis::Client, local: MemoryBus) {
 
 /// Subscribes, wakes every local waiter, then delivers messages until the connection is lost
 /// (`Ok`); `Err` when it could not subscribe at all.
-async fn follow(client: &redis::Client, local: &MemoryBus) -> redis::RedisResult<()> {
+async fn follow(
+    client: &redis::Client,
+    local: &MemoryBus,
+    tokens: &TokenCache,
+) -> redis::RedisResult<()> {
     let timed_out = || redis::RedisError::from((redis::ErrorKind::Io, "timed out"));
     let pubsub = tokio::time::timeout(ANSWER_WITHIN, client.get_async_pubsub())
         .await
@@ -118,7 +152,9 @@ async fn follow(client: &redis::Client, local: &MemoryBus) -> redis::RedisResult
     tokio::time::timeout(ANSWER_WITHIN, sink.subscribe(CHANNEL))
         .await
         .map_err(|_| timed_out())??;
-    // Whatever was published while we were not subscribed never arrives: every waiter re-reads.
+    // Whatever was published while we were not subscribed never arrives: every waiter re-reads,
+    // and the token cache starts empty.
+    tokens.trust();
     local.wake_all();
     tracing::info!(channel = CHANNEL, "bus: subscribed on Redis");
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -128,10 +164,7 @@ async fn follow(client: &redis::Client, local: &MemoryBus) -> redis::RedisResult
         tokio::select! {
             message = messages.next() => {
                 let Some(message) = message else { return Ok(()) };
-                match ChallengeChanged::decode(message.get_payload_bytes()) {
-                    Ok(changed) => local.deliver(changed),
-                    Err(e) => tracing::warn!(error = %e, "bus: ignored a message that is not a ChallengeChanged"),
-                }
+                handle(message.get_payload_bytes(), local, tokens);
             }
             _ = ping.tick() => {
                 let answered = tokio::time::timeout(ANSWER_WITHIN, sink.ping::<redis::Value>()).await;
@@ -140,5 +173,67 @@ async fn follow(client: &redis::Client, local: &MemoryBus) -> redis::RedisResult
                 }
             }
         }
+    }
+}
+
+/// One message of the channel, handled before the next: a token change empties that workspace's
+/// cache entries before a later challenge change wakes anyone.
+fn handle(payload: &[u8], local: &MemoryBus, tokens: &TokenCache) {
+    match BusMessage::decode(payload) {
+        Ok(BusMessage {
+            kind: Some(Kind::ChallengeChanged(changed)),
+        }) => local.deliver(changed),
+        Ok(BusMessage {
+            kind: Some(Kind::ScimTokenChanged(changed)),
+        }) => tokens.invalidate_workspace(changed.workspace_id),
+        // A bare ChallengeChanged, as instances before the envelope publish it.
+        _ => match ChallengeChanged::decode(payload) {
+            Ok(changed) => local.deliver(changed),
+            Err(e) => tracing::warn!(error = %e, "bus: ignored a message it cannot read"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::people::Workspace;
+    use time::macros::datetime;
+
+    #[tokio::test]
+    async fn a_token_change_is_handled_before_the_challenge_change_after_it() {
+        let now = datetime!(2026-12-01 12:00 UTC);
+        let local = MemoryBus::default();
+        let tokens = TokenCache::new(true);
+        let workspace = Workspace {
+            id: 7,
+            slug: "w".into(),
+            name: "W".into(),
+            created_at: now,
+        };
+        tokens.put(tokens.ticket(), [1; 32], workspace, None, now);
+        let mut waiter = local.subscribe("c1").await.unwrap();
+        let token = BusMessage {
+            kind: Some(Kind::ScimTokenChanged(ScimTokenChanged { workspace_id: 7 })),
+        };
+        let approval = BusMessage {
+            kind: Some(Kind::ChallengeChanged(ChallengeChanged {
+                challenge_id: "c1".into(),
+                status: 2,
+                changed_at_unix_ms: 0,
+            })),
+        };
+        handle(&token.encode_to_vec(), &local, &tokens);
+        handle(&approval.encode_to_vec(), &local, &tokens);
+        assert_eq!(waiter.changed().await, Some(()));
+        assert!(tokens.get(&[1; 32], now).is_none(), "gone before the waiter woke");
+        // An old publisher's bare ChallengeChanged still wakes its waiter.
+        let bare = ChallengeChanged {
+            challenge_id: "c1".into(),
+            status: 2,
+            changed_at_unix_ms: 0,
+        };
+        handle(&bare.encode_to_vec(), &local, &tokens);
+        assert_eq!(waiter.changed().await, Some(()));
     }
 }

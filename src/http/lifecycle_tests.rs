@@ -372,3 +372,36 @@ async fn a_rotation_left_unfinished_by_a_dead_process_is_taken_up_once() {
     assert_eq!(status, StatusCode::OK, "{released}");
     assert_eq!(released["token"], made.expose(), "no second rotation");
 }
+
+#[tokio::test]
+async fn a_cached_token_is_refused_at_once_on_rotation_and_at_its_grace_end() {
+    let h = harness().await;
+    let cookie = h.owner("acme").await;
+    let phone = h.phone(&cookie).await;
+    let first = h.step_up(&cookie, &phone, "reveal").await;
+    assert_eq!(h.scim_status(&first).await, StatusCode::OK);
+    assert_eq!(h.app.bus.token_cache().len(), 1, "the token is cached");
+    assert_eq!(h.scim_status(&first).await, StatusCode::OK);
+
+    // No grace period: the cached token is refused with the rotation.
+    let second = h.step_up(&cookie, &phone, "rotate").await;
+    assert_eq!(h.scim_status(&first).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.scim_status(&second).await, StatusCode::OK);
+
+    // A one-minute grace: the replaced token, cached half-way through it, stops at its end,
+    // not a cache lifetime (MAX_AGE) after it was cached.
+    let (status, policy) = h
+        .set_policy(
+            &cookie,
+            json!({"two_person_rotation": false, "rotation_grace_minutes": 1, "token_viewers": "admins"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{policy}");
+    let _third = h.step_up(&cookie, &phone, "rotate").await;
+    h.clock.advance(Duration::seconds(30));
+    assert_eq!(h.scim_status(&second).await, StatusCode::OK, "in its grace");
+    h.clock.advance(Duration::seconds(29));
+    assert_eq!(h.scim_status(&second).await, StatusCode::OK, "cached, in its grace");
+    h.clock.advance(Duration::seconds(1));
+    assert_eq!(h.scim_status(&second).await, StatusCode::UNAUTHORIZED);
+}

@@ -90,7 +90,7 @@ impl App {
                 .detail(detail),
         )
         .await?;
-        if let Err(e) = self.store.put_scim_token(fresh, grace_until).await {
+        if let Err(e) = self.store_rotated_token(fresh, grace_until).await {
             // On record as rotated, yet it did not happen: say so next to it.
             self.note(
                 Audit::new(Kind::TokenRotationFailed)
@@ -99,7 +99,7 @@ impl App {
                     .detail(json!({"challenge": challenge.id})),
             )
             .await;
-            return Err(e.into());
+            return Err(e);
         }
         // Now the approval may be seen and the new token released. The store may blink: the
         // rotation is done, so try a few times before giving up on telling it.

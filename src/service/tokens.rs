@@ -46,7 +46,7 @@ impl App {
     pub async fn rotate_token(&self, workspace: &Workspace, by: &str) -> ApiResult<Rotated> {
         let (fresh, grace_until) = self.prepare_rotation(workspace, by).await?;
         let created_at = fresh.created_at;
-        self.store.put_scim_token(fresh, grace_until).await?;
+        self.store_rotated_token(fresh, grace_until).await?;
         Ok(Rotated {
             created_at,
             grace_until,
@@ -66,6 +66,23 @@ impl App {
         Ok((fresh, grace_until))
     }
 
+    /// Stores a rotation's token, then announces the change on the bus so that every instance's
+    /// token cache drops the workspace's entries (this one's before this returns). Announced even
+    /// when the write failed: it may have committed all the same, and a needless invalidation
+    /// costs one lookup. A failed announcement leaves other instances' caches to `MAX_AGE`.
+    pub async fn store_rotated_token(
+        &self,
+        fresh: StoredToken,
+        grace_until: Option<OffsetDateTime>,
+    ) -> ApiResult<()> {
+        let workspace_id = fresh.workspace_id;
+        let stored = self.store.put_scim_token(fresh, grace_until).await;
+        if let Err(e) = self.bus.publish_token_changed(workspace_id).await {
+            tracing::warn!(error = %e, "could not announce a SCIM token change on the bus; other instances' caches expire within a minute");
+        }
+        Ok(stored?)
+    }
+
     pub async fn reveal_token(&self, workspace: &Workspace) -> ApiResult<(Secret, OffsetDateTime)> {
         let stored = self.store.scim_token(workspace.id).await?.ok_or_else(|| {
             tracing::error!(workspace = %workspace.slug, "workspace has no SCIM token");
@@ -79,23 +96,45 @@ impl App {
         Ok((Secret::new(text), stored.created_at))
     }
 
-    /// The workspace a bearer token opens, if any. Malformed tokens are refused before any lookup.
+    /// The workspace a bearer token opens, if any. Malformed tokens are refused before any lookup;
+    /// a token that authenticated lately is answered from the bus's token cache (issue 18), which
+    /// every rotation empties for its workspace on every instance.
     pub async fn authenticate_scim(&self, bearer: &str) -> ApiResult<Option<Workspace>> {
         if !token::is_well_formed(bearer) {
             return Ok(None);
         }
         let hash = token::lookup_hash(bearer);
-        let found = match self.store.workspace_by_token_hash(&hash).await? {
-            Some(found) => Some(found),
+        let now = self.now();
+        let cache = self.bus.token_cache();
+        if let Some(workspace) = cache.get(&hash, now) {
+            return Ok(Some(workspace));
+        }
+        // Before the store is read: a rotation announced from here on voids what it answers.
+        let ticket = cache.ticket();
+        let (found, grace) = match self.store.workspace_by_token_hash(&hash).await? {
+            Some(found) => (Some(found), false),
             // A replaced token still in its grace period (asked only when the current ones miss).
-            None => {
-                self.store
-                    .workspace_by_grace_hash(&hash, self.now())
-                    .await?
-            }
+            None => (
+                self.store.workspace_by_grace_hash(&hash, now).await?,
+                true,
+            ),
         };
-        Ok(found
+        let Some(workspace) = found
             .filter(|(_, stored)| ct_eq(stored, &hash))
-            .map(|(workspace, _)| workspace))
+            .map(|(workspace, _)| workspace)
+        else {
+            return Ok(None);
+        };
+        let grace_until = if grace {
+            match self.store.grace_until(workspace.id, now).await? {
+                Some(until) => Some(until),
+                // Its grace ended between the two reads: answer this call, cache nothing.
+                None => return Ok(Some(workspace)),
+            }
+        } else {
+            None
+        };
+        cache.put(ticket, hash, workspace.clone(), grace_until, now);
+        Ok(Some(workspace))
     }
 }

@@ -240,10 +240,19 @@ pub(super) async fn sqlite_pools(url: &str) -> anyhow::Result<(SqlitePool, Sqlit
         .connect_with(options.clone())
         .await?;
     sqlx::migrate!("migrations/sqlite").run(&write).await?;
+    // Readers map the file (issue 18): every SCIM request writes the provisioning log, and a
+    // reader whose next transaction sees a changed WAL drops its page cache and read(2)s each page
+    // back (the filter's profile: pcache1Truncate, vfs_read, copies). Mapped, those pages are the
+    // kernel's page cache itself. 256 MiB of address space, not of memory.
     let read = SqlitePoolOptions::new()
         .max_connections(8)
         .test_before_acquire(false)
-        .connect_with(options.read_only(true).create_if_missing(false))
+        .connect_with(
+            options
+                .read_only(true)
+                .create_if_missing(false)
+                .pragma("mmap_size", "268435456"),
+        )
         .await?;
     Ok((write, read))
 }

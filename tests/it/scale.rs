@@ -597,3 +597,43 @@ async fn a_device_jws_replayed_on_the_other_instance_is_refused() {
         .await;
     }
 }
+
+/// SCIM with `token` on instance `at`: its status.
+async fn scim_on(cluster: &Cluster, at: usize, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{}/v1/scim/v2/Users?count=1", cluster.base(at)))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("SCIM request")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_token_rotated_on_a_is_refused_on_b_right_after_even_when_b_had_it_cached() {
+    let cluster = Cluster::start(2, 120).await;
+    let (console, phone) = owner(&cluster, A, A).await;
+    let (id, number) = console.reveal(cluster.base(A)).await;
+    approve(&cluster, &phone, A, &id, number).await;
+    let old = release_once(&cluster, &console, A, &id).await;
+    // Both instances have seen (and may have cached) the token.
+    for i in [A, B, A, B] {
+        assert_eq!(scim_on(&cluster, i, &old).await, 200);
+    }
+    // Rotated on A (no grace period: the default policy), approved and released there.
+    let body = json_body(
+        console.post(cluster.base(A), "/v1/console/scim-token/rotate").await,
+        202,
+    )
+    .await;
+    let id = body["challenge_id"].as_str().expect("challenge_id").to_owned();
+    approve(&cluster, &phone, A, &id, body["number"].as_i64().expect("number")).await;
+    let new = release_once(&cluster, &console, A, &id).await;
+    assert_ne!(new, old);
+    // B refuses the old one at once, and takes the new one.
+    for i in [B, A] {
+        assert_eq!(scim_on(&cluster, i, &old).await, 401, "instance {i}");
+        assert_eq!(scim_on(&cluster, i, &new).await, 200, "instance {i}");
+    }
+}

@@ -1,0 +1,286 @@
+//! SCIM benchmark with its own ceiling (issue 18, not a test): how much of what the HTTP stack
+//! alone can serve does Assent serve, measured in one run on one machine.
+//!
+//! 1. Assent (the release binary, started as the tests' `TestServer`: SQLite, or Postgres when
+//!    `ASSENT_TEST_POSTGRES_URL` is set) gets its SCIM token the real way, then 16 Rust clients
+//!    `POST /Users` with Entra ID's body: users/s.
+//! 2. The ceiling: a bare axum 0.8 handler in this process, on a 2-worker runtime like the
+//!    server's, answering the very bytes Assent answers for one filter (same size, same content
+//!    type) to the same wrk line.
+//! 3. `wrk -t2 -c16` on `GET /Users?filter=userName eq "<random loaded user>"` against both,
+//!    ceiling first, then Assent; Assent's requests/s printed as a fraction of the ceiling's.
+//!
+//! `ASSENT_BENCH_USERS` (default 100,000), `ASSENT_BENCH_SECS` (each wrk run, default 10, the
+//! issue's `-d10s`). Needs `wrk` (Debian's package; installed when missing, as root).
+//!
+//! Run: `cargo bench --bench scim_ceiling` (and again with `ASSENT_TEST_POSTGRES_URL` set).
+
+#[path = "../tests/it/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
+use support::measure::*;
+use support::scim::ScimTenant;
+use support::server::{ServerOptions, TestServer};
+
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// As many clients in flight as wrk's 16 connections (the issue's POST load).
+const CONCURRENCY: usize = 16;
+
+fn user_name(i: usize) -> String {
+    format!("user{i}@contoso.com")
+}
+
+/// The body Entra ID posts for a new user.
+fn entra_user(i: usize) -> String {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
+                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+        "externalId": format!("0a21f0f2-8d2a-4f8e-bf98-{i:012}"),
+        "userName": user_name(i),
+        "active": true,
+        "displayName": format!("User {i}"),
+        "emails": [{"primary": true, "type": "work", "value": user_name(i)}],
+        "name": {"formatted": format!("Given{i} Family{i}"), "familyName": format!("Family{i}"),
+                 "givenName": format!("Given{i}")},
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":
+            {"employeeNumber": i.to_string(), "department": format!("Dept {}", i % 50)}
+    })
+    .to_string()
+}
+
+/// POSTs `n` users from CONCURRENCY clients of their own (each its own connection); returns the
+/// wall time.
+async fn load_users(base: &str, token: &str, n: usize) -> Duration {
+    let url = format!("{base}/Users");
+    let auth = format!("Bearer {token}");
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let clients = (0..CONCURRENCY).map(|_| {
+        let (url, auth, next) = (url.clone(), auth.clone(), next.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return;
+                }
+                let res = http
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/scim+json")
+                    .body(entra_user(i))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("POST user {i}: {e}"));
+                assert_eq!(res.status().as_u16(), 201, "POST user {i}");
+            }
+        })
+    });
+    for client in futures_util::future::join_all(clients).await {
+        client.unwrap();
+    }
+    started.elapsed()
+}
+
+/// One filter's answer as Assent sends it: its content type and bytes.
+async fn sample_answer(base: &str, token: &str, n: usize) -> (String, Vec<u8>) {
+    let filter = format!("userName eq \"{}\"", user_name(n / 2));
+    let res = reqwest::Client::new()
+        .get(format!("{base}/Users"))
+        .query(&[("filter", filter.as_str())])
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
+    let body = res.bytes().await.unwrap().to_vec();
+    let parsed: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(parsed["totalResults"], 1, "{parsed}");
+    (content_type, body)
+}
+
+/// The ceiling: a bare axum handler answering `body` on `GET {path}/Users`, on a runtime of its
+/// own with as many workers as the server's (the machine's cores). Returns its origin.
+fn start_ceiling(path: &str, content_type: String, body: Vec<u8>) -> String {
+    use axum::{http::header, routing::get, Router};
+    let body = bytes::Bytes::from(body);
+    let app = Router::new().route(
+        &format!("{path}/Users"),
+        get(move || {
+            let (content_type, body) = (content_type.clone(), body.clone());
+            async move { ([(header::CONTENT_TYPE, content_type)], body) }
+        }),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                use axum::serve::ListenerExt;
+                // As Assent's accepted sockets: no Nagle delay.
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .unwrap()
+                    .tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                axum::serve(listener, app).await.unwrap();
+            })
+    });
+    origin
+}
+
+const WRK_SCRIPT: &str = r#"
+-- GET {path}/Users?filter=userName eq "user<random>@contoso.com"
+function init(args)
+  token = args[1]
+  n = tonumber(args[2])
+  path = args[3]
+  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+end
+request = function()
+  local name = "user" .. math.random(0, n - 1) .. "%40contoso.com"
+  return wrk.format("GET", path .. "/Users?filter=userName%20eq%20%22" .. name .. "%22",
+                    {["Authorization"] = "Bearer " .. token})
+end
+done = function(summary, latency, requests)
+  io.write(string.format("P50_MS=%.3f\nP99_MS=%.3f\n", latency:percentile(50) / 1000,
+                         latency:percentile(99) / 1000))
+end
+"#;
+
+struct Figures {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: String,
+    load: String,
+}
+
+fn ensure_wrk() {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return;
+    }
+    eprintln!("scim_ceiling bench: installing Debian's wrk");
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "wrk"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "wrk is missing and `apt-get install wrk` failed");
+}
+
+/// `wrk -t2 -c16 -d{secs}s` on the filter at `origin` + `path`.
+fn wrk(origin: &str, path: &str, token: &str, n: usize, secs: usize, script: &Path) -> Figures {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c16", &format!("-d{secs}s"), "--timeout", "10s", "-s"])
+        .arg(script)
+        .arg(origin)
+        .args(["--", token, &n.to_string(), path])
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |key: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in wrk's output:\n{text}"))
+    };
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        .map(str::trim)
+        .collect();
+    Figures {
+        rps: field("Requests/sec:"),
+        p50_ms: field("P50_MS="),
+        p99_ms: field("P99_MS="),
+        errors: errors.join("; "),
+        load: load_average(),
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn main() {
+    ensure_wrk();
+    let users = env_or("ASSENT_BENCH_USERS", 100_000);
+    let secs = env_or("ASSENT_BENCH_SECS", 10);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("filter.lua");
+    std::fs::write(&script, WRK_SCRIPT).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let server = TestServer::start(ServerOptions {
+            env: vec![("ASSENT_LOG".into(), "warn".into())],
+            ..Default::default()
+        })
+        .await;
+        let backend = if server.db_url.starts_with("postgres") {
+            "Postgres"
+        } else {
+            "SQLite"
+        };
+        let tenant = ScimTenant::new(&server).await;
+        let base = format!("{}/v1/scim/v2", server.base);
+        eprintln!(
+            "scim_ceiling: {users} users on {backend} (load average {})",
+            load_average()
+        );
+        let post_load = load_average();
+        let took = load_users(&base, &tenant.token, users).await;
+        let (content_type, body) = sample_answer(&base, &tenant.token, users).await;
+        let path = "/v1/scim/v2";
+        let ceiling = start_ceiling(path, content_type, body.clone());
+
+        // Warm both up, then measure the ceiling and Assent back to back.
+        wrk(&ceiling, path, &tenant.token, users, 2, &script);
+        wrk(&server.base, path, &tenant.token, users, 2, &script);
+        let bare = wrk(&ceiling, path, &tenant.token, users, secs, &script);
+        let assent = wrk(&server.base, path, &tenant.token, users, secs, &script);
+
+        println!();
+        println!(
+            "SCIM against its ceiling, {backend}, {users} users, wrk -t2 -c16 -d{secs}s, load \
+             generator on the same machine; answer {} bytes",
+            body.len()
+        );
+        println!(
+            "POST /Users, {CONCURRENCY} Rust clients: {:.0} users/s ({users} in {:.1} s; load average before {post_load})",
+            users as f64 / took.as_secs_f64(),
+            took.as_secs_f64()
+        );
+        for (name, f) in [("bare axum handler", &bare), ("Assent", &assent)] {
+            println!(
+                "{name:<18} {:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   (load average {})",
+                f.rps, f.p50_ms, f.p99_ms, f.load
+            );
+            if !f.errors.is_empty() {
+                println!("{name}: wrk reported {}", f.errors);
+            }
+        }
+        println!(
+            "Assent serves {:.1}% of the ceiling",
+            100.0 * assent.rps / bare.rps
+        );
+        println!(
+            "server resident memory: {:.0} MiB",
+            rss_mib(server.server_pid())
+        );
+    });
+}
