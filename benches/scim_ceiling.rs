@@ -181,7 +181,14 @@ fn ensure_wrk() {
 /// `wrk -t2 -c16 -d{secs}s` on the filter at `origin` + `path`.
 fn wrk(origin: &str, path: &str, token: &str, n: usize, secs: usize, script: &Path) -> Figures {
     let out = Command::new("wrk")
-        .args(["-t2", "-c16", &format!("-d{secs}s"), "--timeout", "10s", "-s"])
+        .args([
+            "-t2",
+            "-c16",
+            &format!("-d{secs}s"),
+            "--timeout",
+            "10s",
+            "-s",
+        ])
         .arg(script)
         .arg(origin)
         .args(["--", token, &n.to_string(), path])

@@ -33,8 +33,8 @@ use super::token_cache::TokenCache;
 use super::{Bus, BusError, Subscription};
 use crate::metrics::RedisLabels;
 use crate::proto::{bus_message::Kind, BusMessage, ChallengeChanged, ScimTokenChanged};
-use std::sync::Arc;
 use crate::redis_link::connection_manager;
+use std::sync::Arc;
 
 pub const CHANNEL: &str = "assent:challenge-changed";
 
@@ -226,7 +226,10 @@ mod tests {
         handle(&token.encode_to_vec(), &local, &tokens);
         handle(&approval.encode_to_vec(), &local, &tokens);
         assert_eq!(waiter.changed().await, Some(()));
-        assert!(tokens.get(&[1; 32], now).is_none(), "gone before the waiter woke");
+        assert!(
+            tokens.get(&[1; 32], now).is_none(),
+            "gone before the waiter woke"
+        );
         // An old publisher's bare ChallengeChanged still wakes its waiter.
         let bare = ChallengeChanged {
             challenge_id: "c1".into(),

@@ -401,7 +401,11 @@ async fn a_cached_token_is_refused_at_once_on_rotation_and_at_its_grace_end() {
     h.clock.advance(Duration::seconds(30));
     assert_eq!(h.scim_status(&second).await, StatusCode::OK, "in its grace");
     h.clock.advance(Duration::seconds(29));
-    assert_eq!(h.scim_status(&second).await, StatusCode::OK, "cached, in its grace");
+    assert_eq!(
+        h.scim_status(&second).await,
+        StatusCode::OK,
+        "cached, in its grace"
+    );
     h.clock.advance(Duration::seconds(1));
     assert_eq!(h.scim_status(&second).await, StatusCode::UNAUTHORIZED);
 }

@@ -69,7 +69,7 @@ impl App {
     /// Stores a rotation's token, then announces the change on the bus so that every instance's
     /// token cache drops the workspace's entries (this one's before this returns). Announced even
     /// when the write failed: it may have committed all the same, and a needless invalidation
-    /// costs one lookup. A failed announcement leaves other instances' caches to `MAX_AGE`.
+    /// costs one lookup. An announcement that fails three times leaves other instances' caches to `MAX_AGE` (10 s).
     pub async fn store_rotated_token(
         &self,
         fresh: StoredToken,
@@ -77,8 +77,16 @@ impl App {
     ) -> ApiResult<()> {
         let workspace_id = fresh.workspace_id;
         let stored = self.store.put_scim_token(fresh, grace_until).await;
-        if let Err(e) = self.bus.publish_token_changed(workspace_id).await {
-            tracing::warn!(error = %e, "could not announce a SCIM token change on the bus; other instances' caches expire within a minute");
+        // The other instances keep serving the old token from their caches until they hear of
+        // this (or `MAX_AGE` passes): worth a few tries, in this request's detached task.
+        for attempt in 1..=3u64 {
+            match self.bus.publish_token_changed(workspace_id).await {
+                Ok(()) => break,
+                Err(e) if attempt == 3 => {
+                    tracing::warn!(error = %e, "could not announce a SCIM token change on the bus; other instances' caches expire within 10 s")
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await,
+            }
         }
         Ok(stored?)
     }
@@ -114,10 +122,7 @@ impl App {
         let (found, grace) = match self.store.workspace_by_token_hash(&hash).await? {
             Some(found) => (Some(found), false),
             // A replaced token still in its grace period (asked only when the current ones miss).
-            None => (
-                self.store.workspace_by_grace_hash(&hash, now).await?,
-                true,
-            ),
+            None => (self.store.workspace_by_grace_hash(&hash, now).await?, true),
         };
         let Some(workspace) = found
             .filter(|(_, stored)| ct_eq(stored, &hash))

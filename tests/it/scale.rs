@@ -623,12 +623,24 @@ async fn a_token_rotated_on_a_is_refused_on_b_right_after_even_when_b_had_it_cac
     }
     // Rotated on A (no grace period: the default policy), approved and released there.
     let body = json_body(
-        console.post(cluster.base(A), "/v1/console/scim-token/rotate").await,
+        console
+            .post(cluster.base(A), "/v1/console/scim-token/rotate")
+            .await,
         202,
     )
     .await;
-    let id = body["challenge_id"].as_str().expect("challenge_id").to_owned();
-    approve(&cluster, &phone, A, &id, body["number"].as_i64().expect("number")).await;
+    let id = body["challenge_id"]
+        .as_str()
+        .expect("challenge_id")
+        .to_owned();
+    approve(
+        &cluster,
+        &phone,
+        A,
+        &id,
+        body["number"].as_i64().expect("number"),
+    )
+    .await;
     let new = release_once(&cluster, &console, A, &id).await;
     assert_ne!(new, old);
     // B refuses the old one at once, and takes the new one.
