@@ -375,22 +375,6 @@ struct Figures {
     errors: String,
 }
 
-fn ensure_wrk() {
-    if Command::new("wrk").arg("--version").output().is_ok() {
-        return;
-    }
-    eprintln!("scim bench: installing Debian's wrk");
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "wrk"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "wrk is missing and `apt-get install wrk` failed: install it and run again"
-    );
-}
-
 /// `mode`: `user` (userName eq) or `ext` (the extension's costCenterCode eq).
 fn wrk_filter(server: &Server, n: usize, secs: usize, script: &Path, mode: &str) -> Figures {
     let base = url::Url::parse(&server.base).unwrap();
@@ -464,12 +448,6 @@ async fn run(server: &Server, users: usize, secs: usize, script: &Path, extended
         ext_filter,
         rss_mib: measure::rss_mib(server.child.id()),
     }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 fn main() {

@@ -165,19 +165,6 @@ struct Figures {
     load: String,
 }
 
-fn ensure_wrk() {
-    if Command::new("wrk").arg("--version").output().is_ok() {
-        return;
-    }
-    eprintln!("scim_ceiling bench: installing Debian's wrk");
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "wrk"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "wrk is missing and `apt-get install wrk` failed");
-}
-
 /// `wrk -t2 -c16 -d{secs}s` on the filter at `origin` + `path`.
 fn wrk(origin: &str, path: &str, token: &str, n: usize, secs: usize, script: &Path) -> Figures {
     let out = Command::new("wrk")
@@ -213,12 +200,6 @@ fn wrk(origin: &str, path: &str, token: &str, n: usize, secs: usize, script: &Pa
         errors: errors.join("; "),
         load: load_average(),
     }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 fn main() {

@@ -1,9 +1,11 @@
 //! Small helpers the tests and the benchmarks share (`benches/*.rs` include this file by path):
-//! a free loopback port, a size from the environment, a process's resident memory, a percentile.
+//! a free loopback port, a size from the environment, a process's resident memory, a percentile,
+//! the load average printed beside each figure, and `wrk` for the HTTP benchmarks.
 
 // Each includer uses a different part of these.
 #![allow(dead_code)]
 
+use std::process::Command;
 use std::time::Duration;
 
 /// A port nobody listens on right now, on 127.0.0.1.
@@ -43,4 +45,28 @@ pub fn pct(sorted: &[Duration], p: f64) -> f64 {
 /// The resident memory of process `pid`, in MiB.
 pub fn rss_mib(pid: u32) -> f64 {
     rss_kib(pid) as f64 / 1024.0
+}
+
+/// The 1-, 5- and 15-minute load averages, printed beside a figure: how busy the machine was.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Installs Debian's `wrk` when it is missing (the HTTP benchmarks' load generator).
+pub fn ensure_wrk() {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return;
+    }
+    eprintln!("bench: installing Debian's wrk");
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "wrk"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "wrk is missing and `apt-get install wrk` failed: install it and run again"
+    );
 }
