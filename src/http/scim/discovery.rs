@@ -4,7 +4,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -24,57 +24,43 @@ pub async fn service_provider_config(State(app): State<Arc<App>>) -> Response {
 pub async fn resource_types(
     State(app): State<Arc<App>>,
     Extension(ScimWorkspace(ws)): Extension<ScimWorkspace>,
-) -> Response {
-    let declared = match app.scim_declared(ws.id).await {
-        Ok(d) => d,
-        Err(e) => return e.into_response(),
-    };
-    scim_json(
+) -> Result<Response, ScimError> {
+    let declared = app.scim_declared(ws.id).await?;
+    Ok(scim_json(
         StatusCode::OK,
         discovery::resource_types(&app.config.scim_base_url(), &declared),
-    )
+    ))
 }
 
 pub async fn resource_type(
     State(app): State<Arc<App>>,
     Extension(ScimWorkspace(ws)): Extension<ScimWorkspace>,
     Path(name): Path<String>,
-) -> Response {
-    let declared = match app.scim_declared(ws.id).await {
-        Ok(d) => d,
-        Err(e) => return e.into_response(),
-    };
-    match discovery::resource_type(&name, &app.config.scim_base_url(), &declared) {
-        Some(doc) => scim_json(StatusCode::OK, doc),
-        None => ScimError::NotFound(format!("no resource type '{}'", clip(&name))).into_response(),
-    }
+) -> Result<Response, ScimError> {
+    let declared = app.scim_declared(ws.id).await?;
+    let doc = discovery::resource_type(&name, &app.config.scim_base_url(), &declared)
+        .ok_or_else(|| ScimError::NotFound(format!("no resource type '{}'", clip(&name))))?;
+    Ok(scim_json(StatusCode::OK, doc))
 }
 
 pub async fn schemas(
     State(app): State<Arc<App>>,
     Extension(ScimWorkspace(ws)): Extension<ScimWorkspace>,
-) -> Response {
-    let declared = match app.scim_declared(ws.id).await {
-        Ok(d) => d,
-        Err(e) => return e.into_response(),
-    };
-    scim_json(
+) -> Result<Response, ScimError> {
+    let declared = app.scim_declared(ws.id).await?;
+    Ok(scim_json(
         StatusCode::OK,
         discovery::schemas(&app.config.scim_base_url(), &declared),
-    )
+    ))
 }
 
 pub async fn schema(
     State(app): State<Arc<App>>,
     Extension(ScimWorkspace(ws)): Extension<ScimWorkspace>,
     Path(id): Path<String>,
-) -> Response {
-    let declared = match app.scim_declared(ws.id).await {
-        Ok(d) => d,
-        Err(e) => return e.into_response(),
-    };
-    match discovery::schema(&id, &app.config.scim_base_url(), &declared) {
-        Some(doc) => scim_json(StatusCode::OK, doc),
-        None => ScimError::NotFound(format!("no schema '{}'", clip(&id))).into_response(),
-    }
+) -> Result<Response, ScimError> {
+    let declared = app.scim_declared(ws.id).await?;
+    let doc = discovery::schema(&id, &app.config.scim_base_url(), &declared)
+        .ok_or_else(|| ScimError::NotFound(format!("no schema '{}'", clip(&id))))?;
+    Ok(scim_json(StatusCode::OK, doc))
 }
