@@ -11,7 +11,8 @@
 //!    ceiling first, then Assent; Assent's requests/s printed as a fraction of the ceiling's.
 //!
 //! `ASSENT_BENCH_USERS` (default 100,000), `ASSENT_BENCH_SECS` (each wrk run, default 10, the
-//! issue's `-d10s`). Needs `wrk` (Debian's package; installed when missing, as root).
+//! issue's `-d10s`). `ASSENT_BENCH_PERF=<file>` records the server with `perf record -g` (Debian's
+//! linux-perf) while wrk runs against it, for `perf report -i <file>`. Needs `wrk` (Debian's package; installed when missing, as root).
 //!
 //! Run: `cargo bench --bench scim_ceiling` (and again with `ASSENT_TEST_POSTGRES_URL` set).
 
@@ -240,7 +241,19 @@ fn main() {
         wrk(&ceiling, path, &tenant.token, users, 2, &script);
         wrk(&server.base, path, &tenant.token, users, 2, &script);
         let bare = wrk(&ceiling, path, &tenant.token, users, secs, &script);
+        let profile = std::env::var("ASSENT_BENCH_PERF").ok().map(|out| {
+            Command::new("perf")
+                .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-o", &out, "-p"])
+                .arg(server.server_pid().to_string())
+                .args(["--", "sleep", &secs.to_string()])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("run perf record")
+        });
         let assent = wrk(&server.base, path, &tenant.token, users, secs, &script);
+        if let Some(mut p) = profile {
+            let _ = p.wait();
+        }
 
         println!();
         println!(

@@ -12,8 +12,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::group_commit::{GroupCommit, Outcome, Work};
+use super::readers::Readers;
 use super::Database;
 use super::{Result, StoreError};
 
@@ -32,13 +33,16 @@ pub enum Db {
     /// process instead of meeting SQLite's busy handler (which sleeps in steps of milliseconds);
     /// reads run concurrently on the read-only `read` (WAL lets them).
     ///
-    /// `bulk` admits at most `BULK_WRITERS` SCIM writes to the writer's queue at once: an Entra
-    /// initial cycle sends thousands of POSTs a minute, and without it a step-up's few writes
-    /// would wait behind every one of them (issue 13, step-up under provisioning load).
+    /// `scim_writes` runs SCIM writes in shared transactions, one at a time on the writer
+    /// (`group_commit.rs`): an Entra initial cycle sends thousands of POSTs a minute, and a
+    /// step-up's few writes wait behind at most one batch of them, not behind every one.
+    ///
+    /// `readers` serve the SCIM hot reads on the calling thread (`readers.rs`).
     Sqlite {
         write: SqlitePool,
         read: SqlitePool,
-        bulk: Arc<Semaphore>,
+        readers: Arc<Readers>,
+        scim_writes: Arc<GroupCommit>,
     },
     /// The shared database of several instances.
     Postgres(PgPool),
@@ -123,26 +127,33 @@ pub(super) fn ts(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
 }
 
-/// SCIM writes the SQLite writer's queue holds at once (see `Db::Sqlite`). Measured with
-/// `cargo bench --bench stepup` while 16 clients create 100,000 users: with 2, the step-up's
-/// p99 was 2.2 times its idle figure and SCIM made 1,070 users/s; with 1, 2.0 times and 879/s.
-const BULK_WRITERS: usize = 1;
-
 impl Db {
-    pub(super) fn sqlite(write: SqlitePool, read: SqlitePool) -> Db {
+    pub(super) fn sqlite(write: SqlitePool, read: SqlitePool, readers: Readers) -> Db {
         Db::Sqlite {
+            scim_writes: Arc::new(GroupCommit::new(write.clone())),
             write,
             read,
-            bulk: Arc::new(Semaphore::new(BULK_WRITERS)),
+            readers: Arc::new(readers),
         }
     }
 
-    /// A place for one bulk (SCIM) write on SQLite's writer, held until it is dropped; nothing
-    /// to wait for on Postgres, whose pool has connections for every instance.
-    pub(super) async fn bulk_write(&self) -> Option<OwnedSemaphorePermit> {
+    /// Runs a SCIM write: on SQLite in the next shared transaction (`group_commit.rs`), on
+    /// Postgres in a transaction of its own. Its changes are kept only when it did what it was
+    /// asked (`Outcome`).
+    pub(super) async fn scim_write<T>(&self, work: Work<T>) -> Result<T>
+    where
+        T: Outcome + Send + 'static,
+    {
         match self {
-            Db::Sqlite { bulk, .. } => bulk.clone().acquire_owned().await.ok(),
-            Db::Postgres(_) => None,
+            Db::Sqlite { scim_writes, .. } => scim_writes.write(work).await,
+            Db::Postgres(pool) => {
+                let mut tx = On::Postgres(pool.begin().await?);
+                let out = work(&mut tx).await?;
+                if out.keep() {
+                    tx.commit().await?;
+                }
+                Ok(out)
+            }
         }
     }
 
@@ -150,8 +161,8 @@ impl Db {
     pub async fn open(database: &Database) -> anyhow::Result<Db> {
         Ok(match database {
             Database::Sqlite { url, .. } => {
-                let (write, read) = sqlite_pools(url).await?;
-                Db::sqlite(write, read)
+                let (write, read, readers) = sqlite_pools(url).await?;
+                Db::sqlite(write, read, readers)
             }
             Database::Postgres { url } => Db::Postgres(postgres_pool(url).await?),
         })
@@ -223,7 +234,7 @@ impl Tx {
 }
 
 /// The writer (one connection) and the readers of a SQLite file, migrated.
-pub(super) async fn sqlite_pools(url: &str) -> anyhow::Result<(SqlitePool, SqlitePool)> {
+pub(super) async fn sqlite_pools(url: &str) -> anyhow::Result<(SqlitePool, SqlitePool, Readers)> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -240,6 +251,7 @@ pub(super) async fn sqlite_pools(url: &str) -> anyhow::Result<(SqlitePool, Sqlit
         .connect_with(options.clone())
         .await?;
     sqlx::migrate!("migrations/sqlite").run(&write).await?;
+    let file = options.get_filename().to_owned();
     // Readers map the file (issue 18): every SCIM request writes the provisioning log, and a
     // reader whose next transaction sees a changed WAL drops its page cache and read(2)s each page
     // back (the filter's profile: pcache1Truncate, vfs_read, copies). Mapped, those pages are the
@@ -254,7 +266,8 @@ pub(super) async fn sqlite_pools(url: &str) -> anyhow::Result<(SqlitePool, Sqlit
                 .pragma("mmap_size", "268435456"),
         )
         .await?;
-    Ok((write, read))
+    let readers = Readers::open(&file)?;
+    Ok((write, read, readers))
 }
 
 /// Begins a transaction on SQLite's writer in a task of its own (issue 13). sqlx-sqlite's `begin`
@@ -262,7 +275,7 @@ pub(super) async fn sqlite_pools(url: &str) -> anyhow::Result<(SqlitePool, Sqlit
 /// a caller dropped in between would leave the connection inside a transaction nobody ends, and
 /// every later write would fail or never commit. Spawned, the begin always finishes; if nobody
 /// awaits it any more, its `Transaction` is dropped and rolls back like any other.
-async fn sqlite_begin(
+pub(super) async fn sqlite_begin(
     pool: &SqlitePool,
     statement: Option<&'static str>,
 ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {

@@ -12,11 +12,13 @@ mod audit_tests;
 mod database;
 mod db;
 mod devices;
+mod group_commit;
 #[cfg(test)]
 mod lifecycle_tests;
 mod members;
 mod provisioning;
 pub mod provisioning_log;
+mod readers;
 pub mod scim;
 mod scim_log;
 mod scim_read;

@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
-use super::db::{db_run, placeholders, ts, Db, On};
+use super::db::{db_run, ts, Db, On};
 use super::scim::{LogEntry, LogRecord, StatusRange};
 use super::Result;
 use crate::clock::from_unix;
@@ -66,9 +66,9 @@ pub(super) async fn append_log(db: &Db, records: &[LogRecord]) -> Result<()> {
             const ROWS: usize = 100;
             let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
             for chunk in records.chunks(ROWS) {
-                let rows: Vec<String> = (0..chunk.len())
-                    .map(|i| format!("({})", placeholders(1 + i * 10, 10)))
-                    .collect();
+                // Anonymous `?`s: SQLite finds a `$N` by a walk of the statement's list of
+                // names, so binding 1,000 numbered ones costs half a million steps.
+                let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()];
                 let sql = format!(
                     "INSERT INTO scim_provisioning_log ({COLUMNS}) VALUES {}",
                     rows.join(", ")

@@ -3,7 +3,8 @@
 
 use sqlx::FromRow;
 
-use super::db::{db_run, placeholders, Db, On};
+use super::db::{placeholders, Db};
+use super::readers::Arg;
 use super::scim::{Link, Rows, StoredResource};
 use super::{Result, StoreError};
 use crate::clock::from_unix;
@@ -158,11 +159,21 @@ fn where_clause(db: &Db, filter: Option<&SqlPlan>) -> (String, usize) {
     }
 }
 
-/// Binds `$1` (the workspace) and the plan's values after it.
-fn bind_plan<'q, DB, O>(
+/// `$1` (the workspace) and the plan's values after it.
+fn plan_args(workspace_id: i64, plan: Option<&SqlPlan>) -> Vec<Arg> {
+    let mut args = vec![Arg::Int(workspace_id)];
+    args.extend(plan.into_iter().flat_map(|p| &p.binds).map(|b| match b {
+        SqlBind::Text(s) => Arg::Text(s.clone()),
+        SqlBind::Bool(v) => Arg::Bool(*v),
+        SqlBind::Workspace => Arg::Int(workspace_id),
+    }));
+    args
+}
+
+/// Binds `args` in order to a sqlx statement's `$1…$N`.
+fn bind_args<'q, DB, O>(
     mut q: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
-    workspace_id: i64,
-    plan: Option<&'q SqlPlan>,
+    args: &'q [Arg],
 ) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
 where
     DB: sqlx::Database,
@@ -170,15 +181,44 @@ where
     bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
-    q = q.bind(workspace_id);
-    for b in plan.into_iter().flat_map(|p| &p.binds) {
-        q = match b {
-            SqlBind::Text(s) => q.bind(s.as_str()),
-            SqlBind::Bool(v) => q.bind(*v),
-            SqlBind::Workspace => q.bind(workspace_id),
+    for a in args {
+        q = match a {
+            Arg::Int(v) => q.bind(*v),
+            Arg::Text(s) => q.bind(s.as_str()),
+            Arg::Bool(v) => q.bind(*v),
         };
     }
     q
+}
+
+impl ResourceRow {
+    /// A row of `select`, read by a SQLite reader (the column order is `select`'s).
+    fn from_reader(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceRow> {
+        Ok(ResourceRow {
+            id: r.get(0)?,
+            document: r.get(1)?,
+            version: r.get(2)?,
+            created_at: r.get(3)?,
+            last_modified: r.get(4)?,
+            manager_found: r.get(5)?,
+            refs: if r.as_ref().column_count() > 6 {
+                r.get(6)?
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// The rows of a `select` statement: on SQLite from the readers (`readers.rs`), on the calling
+/// thread; on Postgres from its pool.
+async fn resource_rows(db: &Db, sql: String, args: Vec<Arg>) -> Result<Vec<ResourceRow>> {
+    match db {
+        Db::Sqlite { readers, .. } => readers.rows(sql, args, ResourceRow::from_reader).await,
+        Db::Postgres(pool) => Ok(bind_args(sqlx::query_as(&sql), &args)
+            .fetch_all(pool)
+            .await?),
+    }
 }
 
 /// `ORDER BY` for a page: the sort column (nulls last when ascending, as `Sort::compare`), then id.
@@ -219,13 +259,8 @@ pub(super) async fn get(
         "{} WHERE workspace_id = $1 AND id = $2",
         select(db, kind, refs)
     );
-    let row: Option<ResourceRow> = db_run!(db.read(), |c| {
-        sqlx::query_as(&sql)
-            .bind(workspace_id)
-            .bind(id)
-            .fetch_optional(c)
-            .await
-    })?;
+    let args = vec![Arg::Int(workspace_id), Arg::Text(id.to_owned())];
+    let row = resource_rows(db, sql, args).await?.into_iter().next();
     row.map(|row| resource(row, kind, refs)).transpose()
 }
 
@@ -247,14 +282,11 @@ pub(super) async fn scan(
         "{}{where_sql} ORDER BY t.id LIMIT ${next}",
         select(db, kind, refs)
     );
-    let rows: Vec<ResourceRow> = db_run!(db.read(), |c| {
-        let mut q = bind_plan(sqlx::query_as(&sql), workspace_id, filter);
-        if let Some(a) = after {
-            q = q.bind(a);
-        }
-        q.bind(i64::from(limit)).fetch_all(c).await
-    })?;
-    let resources = rows
+    let mut args = plan_args(workspace_id, filter);
+    args.extend(after.map(|a| Arg::Text(a.to_owned())));
+    args.push(Arg::Int(i64::from(limit)));
+    let resources = resource_rows(db, sql, args)
+        .await?
         .into_iter()
         .map(|row| resource(row, kind, refs))
         .collect::<Result<Vec<_>>>()?;
@@ -298,14 +330,12 @@ pub(super) async fn page(
         Vec::new()
     } else {
         let sql = page_statement(db, kind, filter, sort, refs);
-        let rows: Vec<ResourceRow> = db_run!(db.read(), |c| {
-            bind_plan(sqlx::query_as(&sql), workspace_id, filter)
-                .bind(limit.min(i64::MAX as u64) as i64)
-                .bind(offset.min(i64::MAX as u64) as i64)
-                .fetch_all(c)
-                .await
-        })?;
-        rows.into_iter()
+        let mut args = plan_args(workspace_id, filter);
+        args.push(Arg::Int(limit.min(i64::MAX as u64) as i64));
+        args.push(Arg::Int(offset.min(i64::MAX as u64) as i64));
+        resource_rows(db, sql, args)
+            .await?
+            .into_iter()
             .map(|row| resource(row, kind, refs))
             .collect::<Result<Vec<_>>>()?
     };
@@ -313,11 +343,21 @@ pub(super) async fn page(
         Some(t) => t,
         None => {
             let sql = format!("SELECT COUNT(*) FROM {} t{where_sql}", table(kind));
-            let (n,): (i64,) = db_run!(db.read(), |c| {
-                bind_plan(sqlx::query_as(&sql), workspace_id, filter)
-                    .fetch_one(c)
-                    .await
-            })?;
+            let args = plan_args(workspace_id, filter);
+            let n: i64 = match db {
+                Db::Sqlite { readers, .. } => readers
+                    .rows(sql, args, |r| r.get(0))
+                    .await?
+                    .into_iter()
+                    .next()
+                    .unwrap_or(0),
+                Db::Postgres(pool) => {
+                    bind_args(sqlx::query_as::<_, (i64,)>(&sql), &args)
+                        .fetch_one(pool)
+                        .await?
+                        .0
+                }
+            };
             n as u64
         }
     };
@@ -332,9 +372,9 @@ pub(super) async fn refs_of(
 ) -> Result<Vec<Link>> {
     let column = refs_column(db, kind);
     let mut rows: Vec<(String, Option<String>)> = Vec::new();
-    match db.read() {
-        On::Postgres(_) if ids.is_empty() => {}
-        On::Postgres(c) => {
+    match db {
+        Db::Postgres(_) if ids.is_empty() => {}
+        Db::Postgres(c) => {
             let sql = format!(
                 "SELECT t.id, {column} AS refs FROM {} t WHERE t.workspace_id = $1 AND t.id = ANY($2)",
                 table(kind)
@@ -346,18 +386,20 @@ pub(super) async fn refs_of(
                 .await?;
         }
         // No arrays: the ids in lists of placeholders.
-        On::Sqlite(c) => {
+        Db::Sqlite { readers, .. } => {
             for chunk in ids.chunks(IN_CHUNK) {
                 let sql = format!(
                     "SELECT t.id, {column} AS refs FROM {} t WHERE t.workspace_id = $1 AND t.id IN ({})",
                     table(kind),
                     placeholders(2, chunk.len())
                 );
-                let mut q = sqlx::query_as(&sql).bind(workspace_id);
-                for id in chunk {
-                    q = q.bind(id);
-                }
-                rows.extend(q.fetch_all(c).await?);
+                let mut args = vec![Arg::Int(workspace_id)];
+                args.extend(chunk.iter().map(|id| Arg::Text(id.clone())));
+                rows.extend(
+                    readers
+                        .rows(sql, args, |r| Ok((r.get(0)?, r.get(1)?)))
+                        .await?,
+                );
             }
         }
     }

@@ -254,15 +254,25 @@ pub(super) async fn create(
     new: NewResource,
     now: OffsetDateTime,
 ) -> Result<Written> {
-    // One of few SCIM writes in the writer's queue (see `Db::Sqlite`).
-    let _place = db.bulk_write().await;
-    let mut tx = db.begin_immediate().await?;
+    db.scim_write(Box::new(move |tx: &mut Tx| {
+        Box::pin(create_in(tx, workspace_id, kind, new, now))
+    }))
+    .await
+}
+
+async fn create_in(
+    tx: &mut Tx,
+    workspace_id: i64,
+    kind: ResourceKind,
+    new: NewResource,
+    now: OffsetDateTime,
+) -> Result<Written> {
     let document = new.document.to_string();
     let c = &new.columns;
     // `seq`: after every row of the workspace (migrations/*/0008), so a listing being paged
     // meanwhile does not shift.
     write_ext_values(
-        &mut tx,
+        tx,
         workspace_id,
         kind,
         &new.id,
@@ -297,11 +307,11 @@ pub(super) async fn create(
                 .map(|_| ())
             })?;
             // A new user is in no group yet.
-            let manager = manager_found(&mut tx, workspace_id, c.manager_id.as_deref()).await?;
+            let manager = manager_found(tx, workspace_id, c.manager_id.as_deref()).await?;
             (Some(Vec::new()), manager)
         }
         ResourceKind::Group => {
-            let members = match member_types(&mut tx, workspace_id, &new.members).await? {
+            let members = match member_types(tx, workspace_id, &new.members).await? {
                 Ok(m) => m,
                 Err(missing) => return Ok(Written::MissingReference(missing)),
             };
@@ -323,19 +333,11 @@ pub(super) async fn create(
                 .await
                 .map(|_| ())
             })?;
-            insert_members(
-                &mut tx,
-                workspace_id,
-                &new.id,
-                &members,
-                &new.member_displays,
-            )
-            .await?;
+            insert_members(tx, workspace_id, &new.id, &members, &new.member_displays).await?;
             // Read back with their `display` when the answer shows them.
             (None, false)
         }
     };
-    tx.commit().await?;
     Ok(Written::Done(StoredResource {
         id: new.id,
         document: new.document,
@@ -355,12 +357,27 @@ pub(super) async fn update(
     edit: Edit,
     now: OffsetDateTime,
 ) -> Result<Written> {
-    // One of few SCIM writes in the writer's queue (see `Db::Sqlite`).
-    let _place = db.bulk_write().await;
-    let mut tx = db.begin_immediate().await?;
+    let select = select(db, kind, false);
+    let id = id.to_owned();
+    db.scim_write(Box::new(move |tx: &mut Tx| {
+        Box::pin(update_in(tx, select, workspace_id, kind, id, edit, now))
+    }))
+    .await
+}
+
+/// `update`'s statements; `select` is `scim_read::select` for the kind, without references.
+async fn update_in(
+    tx: &mut Tx,
+    select: String,
+    workspace_id: i64,
+    kind: ResourceKind,
+    id: String,
+    edit: Edit,
+    now: OffsetDateTime,
+) -> Result<Written> {
+    let id = id.as_str();
     let sql = format!(
-        "{} WHERE workspace_id = $1 AND id = $2{}",
-        select(db, kind, false),
+        "{select} WHERE workspace_id = $1 AND id = $2{}",
         tx.row_lock(" FOR UPDATE")
     );
     let row: Option<ResourceRow> = db_run!(tx.conn(), |c| {
@@ -382,26 +399,17 @@ pub(super) async fn update(
         return Ok(Written::Done(current));
     }
     let added: Vec<String> = change.members.added_ids().map(str::to_owned).collect();
-    let added = match member_types(&mut tx, workspace_id, &added).await? {
+    let added = match member_types(tx, workspace_id, &added).await? {
         Ok(m) => m,
         Err(missing) => return Ok(Written::MissingReference(missing)),
     };
     let document = change.document.to_string();
-    write_row(
-        &mut tx,
-        workspace_id,
-        kind,
-        id,
-        &document,
-        &change.columns,
-        now,
-    )
-    .await?;
+    write_row(tx, workspace_id, kind, id, &document, &change.columns, now).await?;
     if change.columns.index.extension_values
         != index_columns(&current.document, kind.resource_type()).extension_values
     {
         write_ext_values(
-            &mut tx,
+            tx,
             workspace_id,
             kind,
             id,
@@ -448,10 +456,8 @@ pub(super) async fn update(
             }
         }
     }
-    insert_members(&mut tx, workspace_id, id, &added, &delta.displays).await?;
-    let manager =
-        manager_found(&mut tx, workspace_id, change.columns.manager_id.as_deref()).await?;
-    tx.commit().await?;
+    insert_members(tx, workspace_id, id, &added, &delta.displays).await?;
+    let manager = manager_found(tx, workspace_id, change.columns.manager_id.as_deref()).await?;
     Ok(Written::Done(StoredResource {
         id: current.id,
         document: change.document,
@@ -471,9 +477,22 @@ pub(super) async fn delete(
     expected_version: Option<i64>,
     now: OffsetDateTime,
 ) -> Result<Deleted> {
-    // One of few SCIM writes in the writer's queue (see `Db::Sqlite`).
-    let _place = db.bulk_write().await;
-    let mut tx = db.begin_immediate().await?;
+    let id = id.to_owned();
+    db.scim_write(Box::new(move |tx: &mut Tx| {
+        Box::pin(delete_in(tx, workspace_id, kind, id, expected_version, now))
+    }))
+    .await
+}
+
+async fn delete_in(
+    tx: &mut Tx,
+    workspace_id: i64,
+    kind: ResourceKind,
+    id: String,
+    expected_version: Option<i64>,
+    now: OffsetDateTime,
+) -> Result<Deleted> {
+    let id = id.as_str();
     // The groups that list it change: lock them first (a membership change locks the group,
     // then the member), and give them a new version.
     db_run!(tx.conn(), |c| {
@@ -520,7 +539,7 @@ pub(super) async fn delete(
             .await
             .map(|_| ())
     })?;
-    write_ext_values(&mut tx, workspace_id, kind, id, &[], false).await?;
+    write_ext_values(tx, workspace_id, kind, id, &[], false).await?;
     // (On Postgres, memberships added while this waited for the lock are visible here.)
     db_run!(tx.conn(), |c| {
         sqlx::query("DELETE FROM scim_group_members WHERE workspace_id = $1 AND member_id = $2")
@@ -530,6 +549,5 @@ pub(super) async fn delete(
             .await
             .map(|_| ())
     })?;
-    tx.commit().await?;
     Ok(Deleted::Done)
 }
