@@ -1,7 +1,12 @@
 //! The embedded challenge store: one mutex over plain maps. Every method is one critical section,
-//! which is what makes `insert` (with supersede) and `swap` atomic. The replay cache is the one
-//! thing it does not keep in memory: a restart must not forget a used `jti`, so it goes to the
-//! durable store.
+//! which is what makes `insert` (with supersede) and `swap` atomic.
+//!
+//! The replay cache is kept here too, and also on the durable store, so that a restart does not
+//! forget a used `jti`: the map answers (one process is the only one asking), the ids it has
+//! accepted are written to the durable store in batches behind it, and on first use the ids still
+//! kept there are loaded back. A device call used to wait for its own write on SQLite's single
+//! writer (issue 18). What a crash can lose: the ids accepted in the last write's few
+//! milliseconds, each usable again only until its JWS expires (two minutes at most).
 
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
@@ -10,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::{slot, ChallengeStore, Inserted, LiveError, Result, ISSUE_WINDOW, LOGIN_WINDOW};
 use crate::domain::challenge::{Challenge, Status};
-use crate::store::Store;
+use crate::store::{Store, UsedJti};
 
 #[derive(Default)]
 struct State {
@@ -22,19 +27,67 @@ struct State {
     failures: HashMap<String, (u32, OffsetDateTime, OffsetDateTime)>,
     /// person → when their challenges of the last hour were made, oldest first.
     issued: HashMap<i64, VecDeque<OffsetDateTime>>,
+    /// (device, jti) → kept until; swept as it grows (`remember_jti`).
+    used: HashMap<(String, String), OffsetDateTime>,
+    /// How large `used` may grow before its expired ids are swept (at least `SWEEP_FROM`).
+    sweep_at: usize,
 }
+
+const SWEEP_FROM: usize = 1024;
 
 pub struct MemoryChallenges {
     state: Mutex<State>,
     durable: Arc<dyn Store>,
+    /// The ids kept on the durable store, loaded once.
+    loaded: tokio::sync::OnceCell<()>,
+    /// To the task that writes accepted ids to the durable store (started on first use).
+    record: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Record>>,
 }
 
 impl MemoryChallenges {
-    /// `durable` keeps the replay cache (`Store::remember_jti`).
+    /// `durable` keeps the replay cache across restarts.
     pub fn new(durable: Arc<dyn Store>) -> Self {
         Self {
             state: Mutex::default(),
             durable,
+            loaded: tokio::sync::OnceCell::new(),
+            record: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Loads the ids the durable store still keeps (a previous run's), once.
+    async fn load_used(&self) -> Result<()> {
+        self.loaded
+            .get_or_try_init(|| async {
+                let kept = self
+                    .durable
+                    .used_jtis()
+                    .await
+                    .map_err(|e| LiveError::Unavailable(e.to_string()))?;
+                let mut state = self.lock();
+                for u in kept {
+                    state
+                        .used
+                        .entry((u.device_id, u.jti))
+                        .or_insert(u.keep_until);
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Queues an accepted id for the durable store.
+    fn record(&self, used: UsedJti) {
+        let sender = self.record.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(record_used(self.durable.clone(), rx));
+            tx
+        });
+        if sender.send(Record::Used(used)).is_err() {
+            tracing::error!(
+                "the replay cache's writer has stopped; a used jti is kept in memory only"
+            );
         }
     }
 
@@ -135,7 +188,10 @@ impl ChallengeStore for MemoryChallenges {
             blocked,
             failures,
             issued,
+            used,
+            sweep_at: _,
         } = &mut *state;
+        used.retain(|_, kept| *kept >= now);
         issued.retain(|_, times| times.back().is_some_and(|t| *t + ISSUE_WINDOW > now));
         current.retain(|_, id| challenges.contains_key(id));
         blocked.retain(|_, until| *until > now);
@@ -200,10 +256,68 @@ impl ChallengeStore for MemoryChallenges {
         jti: &str,
         keep_until: OffsetDateTime,
     ) -> Result<bool> {
-        self.durable
-            .remember_jti(device_id, jti, keep_until)
-            .await
-            .map_err(|e| LiveError::Unavailable(e.to_string()))
+        self.load_used().await?;
+        {
+            let mut state = self.lock();
+            let key = (device_id.to_owned(), jti.to_owned());
+            // Kept until swept, as a row is kept until `prune`.
+            if state.used.contains_key(&key) {
+                return Ok(false);
+            }
+            state.used.insert(key, keep_until);
+            if state.used.len() >= state.sweep_at.max(SWEEP_FROM) {
+                let now = OffsetDateTime::now_utc();
+                state.used.retain(|_, kept| *kept >= now);
+                state.sweep_at = state.used.len() * 2;
+            }
+        }
+        self.record(UsedJti {
+            device_id: device_id.to_owned(),
+            jti: jti.to_owned(),
+            keep_until,
+        });
+        Ok(true)
+    }
+
+    async fn flush(&self) {
+        let Some(sender) = self.record.get() else {
+            return;
+        };
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        if sender.send(Record::Flush(done)).is_ok() {
+            let _ = flushed.await;
+        }
+    }
+}
+
+enum Record {
+    Used(UsedJti),
+    /// Answered once every id queued before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Writes accepted ids to the durable store: whatever has queued, in one statement, with no wait
+/// when idle.
+async fn record_used(
+    durable: Arc<dyn Store>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Record>,
+) {
+    let mut queued = Vec::new();
+    while rx.recv_many(&mut queued, 1024).await > 0 {
+        let mut used = Vec::with_capacity(queued.len());
+        let mut flushed = Vec::new();
+        for r in queued.drain(..) {
+            match r {
+                Record::Used(u) => used.push(u),
+                Record::Flush(done) => flushed.push(done),
+            }
+        }
+        if let Err(e) = durable.record_jtis(&used).await {
+            tracing::error!(error = %e, ids = used.len(), "could not record used device JWS ids");
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -383,6 +497,8 @@ mod tests {
         let before = MemoryChallenges::new(durable(&dir).await);
         assert!(before.remember_jti("d", "j", keep).await.unwrap());
         assert!(!before.remember_jti("d", "j", keep).await.unwrap());
+        // As the server does when it stops.
+        before.flush().await;
         drop(before);
         let after = MemoryChallenges::new(durable(&dir).await);
         assert!(!after.remember_jti("d", "j", keep).await.unwrap());

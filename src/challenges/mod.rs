@@ -89,6 +89,10 @@ pub trait ChallengeStore: Send + Sync + 'static {
         jti: &str,
         keep_until: OffsetDateTime,
     ) -> Result<bool>;
+
+    /// Returns once what the store keeps behind its answers (the embedded store's used ids) is
+    /// written: at shutdown, so that a restart still refuses them.
+    async fn flush(&self) {}
 }
 
 /// The index under which a person's current challenge for an action is kept.

@@ -102,7 +102,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("ASSENT_LISTEN: cannot listen on {listen}: {e}"))?;
     tracing::info!(address = %listener.local_addr()?, public_url = %app.config.public_url, "listening");
     crate::http::serve::serve(listener, app.clone(), shutdown_signal()).await;
-    // Provisioning log records still queued are written before the process ends.
+    // Provisioning log records and used device JWS ids still queued are written before the
+    // process ends.
     app.provisioning.flush().await;
+    app.challenges.flush().await;
     Ok(())
 }

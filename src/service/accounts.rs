@@ -561,17 +561,11 @@ impl App {
     async fn any_session_by_hash(&self, id_hash: &str) -> ApiResult<Option<ConsoleSession>> {
         let id_hash = id_hash.to_owned();
         let now = self.now();
-        let Some(session) = self
+        let Some((session, user, workspace)) = self
             .store
             .touch_session(&id_hash, now, now - self.config.session_idle)
             .await?
         else {
-            return Ok(None);
-        };
-        let Some(user) = self.store.user_by_id(session.user_id).await? else {
-            return Ok(None);
-        };
-        let Some(workspace) = self.store.workspace_by_id(user.workspace_id).await? else {
             return Ok(None);
         };
         Ok(Some(ConsoleSession {

@@ -4,6 +4,7 @@ use sqlx::FromRow;
 use time::OffsetDateTime;
 
 use super::db::{db_run, ts, Db, Tx};
+use super::readers::Arg;
 use super::tokens::upsert_token;
 use super::{
     AuthMethod, Member, Result, Role, Session, StoredToken, User, Workspace, WorkspaceRow,
@@ -277,20 +278,96 @@ pub(super) async fn create_session(db: &Db, s: &Session) -> Result<()> {
     tx.commit().await
 }
 
+/// A session with its person and their workspace: one row of `SESSION_OWNER`.
+#[derive(FromRow)]
+struct SessionOwnerRow {
+    #[sqlx(flatten)]
+    session: SessionRow,
+    #[sqlx(flatten)]
+    user: UserRow,
+    ws_slug: String,
+    ws_name: String,
+    ws_created_at: i64,
+}
+
+/// Every request of the console reads its session, its person and their workspace: one
+/// statement, not three (each a round trip to a connection on SQLite's sqlx driver, issue 18).
+/// The column order is `SessionOwnerRow::from_reader`'s.
+const SESSION_OWNER: &str = "SELECT s.id_hash, s.user_id, s.created_at, s.last_seen_at,
+       s.expires_at, s.authenticated_at, s.method,
+       u.id, u.workspace_id, u.email, u.role, u.password_hash,
+       w.slug AS ws_slug, w.name AS ws_name, w.created_at AS ws_created_at
+     FROM sessions s
+     JOIN users u ON u.id = s.user_id
+     JOIN workspaces w ON w.id = u.workspace_id
+     WHERE s.id_hash = $1";
+
+impl SessionOwnerRow {
+    fn from_reader(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionOwnerRow> {
+        Ok(SessionOwnerRow {
+            session: SessionRow {
+                id_hash: r.get(0)?,
+                user_id: r.get(1)?,
+                created_at: r.get(2)?,
+                last_seen_at: r.get(3)?,
+                expires_at: r.get(4)?,
+                authenticated_at: r.get(5)?,
+                method: r.get(6)?,
+            },
+            user: UserRow {
+                id: r.get(7)?,
+                workspace_id: r.get(8)?,
+                email: r.get(9)?,
+                role: r.get(10)?,
+                password_hash: r.get(11)?,
+            },
+            ws_slug: r.get(12)?,
+            ws_name: r.get(13)?,
+            ws_created_at: r.get(14)?,
+        })
+    }
+}
+
 pub(super) async fn touch_session(
     db: &Db,
     id_hash: &str,
     now: OffsetDateTime,
     idle_cutoff: OffsetDateTime,
-) -> Result<Option<Session>> {
-    let row: Option<SessionRow> = db_run!(db.read(), |c| {
-        sqlx::query_as("SELECT * FROM sessions WHERE id_hash = $1")
-            .bind(id_hash)
-            .fetch_optional(c)
-            .await
-    })?;
-    let Some(row) = row else {
+) -> Result<Option<(Session, User, Workspace)>> {
+    let row: Option<SessionOwnerRow> = match db {
+        // On the calling thread (`readers.rs`).
+        Db::Sqlite { readers, .. } => readers
+            .rows(
+                SESSION_OWNER.to_owned(),
+                vec![Arg::Text(id_hash.to_owned())],
+                SessionOwnerRow::from_reader,
+            )
+            .await?
+            .into_iter()
+            .next(),
+        Db::Postgres(pool) => {
+            sqlx::query_as(SESSION_OWNER)
+                .bind(id_hash)
+                .fetch_optional(pool)
+                .await?
+        }
+    };
+    let Some(SessionOwnerRow {
+        session: row,
+        user,
+        ws_slug,
+        ws_name,
+        ws_created_at,
+    }) = row
+    else {
         return Ok(None);
+    };
+    let user = User::from(user);
+    let workspace = Workspace {
+        id: user.workspace_id,
+        slug: ws_slug,
+        name: ws_name,
+        created_at: from_unix(ws_created_at),
     };
     let mut session = Session {
         id_hash: row.id_hash,
@@ -318,7 +395,7 @@ pub(super) async fn touch_session(
         })?;
         session.last_seen_at = now;
     }
-    Ok(Some(session))
+    Ok(Some((session, user, workspace)))
 }
 
 pub(super) async fn delete_session(db: &Db, id_hash: &str) -> Result<()> {

@@ -5,7 +5,7 @@ use sqlx::FromRow;
 use time::OffsetDateTime;
 
 use super::db::{db_run, ts, Db, JsonText, On};
-use super::{Device, Enrollment, NewDevice, Platform, Result};
+use super::{Device, Enrollment, NewDevice, Platform, Result, UsedJti};
 use crate::clock::from_unix;
 use crate::domain::crypto::Sealed;
 
@@ -251,25 +251,46 @@ pub(super) async fn touch_device(db: &Db, id: &str, now: OffsetDateTime) -> Resu
     })?)
 }
 
-pub(super) async fn remember_jti(
-    db: &Db,
-    device_id: &str,
-    jti: &str,
-    keep_until: OffsetDateTime,
-) -> Result<bool> {
-    // A concurrent insert of the same id waits for the first and then does nothing: one winner,
-    // across instances too.
-    let inserted = db_run!(db.write(), |c| {
-        sqlx::query(
-            "INSERT INTO used_jtis (device_id, jti, expires_at) VALUES ($1, $2, $3)
+pub(super) async fn record_jtis(db: &Db, used: &[UsedJti]) -> Result<()> {
+    // Rows of 3 anonymous placeholders on SQLite (see `scim_log::append_log`), `$N` on Postgres.
+    for chunk in used.chunks(300) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| match db {
+                Db::Sqlite { .. } => "(?, ?, ?)".to_owned(),
+                Db::Postgres(_) => format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3),
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO used_jtis (device_id, jti, expires_at) VALUES {}
              ON CONFLICT DO NOTHING",
-        )
-        .bind(device_id)
-        .bind(jti)
-        .bind(ts(keep_until))
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected())
+            rows.join(", ")
+        );
+        db_run!(db.write(), |c| {
+            let mut q = sqlx::query(&sql);
+            for u in chunk {
+                q = q
+                    .bind(u.device_id.as_str())
+                    .bind(u.jti.as_str())
+                    .bind(ts(u.keep_until));
+            }
+            q.execute(c).await.map(|_| ())
+        })?;
+    }
+    Ok(())
+}
+
+pub(super) async fn used_jtis(db: &Db) -> Result<Vec<UsedJti>> {
+    let rows: Vec<(String, String, i64)> = db_run!(db.read(), |c| {
+        sqlx::query_as("SELECT device_id, jti, expires_at FROM used_jtis")
+            .fetch_all(c)
+            .await
     })?;
-    Ok(inserted == 1)
+    Ok(rows
+        .into_iter()
+        .map(|(device_id, jti, at)| UsedJti {
+            device_id,
+            jti,
+            keep_until: from_unix(at),
+        })
+        .collect())
 }

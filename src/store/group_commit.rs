@@ -11,7 +11,7 @@
 //!
 //! The task owns each write from the moment it is queued, so a client that goes away cannot cut
 //! one in half (the standing rule of issue 13). The batch holds the writer for its duration, so
-//! `BATCH` bounds what a step-up write waits behind (it used to wait behind one SCIM write).
+//! `BATCH_TIME` bounds what a step-up write waits behind.
 //!
 //! Postgres has a pool and several instances: a write there is a transaction of its own.
 
@@ -20,6 +20,7 @@ use futures_util::FutureExt;
 use sqlx::SqlitePool;
 use std::panic::AssertUnwindSafe;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::db::{db_run, sqlite_begin, On, Tx};
@@ -27,7 +28,11 @@ use super::scim::{Deleted, Written};
 use super::{Result, StoreError};
 
 /// Writes per transaction at most.
-const BATCH: usize = 32;
+const BATCH: usize = 64;
+/// No write joins a batch that has run this long: what a step-up's write waits behind on the
+/// writer. With 32 writes and no time limit, 16 clients creating users made 1,800 users/s and
+/// the step-up's paced round trip p50 26 ms (11 ms with the old one-place semaphore).
+const BATCH_TIME: Duration = Duration::from_millis(1);
 /// Writes waiting for the task before callers wait to queue.
 const QUEUE: usize = 1_024;
 
@@ -108,26 +113,27 @@ impl GroupCommit {
 }
 
 async fn run_batches(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
-    let mut jobs = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut jobs, BATCH).await > 0 {
-        let mut answers = Vec::with_capacity(jobs.len());
-        let committed = run_batch(&writer, std::mem::take(&mut jobs), &mut answers).await;
+    while let Some(first) = rx.recv().await {
+        let mut answers = Vec::new();
+        let committed = run_batch(&writer, first, &mut rx, &mut answers).await;
         for answer in answers {
             answer(committed.clone());
         }
     }
 }
 
-/// One transaction for `jobs`, each inside `SAVEPOINT w`; the answer of every job that ran is
-/// pushed to `answers`. A job never run is dropped, and its caller hears that the writer is
-/// unavailable.
+/// One transaction: `first`, then whatever else has queued, while the batch is under `BATCH`
+/// writes and `BATCH_TIME` old. Each write runs inside `SAVEPOINT w`; the answer of every write
+/// that ran is pushed to `answers`. A write taken but never run is dropped, and its caller hears
+/// that the writer is unavailable.
 ///
 /// Each savepoint statement is a round trip to the connection's thread, so the end of one
 /// write's savepoint and the start of the next go in one (`RELEASE w; SAVEPOINT w`), and the
 /// last is ended by the COMMIT itself.
 async fn run_batch(
     writer: &SqlitePool,
-    jobs: Vec<Job>,
+    first: Job,
+    rx: &mut mpsc::Receiver<Job>,
     answers: &mut Vec<Answer>,
 ) -> std::result::Result<(), String> {
     let failed = |e: StoreError| format!("a SCIM write batch failed and was rolled back: {e}");
@@ -136,24 +142,34 @@ async fn run_batch(
             .await
             .map_err(|e| e.to_string())?,
     );
+    let started = Instant::now();
     execute(&mut tx, "SAVEPOINT w").await.map_err(failed)?;
-    let last = jobs.len().saturating_sub(1);
-    for (i, job) in jobs.into_iter().enumerate() {
+    let mut job = first;
+    loop {
         // A panicking write fails its batch, not the task every later write needs.
         let Ok((keep, answer)) = AssertUnwindSafe(job(&mut tx)).catch_unwind().await else {
             tracing::error!("a SCIM write panicked; its batch is rolled back");
             return Err("a SCIM write panicked; its batch was rolled back".into());
         };
         answers.push(answer);
-        let next = match (keep, i == last) {
-            (true, true) => None,
-            (true, false) => Some("RELEASE w; SAVEPOINT w"),
-            (false, true) => Some("ROLLBACK TO w"),
-            (false, false) => Some("ROLLBACK TO w; RELEASE w; SAVEPOINT w"),
+        let next = if answers.len() < BATCH && started.elapsed() < BATCH_TIME {
+            rx.try_recv().ok()
+        } else {
+            None
         };
-        if let Some(sql) = next {
+        let sql = match (keep, next.is_some()) {
+            (true, false) => None,
+            (true, true) => Some("RELEASE w; SAVEPOINT w"),
+            (false, false) => Some("ROLLBACK TO w"),
+            (false, true) => Some("ROLLBACK TO w; RELEASE w; SAVEPOINT w"),
+        };
+        if let Some(sql) = sql {
             // Dropped on error: the whole transaction rolls back.
             execute(&mut tx, sql).await.map_err(failed)?;
+        }
+        match next {
+            Some(n) => job = n,
+            None => break,
         }
     }
     tx.commit().await.map_err(|e| e.to_string())

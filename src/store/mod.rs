@@ -68,6 +68,14 @@ impl From<WorkspaceRow> for Workspace {
     }
 }
 
+/// A device JWS id that was used, kept until it could no longer be valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsedJti {
+    pub device_id: String,
+    pub jti: String,
+    pub keep_until: OffsetDateTime,
+}
+
 /// Every store of the configured database.
 pub struct Stores {
     pub store: Arc<dyn Store>,
@@ -238,15 +246,16 @@ store_trait! {
             async fn users_with_role(&self, workspace_id: i64, role: Role) -> Result<Vec<User>>;
 
             async fn create_session(&self, session: &Session) -> Result<()>;
-            /// The live session with this hash, its idle clock slid forward to `now` (written at
-            /// most every 30 s) unless it has passed `idle_cutoff` or its absolute expiry, in which
-            /// case it is deleted and None returned.
+            /// The live session with this hash, with its person and their workspace (one read),
+            /// its idle clock slid forward to `now` (written at most every 30 s) unless it has
+            /// passed `idle_cutoff` or its absolute expiry, in which case it is deleted and None
+            /// returned. None too when its person is gone.
             async fn touch_session(
                 &self,
                 id_hash: &str,
                 now: OffsetDateTime,
                 idle_cutoff: OffsetDateTime,
-            ) -> Result<Option<Session>>;
+            ) -> Result<Option<(Session, User, Workspace)>>;
             async fn delete_session(&self, id_hash: &str) -> Result<()>;
             /// Records that the session's person proved who they are at `now`; false when no such
             /// session.
@@ -337,14 +346,13 @@ store_trait! {
             async fn mark_push_token_invalid(&self, id: &str) -> Result<()>;
             async fn touch_device(&self, id: &str, now: OffsetDateTime) -> Result<()>;
 
-            /// Records a device JWS id; false when the device already used it (a replay). Ids kept
-            /// past `keep_until` are forgotten by `prune`.
-            async fn remember_jti(
-                &self,
-                device_id: &str,
-                jti: &str,
-                keep_until: OffsetDateTime,
-            ) -> Result<bool>;
+            /// Records device JWS ids already checked unused elsewhere (the embedded challenge
+            /// store's own map), in as few statements as the backend allows; an id already there
+            /// is left as it is.
+            async fn record_jtis(&self, used: &[UsedJti]) -> Result<()>;
+
+            /// Every recorded id (`prune` removes those past their time).
+            async fn used_jtis(&self) -> Result<Vec<UsedJti>>;
         }
 
         mod tokens {
