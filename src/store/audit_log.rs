@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
-use super::db::{db_run, ts, Db, JsonText, On, Tx};
+use super::db::{db_run, ts, Db, JsonText, Lane, On, Tx};
 use super::{AuditEntry, AuditEvent, AuditFilter, Result};
 use crate::clock::from_unix;
 use crate::domain::audit;
@@ -45,13 +45,16 @@ impl From<AuditRow> for AuditEntry {
 }
 
 pub(super) async fn append_audit(db: &Db, e: AuditEvent, now: OffsetDateTime) -> Result<()> {
-    // Appends to one chain take turns, so no two share a prev_hash. On SQLite, IMMEDIATE takes
-    // the write lock before the chain's head is read: the one writing connection orders the
-    // appends of this process, the lock (and its busy timeout) those of other processes on the
-    // file (the CLI).
-    let mut tx = db.begin_immediate().await?;
-    append_in(&mut tx, e, now).await?;
-    tx.commit().await
+    // Appends to one chain take turns, so no two share a prev_hash. On SQLite the shared
+    // transaction of `grouped_write` is IMMEDIATE: it takes the write lock before the chain's
+    // head is read; the one writing connection orders the appends of this process (appends in
+    // one batch see each other's rows), the lock (and its busy timeout) those of other processes
+    // on the file (the CLI). Answered after the commit: the fail-closed rule holds.
+    db.grouped_write(
+        Lane::Prompt,
+        Box::new(move |tx: &mut Tx| Box::pin(append_in(tx, e, now))),
+    )
+    .await
 }
 
 /// Appends `e` inside `tx`, a transaction begun with `begin_immediate`: a change and its entry

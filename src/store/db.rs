@@ -33,19 +33,29 @@ pub enum Db {
     /// process instead of meeting SQLite's busy handler (which sleeps in steps of milliseconds);
     /// reads run concurrently on the read-only `read` (WAL lets them).
     ///
-    /// `scim_writes` runs SCIM writes in shared transactions, one at a time on the writer
-    /// (`group_commit.rs`): an Entra initial cycle sends thousands of POSTs a minute, and a
-    /// step-up's few writes wait behind at most one batch of them, not behind every one.
+    /// `bulk` runs SCIM writes in shared transactions, one at a time on the writer, and `prompt`
+    /// audit appends, in batches of their own (`group_commit.rs`): an Entra initial cycle sends
+    /// thousands of POSTs a minute, and a step-up's writes wait behind at most one batch of them,
+    /// not behind every one (nor in a batch with them).
     ///
     /// `readers` serve the SCIM hot reads on the calling thread (`readers.rs`).
     Sqlite {
         write: SqlitePool,
         read: SqlitePool,
         readers: Arc<Readers>,
-        scim_writes: Arc<GroupCommit>,
+        bulk: Arc<GroupCommit>,
+        prompt: Arc<GroupCommit>,
     },
     /// The shared database of several instances.
     Postgres(PgPool),
+}
+
+/// Which batches a grouped write joins (`Db::grouped_write`).
+pub(super) enum Lane {
+    /// SCIM's writes, many at a time.
+    Bulk,
+    /// Writes someone is waiting on (the step-up's audit entries).
+    Prompt,
 }
 
 /// One value per backend: a pool, a connection or a transaction of the one the database is on.
@@ -130,22 +140,27 @@ pub(super) fn ts(t: OffsetDateTime) -> i64 {
 impl Db {
     pub(super) fn sqlite(write: SqlitePool, read: SqlitePool, readers: Readers) -> Db {
         Db::Sqlite {
-            scim_writes: Arc::new(GroupCommit::new(write.clone())),
+            bulk: Arc::new(GroupCommit::new(write.clone())),
+            prompt: Arc::new(GroupCommit::new(write.clone())),
             write,
             read,
             readers: Arc::new(readers),
         }
     }
 
-    /// Runs a SCIM write: on SQLite in the next shared transaction (`group_commit.rs`), on
-    /// Postgres in a transaction of its own. Its changes are kept only when it did what it was
-    /// asked (`Outcome`).
-    pub(super) async fn scim_write<T>(&self, work: Work<T>) -> Result<T>
+    /// Runs a write (a SCIM write, an audit append): on SQLite in the next shared transaction
+    /// (`group_commit.rs`), which takes the write lock before it reads anything, as
+    /// `begin_immediate`; on Postgres in a transaction of its own. Its changes are kept only when
+    /// it did what it was asked (`Outcome`).
+    pub(super) async fn grouped_write<T>(&self, lane: Lane, work: Work<T>) -> Result<T>
     where
         T: Outcome + Send + 'static,
     {
         match self {
-            Db::Sqlite { scim_writes, .. } => scim_writes.write(work).await,
+            Db::Sqlite { bulk, prompt, .. } => match lane {
+                Lane::Bulk => bulk.write(work).await,
+                Lane::Prompt => prompt.write(work).await,
+            },
             Db::Postgres(pool) => {
                 let mut tx = On::Postgres(pool.begin().await?);
                 let out = work(&mut tx).await?;
@@ -252,19 +267,13 @@ pub(super) async fn sqlite_pools(url: &str) -> anyhow::Result<(SqlitePool, Sqlit
         .await?;
     sqlx::migrate!("migrations/sqlite").run(&write).await?;
     let file = options.get_filename().to_owned();
-    // Readers map the file (issue 18): every SCIM request writes the provisioning log, and a
-    // reader whose next transaction sees a changed WAL drops its page cache and read(2)s each page
-    // back (the filter's profile: pcache1Truncate, vfs_read, copies). Mapped, those pages are the
-    // kernel's page cache itself. 256 MiB of address space, not of memory.
+    // Not mapped (issue 18): every SCIM request writes the provisioning log and every step-up the
+    // audit log, the file grows, and each mapped reader then unmapped and mapped it again
+    // (munmap, page faults and cross-CPU TLB flushes in the profiles of both benches).
     let read = SqlitePoolOptions::new()
         .max_connections(8)
         .test_before_acquire(false)
-        .connect_with(
-            options
-                .read_only(true)
-                .create_if_missing(false)
-                .pragma("mmap_size", "268435456"),
-        )
+        .connect_with(options.read_only(true).create_if_missing(false))
         .await?;
     let readers = Readers::open(&file)?;
     Ok((write, read, readers))

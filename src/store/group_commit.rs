@@ -1,4 +1,5 @@
-//! SCIM writes share transactions on SQLite's single writer (group commit, issue 18).
+//! SCIM writes and audit appends share transactions on SQLite's single writer (group commit,
+//! issue 18).
 //!
 //! An Entra ID initial cycle sends thousands of creates a minute from many connections. One
 //! transaction each costs each create a `BEGIN IMMEDIATE`, a `COMMIT` that appends every page it
@@ -44,6 +45,13 @@ pub(super) trait Outcome {
 impl Outcome for Written {
     fn keep(&self) -> bool {
         matches!(self, Written::Done(_))
+    }
+}
+
+/// An audit append: kept whenever it did not fail.
+impl Outcome for () {
+    fn keep(&self) -> bool {
+        true
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use time::OffsetDateTime;
 
-use super::db::{db_run, placeholders, ts, Db, On, Tx};
+use super::db::{db_run, placeholders, ts, Db, Lane, On, Tx};
 use super::scim::{Columns, Deleted, Edit, NewResource, StoredResource, Written};
 use super::scim_read::{kind_of, resource, select, table, ResourceRow, IN_CHUNK};
 use super::Result;
@@ -254,9 +254,10 @@ pub(super) async fn create(
     new: NewResource,
     now: OffsetDateTime,
 ) -> Result<Written> {
-    db.scim_write(Box::new(move |tx: &mut Tx| {
-        Box::pin(create_in(tx, workspace_id, kind, new, now))
-    }))
+    db.grouped_write(
+        Lane::Bulk,
+        Box::new(move |tx: &mut Tx| Box::pin(create_in(tx, workspace_id, kind, new, now))),
+    )
     .await
 }
 
@@ -359,9 +360,12 @@ pub(super) async fn update(
 ) -> Result<Written> {
     let select = select(db, kind, false);
     let id = id.to_owned();
-    db.scim_write(Box::new(move |tx: &mut Tx| {
-        Box::pin(update_in(tx, select, workspace_id, kind, id, edit, now))
-    }))
+    db.grouped_write(
+        Lane::Bulk,
+        Box::new(move |tx: &mut Tx| {
+            Box::pin(update_in(tx, select, workspace_id, kind, id, edit, now))
+        }),
+    )
     .await
 }
 
@@ -478,9 +482,12 @@ pub(super) async fn delete(
     now: OffsetDateTime,
 ) -> Result<Deleted> {
     let id = id.to_owned();
-    db.scim_write(Box::new(move |tx: &mut Tx| {
-        Box::pin(delete_in(tx, workspace_id, kind, id, expected_version, now))
-    }))
+    db.grouped_write(
+        Lane::Bulk,
+        Box::new(move |tx: &mut Tx| {
+            Box::pin(delete_in(tx, workspace_id, kind, id, expected_version, now))
+        }),
+    )
     .await
 }
 
