@@ -10,7 +10,7 @@
 //! it takes (`userName eq` is one index probe, `title co` walks the workspace). So a read on the
 //! calling thread runs under a budget of SQLite VM steps (its progress handler): one that spends
 //! it is stopped and run again, whole, on tokio's blocking pool, where it may take what it needs.
-//! A read that finds every reader busy goes to the blocking pool at once.
+//! A read that finds every reader taken, or the file busy, goes to the blocking pool at once.
 //!
 //! The readers open the file read-only; every write still goes through sqlx's single writer.
 
@@ -30,6 +30,8 @@ const STEPS_PER_TICK: i32 = 1_000;
 const INLINE_TICKS: u32 = 20;
 /// Connections: one for each runtime worker reading inline, and as many for the blocking pool.
 const READERS: usize = 4;
+/// How long a read on the blocking pool waits for a busy file.
+const BLOCKING_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection (one per distinct SQL text: filter shapes, pages).
 const STATEMENT_CACHE: usize = 64;
 
@@ -81,9 +83,13 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn interrupted(e: &rusqlite::Error) -> bool {
+/// Whether a read on the calling thread should go again on the blocking pool: it spent its
+/// budget, or the file was busy (a reader in WAL mode rarely is, during recovery; on the calling
+/// thread it does not wait for it).
+fn go_again(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if f.code == rusqlite::ErrorCode::OperationInterrupted)
+        if matches!(f.code, rusqlite::ErrorCode::OperationInterrupted
+            | rusqlite::ErrorCode::DatabaseBusy))
 }
 
 impl Readers {
@@ -98,7 +104,8 @@ impl Readers {
                 path,
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
-            conn.busy_timeout(Duration::from_secs(1))?;
+            // No waiting on the calling thread; the blocking pool waits (`read`).
+            conn.busy_timeout(Duration::ZERO)?;
             conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             let budget = Arc::new(Budget::default());
             let seen = budget.clone();
@@ -132,14 +139,17 @@ impl Readers {
             let result = read(&reader.conn);
             reader.budget.limited.store(false, Ordering::Relaxed);
             match result {
-                Err(e) if interrupted(&e) => break,
+                Err(e) if go_again(&e) => break,
                 other => return other.map_err(unavailable),
             }
         }
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let reader = this.any();
-            read(&reader.conn)
+            reader.conn.busy_timeout(BLOCKING_BUSY_TIMEOUT)?;
+            let result = read(&reader.conn);
+            reader.conn.busy_timeout(Duration::ZERO)?;
+            result
         })
         .await
         .map_err(unavailable)?
