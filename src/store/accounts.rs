@@ -182,14 +182,25 @@ pub(super) async fn user_by_email(db: &Db, workspace_id: i64, email: &str) -> Re
     Ok(row.map(User::from))
 }
 
+/// Read by every call a phone makes.
 pub(super) async fn user_by_id(db: &Db, id: i64) -> Result<Option<User>> {
-    let row: Option<UserRow> = db_run!(db.read(), |c| {
-        sqlx::query_as("SELECT * FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(c)
-            .await
-    })?;
-    Ok(row.map(User::from))
+    let rows = db
+        .hot_rows(
+            "SELECT id, workspace_id, email, role, password_hash FROM users WHERE id = $1"
+                .to_owned(),
+            vec![Arg::Int(id)],
+            |r| {
+                Ok(UserRow {
+                    id: r.get(0)?,
+                    workspace_id: r.get(1)?,
+                    email: r.get(2)?,
+                    role: r.get(3)?,
+                    password_hash: r.get(4)?,
+                })
+            },
+        )
+        .await?;
+    Ok(rows.into_iter().next().map(User::from))
 }
 
 pub(super) async fn members(db: &Db, workspace_id: i64) -> Result<Vec<Member>> {
@@ -334,24 +345,15 @@ pub(super) async fn touch_session(
     now: OffsetDateTime,
     idle_cutoff: OffsetDateTime,
 ) -> Result<Option<(Session, User, Workspace)>> {
-    let row: Option<SessionOwnerRow> = match db {
-        // On the calling thread (`readers.rs`).
-        Db::Sqlite { readers, .. } => readers
-            .rows(
-                SESSION_OWNER.to_owned(),
-                vec![Arg::Text(id_hash.to_owned())],
-                SessionOwnerRow::from_reader,
-            )
-            .await?
-            .into_iter()
-            .next(),
-        Db::Postgres(pool) => {
-            sqlx::query_as(SESSION_OWNER)
-                .bind(id_hash)
-                .fetch_optional(pool)
-                .await?
-        }
-    };
+    let row = db
+        .hot_rows(
+            SESSION_OWNER.to_owned(),
+            vec![Arg::Text(id_hash.to_owned())],
+            SessionOwnerRow::from_reader,
+        )
+        .await?
+        .into_iter()
+        .next();
     let Some(SessionOwnerRow {
         session: row,
         user,

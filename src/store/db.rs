@@ -14,7 +14,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::group_commit::{GroupCommit, Outcome, Work};
-use super::readers::Readers;
+use super::readers::{Arg, Readers};
 use super::Database;
 use super::{Result, StoreError};
 
@@ -181,6 +181,34 @@ impl Db {
             }
             Database::Postgres { url } => Db::Postgres(postgres_pool(url).await?),
         })
+    }
+
+    /// The rows of a read on a hot path: on SQLite from the readers, on the calling thread
+    /// (`readers.rs`), each made by `from_reader` (in the select list's order); on Postgres from
+    /// its pool, by the row type's `FromRow`. `$N` is bound to `args[N - 1]` on both.
+    pub(super) async fn hot_rows<T>(
+        &self,
+        sql: String,
+        args: Vec<Arg>,
+        from_reader: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin + 'static,
+    {
+        match self {
+            Db::Sqlite { readers, .. } => readers.rows(sql, args, from_reader).await,
+            Db::Postgres(pool) => {
+                let mut q = sqlx::query_as::<_, T>(&sql);
+                for a in &args {
+                    q = match a {
+                        Arg::Int(v) => q.bind(*v),
+                        Arg::Text(s) => q.bind(s.as_str()),
+                        Arg::Bool(v) => q.bind(*v),
+                    };
+                }
+                Ok(q.fetch_all(pool).await?)
+            }
+        }
     }
 
     /// Where reads go: SQLite's read-only pool, or the Postgres pool.

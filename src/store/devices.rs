@@ -5,6 +5,7 @@ use sqlx::FromRow;
 use time::OffsetDateTime;
 
 use super::db::{db_run, ts, Db, JsonText, On};
+use super::readers::Arg;
 use super::{Device, Enrollment, NewDevice, Platform, Result, UsedJti};
 use crate::clock::from_unix;
 use crate::domain::crypto::Sealed;
@@ -162,23 +163,51 @@ pub(super) async fn enroll_device(
     Ok(Enrollment::Enrolled { user_id })
 }
 
-pub(super) async fn device(db: &Db, id: &str) -> Result<Option<Device>> {
-    let row: Option<DeviceRow> = db_run!(db.read(), |c| {
-        sqlx::query_as("SELECT * FROM devices WHERE id = $1")
-            .bind(id)
-            .fetch_optional(c)
-            .await
-    })?;
-    Ok(row.map(Device::from))
+/// `DEVICE`'s columns, in the order `DeviceRow::from_reader` reads them.
+const DEVICE: &str = "SELECT id, user_id, name, platform, apns_environment, public_key,
+       push_key_id, push_nonce, push_ciphertext, push_token_invalid, created_at, last_seen_at
+     FROM devices";
+
+impl DeviceRow {
+    fn from_reader(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
+        Ok(DeviceRow {
+            id: r.get(0)?,
+            user_id: r.get(1)?,
+            name: r.get(2)?,
+            platform: r.get(3)?,
+            apns_environment: r.get(4)?,
+            public_key: JsonText(r.get(5)?),
+            push_key_id: r.get(6)?,
+            push_nonce: r.get(7)?,
+            push_ciphertext: r.get(8)?,
+            push_token_invalid: r.get(9)?,
+            created_at: r.get(10)?,
+            last_seen_at: r.get(11)?,
+        })
+    }
 }
 
+/// Read by every call a phone makes (`Authorization: Device`).
+pub(super) async fn device(db: &Db, id: &str) -> Result<Option<Device>> {
+    let rows = db
+        .hot_rows(
+            format!("{DEVICE} WHERE id = $1"),
+            vec![Arg::Text(id.to_owned())],
+            DeviceRow::from_reader,
+        )
+        .await?;
+    Ok(rows.into_iter().next().map(Device::from))
+}
+
+/// Read by every step-up (the phones to push to).
 pub(super) async fn devices_of_user(db: &Db, user_id: i64) -> Result<Vec<Device>> {
-    let rows: Vec<DeviceRow> = db_run!(db.read(), |c| {
-        sqlx::query_as("SELECT * FROM devices WHERE user_id = $1 ORDER BY created_at, id")
-            .bind(user_id)
-            .fetch_all(c)
-            .await
-    })?;
+    let rows = db
+        .hot_rows(
+            format!("{DEVICE} WHERE user_id = $1 ORDER BY created_at, id"),
+            vec![Arg::Int(user_id)],
+            DeviceRow::from_reader,
+        )
+        .await?;
     Ok(rows.into_iter().map(Device::from).collect())
 }
 

@@ -170,27 +170,6 @@ fn plan_args(workspace_id: i64, plan: Option<&SqlPlan>) -> Vec<Arg> {
     args
 }
 
-/// Binds `args` in order to a sqlx statement's `$1…$N`.
-fn bind_args<'q, DB, O>(
-    mut q: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
-    args: &'q [Arg],
-) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
-where
-    DB: sqlx::Database,
-    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    for a in args {
-        q = match a {
-            Arg::Int(v) => q.bind(*v),
-            Arg::Text(s) => q.bind(s.as_str()),
-            Arg::Bool(v) => q.bind(*v),
-        };
-    }
-    q
-}
-
 impl ResourceRow {
     /// A row of `select`, read by a SQLite reader (the column order is `select`'s).
     fn from_reader(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceRow> {
@@ -210,15 +189,9 @@ impl ResourceRow {
     }
 }
 
-/// The rows of a `select` statement: on SQLite from the readers (`readers.rs`), on the calling
-/// thread; on Postgres from its pool.
+/// The rows of a `select` statement (`Db::hot_rows`).
 async fn resource_rows(db: &Db, sql: String, args: Vec<Arg>) -> Result<Vec<ResourceRow>> {
-    match db {
-        Db::Sqlite { readers, .. } => readers.rows(sql, args, ResourceRow::from_reader).await,
-        Db::Postgres(pool) => Ok(bind_args(sqlx::query_as(&sql), &args)
-            .fetch_all(pool)
-            .await?),
-    }
+    db.hot_rows(sql, args, ResourceRow::from_reader).await
 }
 
 /// `ORDER BY` for a page: the sort column (nulls last when ascending, as `Sort::compare`), then id.
@@ -344,21 +317,8 @@ pub(super) async fn page(
         None => {
             let sql = format!("SELECT COUNT(*) FROM {} t{where_sql}", table(kind));
             let args = plan_args(workspace_id, filter);
-            let n: i64 = match db {
-                Db::Sqlite { readers, .. } => readers
-                    .rows(sql, args, |r| r.get(0))
-                    .await?
-                    .into_iter()
-                    .next()
-                    .unwrap_or(0),
-                Db::Postgres(pool) => {
-                    bind_args(sqlx::query_as::<_, (i64,)>(&sql), &args)
-                        .fetch_one(pool)
-                        .await?
-                        .0
-                }
-            };
-            n as u64
+            let counted: Vec<(i64,)> = db.hot_rows(sql, args, |r| Ok((r.get(0)?,))).await?;
+            counted.first().map_or(0, |(n,)| *n) as u64
         }
     };
     Ok(Rows { resources, total })

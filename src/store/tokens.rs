@@ -5,6 +5,7 @@ use sqlx::FromRow;
 use time::OffsetDateTime;
 
 use super::db::{db_run, ts, Db, On, Tx};
+use super::readers::Arg;
 use super::WorkspaceRow;
 use super::{Policy, Result, StoredToken, Workspace};
 use crate::clock::from_unix;
@@ -179,15 +180,24 @@ pub(super) async fn workspace_by_token_hash(
 }
 
 pub(super) async fn policy(db: &Db, workspace_id: i64) -> Result<Policy> {
-    let row: Option<PolicyRow> = db_run!(db.read(), |c| {
-        sqlx::query_as(
+    // Read by every reveal and release.
+    let row: Option<PolicyRow> = db
+        .hot_rows(
             "SELECT two_person_rotation, rotation_grace_minutes, token_viewers
-             FROM workspace_policies WHERE workspace_id = $1",
+             FROM workspace_policies WHERE workspace_id = $1"
+                .to_owned(),
+            vec![Arg::Int(workspace_id)],
+            |r| {
+                Ok(PolicyRow {
+                    two_person_rotation: r.get(0)?,
+                    rotation_grace_minutes: r.get(1)?,
+                    token_viewers: r.get(2)?,
+                })
+            },
         )
-        .bind(workspace_id)
-        .fetch_optional(c)
-        .await
-    })?;
+        .await?
+        .into_iter()
+        .next();
     Ok(match row {
         None => Policy::default(),
         Some(row) => Policy {
