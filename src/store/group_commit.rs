@@ -10,6 +10,9 @@
 //! savepoint alone, and the others commit. Nobody hears "done" before the commit: each answer is
 //! sent after it, and if the commit fails, every write of the batch answers that error.
 //!
+//! Audit appends go the same way, through a `GroupCommit` of their own (`Db::Sqlite`'s `prompt`
+//! lane): a step-up's entries are never inside a batch of SCIM creates.
+//!
 //! The task owns each write from the moment it is queued, so a client that goes away cannot cut
 //! one in half (the standing rule of issue 13). The batch holds the writer for its duration, so
 //! `BATCH_TIME` bounds what a step-up write waits behind.
@@ -111,12 +114,12 @@ impl GroupCommit {
         });
         if sender.send(job).await.is_err() {
             return Err(StoreError::Unavailable(
-                "the SCIM writer has stopped".into(),
+                "the batch writer has stopped".into(),
             ));
         }
         answer
             .await
-            .map_err(|_| StoreError::Unavailable("the SCIM writer dropped a write".into()))?
+            .map_err(|_| StoreError::Unavailable("the batch writer dropped a write".into()))?
     }
 }
 
@@ -144,7 +147,7 @@ async fn run_batch(
     rx: &mut mpsc::Receiver<Job>,
     answers: &mut Vec<Answer>,
 ) -> std::result::Result<(), String> {
-    let failed = |e: StoreError| format!("a SCIM write batch failed and was rolled back: {e}");
+    let failed = |e: StoreError| format!("a write batch failed and was rolled back: {e}");
     let mut tx = On::Sqlite(
         sqlite_begin(writer, Some("BEGIN IMMEDIATE"))
             .await
@@ -156,8 +159,8 @@ async fn run_batch(
     loop {
         // A panicking write fails its batch, not the task every later write needs.
         let Ok((keep, answer)) = AssertUnwindSafe(job(&mut tx)).catch_unwind().await else {
-            tracing::error!("a SCIM write panicked; its batch is rolled back");
-            return Err("a SCIM write panicked; its batch was rolled back".into());
+            tracing::error!("a batched write panicked; its batch is rolled back");
+            return Err("a batched write panicked; its batch was rolled back".into());
         };
         answers.push(answer);
         let next = if answers.len() < BATCH && started.elapsed() < BATCH_TIME {
