@@ -3,7 +3,8 @@
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
-use super::db::{db_run, ts, Db, JsonText, Lane, On, Tx};
+use super::db::{db_run, ts, Db, JsonText, Lane, WriteTx};
+use super::readers::{args, Arg};
 use super::{AuditEntry, AuditEvent, AuditFilter, Result};
 use crate::clock::from_unix;
 use crate::domain::audit;
@@ -47,21 +48,26 @@ impl From<AuditRow> for AuditEntry {
 pub(super) async fn append_audit(db: &Db, e: AuditEvent, now: OffsetDateTime) -> Result<()> {
     // Appends to one chain take turns, so no two share a prev_hash. On SQLite the shared
     // transaction of `grouped_write` is IMMEDIATE: it takes the write lock before the chain's
-    // head is read; the one writing connection orders the appends of this process (appends in
-    // one batch see each other's rows), the lock (and its busy timeout) those of other processes
-    // on the file (the CLI). Answered after the commit: the fail-closed rule holds.
+    // head is read; the process's write lock orders the appends of this process (appends in
+    // one batch see each other's rows), the file's lock (and its busy timeout) those of other
+    // processes on the file (the CLI). Answered after the commit: the fail-closed rule holds.
     db.grouped_write(
         Lane::Prompt,
-        Box::new(move |tx: &mut Tx| Box::pin(append_in(tx, e, now))),
+        Box::new(move |tx: WriteTx<'_>| Box::pin(append_in(tx, e, now))),
     )
     .await
 }
 
-/// Appends `e` inside `tx`, a transaction begun with `begin_immediate`: a change and its entry
-/// then commit together or not at all (the members' changes, `members.rs`).
-pub(super) async fn append_in(tx: &mut Tx, e: AuditEvent, now: OffsetDateTime) -> Result<()> {
+/// Appends `e` inside `tx`: a grouped write's, or a transaction begun with `begin_immediate`,
+/// where a change and its entry then commit together or not at all (the members' changes,
+/// `members.rs`).
+pub(super) async fn append_in(
+    mut tx: WriteTx<'_>,
+    e: AuditEvent,
+    now: OffsetDateTime,
+) -> Result<()> {
     let chain = audit::chain_key(e.workspace_id);
-    if let On::Postgres(c) = tx.conn() {
+    if let Some(c) = tx.postgres() {
         // One append per chain at a time, across instances: the lock is held until the
         // transaction ends. Chains whose keys collide modulo 2^31 merely wait for each other.
         sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
@@ -70,37 +76,33 @@ pub(super) async fn append_in(tx: &mut Tx, e: AuditEvent, now: OffsetDateTime) -
             .execute(c)
             .await?;
     }
-    let last: Option<(i64, Option<String>)> = db_run!(tx.conn(), |c| {
-        sqlx::query_as(
+    let last: Option<(i64, Option<String>)> = tx
+        .optional(
             "SELECT seq, hash FROM audit_log WHERE COALESCE(workspace_id, 0) = $1 AND seq IS NOT NULL
              ORDER BY seq DESC LIMIT 1",
+            args![chain],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .bind(chain)
-        .fetch_optional(c)
-        .await
-    })?;
+        .await?;
     let (seq, prev_hash) =
         audit::next_link(last.map(|(seq, hash)| (seq, hash.unwrap_or_default())));
     let hash = e.content(seq, ts(now), &prev_hash).hash();
-    db_run!(tx.conn(), |c| {
-        sqlx::query(
-            "INSERT INTO audit_log (workspace_id, at, kind, actor, ip, device_id, detail, seq,
-               prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(e.workspace_id)
-        .bind(ts(now))
-        .bind(e.kind)
-        .bind(&e.actor)
-        .bind(&e.ip)
-        .bind(&e.device_id)
-        .bind(JsonText(audit::canonical_json(&e.detail).to_string()))
-        .bind(seq)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(c)
-        .await
-        .map(|_| ())
-    })?;
+    let detail = Arg::Json(audit::canonical_json(&e.detail).to_string());
+    let mut values = args![
+        e.workspace_id,
+        ts(now),
+        e.kind,
+        &e.actor,
+        &e.ip,
+        &e.device_id
+    ];
+    values.extend([detail, Arg::Int(seq), Arg::Text(prev_hash), Arg::Text(hash)]);
+    tx.execute(
+        "INSERT INTO audit_log (workspace_id, at, kind, actor, ip, device_id, detail, seq,
+           prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        values,
+    )
+    .await?;
     Ok(())
 }
 

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-use super::group_commit::{GroupCommit, Outcome, Work};
-use super::readers::{Arg, Readers};
+use super::group_commit::{open_writer, GroupCommit, Outcome, Work};
+use super::readers::{bind, Arg, Readers};
 use super::Database;
 use super::{Result, StoreError};
 
@@ -67,6 +67,134 @@ pub enum On<S, P> {
 
 /// A transaction on the writer.
 pub type Tx = On<sqlx::Transaction<'static, Sqlite>, sqlx::Transaction<'static, Postgres>>;
+
+/// The transaction a write's statements run on, as a grouped write (`Db::grouped_write`) and an
+/// audit append see it. On SQLite, a grouped write runs on the group commit's own connection to
+/// the file (`group_commit.rs`), inside its `BEGIN IMMEDIATE`, on a thread of its own: each
+/// statement is a call there, where a statement on sqlx's connection is a hand-off to its thread
+/// and back. Elsewhere it is a transaction of sqlx's: Postgres, or a SQLite transaction begun by
+/// `begin_immediate` (the members' changes, whose entry it appends). A statement is written once,
+/// with `$N` placeholders bound to `Arg`s, and runs on either.
+pub enum WriteTx<'a> {
+    Sqlx(&'a mut Tx),
+    Direct(&'a mut rusqlite::Connection),
+}
+
+/// Binds `args` to a sqlx query of either driver, `$N` to `args[N - 1]`.
+macro_rules! bind_args {
+    ($query:expr, $args:expr) => {{
+        let mut q = $query;
+        for a in $args {
+            q = match a {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(s) => q.bind(s.as_str()),
+                Arg::Bool(v) => q.bind(*v),
+                Arg::OptInt(v) => q.bind(*v),
+                Arg::OptText(s) => q.bind(s.as_deref()),
+                Arg::OptBool(v) => q.bind(*v),
+                Arg::Json(s) => q.bind(JsonText(s.clone())),
+            };
+        }
+        q
+    }};
+}
+
+/// A rusqlite error as the store's: a unique or primary key violation is a conflict, as sqlx
+/// reports it.
+pub(super) fn direct_error(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        if matches!(
+            f.extended_code,
+            rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        ) {
+            return StoreError::Conflict;
+        }
+    }
+    StoreError::Unavailable(e.to_string())
+}
+
+impl WriteTx<'_> {
+    /// Runs a statement; the rows it changed.
+    pub(super) async fn execute(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64> {
+        match self {
+            WriteTx::Direct(conn) => {
+                let mut statement = conn.prepare_cached(sql).map_err(direct_error)?;
+                bind(&mut statement, &args).map_err(direct_error)?;
+                Ok(statement.raw_execute().map_err(direct_error)? as u64)
+            }
+            WriteTx::Sqlx(tx) => Ok(db_run!(tx.conn(), |c| bind_args!(sqlx::query(sql), &args)
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected()))?),
+        }
+    }
+
+    /// The rows of a query, each made by `from_reader` (in the select list's order) on the
+    /// writer's own connection, by the row type's `FromRow` on sqlx's.
+    pub(super) async fn rows<T>(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg>,
+        from_reader: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        match self {
+            WriteTx::Direct(conn) => {
+                let mut statement = conn.prepare_cached(sql).map_err(direct_error)?;
+                bind(&mut statement, &args).map_err(direct_error)?;
+                let mut rows = statement.raw_query();
+                let mut out = Vec::new();
+                while let Some(row) = rows.next().map_err(direct_error)? {
+                    out.push(from_reader(row).map_err(direct_error)?);
+                }
+                Ok(out)
+            }
+            WriteTx::Sqlx(tx) => Ok(db_run!(tx.conn(), |c| bind_args!(
+                sqlx::query_as::<_, T>(sql),
+                &args
+            )
+            .fetch_all(c)
+            .await)?),
+        }
+    }
+
+    /// The first row of a query, if any (`rows`).
+    pub(super) async fn optional<T>(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg>,
+        from_reader: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        Ok(self.rows(sql, args, from_reader).await?.into_iter().next())
+    }
+
+    /// The Postgres connection, for a statement only Postgres has (arrays, advisory locks).
+    pub(super) fn postgres(&mut self) -> Option<&mut PgConnection> {
+        match self {
+            WriteTx::Sqlx(On::Postgres(tx)) => Some(&mut **tx),
+            _ => None,
+        }
+    }
+
+    /// `lock` on Postgres, nothing on SQLite (`Tx::row_lock`).
+    pub(super) fn row_lock(&self, lock: &'static str) -> &'static str {
+        match self {
+            WriteTx::Sqlx(On::Postgres(_)) => lock,
+            _ => "",
+        }
+    }
+}
 
 /// Runs `$body` with `$c` the pool or connection of the backend `$on` (an [`On`]) is on. The
 /// body is written once and compiled once per driver, so a statement, its binds and its row type
@@ -138,10 +266,16 @@ pub(super) fn ts(t: OffsetDateTime) -> i64 {
 }
 
 impl Db {
-    pub(super) fn sqlite(write: SqlitePool, read: SqlitePool, readers: Readers) -> Db {
+    pub(super) fn sqlite(
+        write: SqlitePool,
+        read: SqlitePool,
+        readers: Readers,
+        batches: rusqlite::Connection,
+    ) -> Db {
+        let batches = Arc::new(std::sync::Mutex::new(batches));
         Db::Sqlite {
-            bulk: Arc::new(GroupCommit::new(write.clone())),
-            prompt: Arc::new(GroupCommit::new(write.clone())),
+            bulk: Arc::new(GroupCommit::new(write.clone(), batches.clone())),
+            prompt: Arc::new(GroupCommit::new(write.clone(), batches)),
             write,
             read,
             readers: Arc::new(readers),
@@ -163,7 +297,7 @@ impl Db {
             },
             Db::Postgres(pool) => {
                 let mut tx = On::Postgres(pool.begin().await?);
-                let out = work(&mut tx).await?;
+                let out = work(WriteTx::Sqlx(&mut tx)).await?;
                 if out.keep() {
                     tx.commit().await?;
                 }
@@ -176,8 +310,8 @@ impl Db {
     pub async fn open(database: &Database) -> anyhow::Result<Db> {
         Ok(match database {
             Database::Sqlite { url, .. } => {
-                let (write, read, readers) = sqlite_pools(url).await?;
-                Db::sqlite(write, read, readers)
+                let (write, read, readers, batches) = sqlite_pools(url).await?;
+                Db::sqlite(write, read, readers, batches)
             }
             Database::Postgres { url } => Db::Postgres(postgres_pool(url).await?),
         })
@@ -197,17 +331,9 @@ impl Db {
     {
         match self {
             Db::Sqlite { readers, .. } => readers.rows(sql, args, from_reader).await,
-            Db::Postgres(pool) => {
-                let mut q = sqlx::query_as::<_, T>(&sql);
-                for a in &args {
-                    q = match a {
-                        Arg::Int(v) => q.bind(*v),
-                        Arg::Text(s) => q.bind(s.as_str()),
-                        Arg::Bool(v) => q.bind(*v),
-                    };
-                }
-                Ok(q.fetch_all(pool).await?)
-            }
+            Db::Postgres(pool) => Ok(bind_args!(sqlx::query_as::<_, T>(&sql), &args)
+                .fetch_all(pool)
+                .await?),
         }
     }
 
@@ -276,8 +402,11 @@ impl Tx {
     }
 }
 
-/// The writer (one connection) and the readers of a SQLite file, migrated.
-pub(super) async fn sqlite_pools(url: &str) -> anyhow::Result<(SqlitePool, SqlitePool, Readers)> {
+/// The writer (one connection), the readers and the group commit's connection of a SQLite file,
+/// migrated.
+pub(super) async fn sqlite_pools(
+    url: &str,
+) -> anyhow::Result<(SqlitePool, SqlitePool, Readers, rusqlite::Connection)> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -304,7 +433,8 @@ pub(super) async fn sqlite_pools(url: &str) -> anyhow::Result<(SqlitePool, Sqlit
         .connect_with(options.read_only(true).create_if_missing(false))
         .await?;
     let readers = Readers::open(&file)?;
-    Ok((write, read, readers))
+    let batches = open_writer(&file)?;
+    Ok((write, read, readers, batches))
 }
 
 /// Begins a transaction on SQLite's writer in a task of its own (issue 13). sqlx-sqlite's `begin`

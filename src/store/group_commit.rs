@@ -20,14 +20,16 @@
 //! Postgres has a pool and several instances: a write there is a transaction of its own.
 
 use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
+use rusqlite::{Connection, OpenFlags};
 use sqlx::SqlitePool;
 use std::panic::AssertUnwindSafe;
-use std::sync::OnceLock;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
-use super::db::{db_run, sqlite_begin, On, Tx};
+use super::db::WriteTx;
 use super::scim::{Deleted, Written};
 use super::{Result, StoreError};
 
@@ -39,6 +41,8 @@ const BATCH: usize = 64;
 const BATCH_TIME: Duration = Duration::from_millis(1);
 /// Writes waiting for the task before callers wait to queue.
 const QUEUE: usize = 1_024;
+/// How long a batch waits for another process's write (the CLI) to end, as sqlx's writer does.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether a write's changes are kept: only when it did what it was asked.
 pub(super) trait Outcome {
@@ -65,25 +69,46 @@ impl Outcome for Deleted {
 }
 
 /// A write's statements, run on the shared transaction.
-pub(super) type Work<T> = Box<dyn for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T>> + Send>;
+pub(super) type Work<T> = Box<dyn for<'t> FnOnce(WriteTx<'t>) -> BoxFuture<'t, Result<T>> + Send>;
 
 /// What the task calls once the batch's commit has ended: sends the write its answer.
 type Answer = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 
 /// A queued write: runs on the batch's transaction, says whether its changes are kept, and
 /// leaves its answer for after the commit.
-type Job = Box<dyn for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, (bool, Answer)> + Send>;
+type Job = Box<dyn for<'t> FnOnce(WriteTx<'t>) -> BoxFuture<'t, (bool, Answer)> + Send>;
+
+/// The connection the batches write on: the file's second writing connection, beside sqlx's.
+/// The two never write at once: a batch holds sqlx's one writing connection for its duration
+/// (`run_batches`), so inside the process writers still queue in order, and only another process
+/// (the CLI) meets the busy timeout.
+pub(super) fn open_writer(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Per connection, as sqlx sets them on its own (`db::sqlite_pools`).
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
 
 pub(super) struct GroupCommit {
+    /// sqlx's writing connection, held by a batch as the process's write lock.
     writer: SqlitePool,
+    /// Shared by the lanes; used by whichever holds `writer`.
+    conn: Arc<Mutex<Connection>>,
     /// Started on first use, inside the runtime.
     sender: OnceLock<mpsc::Sender<Job>>,
 }
 
 impl GroupCommit {
-    pub(super) fn new(writer: SqlitePool) -> GroupCommit {
+    pub(super) fn new(writer: SqlitePool, conn: Arc<Mutex<Connection>>) -> GroupCommit {
         GroupCommit {
             writer,
+            conn,
             sender: OnceLock::new(),
         }
     }
@@ -94,7 +119,7 @@ impl GroupCommit {
         T: Outcome + Send + 'static,
     {
         let (reply, answer) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(move |tx: &mut Tx| {
+        let job: Job = Box::new(move |tx: WriteTx<'_>| {
             Box::pin(async move {
                 let out = work(tx).await;
                 let keep = matches!(&out, Ok(r) if r.keep());
@@ -109,7 +134,7 @@ impl GroupCommit {
         });
         let sender = self.sender.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(run_batches(self.writer.clone(), rx));
+            tokio::spawn(run_batches(self.writer.clone(), self.conn.clone(), rx));
             tx
         });
         if sender.send(job).await.is_err() {
@@ -123,10 +148,38 @@ impl GroupCommit {
     }
 }
 
-async fn run_batches(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+/// Takes the process's write lock (sqlx's writing connection) for each batch, and runs the batch
+/// on a blocking thread: one hand-off per batch, where sqlx makes one per statement. A write
+/// taken but never run is dropped, and its caller hears that the writer is unavailable.
+async fn run_batches(
+    writer: SqlitePool,
+    conn: Arc<Mutex<Connection>>,
+    mut rx: mpsc::Receiver<Job>,
+) {
     while let Some(first) = rx.recv().await {
-        let mut answers = Vec::new();
-        let committed = run_batch(&writer, first, &mut rx, &mut answers).await;
+        let held = match writer.acquire().await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::error!(error = %e, "the writer is unavailable; a batched write is dropped");
+                continue;
+            }
+        };
+        let conn = conn.clone();
+        let handle = Handle::current();
+        let ran = tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut answers = Vec::new();
+            let committed = run_batch(&mut conn, &handle, first, &mut rx, &mut answers);
+            (rx, answers, committed)
+        })
+        .await;
+        drop(held);
+        let Ok((back, answers, committed)) = ran else {
+            // run_batch catches what its writes throw; nothing else in it panics.
+            tracing::error!("the batch writer's thread failed; writes are refused from now on");
+            return;
+        };
+        rx = back;
         for answer in answers {
             answer(committed.clone());
         }
@@ -135,30 +188,49 @@ async fn run_batches(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
 
 /// One transaction: `first`, then whatever else has queued, while the batch is under `BATCH`
 /// writes and `BATCH_TIME` old. Each write runs inside `SAVEPOINT w`; the answer of every write
-/// that ran is pushed to `answers`. A write taken but never run is dropped, and its caller hears
-/// that the writer is unavailable.
-///
-/// Each savepoint statement is a round trip to the connection's thread, so the end of one
-/// write's savepoint and the start of the next go in one (`RELEASE w; SAVEPOINT w`), and the
-/// last is ended by the COMMIT itself.
-async fn run_batch(
-    writer: &SqlitePool,
+/// that ran is pushed to `answers`. The connection is outside any transaction when it returns.
+fn run_batch(
+    conn: &mut Connection,
+    handle: &Handle,
     first: Job,
     rx: &mut mpsc::Receiver<Job>,
     answers: &mut Vec<Answer>,
 ) -> std::result::Result<(), String> {
-    let failed = |e: StoreError| format!("a write batch failed and was rolled back: {e}");
-    let mut tx = On::Sqlite(
-        sqlite_begin(writer, Some("BEGIN IMMEDIATE"))
-            .await
-            .map_err(|e| e.to_string())?,
-    );
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| format!("a write batch could not begin: {e}"))?;
+    let ran = run_writes(conn, handle, first, rx, answers);
+    let ended = ran.and_then(|()| {
+        conn.execute_batch("COMMIT")
+            .map_err(|e| format!("a write batch failed to commit and was rolled back: {e}"))
+    });
+    if ended.is_err() && !conn.is_autocommit() {
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "a failed write batch could not be rolled back");
+        }
+    }
+    ended
+}
+
+/// The writes of a batch, each kept or rolled back to its savepoint alone; Err ends the batch.
+fn run_writes(
+    conn: &mut Connection,
+    handle: &Handle,
+    first: Job,
+    rx: &mut mpsc::Receiver<Job>,
+    answers: &mut Vec<Answer>,
+) -> std::result::Result<(), String> {
+    let failed = |e: rusqlite::Error| format!("a write batch failed and was rolled back: {e}");
     let started = Instant::now();
-    execute(&mut tx, "SAVEPOINT w").await.map_err(failed)?;
+    conn.execute_batch("SAVEPOINT w").map_err(failed)?;
     let mut job = first;
     loop {
-        // A panicking write fails its batch, not the task every later write needs.
-        let Ok((keep, answer)) = AssertUnwindSafe(job(&mut tx)).catch_unwind().await else {
+        // The write's future never waits on this connection (each statement is a call), so
+        // `block_on` only polls it; a panic fails its batch, not the task every later write
+        // needs.
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            handle.block_on(job(WriteTx::Direct(&mut *conn)))
+        }));
+        let Ok((keep, answer)) = ran else {
             tracing::error!("a batched write panicked; its batch is rolled back");
             return Err("a batched write panicked; its batch was rolled back".into());
         };
@@ -175,54 +247,50 @@ async fn run_batch(
             (false, true) => Some("ROLLBACK TO w; RELEASE w; SAVEPOINT w"),
         };
         if let Some(sql) = sql {
-            // Dropped on error: the whole transaction rolls back.
-            execute(&mut tx, sql).await.map_err(failed)?;
+            conn.execute_batch(sql).map_err(failed)?;
         }
         match next {
             Some(n) => job = n,
-            None => break,
+            None => return Ok(()),
         }
     }
-    tx.commit().await.map_err(|e| e.to_string())
-}
-
-/// One or more statements without arguments (sqlx-sqlite runs each in turn).
-async fn execute(tx: &mut Tx, sql: &'static str) -> Result<()> {
-    db_run!(tx.conn(), |c| sqlx::query(sql).execute(c).await.map(|_| ()))?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::readers::args;
     use sqlx::sqlite::SqlitePoolOptions;
-    use std::sync::Arc;
 
-    async fn writer() -> (tempfile::TempDir, SqlitePool) {
+    async fn writer() -> (tempfile::TempDir, SqlitePool, GroupCommit) {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("g.db").display());
+        let path = dir.path().join("g.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect(&url)
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&pool)
             .await
             .unwrap();
         sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
             .execute(&pool)
             .await
             .unwrap();
-        (dir, pool)
+        let conn = Arc::new(Mutex::new(open_writer(&path).unwrap()));
+        let commit = GroupCommit::new(pool.clone(), conn);
+        (dir, pool, commit)
     }
 
     /// Inserts `keys` one statement each, then ends as `outcome`.
     fn insert(keys: &'static [&'static str], outcome: Deleted) -> Work<Deleted> {
-        Box::new(move |tx: &mut Tx| {
+        Box::new(move |mut tx: WriteTx<'_>| {
             Box::pin(async move {
                 for k in keys {
-                    db_run!(tx.conn(), |c| sqlx::query("INSERT INTO t (k) VALUES ($1)")
-                        .bind(*k)
-                        .execute(c)
-                        .await
-                        .map(|_| ()))?;
+                    tx.execute("INSERT INTO t (k) VALUES ($1)", args![*k])
+                        .await?;
                 }
                 Ok(outcome)
             })
@@ -241,8 +309,8 @@ mod tests {
     /// `Done` leave nothing, and every other commits.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_write_in_a_batch_keeps_or_loses_only_its_own_changes() {
-        let (_dir, pool) = writer().await;
-        let commit = Arc::new(GroupCommit::new(pool.clone()));
+        let (_dir, pool, commit) = writer().await;
+        let commit = Arc::new(commit);
         // The writer's one connection held: the first write's batch waits to begin, and the
         // other five queue behind it and make the next batch together.
         let held = pool.acquire().await.unwrap();
@@ -253,11 +321,10 @@ mod tests {
             writes.push(tokio::spawn(async move {
                 match i {
                     // Inserts "x", then fails inserting it again.
-                    2 => c
-                        .write(insert(&["x", "x"], Deleted::Done))
-                        .await
-                        .err()
-                        .map(|_| "failed"),
+                    2 => match c.write(insert(&["x", "x"], Deleted::Done)).await {
+                        Err(StoreError::Conflict) => Some("failed"),
+                        _ => None,
+                    },
                     // Inserts "y", then ends NotFound: rolled back.
                     4 => c
                         .write(insert(&["y"], Deleted::NotFound))
@@ -299,8 +366,8 @@ mod tests {
     /// A write whose caller has gone still runs to its end (issue 13's rule).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_outlives_its_caller() {
-        let (_dir, pool) = writer().await;
-        let commit = Arc::new(GroupCommit::new(pool.clone()));
+        let (_dir, pool, commit) = writer().await;
+        let commit = Arc::new(commit);
         let c = commit.clone();
         let caller = tokio::spawn(async move { c.write(insert(&["kept"], Deleted::Done)).await });
         tokio::task::yield_now().await;
@@ -317,5 +384,31 @@ mod tests {
             return;
         }
         assert_eq!(got, vec!["after", "kept"]);
+    }
+
+    /// Another process on the file (the CLI) holding the write lock: the batch waits for it on
+    /// its own thread, then commits; nothing is lost and the runtime is not held up meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_waits_out_another_process_holding_the_file() {
+        let (dir, pool, commit) = writer().await;
+        let commit = Arc::new(commit);
+        let other = Connection::open(dir.path().join("g.db")).unwrap();
+        other
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO t (k) VALUES ('cli');")
+            .unwrap();
+        let c = commit.clone();
+        let write = tokio::spawn(async move { c.write(insert(&["server"], Deleted::Done)).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !write.is_finished(),
+            "the batch cannot commit while the CLI holds the file"
+        );
+        // The runtime still runs other work meanwhile.
+        tokio::time::timeout(Duration::from_millis(100), tokio::task::yield_now())
+            .await
+            .unwrap();
+        other.execute_batch("COMMIT").unwrap();
+        write.await.unwrap().unwrap();
+        assert_eq!(keys(&pool).await, vec!["cli", "server"]);
     }
 }

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::accounts::{insert_user, UserRow};
 use super::audit_log::append_in;
-use super::db::{db_run, ts, Db, Tx};
+use super::db::{db_run, ts, Db, Tx, WriteTx};
 use super::{AuditEvent, Result, Role, User};
 use crate::clock::from_unix;
 
@@ -119,7 +119,7 @@ pub(super) async fn invite_member(
             .map(|_| ())
         })?;
     }
-    append_in(&mut tx, audit, now).await?;
+    append_in(WriteTx::Sqlx(&mut tx), audit, now).await?;
     tx.commit().await?;
     Ok(User {
         id,
@@ -157,7 +157,7 @@ pub(super) async fn set_member_role(
             .await
             .map(|_| ())
     })?;
-    append_in(&mut tx, audit, now).await?;
+    append_in(WriteTx::Sqlx(&mut tx), audit, now).await?;
     tx.commit().await?;
     Ok(MemberChange::Done(member))
 }
@@ -185,7 +185,7 @@ pub(super) async fn remove_member(
             .await
             .map(|_| ())
     })?;
-    append_in(&mut tx, audit, now).await?;
+    append_in(WriteTx::Sqlx(&mut tx), audit, now).await?;
     tx.commit().await?;
     Ok(MemberChange::Done(member))
 }
@@ -237,7 +237,7 @@ pub(super) async fn accept_invitation(
             .await
             .map(|_| ())
     })?;
-    append_in(&mut tx, audit, now).await?;
+    append_in(WriteTx::Sqlx(&mut tx), audit, now).await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -35,23 +35,94 @@ const BLOCKING_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection (one per distinct SQL text: filter shapes, pages).
 const STATEMENT_CACHE: usize = 64;
 
-/// One value bound to a `$N` placeholder.
+/// One value bound to a `$N` placeholder, on the readers, the writer's own connection
+/// (`WriteTx`) and Postgres alike. A NULL keeps its type: Postgres types every parameter.
 #[derive(Clone, Debug)]
 pub enum Arg {
     Int(i64),
     Text(String),
     Bool(bool),
+    OptInt(Option<i64>),
+    OptText(Option<String>),
+    OptBool(Option<bool>),
+    /// JSON as its text: TEXT on SQLite, `jsonb` on Postgres (`db::JsonText`).
+    Json(String),
 }
 
 impl ToSql for Arg {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         match self {
             Arg::Int(v) => v.to_sql(),
-            Arg::Text(v) => v.to_sql(),
+            Arg::Text(v) | Arg::Json(v) => v.to_sql(),
             Arg::Bool(v) => v.to_sql(),
+            Arg::OptInt(v) => v.to_sql(),
+            Arg::OptText(v) => v.to_sql(),
+            Arg::OptBool(v) => v.to_sql(),
         }
     }
 }
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Arg {
+        Arg::Int(v)
+    }
+}
+
+impl From<bool> for Arg {
+    fn from(v: bool) -> Arg {
+        Arg::Bool(v)
+    }
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Arg {
+        Arg::Text(v.to_owned())
+    }
+}
+
+impl From<&String> for Arg {
+    fn from(v: &String) -> Arg {
+        Arg::Text(v.clone())
+    }
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Arg {
+        Arg::Text(v)
+    }
+}
+
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Arg {
+        Arg::OptInt(v)
+    }
+}
+
+impl From<Option<bool>> for Arg {
+    fn from(v: Option<bool>) -> Arg {
+        Arg::OptBool(v)
+    }
+}
+
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Arg {
+        Arg::OptText(v.map(str::to_owned))
+    }
+}
+
+impl From<&Option<String>> for Arg {
+    fn from(v: &Option<String>) -> Arg {
+        Arg::OptText(v.clone())
+    }
+}
+
+/// `args![a, b, …]`: the values of `$1, $2, …`, each through `Arg::from`.
+macro_rules! args {
+    ($($value:expr),* $(,)?) => {
+        vec![$($crate::store::readers::Arg::from($value)),*]
+    };
+}
+pub(crate) use args;
 
 /// Whether the read on a connection is on the calling thread (limited) and the ticks it has
 /// taken; read by the progress handler.
@@ -190,7 +261,10 @@ impl Readers {
 
 /// Binds each `$N` of a statement to `args[N - 1]`, wherever and however often it appears (as
 /// sqlx does, so one SQL text serves both).
-fn bind(statement: &mut rusqlite::CachedStatement<'_>, args: &[Arg]) -> rusqlite::Result<()> {
+pub(super) fn bind(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    args: &[Arg],
+) -> rusqlite::Result<()> {
     for index in 1..=statement.parameter_count() {
         let n = statement
             .parameter_name(index)

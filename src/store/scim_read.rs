@@ -172,7 +172,7 @@ fn plan_args(workspace_id: i64, plan: Option<&SqlPlan>) -> Vec<Arg> {
 
 impl ResourceRow {
     /// A row of `select`, read by a SQLite reader (the column order is `select`'s).
-    fn from_reader(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceRow> {
+    pub(super) fn from_reader(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceRow> {
         Ok(ResourceRow {
             id: r.get(0)?,
             document: r.get(1)?,

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 
 use time::OffsetDateTime;
 
-use super::db::{db_run, placeholders, ts, Db, Lane, On, Tx};
+use super::db::{placeholders, ts, Db, Lane, WriteTx};
+use super::readers::{args, Arg};
 use super::scim::{Columns, Deleted, Edit, NewResource, StoredResource, Written};
 use super::scim_read::{kind_of, resource, select, table, ResourceRow, IN_CHUNK};
 use super::Result;
@@ -32,43 +33,41 @@ fn kind_name(kind: ResourceKind) -> &'static str {
 /// The kind of each id that names a resource of the workspace; Err with the first that does not.
 /// On Postgres each is locked `FOR KEY SHARE` until commit.
 async fn member_types(
-    tx: &mut Tx,
+    tx: &mut WriteTx<'_>,
     workspace_id: i64,
     ids: &[String],
 ) -> Result<std::result::Result<Vec<(String, ResourceKind)>, String>> {
     let mut found: HashMap<String, ResourceKind> = HashMap::new();
-    match tx.conn() {
-        On::Postgres(c) if !ids.is_empty() => {
-            for kind in [ResourceKind::User, ResourceKind::Group] {
-                let sql = format!(
-                    "SELECT id FROM {} WHERE workspace_id = $1 AND id = ANY($2) FOR KEY SHARE",
-                    table(kind)
-                );
-                let rows: Vec<(String,)> = sqlx::query_as(&sql)
-                    .bind(workspace_id)
-                    .bind(ids)
-                    .fetch_all(&mut *c)
-                    .await?;
-                found.extend(rows.into_iter().map(|(id,)| (id, kind)));
-            }
+    if ids.is_empty() {
+    } else if let Some(c) = tx.postgres() {
+        for kind in [ResourceKind::User, ResourceKind::Group] {
+            let sql = format!(
+                "SELECT id FROM {} WHERE workspace_id = $1 AND id = ANY($2) FOR KEY SHARE",
+                table(kind)
+            );
+            let rows: Vec<(String,)> = sqlx::query_as(&sql)
+                .bind(workspace_id)
+                .bind(ids)
+                .fetch_all(&mut *c)
+                .await?;
+            found.extend(rows.into_iter().map(|(id,)| (id, kind)));
         }
-        On::Postgres(_) => {}
+    } else {
         // No arrays: the ids in lists of placeholders, both tables in one statement.
-        On::Sqlite(c) => {
-            for chunk in ids.chunks(IN_CHUNK) {
-                let list = placeholders(2, chunk.len());
-                let sql = format!(
-                    "SELECT id, 'User' AS t FROM scim_users WHERE workspace_id = $1 AND id IN ({list})
-                     UNION ALL
-                     SELECT id, 'Group' AS t FROM scim_groups WHERE workspace_id = $1 AND id IN ({list})"
-                );
-                let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(workspace_id);
-                for id in chunk {
-                    q = q.bind(id);
-                }
-                for (id, t) in q.fetch_all(&mut *c).await? {
-                    found.insert(id, kind_of(&t));
-                }
+        for chunk in ids.chunks(IN_CHUNK) {
+            let list = placeholders(2, chunk.len());
+            let sql = format!(
+                "SELECT id, 'User' AS t FROM scim_users WHERE workspace_id = $1 AND id IN ({list})
+                 UNION ALL
+                 SELECT id, 'Group' AS t FROM scim_groups WHERE workspace_id = $1 AND id IN ({list})"
+            );
+            let mut values = args![workspace_id];
+            values.extend(chunk.iter().map(Arg::from));
+            let rows: Vec<(String, String)> = tx
+                .rows(&sql, values, |r| Ok((r.get(0)?, r.get(1)?)))
+                .await?;
+            for (id, t) in rows {
+                found.insert(id, kind_of(&t));
             }
         }
     }
@@ -85,67 +84,67 @@ async fn member_types(
 
 /// Whether the manager id names a User of the workspace, for the `$ref` the answer shows. A
 /// manager is data as sent (issue 15): nothing is refused or locked for it.
-async fn manager_found(tx: &mut Tx, workspace_id: i64, id: Option<&str>) -> Result<bool> {
+async fn manager_found(tx: &mut WriteTx<'_>, workspace_id: i64, id: Option<&str>) -> Result<bool> {
     let Some(id) = id else {
         return Ok(false);
     };
-    let found: Option<String> = db_run!(tx.conn(), |c| {
-        sqlx::query_scalar("SELECT id FROM scim_users WHERE workspace_id = $1 AND id = $2")
-            .bind(workspace_id)
-            .bind(id)
-            .fetch_optional(c)
-            .await
-    })?;
+    let found: Option<(String,)> = tx
+        .optional(
+            "SELECT id FROM scim_users WHERE workspace_id = $1 AND id = $2",
+            args![workspace_id, id],
+            |r| Ok((r.get(0)?,)),
+        )
+        .await?;
     Ok(found.is_some())
 }
 
 /// Adds memberships, each with the `display` sent with it (if any); one already there is kept.
 async fn insert_members(
-    tx: &mut Tx,
+    tx: &mut WriteTx<'_>,
     workspace_id: i64,
     group_id: &str,
     members: &[(String, ResourceKind)],
     displays: &MemberDisplays,
 ) -> Result<()> {
-    match tx.conn() {
-        On::Postgres(_) if members.is_empty() => {}
+    if members.is_empty() {
+        return Ok(());
+    }
+    if let Some(c) = tx.postgres() {
         // One statement, the members as arrays.
-        On::Postgres(c) => {
-            let ids: Vec<&str> = members.iter().map(|(id, _)| id.as_str()).collect();
-            let types: Vec<&str> = members.iter().map(|(_, k)| kind_name(*k)).collect();
-            let shown: Vec<Option<&str>> = members
-                .iter()
-                .map(|(id, _)| displays.get(id).map(String::as_str))
-                .collect();
-            sqlx::query(
-                "INSERT INTO scim_group_members (workspace_id, group_id, member_id, member_type, display)
-                 SELECT $1, $2, m.id, m.t, m.d
-                 FROM UNNEST($3::text[], $4::text[], $5::text[]) AS m(id, t, d)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(workspace_id)
-            .bind(group_id)
-            .bind(&ids)
-            .bind(&types)
-            .bind(&shown)
-            .execute(c)
-            .await?;
-        }
-        On::Sqlite(c) => {
-            for (id, kind) in members {
-                sqlx::query(
-                    "INSERT INTO scim_group_members (workspace_id, group_id, member_id, member_type, display)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(workspace_id)
-                .bind(group_id)
-                .bind(id)
-                .bind(kind_name(*kind))
-                .bind(displays.get(id))
-                .execute(&mut *c)
-                .await?;
-            }
-        }
+        let ids: Vec<&str> = members.iter().map(|(id, _)| id.as_str()).collect();
+        let types: Vec<&str> = members.iter().map(|(_, k)| kind_name(*k)).collect();
+        let shown: Vec<Option<&str>> = members
+            .iter()
+            .map(|(id, _)| displays.get(id).map(String::as_str))
+            .collect();
+        sqlx::query(
+            "INSERT INTO scim_group_members (workspace_id, group_id, member_id, member_type, display)
+             SELECT $1, $2, m.id, m.t, m.d
+             FROM UNNEST($3::text[], $4::text[], $5::text[]) AS m(id, t, d)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(workspace_id)
+        .bind(group_id)
+        .bind(&ids)
+        .bind(&types)
+        .bind(&shown)
+        .execute(c)
+        .await?;
+        return Ok(());
+    }
+    for (id, kind) in members {
+        tx.execute(
+            "INSERT INTO scim_group_members (workspace_id, group_id, member_id, member_type, display)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            args![
+                workspace_id,
+                group_id,
+                id,
+                kind_name(*kind),
+                displays.get(id).map(String::as_str)
+            ],
+        )
+        .await?;
     }
     Ok(())
 }
@@ -153,7 +152,7 @@ async fn insert_members(
 /// Replaces the `scim_ext_values` rows of a resource with `values` (the undeclared extensions'
 /// values the engine indexed), in the write's transaction.
 async fn write_ext_values(
-    tx: &mut Tx,
+    tx: &mut WriteTx<'_>,
     workspace_id: i64,
     kind: ResourceKind,
     id: &str,
@@ -162,24 +161,18 @@ async fn write_ext_values(
 ) -> Result<()> {
     let resource_type = kind_name(kind);
     if !fresh {
-        db_run!(tx.conn(), |c| {
-            sqlx::query(
-                "DELETE FROM scim_ext_values
-                 WHERE workspace_id = $1 AND resource_type = $2 AND resource_id = $3",
-            )
-            .bind(workspace_id)
-            .bind(resource_type)
-            .bind(id)
-            .execute(c)
-            .await
-            .map(|_| ())
-        })?;
+        tx.execute(
+            "DELETE FROM scim_ext_values
+             WHERE workspace_id = $1 AND resource_type = $2 AND resource_id = $3",
+            args![workspace_id, resource_type, id],
+        )
+        .await?;
     }
     if values.is_empty() {
         return Ok(());
     }
     // One statement for all of them (at most `MAX_EXTENSION_VALUES`, 2 placeholders each), the
-    // same on both databases: a create with ten extension attributes costs one round trip, not ten.
+    // same on both databases: a create with ten extension attributes costs one statement, not ten.
     let rows: Vec<String> = (0..values.len())
         .map(|i| format!("($1, $2, $3, ${}, ${})", 4 + 2 * i, 5 + 2 * i))
         .collect();
@@ -188,62 +181,66 @@ async fn write_ext_values(
          VALUES {} ON CONFLICT DO NOTHING",
         rows.join(", ")
     );
-    db_run!(tx.conn(), |c| {
-        let mut q = sqlx::query(&sql)
-            .bind(workspace_id)
-            .bind(resource_type)
-            .bind(id);
-        for (path, key) in values {
-            q = q.bind(path).bind(key);
-        }
-        q.execute(c).await.map(|_| ())
-    })?;
+    let mut args = args![workspace_id, resource_type, id];
+    for (path, key) in values {
+        args.extend([Arg::from(path), Arg::from(key)]);
+    }
+    tx.execute(&sql, args).await?;
     Ok(())
 }
 
 /// Writes the document and columns of an existing row, with a new version.
 async fn write_row(
-    tx: &mut Tx,
+    tx: &mut WriteTx<'_>,
     workspace_id: i64,
     kind: ResourceKind,
     id: &str,
-    document: &str,
+    document: String,
     c: &Columns,
     now: OffsetDateTime,
 ) -> Result<()> {
-    db_run!(tx.conn(), |conn| {
-        let q = match kind {
-            ResourceKind::User => sqlx::query(
+    match kind {
+        ResourceKind::User => {
+            tx.execute(
                 "UPDATE scim_users SET document = $3, user_name_lower = $4, external_id = $5,
                    display_name_lower = $6, work_email_lower = $7, email_overflow = $8, active = $9,
                    manager_id = $10, display = $11, version = version + 1, last_modified = $12
                  WHERE workspace_id = $1 AND id = $2",
+                args![
+                    workspace_id,
+                    id,
+                    document,
+                    &c.index.user_name_lower,
+                    &c.index.external_id,
+                    &c.index.display_name_lower,
+                    &c.index.work_email_lower,
+                    c.index.email_overflow,
+                    c.index.active,
+                    &c.manager_id,
+                    &c.display,
+                    ts(now)
+                ],
             )
-            .bind(workspace_id)
-            .bind(id)
-            .bind(document)
-            .bind(&c.index.user_name_lower)
-            .bind(&c.index.external_id)
-            .bind(&c.index.display_name_lower)
-            .bind(&c.index.work_email_lower)
-            .bind(c.index.email_overflow)
-            .bind(c.index.active)
-            .bind(&c.manager_id)
-            .bind(&c.display),
-            ResourceKind::Group => sqlx::query(
+            .await?
+        }
+        ResourceKind::Group => {
+            tx.execute(
                 "UPDATE scim_groups SET document = $3, display = $4, display_name_lower = $5,
                    external_id = $6, version = version + 1, last_modified = $7
                  WHERE workspace_id = $1 AND id = $2",
+                args![
+                    workspace_id,
+                    id,
+                    document,
+                    &c.display,
+                    &c.index.display_name_lower,
+                    &c.index.external_id,
+                    ts(now)
+                ],
             )
-            .bind(workspace_id)
-            .bind(id)
-            .bind(document)
-            .bind(&c.display)
-            .bind(&c.index.display_name_lower)
-            .bind(&c.index.external_id),
-        };
-        q.bind(ts(now)).execute(conn).await.map(|_| ())
-    })?;
+            .await?
+        }
+    };
     Ok(())
 }
 
@@ -256,18 +253,19 @@ pub(super) async fn create(
 ) -> Result<Written> {
     db.grouped_write(
         Lane::Bulk,
-        Box::new(move |tx: &mut Tx| Box::pin(create_in(tx, workspace_id, kind, new, now))),
+        Box::new(move |tx: WriteTx<'_>| Box::pin(create_in(tx, workspace_id, kind, new, now))),
     )
     .await
 }
 
 async fn create_in(
-    tx: &mut Tx,
+    mut tx: WriteTx<'_>,
     workspace_id: i64,
     kind: ResourceKind,
     new: NewResource,
     now: OffsetDateTime,
 ) -> Result<Written> {
+    let tx = &mut tx;
     let document = new.document.to_string();
     let c = &new.columns;
     // `seq`: after every row of the workspace (migrations/*/0008), so a listing being paged
@@ -283,30 +281,28 @@ async fn create_in(
     .await?;
     let (refs, manager) = match kind {
         ResourceKind::User => {
-            db_run!(tx.conn(), |conn| {
-                sqlx::query(
-                    "INSERT INTO scim_users (workspace_id, id, document, user_name_lower,
-                       external_id, display_name_lower, work_email_lower, email_overflow, active,
-                       manager_id, display, version, created_at, last_modified, seq)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, 1, $11, $11,
-                       (SELECT COALESCE(MAX(seq), 0) + 1 FROM scim_users WHERE workspace_id = $1))",
-                )
-                .bind(workspace_id)
-                .bind(&new.id)
-                .bind(&document)
-                .bind(&c.index.user_name_lower)
-                .bind(&c.index.external_id)
-                .bind(&c.index.display_name_lower)
-                .bind(&c.index.work_email_lower)
-                .bind(c.index.email_overflow)
-                .bind(c.index.active)
-                .bind(&c.manager_id)
-                .bind(ts(now))
-                .bind(&c.display)
-                .execute(conn)
-                .await
-                .map(|_| ())
-            })?;
+            tx.execute(
+                "INSERT INTO scim_users (workspace_id, id, document, user_name_lower,
+                   external_id, display_name_lower, work_email_lower, email_overflow, active,
+                   manager_id, display, version, created_at, last_modified, seq)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, 1, $11, $11,
+                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM scim_users WHERE workspace_id = $1))",
+                args![
+                    workspace_id,
+                    &new.id,
+                    document,
+                    &c.index.user_name_lower,
+                    &c.index.external_id,
+                    &c.index.display_name_lower,
+                    &c.index.work_email_lower,
+                    c.index.email_overflow,
+                    c.index.active,
+                    &c.manager_id,
+                    ts(now),
+                    &c.display
+                ],
+            )
+            .await?;
             // A new user is in no group yet.
             let manager = manager_found(tx, workspace_id, c.manager_id.as_deref()).await?;
             (Some(Vec::new()), manager)
@@ -316,24 +312,22 @@ async fn create_in(
                 Ok(m) => m,
                 Err(missing) => return Ok(Written::MissingReference(missing)),
             };
-            db_run!(tx.conn(), |conn| {
-                sqlx::query(
-                    "INSERT INTO scim_groups (workspace_id, id, document, display,
-                       display_name_lower, external_id, version, created_at, last_modified, seq)
-                     VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7,
-                       (SELECT COALESCE(MAX(seq), 0) + 1 FROM scim_groups WHERE workspace_id = $1))",
-                )
-                .bind(workspace_id)
-                .bind(&new.id)
-                .bind(&document)
-                .bind(&c.display)
-                .bind(&c.index.display_name_lower)
-                .bind(&c.index.external_id)
-                .bind(ts(now))
-                .execute(conn)
-                .await
-                .map(|_| ())
-            })?;
+            tx.execute(
+                "INSERT INTO scim_groups (workspace_id, id, document, display,
+                   display_name_lower, external_id, version, created_at, last_modified, seq)
+                 VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7,
+                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM scim_groups WHERE workspace_id = $1))",
+                args![
+                    workspace_id,
+                    &new.id,
+                    document,
+                    &c.display,
+                    &c.index.display_name_lower,
+                    &c.index.external_id,
+                    ts(now)
+                ],
+            )
+            .await?;
             insert_members(tx, workspace_id, &new.id, &members, &new.member_displays).await?;
             // Read back with their `display` when the answer shows them.
             (None, false)
@@ -362,7 +356,7 @@ pub(super) async fn update(
     let id = id.to_owned();
     db.grouped_write(
         Lane::Bulk,
-        Box::new(move |tx: &mut Tx| {
+        Box::new(move |tx: WriteTx<'_>| {
             Box::pin(update_in(tx, select, workspace_id, kind, id, edit, now))
         }),
     )
@@ -371,7 +365,7 @@ pub(super) async fn update(
 
 /// `update`'s statements; `select` is `scim_read::select` for the kind, without references.
 async fn update_in(
-    tx: &mut Tx,
+    mut tx: WriteTx<'_>,
     select: String,
     workspace_id: i64,
     kind: ResourceKind,
@@ -379,18 +373,15 @@ async fn update_in(
     edit: Edit,
     now: OffsetDateTime,
 ) -> Result<Written> {
+    let tx = &mut tx;
     let id = id.as_str();
     let sql = format!(
         "{select} WHERE workspace_id = $1 AND id = $2{}",
         tx.row_lock(" FOR UPDATE")
     );
-    let row: Option<ResourceRow> = db_run!(tx.conn(), |c| {
-        sqlx::query_as(&sql)
-            .bind(workspace_id)
-            .bind(id)
-            .fetch_optional(c)
-            .await
-    })?;
+    let row: Option<ResourceRow> = tx
+        .optional(&sql, args![workspace_id, id], ResourceRow::from_reader)
+        .await?;
     let Some(row) = row else {
         return Ok(Written::NotFound);
     };
@@ -408,7 +399,7 @@ async fn update_in(
         Err(missing) => return Ok(Written::MissingReference(missing)),
     };
     let document = change.document.to_string();
-    write_row(tx, workspace_id, kind, id, &document, &change.columns, now).await?;
+    write_row(tx, workspace_id, kind, id, document, &change.columns, now).await?;
     if change.columns.index.extension_values
         != index_columns(&current.document, kind.resource_type()).extension_values
     {
@@ -424,40 +415,31 @@ async fn update_in(
     }
     let delta = &change.members;
     if delta.replace_all.is_some() {
-        db_run!(tx.conn(), |c| {
-            sqlx::query("DELETE FROM scim_group_members WHERE workspace_id = $1 AND group_id = $2")
-                .bind(workspace_id)
-                .bind(id)
-                .execute(c)
-                .await
-                .map(|_| ())
-        })?;
+        tx.execute(
+            "DELETE FROM scim_group_members WHERE workspace_id = $1 AND group_id = $2",
+            args![workspace_id, id],
+        )
+        .await?;
     }
-    match tx.conn() {
-        On::Postgres(_) if delta.remove.is_empty() => {}
-        On::Postgres(c) => {
-            sqlx::query(
+    if delta.remove.is_empty() {
+    } else if let Some(c) = tx.postgres() {
+        sqlx::query(
+            "DELETE FROM scim_group_members
+             WHERE workspace_id = $1 AND group_id = $2 AND member_id = ANY($3)",
+        )
+        .bind(workspace_id)
+        .bind(id)
+        .bind(&delta.remove)
+        .execute(c)
+        .await?;
+    } else {
+        for member in &delta.remove {
+            tx.execute(
                 "DELETE FROM scim_group_members
-                 WHERE workspace_id = $1 AND group_id = $2 AND member_id = ANY($3)",
+                 WHERE workspace_id = $1 AND group_id = $2 AND member_id = $3",
+                args![workspace_id, id, member],
             )
-            .bind(workspace_id)
-            .bind(id)
-            .bind(&delta.remove)
-            .execute(c)
             .await?;
-        }
-        On::Sqlite(c) => {
-            for member in &delta.remove {
-                sqlx::query(
-                    "DELETE FROM scim_group_members
-                     WHERE workspace_id = $1 AND group_id = $2 AND member_id = $3",
-                )
-                .bind(workspace_id)
-                .bind(id)
-                .bind(member)
-                .execute(&mut *c)
-                .await?;
-            }
         }
     }
     insert_members(tx, workspace_id, id, &added, &delta.displays).await?;
@@ -484,7 +466,7 @@ pub(super) async fn delete(
     let id = id.to_owned();
     db.grouped_write(
         Lane::Bulk,
-        Box::new(move |tx: &mut Tx| {
+        Box::new(move |tx: WriteTx<'_>| {
             Box::pin(delete_in(tx, workspace_id, kind, id, expected_version, now))
         }),
     )
@@ -492,7 +474,7 @@ pub(super) async fn delete(
 }
 
 async fn delete_in(
-    tx: &mut Tx,
+    mut tx: WriteTx<'_>,
     workspace_id: i64,
     kind: ResourceKind,
     id: String,
@@ -502,33 +484,23 @@ async fn delete_in(
     let id = id.as_str();
     // The groups that list it change: lock them first (a membership change locks the group,
     // then the member), and give them a new version.
-    db_run!(tx.conn(), |c| {
-        sqlx::query(
-            "UPDATE scim_groups SET version = version + 1, last_modified = $3
-             WHERE workspace_id = $1 AND id IN
-               (SELECT group_id FROM scim_group_members WHERE workspace_id = $1 AND member_id = $2)",
-        )
-        .bind(workspace_id)
-        .bind(id)
-        .bind(ts(now))
-        .execute(c)
-        .await
-        .map(|_| ())
-    })?;
+    tx.execute(
+        "UPDATE scim_groups SET version = version + 1, last_modified = $3
+         WHERE workspace_id = $1 AND id IN
+           (SELECT group_id FROM scim_group_members WHERE workspace_id = $1 AND member_id = $2)",
+        args![workspace_id, id, ts(now)],
+    )
+    .await?;
     let sql = format!(
         "SELECT version FROM {} WHERE workspace_id = $1 AND id = $2{}",
         table(kind),
         tx.row_lock(" FOR UPDATE")
     );
-    let version: Option<i64> = db_run!(tx.conn(), |c| {
-        sqlx::query_scalar(&sql)
-            .bind(workspace_id)
-            .bind(id)
-            .fetch_optional(c)
-            .await
-    })?;
-    // Returning drops the transaction: the groups keep their versions.
-    let Some(version) = version else {
+    let version: Option<(i64,)> = tx
+        .optional(&sql, args![workspace_id, id], |r| Ok((r.get(0)?,)))
+        .await?;
+    // Returning ends the write without `Done`: rolled back, the groups keep their versions.
+    let Some((version,)) = version else {
         return Ok(Deleted::NotFound);
     };
     if expected_version.is_some_and(|v| v != version) {
@@ -538,23 +510,13 @@ async fn delete_in(
         "DELETE FROM {} WHERE workspace_id = $1 AND id = $2",
         table(kind)
     );
-    db_run!(tx.conn(), |c| {
-        sqlx::query(&sql)
-            .bind(workspace_id)
-            .bind(id)
-            .execute(c)
-            .await
-            .map(|_| ())
-    })?;
-    write_ext_values(tx, workspace_id, kind, id, &[], false).await?;
+    tx.execute(&sql, args![workspace_id, id]).await?;
+    write_ext_values(&mut tx, workspace_id, kind, id, &[], false).await?;
     // (On Postgres, memberships added while this waited for the lock are visible here.)
-    db_run!(tx.conn(), |c| {
-        sqlx::query("DELETE FROM scim_group_members WHERE workspace_id = $1 AND member_id = $2")
-            .bind(workspace_id)
-            .bind(id)
-            .execute(c)
-            .await
-            .map(|_| ())
-    })?;
+    tx.execute(
+        "DELETE FROM scim_group_members WHERE workspace_id = $1 AND member_id = $2",
+        args![workspace_id, id],
+    )
+    .await?;
     Ok(Deleted::Done)
 }
