@@ -2,7 +2,9 @@
 //! `Authorization: Device <JWS>` and the decision JWS. The companion simulator signs with the same
 //! code the server verifies with, so the two never drift.
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use p256::ecdsa::SigningKey;
 use p256::elliptic_curve::JwkEcKey;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
@@ -207,9 +209,13 @@ pub fn verify_decision(
     Ok(claims)
 }
 
-/// The phone's half: a P-256 key that signs requests and decisions.
+/// The phone's half: a P-256 key that signs requests and decisions (the tests' and benches'
+/// phone; a real phone signs with the companion SDK). The key is parsed for signing once: the
+/// step-up bench runs its 100 phones on the server's machine, and parsing a PKCS#8 key checks
+/// its public point, one more scalar multiplication per JWS.
 pub struct DeviceSigner {
     key: SigningKey,
+    pair: ring::signature::EcdsaKeyPair,
 }
 
 impl std::fmt::Debug for DeviceSigner {
@@ -220,14 +226,23 @@ impl std::fmt::Debug for DeviceSigner {
 
 impl DeviceSigner {
     pub fn generate() -> Self {
-        Self {
-            key: SigningKey::random(&mut rand::rngs::OsRng),
-        }
+        Self::from_key(SigningKey::random(&mut rand::rngs::OsRng))
+    }
+
+    fn from_key(key: SigningKey) -> Self {
+        let der = key.to_pkcs8_der().expect("P-256 key encodes");
+        let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            der.as_bytes(),
+            &ring::rand::SystemRandom::new(),
+        )
+        .expect("a P-256 key in PKCS#8 parses");
+        Self { key, pair }
     }
 
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
         SigningKey::from_pkcs8_pem(pem)
-            .map(|key| Self { key })
+            .map(Self::from_key)
             .map_err(|_| KeyError::Malformed)
     }
 
@@ -243,13 +258,22 @@ impl DeviceSigner {
         DeviceKey::from_public(&p256::PublicKey::from(self.key.verifying_key()))
     }
 
+    /// A compact ES256 JWS (RFC 7515): the signature is R || S, as JWA requires.
     fn sign<T: Serialize>(&self, typ: &str, kid: &str, claims: &T) -> String {
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some(typ.to_owned());
         header.kid = Some(kid.to_owned());
-        let der = self.key.to_pkcs8_der().expect("P-256 key encodes");
-        let key = EncodingKey::from_ec_der(der.as_bytes());
-        jsonwebtoken::encode(&header, claims, &key).expect("ES256 signing")
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let input = format!(
+            "{}.{}",
+            b64(&serde_json::to_vec(&header).expect("a header serializes")),
+            b64(&serde_json::to_vec(claims).expect("claims serialize"))
+        );
+        let signature = self
+            .pair
+            .sign(&ring::rand::SystemRandom::new(), input.as_bytes())
+            .expect("ES256 signing");
+        format!("{input}.{}", b64(signature.as_ref()))
     }
 
     /// A fresh `Authorization: Device` JWS, valid for 60 s.
