@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
+use super::checkpoint::{self, Checkpoints, BACKSTOP_PAGES};
 use super::group_commit::{open_writer, GroupCommit, Outcome, Work};
 use super::readers::{bind, Arg, Readers};
 use super::Database;
@@ -29,14 +30,14 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// The database every store works on. It implements `Store`, `ScimStore` and `SealedStore`.
 pub enum Db {
     /// One file in WAL mode, shared safely by the server and CLI commands. Every write goes
-    /// through `write`, which has a single connection, so writers queue in order inside the
-    /// process instead of meeting SQLite's busy handler (which sleeps in steps of milliseconds);
-    /// reads run concurrently on the read-only `read` (WAL lets them).
+    /// through `write`, which has a single connection, or holds it, so writers queue in order
+    /// inside the process instead of meeting SQLite's busy handler (which sleeps in steps of
+    /// milliseconds); reads run concurrently on the read-only `read` (WAL lets them).
     ///
-    /// `bulk` runs SCIM writes in shared transactions, one at a time on the writer, and `prompt`
-    /// audit appends, in batches of their own (`group_commit.rs`): an Entra initial cycle sends
-    /// thousands of POSTs a minute, and a step-up's writes wait behind at most one batch of them,
-    /// not behind every one (nor in a batch with them).
+    /// `bulk` runs SCIM writes in shared transactions, and `prompt` audit appends, in batches of
+    /// their own (`group_commit.rs`), each batch on a connection of their own while it holds
+    /// `write`: an Entra initial cycle sends thousands of POSTs a minute, and a step-up's writes
+    /// wait behind at most one batch of them, not behind every one (nor in a batch with them).
     ///
     /// `readers` serve the SCIM hot reads on the calling thread (`readers.rs`).
     Sqlite {
@@ -45,6 +46,8 @@ pub enum Db {
         readers: Arc<Readers>,
         bulk: Arc<GroupCommit>,
         prompt: Arc<GroupCommit>,
+        /// The WAL checkpoint thread, running while the database is open (`checkpoint.rs`).
+        _checkpoints: Checkpoints,
     },
     /// The shared database of several instances.
     Postgres(PgPool),
@@ -266,22 +269,6 @@ pub(super) fn ts(t: OffsetDateTime) -> i64 {
 }
 
 impl Db {
-    pub(super) fn sqlite(
-        write: SqlitePool,
-        read: SqlitePool,
-        readers: Readers,
-        batches: rusqlite::Connection,
-    ) -> Db {
-        let batches = Arc::new(std::sync::Mutex::new(batches));
-        Db::Sqlite {
-            bulk: Arc::new(GroupCommit::new(write.clone(), batches.clone())),
-            prompt: Arc::new(GroupCommit::new(write.clone(), batches)),
-            write,
-            read,
-            readers: Arc::new(readers),
-        }
-    }
-
     /// Runs a write (a SCIM write, an audit append): on SQLite in the next shared transaction
     /// (`group_commit.rs`), which takes the write lock before it reads anything, as
     /// `begin_immediate`; on Postgres in a transaction of its own. Its changes are kept only when
@@ -309,10 +296,7 @@ impl Db {
     /// Opens the configured database (creating a SQLite file if missing) and runs its migrations.
     pub async fn open(database: &Database) -> anyhow::Result<Db> {
         Ok(match database {
-            Database::Sqlite { url, .. } => {
-                let (write, read, readers, batches) = sqlite_pools(url).await?;
-                Db::sqlite(write, read, readers, batches)
-            }
+            Database::Sqlite { url, .. } => open_sqlite(url).await?,
             Database::Postgres { url } => Db::Postgres(postgres_pool(url).await?),
         })
     }
@@ -402,16 +386,16 @@ impl Tx {
     }
 }
 
-/// The writer (one connection), the readers and the group commit's connection of a SQLite file,
-/// migrated.
-pub(super) async fn sqlite_pools(
-    url: &str,
-) -> anyhow::Result<(SqlitePool, SqlitePool, Readers, rusqlite::Connection)> {
+/// A SQLite file (created if missing), migrated: sqlx's writer (one connection) and read pool,
+/// the readers, the group commit's connection and the checkpoint thread.
+async fn open_sqlite(url: &str) -> anyhow::Result<Db> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
+        // Checkpoints are `checkpoint.rs`'s thread's; this is its backstop.
+        .pragma("wal_autocheckpoint", BACKSTOP_PAGES.to_string())
         // The CLI and a running server write the same file: wait for the lock, do not fail.
         .busy_timeout(Duration::from_secs(10));
     // A connection to a file in this process cannot have dropped: no ping before each use
@@ -432,9 +416,15 @@ pub(super) async fn sqlite_pools(
         .test_before_acquire(false)
         .connect_with(options.read_only(true).create_if_missing(false))
         .await?;
-    let readers = Readers::open(&file)?;
-    let batches = open_writer(&file)?;
-    Ok((write, read, readers, batches))
+    let batches = Arc::new(std::sync::Mutex::new(open_writer(&file)?));
+    Ok(Db::Sqlite {
+        bulk: Arc::new(GroupCommit::new(write.clone(), batches.clone())),
+        prompt: Arc::new(GroupCommit::new(write.clone(), batches)),
+        _checkpoints: checkpoint::start(&file)?,
+        readers: Arc::new(Readers::open(&file)?),
+        write,
+        read,
+    })
 }
 
 /// Begins a transaction on SQLite's writer in a task of its own (issue 13). sqlx-sqlite's `begin`

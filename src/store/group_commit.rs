@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::BACKSTOP_PAGES;
 use super::db::WriteTx;
 use super::scim::{Deleted, Written};
 use super::{Result, StoreError};
@@ -92,6 +93,7 @@ pub(super) fn open_writer(path: &Path) -> anyhow::Result<Connection> {
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.set_prepared_statement_cache_capacity(64);
+    conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;
     Ok(conn)
 }
 

@@ -9,6 +9,7 @@ mod accounts;
 mod audit_log;
 #[cfg(test)]
 mod audit_tests;
+mod checkpoint;
 mod database;
 mod db;
 mod devices;
