@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use super::{slot, ChallengeStore, Inserted, LiveError, Result, ISSUE_WINDOW, LOGIN_WINDOW};
 use crate::domain::challenge::{Challenge, Status};
+use crate::store::write_behind::WriteBehind;
 use crate::store::{Store, UsedJti};
 
 #[derive(Default)]
@@ -34,14 +35,19 @@ struct State {
 }
 
 const SWEEP_FROM: usize = 1024;
+/// Accepted ids queued for the durable store before callers wait.
+const RECORD_QUEUE: usize = 16_384;
+/// Ids per write at most.
+const RECORD_BATCH: usize = 1_024;
 
 pub struct MemoryChallenges {
     state: Mutex<State>,
     durable: Arc<dyn Store>,
     /// The ids kept on the durable store, loaded once.
     loaded: tokio::sync::OnceCell<()>,
-    /// To the task that writes accepted ids to the durable store (started on first use).
-    record: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Record>>,
+    /// Writes accepted ids to the durable store behind the answers: whatever has queued, in one
+    /// statement, with no wait when idle.
+    record: WriteBehind<UsedJti>,
 }
 
 impl MemoryChallenges {
@@ -49,9 +55,20 @@ impl MemoryChallenges {
     pub fn new(durable: Arc<dyn Store>) -> Self {
         Self {
             state: Mutex::default(),
-            durable,
+            durable: durable.clone(),
             loaded: tokio::sync::OnceCell::new(),
-            record: std::sync::OnceLock::new(),
+            record: WriteBehind::new(
+                "the used device JWS ids",
+                RECORD_QUEUE,
+                RECORD_BATCH,
+                std::time::Duration::ZERO,
+                move |used: Vec<UsedJti>| {
+                    let durable = durable.clone();
+                    Box::pin(
+                        async move { durable.record_jtis(&used).await.map_err(|e| e.to_string()) },
+                    )
+                },
+            ),
         }
     }
 
@@ -75,20 +92,6 @@ impl MemoryChallenges {
             })
             .await
             .map(|_| ())
-    }
-
-    /// Queues an accepted id for the durable store.
-    fn record(&self, used: UsedJti) {
-        let sender = self.record.get_or_init(|| {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            tokio::spawn(record_used(self.durable.clone(), rx));
-            tx
-        });
-        if sender.send(Record::Used(used)).is_err() {
-            tracing::error!(
-                "the replay cache's writer has stopped; a used jti is kept in memory only"
-            );
-        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -271,53 +274,18 @@ impl ChallengeStore for MemoryChallenges {
                 state.sweep_at = state.used.len() * 2;
             }
         }
-        self.record(UsedJti {
-            device_id: device_id.to_owned(),
-            jti: jti.to_owned(),
-            keep_until,
-        });
+        self.record
+            .record(UsedJti {
+                device_id: device_id.to_owned(),
+                jti: jti.to_owned(),
+                keep_until,
+            })
+            .await;
         Ok(true)
     }
 
     async fn flush(&self) {
-        let Some(sender) = self.record.get() else {
-            return;
-        };
-        let (done, flushed) = tokio::sync::oneshot::channel();
-        if sender.send(Record::Flush(done)).is_ok() {
-            let _ = flushed.await;
-        }
-    }
-}
-
-enum Record {
-    Used(UsedJti),
-    /// Answered once every id queued before it is written.
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
-
-/// Writes accepted ids to the durable store: whatever has queued, in one statement, with no wait
-/// when idle.
-async fn record_used(
-    durable: Arc<dyn Store>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Record>,
-) {
-    let mut queued = Vec::new();
-    while rx.recv_many(&mut queued, 1024).await > 0 {
-        let mut used = Vec::with_capacity(queued.len());
-        let mut flushed = Vec::new();
-        for r in queued.drain(..) {
-            match r {
-                Record::Used(u) => used.push(u),
-                Record::Flush(done) => flushed.push(done),
-            }
-        }
-        if let Err(e) = durable.record_jtis(&used).await {
-            tracing::error!(error = %e, ids = used.len(), "could not record used device JWS ids");
-        }
-        for done in flushed {
-            let _ = done.send(());
-        }
+        self.record.flush().await
     }
 }
 

@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
-use super::db::{db_run, ts, Db, JsonText, On};
+use super::db::{db_run, ts, value_rows, Db, JsonText, On};
 use super::readers::Arg;
 use super::{Device, Enrollment, NewDevice, Platform, Result, UsedJti};
 use crate::clock::from_unix;
@@ -281,18 +281,11 @@ pub(super) async fn touch_device(db: &Db, id: &str, now: OffsetDateTime) -> Resu
 }
 
 pub(super) async fn record_jtis(db: &Db, used: &[UsedJti]) -> Result<()> {
-    // Rows of 3 anonymous placeholders on SQLite (see `scim_log::append_log`), `$N` on Postgres.
     for chunk in used.chunks(300) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| match db {
-                Db::Sqlite { .. } => "(?, ?, ?)".to_owned(),
-                Db::Postgres(_) => format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3),
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO used_jtis (device_id, jti, expires_at) VALUES {}
              ON CONFLICT DO NOTHING",
-            rows.join(", ")
+            value_rows(db, 3, chunk.len())
         );
         db_run!(db.write(), |c| {
             let mut q = sqlx::query(&sql);

@@ -31,6 +31,7 @@ mod sso_tables;
 #[cfg(test)]
 pub(crate) mod test_db;
 mod tokens;
+pub mod write_behind;
 
 use serde::Serialize;
 use std::sync::Arc;

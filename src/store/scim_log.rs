@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
-use super::db::{db_run, ts, Db, On};
+use super::db::{db_run, ts, value_rows, Db, On};
 use super::scim::{LogEntry, LogRecord, StatusRange};
 use super::Result;
 use crate::clock::from_unix;
@@ -66,12 +66,9 @@ pub(super) async fn append_log(db: &Db, records: &[LogRecord]) -> Result<()> {
             const ROWS: usize = 100;
             let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
             for chunk in records.chunks(ROWS) {
-                // Anonymous `?`s: SQLite finds a `$N` by a walk of the statement's list of
-                // names, so binding 1,000 numbered ones costs half a million steps.
-                let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()];
                 let sql = format!(
                     "INSERT INTO scim_provisioning_log ({COLUMNS}) VALUES {}",
-                    rows.join(", ")
+                    value_rows(db, 10, chunk.len())
                 );
                 let mut q = sqlx::query(&sql);
                 for r in chunk {

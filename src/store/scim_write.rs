@@ -189,6 +189,39 @@ async fn write_ext_values(
     Ok(())
 }
 
+/// `$1` … of a row's statements, the same for its INSERT and its UPDATE: the workspace, the id,
+/// the document, the kind's columns, and the time last.
+fn row_args(
+    kind: ResourceKind,
+    workspace_id: i64,
+    id: &str,
+    document: String,
+    c: &Columns,
+    now: OffsetDateTime,
+) -> Vec<Arg> {
+    let mut values = args![workspace_id, id, document];
+    match kind {
+        ResourceKind::User => values.extend(args![
+            &c.index.user_name_lower,
+            &c.index.external_id,
+            &c.index.display_name_lower,
+            &c.index.work_email_lower,
+            c.index.email_overflow,
+            c.index.active,
+            &c.manager_id,
+            &c.display,
+            ts(now)
+        ]),
+        ResourceKind::Group => values.extend(args![
+            &c.display,
+            &c.index.display_name_lower,
+            &c.index.external_id,
+            ts(now)
+        ]),
+    }
+    values
+}
+
 /// Writes the document and columns of an existing row, with a new version.
 async fn write_row(
     tx: &mut WriteTx<'_>,
@@ -199,48 +232,21 @@ async fn write_row(
     c: &Columns,
     now: OffsetDateTime,
 ) -> Result<()> {
-    match kind {
+    let sql = match kind {
         ResourceKind::User => {
-            tx.execute(
-                "UPDATE scim_users SET document = $3, user_name_lower = $4, external_id = $5,
-                   display_name_lower = $6, work_email_lower = $7, email_overflow = $8, active = $9,
-                   manager_id = $10, display = $11, version = version + 1, last_modified = $12
-                 WHERE workspace_id = $1 AND id = $2",
-                args![
-                    workspace_id,
-                    id,
-                    document,
-                    &c.index.user_name_lower,
-                    &c.index.external_id,
-                    &c.index.display_name_lower,
-                    &c.index.work_email_lower,
-                    c.index.email_overflow,
-                    c.index.active,
-                    &c.manager_id,
-                    &c.display,
-                    ts(now)
-                ],
-            )
-            .await?
+            "UPDATE scim_users SET document = $3, user_name_lower = $4, external_id = $5,
+               display_name_lower = $6, work_email_lower = $7, email_overflow = $8, active = $9,
+               manager_id = $10, display = $11, version = version + 1, last_modified = $12
+             WHERE workspace_id = $1 AND id = $2"
         }
         ResourceKind::Group => {
-            tx.execute(
-                "UPDATE scim_groups SET document = $3, display = $4, display_name_lower = $5,
-                   external_id = $6, version = version + 1, last_modified = $7
-                 WHERE workspace_id = $1 AND id = $2",
-                args![
-                    workspace_id,
-                    id,
-                    document,
-                    &c.display,
-                    &c.index.display_name_lower,
-                    &c.index.external_id,
-                    ts(now)
-                ],
-            )
-            .await?
+            "UPDATE scim_groups SET document = $3, display = $4, display_name_lower = $5,
+               external_id = $6, version = version + 1, last_modified = $7
+             WHERE workspace_id = $1 AND id = $2"
         }
     };
+    tx.execute(sql, row_args(kind, workspace_id, id, document, c, now))
+        .await?;
     Ok(())
 }
 
@@ -285,22 +291,9 @@ async fn create_in(
                 "INSERT INTO scim_users (workspace_id, id, document, user_name_lower,
                    external_id, display_name_lower, work_email_lower, email_overflow, active,
                    manager_id, display, version, created_at, last_modified, seq)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, 1, $11, $11,
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12,
                    (SELECT COALESCE(MAX(seq), 0) + 1 FROM scim_users WHERE workspace_id = $1))",
-                args![
-                    workspace_id,
-                    &new.id,
-                    document,
-                    &c.index.user_name_lower,
-                    &c.index.external_id,
-                    &c.index.display_name_lower,
-                    &c.index.work_email_lower,
-                    c.index.email_overflow,
-                    c.index.active,
-                    &c.manager_id,
-                    ts(now),
-                    &c.display
-                ],
+                row_args(kind, workspace_id, &new.id, document, c, now),
             )
             .await?;
             // A new user is in no group yet.
@@ -317,15 +310,7 @@ async fn create_in(
                    display_name_lower, external_id, version, created_at, last_modified, seq)
                  VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7,
                    (SELECT COALESCE(MAX(seq), 0) + 1 FROM scim_groups WHERE workspace_id = $1))",
-                args![
-                    workspace_id,
-                    &new.id,
-                    document,
-                    &c.display,
-                    &c.index.display_name_lower,
-                    &c.index.external_id,
-                    ts(now)
-                ],
+                row_args(kind, workspace_id, &new.id, document, c, now),
             )
             .await?;
             insert_members(tx, workspace_id, &new.id, &members, &new.member_displays).await?;
