@@ -327,7 +327,7 @@ fn group_create_and_lookup() {
     let mut full = g.document.clone();
     full["id"] = json!("g1");
     full["members"] = json!([{"value": "u1"}]);
-    let shown = q.projection.apply(&full, groups());
+    let shown = q.projection.apply(full.clone(), groups());
     assert!(shown.get("members").is_none());
     assert_eq!(shown["displayName"], "displayName");
 }

@@ -264,8 +264,11 @@ fn the_index_holds_what_eq_reads_and_the_plan_uses_it() {
 fn projection_selects_by_urn_and_attribute() {
     let mut full = user();
     full["id"] = json!("u1");
-    let apply =
-        |a: Option<&str>, x: Option<&str>| Projection::parse(a, x).unwrap().apply(&full, users());
+    let apply = |a: Option<&str>, x: Option<&str>| {
+        Projection::parse(a, x)
+            .unwrap()
+            .apply(full.clone(), users())
+    };
     assert_eq!(apply(None, None)[EXT], full[EXT]);
     assert!(apply(Some("userName"), None).get(EXT).is_none());
     assert_eq!(apply(Some(EXT), None)[EXT], full[EXT]);

@@ -70,44 +70,46 @@ impl Projection {
     }
 
     /// The projected representation of a full resource.
-    pub fn apply(&self, resource: &Value, rt: &'static ResourceType) -> Value {
-        let Some(obj) = resource.as_object() else {
-            return resource.clone();
+    pub fn apply(&self, resource: Value, rt: &'static ResourceType) -> Value {
+        let Value::Object(obj) = resource else {
+            return resource;
         };
         let mut out = Map::new();
         for (key, value) in obj {
             if key == "schemas" {
-                out.insert(key.clone(), value.clone());
+                out.insert(key, value);
                 continue;
             }
-            if is_custom_urn(key) {
-                if let Some(v) = self.custom(key, value) {
-                    out.insert(key.clone(), v);
+            if is_custom_urn(&key) {
+                if let Some(v) = self.custom(&key, &value) {
+                    out.insert(key, v);
                 }
                 continue;
             }
-            if let Some(ext) = rt.extension_by_urn(key) {
+            if let Some(ext) = rt.extension_by_urn(&key) {
                 let mut ext_out = Map::new();
-                for (k, v) in value.as_object().into_iter().flatten() {
-                    let Some(def) = ext.attr(k) else { continue };
-                    let found = Found {
-                        def,
-                        location: Location::Extension(ext),
-                    };
-                    if let Some(v) = self.project(rt, found, v) {
-                        ext_out.insert(k.clone(), v);
+                if let Value::Object(fields) = value {
+                    for (k, v) in fields {
+                        let Some(def) = ext.attr(&k) else { continue };
+                        let found = Found {
+                            def,
+                            location: Location::Extension(ext),
+                        };
+                        if let Some(v) = self.project(rt, found, v) {
+                            ext_out.insert(k, v);
+                        }
                     }
                 }
                 if !ext_out.is_empty() {
-                    out.insert(key.clone(), Value::Object(ext_out));
+                    out.insert(key, Value::Object(ext_out));
                 }
                 continue;
             }
-            let Some(found) = rt.find(None, key).filter(|f| f.location == Location::Core) else {
+            let Some(found) = rt.find(None, &key).filter(|f| f.location == Location::Core) else {
                 continue;
             };
             if let Some(v) = self.project(rt, found, value) {
-                out.insert(key.clone(), v);
+                out.insert(key, v);
             }
         }
         Value::Object(out)
@@ -148,11 +150,12 @@ impl Projection {
         (!out.is_empty()).then_some(Value::Object(out))
     }
 
-    fn project(&self, rt: &'static ResourceType, f: Found, value: &Value) -> Option<Value> {
+    /// What of `value` (attribute `f`) to return; moved whole when all of it is.
+    fn project(&self, rt: &'static ResourceType, f: Found, value: Value) -> Option<Value> {
         let keep = self.decide(rt, f)?;
         Some(match keep {
-            Keep::Whole => value.clone(),
-            Keep::Subs { only, drop } => filter_subs(f.def, value, only.as_deref(), &drop),
+            Keep::Whole => value,
+            Keep::Subs { only, drop } => filter_subs(f.def, &value, only.as_deref(), &drop),
         })
     }
 
@@ -294,7 +297,7 @@ mod tests {
     fn apply(attrs: Option<&str>, excluded: Option<&str>) -> Value {
         Projection::parse(attrs, excluded)
             .unwrap()
-            .apply(&user(), rt())
+            .apply(user(), rt())
     }
 
     #[test]

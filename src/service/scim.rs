@@ -297,7 +297,7 @@ impl App {
         let full = self.scim_represent(kind, &r);
         Ok(ScimResource {
             location: crate::scim::meta::location(rt, &r.id, &self.scim_base()),
-            body: projection.apply(&full, rt),
+            body: projection.apply(full, rt),
             display: display_of(&r.document),
             id: r.id,
             version: r.version,
@@ -553,7 +553,7 @@ impl App {
             let page = rows
                 .resources
                 .iter()
-                .map(|r| req.projection.apply(&self.scim_represent(kind, r), rt))
+                .map(|r| req.projection.apply(self.scim_represent(kind, r), rt))
                 .collect();
             return Ok(list_response(page, rows.total, req.page.start_index));
         }
@@ -643,7 +643,7 @@ impl App {
                     }
                     None => v.clone(),
                 };
-                done.insert(id.to_owned(), req.projection.apply(&full, rt));
+                done.insert(id.to_owned(), req.projection.apply(full, rt));
             }
         }
         // In the window's order.

@@ -44,7 +44,9 @@ pub struct LogNote {
 }
 
 pub fn scim_json(status: StatusCode, body: Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
+    // Written straight into the body's bytes (`Display` would go through `fmt`'s machinery).
+    let bytes = serde_json::to_vec(&body).expect("a JSON value serializes");
+    let mut response = (status, bytes).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(SCIM_CONTENT_TYPE),
