@@ -13,7 +13,7 @@
 //! Audit appends go the same way, through a `GroupCommit` of their own (`Db::Sqlite`'s `prompt`
 //! lane): a step-up's entries are never inside a batch of SCIM creates.
 //!
-//! A batch runs on a connection of its own (`open_writer`), on a blocking thread, while it holds
+//! A batch runs on a connection of its own (`open_writer`), on a thread of its own, while it holds
 //! sqlx's one writing connection as the process's write lock: its statements are calls there.
 //! On sqlx's connection each statement was a hand-off to the connection's thread and back; the
 //! POST profile had 40% of the server's samples on that thread and a third of all time in the
@@ -142,7 +142,15 @@ impl GroupCommit {
         });
         let sender = self.sender.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(run_batches(self.writer.clone(), self.conn.clone(), rx));
+            let (writer, conn, handle) =
+                (self.writer.clone(), self.conn.clone(), Handle::current());
+            let started = std::thread::Builder::new()
+                .name("sqlite-batches".into())
+                .spawn(move || run_batches(writer, conn, handle, rx));
+            if let Err(e) = started {
+                // `rx` went with the closure: every write hears that the writer has stopped.
+                tracing::error!(error = %e, "the batch writer's thread could not start");
+            }
             tx
         });
         if sender.send(job).await.is_err() {
@@ -156,38 +164,33 @@ impl GroupCommit {
     }
 }
 
-/// Takes the process's write lock (sqlx's writing connection) for each batch, and runs the batch
-/// on a blocking thread: one hand-off per batch, where sqlx makes one per statement. A write
-/// taken but never run is dropped, and its caller hears that the writer is unavailable.
-async fn run_batches(
+/// The batch writer's thread, until its `GroupCommit` is dropped: takes the process's write lock
+/// (sqlx's writing connection) for each batch and runs the batch. A write queued wakes this
+/// thread, and its answer the caller's task: where a statement on sqlx's connection is two
+/// hand-offs, a batch is two. A write taken but never run is dropped, and its caller hears that
+/// the writer is unavailable.
+fn run_batches(
     writer: SqlitePool,
     conn: Arc<Mutex<Connection>>,
+    handle: Handle,
     mut rx: mpsc::Receiver<Job>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let held = match writer.acquire().await {
+    // sqlx returns a connection to its pool in a task: the runtime's context is needed.
+    let _runtime = handle.enter();
+    while let Some(first) = rx.blocking_recv() {
+        let held = match handle.block_on(writer.acquire()) {
             Ok(held) => held,
             Err(e) => {
                 tracing::error!(error = %e, "the writer is unavailable; a batched write is dropped");
                 continue;
             }
         };
-        let conn = conn.clone();
-        let handle = Handle::current();
-        let ran = tokio::task::spawn_blocking(move || {
+        let mut answers = Vec::new();
+        let committed = {
             let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut answers = Vec::new();
-            let committed = run_batch(&mut conn, &handle, first, &mut rx, &mut answers);
-            (rx, answers, committed)
-        })
-        .await;
-        drop(held);
-        let Ok((back, answers, committed)) = ran else {
-            // run_batch catches what its writes throw; nothing else in it panics.
-            tracing::error!("the batch writer's thread failed; writes are refused from now on");
-            return;
+            run_batch(&mut conn, &handle, first, &mut rx, &mut answers)
         };
-        rx = back;
+        drop(held);
         for answer in answers {
             answer(committed.clone());
         }
