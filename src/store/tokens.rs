@@ -5,7 +5,7 @@ use sqlx::FromRow;
 use time::OffsetDateTime;
 
 use super::db::{db_run, ts, Db, On, Tx};
-use super::readers::Arg;
+use super::readers::{args, Arg};
 use super::WorkspaceRow;
 use super::{Policy, Result, StoredToken, Workspace};
 use crate::clock::from_unix;
@@ -143,13 +143,35 @@ pub(super) async fn grace_until(
     Ok(until.map(from_unix))
 }
 
+impl TokenRow {
+    /// A row of `scim_token`'s select, read by a SQLite reader (in its column order).
+    fn from_reader(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+        Ok(TokenRow {
+            workspace_id: r.get(0)?,
+            token_hash: r.get(1)?,
+            key_id: r.get(2)?,
+            nonce: r.get(3)?,
+            ciphertext: r.get(4)?,
+            created_at: r.get(5)?,
+            created_by: r.get(6)?,
+        })
+    }
+}
+
+/// The workspace's token as stored: read by every release of a step-up, through the readers on
+/// SQLite (`Db::hot_rows`).
 pub(super) async fn scim_token(db: &Db, workspace_id: i64) -> Result<Option<StoredToken>> {
-    let row: Option<TokenRow> = db_run!(db.read(), |c| {
-        sqlx::query_as("SELECT * FROM scim_tokens WHERE workspace_id = $1")
-            .bind(workspace_id)
-            .fetch_optional(c)
-            .await
-    })?;
+    let row = db
+        .hot_rows(
+            "SELECT workspace_id, token_hash, key_id, nonce, ciphertext, created_at, created_by
+             FROM scim_tokens WHERE workspace_id = $1"
+                .to_owned(),
+            args![workspace_id],
+            TokenRow::from_reader,
+        )
+        .await?
+        .into_iter()
+        .next();
     Ok(row.map(|row| StoredToken {
         workspace_id: row.workspace_id,
         token_hash: row.token_hash.try_into().unwrap_or([0; 32]),
