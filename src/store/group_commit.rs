@@ -75,7 +75,8 @@ impl Outcome for Deleted {
     }
 }
 
-/// A write's statements, run on the shared transaction.
+/// A write's statements, run on the shared transaction. They use only `WriteTx`: the batch holds
+/// sqlx's writer, so a write that reached for the `Db`'s own connections would wait forever.
 pub(super) type Work<T> = Box<dyn for<'t> FnOnce(WriteTx<'t>) -> BoxFuture<'t, Result<T>> + Send>;
 
 /// What the task calls once the batch's commit has ended: sends the write its answer.
@@ -191,6 +192,9 @@ fn run_batches(
             run_batch(&mut conn, &handle, first, &mut rx, &mut answers)
         };
         drop(held);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, writes = answers.len(), "a write batch failed");
+        }
         for answer in answers {
             answer(committed.clone());
         }
@@ -236,7 +240,7 @@ fn run_writes(
     let mut job = first;
     loop {
         // The write's future never waits on this connection (each statement is a call), so
-        // `block_on` only polls it; a panic fails its batch, not the task every later write
+        // `block_on` only polls it; a panic fails its batch, not the thread every later write
         // needs.
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
             handle.block_on(job(WriteTx::Direct(&mut *conn)))
