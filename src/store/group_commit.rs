@@ -96,7 +96,7 @@ pub(super) fn open_writer(path: &Path) -> anyhow::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    // Per connection, as sqlx sets them on its own (`db::sqlite_pools`).
+    // Per connection, as sqlx sets them on its own (`db::open_sqlite`).
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.set_prepared_statement_cache_capacity(64);
