@@ -23,6 +23,22 @@ pub(super) struct UserRow {
     password_hash: String,
 }
 
+/// `UserRow`'s columns, in the order `UserRow::read_at` reads them.
+const USER_COLUMNS: &str = "id, workspace_id, email, role, password_hash";
+
+impl UserRow {
+    /// The `USER_COLUMNS` of a row read by a SQLite reader, from column `first` on.
+    fn read_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<UserRow> {
+        Ok(UserRow {
+            id: r.get(first)?,
+            workspace_id: r.get(first + 1)?,
+            email: r.get(first + 2)?,
+            role: r.get(first + 3)?,
+            password_hash: r.get(first + 4)?,
+        })
+    }
+}
+
 impl From<UserRow> for User {
     fn from(row: UserRow) -> User {
         User {
@@ -184,23 +200,14 @@ pub(super) async fn user_by_email(db: &Db, workspace_id: i64, email: &str) -> Re
 
 /// Read by every call a phone makes.
 pub(super) async fn user_by_id(db: &Db, id: i64) -> Result<Option<User>> {
-    let rows = db
-        .hot_rows(
-            "SELECT id, workspace_id, email, role, password_hash FROM users WHERE id = $1"
-                .to_owned(),
+    let row = db
+        .hot_row(
+            format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
             vec![Arg::Int(id)],
-            |r| {
-                Ok(UserRow {
-                    id: r.get(0)?,
-                    workspace_id: r.get(1)?,
-                    email: r.get(2)?,
-                    role: r.get(3)?,
-                    password_hash: r.get(4)?,
-                })
-            },
+            |r| UserRow::read_at(r, 0),
         )
         .await?;
-    Ok(rows.into_iter().next().map(User::from))
+    Ok(row.map(User::from))
 }
 
 pub(super) async fn members(db: &Db, workspace_id: i64) -> Result<Vec<Member>> {
@@ -325,13 +332,7 @@ impl SessionOwnerRow {
                 authenticated_at: r.get(5)?,
                 method: r.get(6)?,
             },
-            user: UserRow {
-                id: r.get(7)?,
-                workspace_id: r.get(8)?,
-                email: r.get(9)?,
-                role: r.get(10)?,
-                password_hash: r.get(11)?,
-            },
+            user: UserRow::read_at(r, 7)?,
             ws_slug: r.get(12)?,
             ws_name: r.get(13)?,
             ws_created_at: r.get(14)?,
@@ -346,14 +347,12 @@ pub(super) async fn touch_session(
     idle_cutoff: OffsetDateTime,
 ) -> Result<Option<(Session, User, Workspace)>> {
     let row = db
-        .hot_rows(
+        .hot_row(
             SESSION_OWNER.to_owned(),
             vec![Arg::Text(id_hash.to_owned())],
             SessionOwnerRow::from_reader,
         )
-        .await?
-        .into_iter()
-        .next();
+        .await?;
     let Some(SessionOwnerRow {
         session: row,
         user,

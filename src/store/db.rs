@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::checkpoint::{self, Checkpoints, BACKSTOP_PAGES};
 use super::group_commit::{open_writer, GroupCommit, Outcome, Work};
-use super::readers::{bind, Arg, Readers};
+use super::readers::{bind, query_rows, Arg, Readers};
 use super::Database;
 use super::{Result, StoreError};
 
@@ -148,14 +148,7 @@ impl WriteTx<'_> {
     {
         match self {
             WriteTx::Direct(conn) => {
-                let mut statement = conn.prepare_cached(sql).map_err(direct_error)?;
-                bind(&mut statement, &args).map_err(direct_error)?;
-                let mut rows = statement.raw_query();
-                let mut out = Vec::new();
-                while let Some(row) = rows.next().map_err(direct_error)? {
-                    out.push(from_reader(row).map_err(direct_error)?);
-                }
-                Ok(out)
+                query_rows(conn, sql, &args, from_reader).map_err(direct_error)
             }
             WriteTx::Sqlx(tx) => Ok(db_run!(tx.conn(), |c| bind_args!(
                 sqlx::query_as::<_, T>(sql),
@@ -319,6 +312,23 @@ impl Db {
                 .fetch_all(pool)
                 .await?),
         }
+    }
+
+    /// The first row of a hot read, if any (`hot_rows`).
+    pub(super) async fn hot_row<T>(
+        &self,
+        sql: String,
+        args: Vec<Arg>,
+        from_reader: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin + 'static,
+    {
+        Ok(self
+            .hot_rows(sql, args, from_reader)
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// Where reads go: SQLite's read-only pool, or the Postgres pool.

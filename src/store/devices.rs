@@ -189,14 +189,14 @@ impl DeviceRow {
 
 /// Read by every call a phone makes (`Authorization: Device`).
 pub(super) async fn device(db: &Db, id: &str) -> Result<Option<Device>> {
-    let rows = db
-        .hot_rows(
+    let row = db
+        .hot_row(
             format!("{DEVICE} WHERE id = $1"),
             vec![Arg::Text(id.to_owned())],
             DeviceRow::from_reader,
         )
         .await?;
-    Ok(rows.into_iter().next().map(Device::from))
+    Ok(row.map(Device::from))
 }
 
 /// Read by every step-up (the phones to push to).

@@ -245,18 +245,27 @@ impl Readers {
     where
         T: Send + 'static,
     {
-        self.read(move |conn| {
-            let mut statement = conn.prepare_cached(&sql)?;
-            bind(&mut statement, &args)?;
-            let mut rows = statement.raw_query();
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(row(r)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |conn| query_rows(conn, &sql, &args, row))
+            .await
     }
+}
+
+/// The rows of a statement on a rusqlite connection (a reader, or the group commit's writer),
+/// each made by `row`.
+pub(super) fn query_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    args: &[Arg],
+    row: fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    bind(&mut statement, args)?;
+    let mut rows = statement.raw_query();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(row(r)?);
+    }
+    Ok(out)
 }
 
 /// Binds each `$N` of a statement to `args[N - 1]`, wherever and however often it appears (as

@@ -233,7 +233,7 @@ pub(super) async fn get(
         select(db, kind, refs)
     );
     let args = vec![Arg::Int(workspace_id), Arg::Text(id.to_owned())];
-    let row = resource_rows(db, sql, args).await?.into_iter().next();
+    let row = db.hot_row(sql, args, ResourceRow::from_reader).await?;
     row.map(|row| resource(row, kind, refs)).transpose()
 }
 

@@ -159,19 +159,17 @@ impl TokenRow {
 }
 
 /// The workspace's token as stored: read by every release of a step-up, through the readers on
-/// SQLite (`Db::hot_rows`).
+/// SQLite (`Db::hot_row`).
 pub(super) async fn scim_token(db: &Db, workspace_id: i64) -> Result<Option<StoredToken>> {
     let row = db
-        .hot_rows(
+        .hot_row(
             "SELECT workspace_id, token_hash, key_id, nonce, ciphertext, created_at, created_by
              FROM scim_tokens WHERE workspace_id = $1"
                 .to_owned(),
             args![workspace_id],
             TokenRow::from_reader,
         )
-        .await?
-        .into_iter()
-        .next();
+        .await?;
     Ok(row.map(|row| StoredToken {
         workspace_id: row.workspace_id,
         token_hash: row.token_hash.try_into().unwrap_or([0; 32]),
