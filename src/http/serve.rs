@@ -27,6 +27,7 @@ use hyper_util::server::conn::auto::Builder;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -208,7 +209,7 @@ impl Connection {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let activity = Activity::default();
+        let activity = Activity::new();
         let service = {
             let activity = activity.clone();
             let router = self.router.clone();
@@ -254,52 +255,81 @@ impl Drop for Connection {
     }
 }
 
-/// The requests one connection has in flight, and whether it has had any yet.
-#[derive(Clone, Default)]
-struct Activity(Arc<watch::Sender<Load>>);
+/// The requests one connection has in flight, and when it last had none.
+///
+/// Counted with atomics, read by a timer: a request that begins or ends wakes nobody. (A watch
+/// channel woke the connection's task, and with it hyper's connection future, twice per request,
+/// and armed a timer at every end.)
+#[derive(Clone)]
+struct Activity(Arc<ActivityState>);
 
-#[derive(Clone, Copy, Default)]
-struct Load {
-    in_flight: usize,
-    started: bool,
+struct ActivityState {
+    /// What `quiet_since` counts from.
+    opened: tokio::time::Instant,
+    in_flight: AtomicUsize,
+    started: AtomicBool,
+    /// Microseconds from `opened` to the moment the last request in flight ended.
+    quiet_since: AtomicU64,
 }
 
 impl Activity {
+    fn new() -> Activity {
+        Activity(Arc::new(ActivityState {
+            opened: tokio::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            started: AtomicBool::new(false),
+            quiet_since: AtomicU64::new(0),
+        }))
+    }
+
     fn begin(&self) -> Busy {
-        self.0.send_modify(|load| {
-            load.in_flight += 1;
-            load.started = true;
-        });
+        self.0.started.store(true, Ordering::Relaxed);
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
         Busy(self.0.clone())
     }
 
     /// Resolves once the connection has had nothing in flight for its limit: the header-read
     /// timeout before its first request, the idle timeout after.
+    ///
+    /// It looks once per the shorter limit while requests are in flight; once none is, it
+    /// sleeps until exactly a limit after the last one ended (or that shorter step, whichever
+    /// comes first: a request may begin and end meanwhile), and looks again.
     async fn quiet(&self, limits: Limits) {
-        let mut load = self.0.subscribe();
+        let state = &self.0;
+        let step = limits.header_read.min(limits.idle);
+        let mut wake = tokio::time::Instant::now() + step;
         loop {
-            // The sender lives in `self`: `wait_for` cannot fail while this runs.
-            let Ok(now) = load.wait_for(|l| l.in_flight == 0).await.map(|l| *l) else {
-                return;
-            };
-            let limit = if now.started {
+            tokio::time::sleep_until(wake).await;
+            let now = tokio::time::Instant::now();
+            // `Busy` writes the time before the count: a count of 0 read here comes with the
+            // time its last request ended.
+            if state.in_flight.load(Ordering::Acquire) > 0 {
+                wake = now + step;
+                continue;
+            }
+            let limit = if state.started.load(Ordering::Relaxed) {
                 limits.idle
             } else {
                 limits.header_read
             };
-            if tokio::time::timeout(limit, load.changed()).await.is_err() {
+            let since = Duration::from_micros(state.quiet_since.load(Ordering::Relaxed));
+            let idle_for = state.opened.elapsed().saturating_sub(since);
+            if idle_for >= limit {
                 return;
             }
+            wake = now + (limit - idle_for).min(step);
         }
     }
 }
 
 /// One request in flight; dropped with its response body.
-struct Busy(Arc<watch::Sender<Load>>);
+struct Busy(Arc<ActivityState>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.send_modify(|load| load.in_flight -= 1);
+        let at = u64::try_from(self.0.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.0.quiet_since.fetch_max(at, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
