@@ -395,13 +395,13 @@ pub struct References<'a> {
 /// Builds the full representation: the stored document plus `id`, `meta` and the
 /// references, each with its `$ref` under `base_url` (`…/v1/scim/v2`).
 pub fn attach_references(
-    document: &Value,
+    document: Value,
     id: &str,
     meta: Value,
     refs: &References<'_>,
     base_url: &str,
 ) -> Value {
-    let mut out = document.clone();
+    let mut out = document;
     let Some(obj) = out.as_object_mut() else {
         return out;
     };

@@ -306,7 +306,7 @@ fn representation_has_id_meta_and_references() {
         members: None,
     };
     let out = attach_references(
-        &n.document,
+        n.document.clone(),
         "u1",
         json!({"resourceType": "User"}),
         &refs,
@@ -331,7 +331,7 @@ fn representation_has_id_meta_and_references() {
     }];
     let gdoc = json!({"schemas": [GROUP_URN], "displayName": "Admins"});
     let out = attach_references(
-        &gdoc,
+        gdoc,
         "g1",
         json!({}),
         &References {

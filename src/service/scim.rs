@@ -231,7 +231,7 @@ impl App {
 
     /// The full representation: document, `id`, `meta`, the manager's `$ref`, and the members or
     /// groups when they were read.
-    fn scim_represent(&self, kind: ResourceKind, r: &StoredResource) -> Value {
+    fn scim_represent(&self, kind: ResourceKind, r: StoredResource) -> Value {
         let base = self.scim_base();
         let meta = meta_json(
             kind.resource_type(),
@@ -243,7 +243,7 @@ impl App {
         );
         self.scim_attach(
             kind,
-            &r.document,
+            r.document,
             &r.id,
             meta,
             r.refs.as_deref(),
@@ -256,7 +256,7 @@ impl App {
     fn scim_attach(
         &self,
         kind: ResourceKind,
-        document: &Value,
+        document: Value,
         id: &str,
         meta: Value,
         refs: Option<&[Reference]>,
@@ -266,6 +266,7 @@ impl App {
             ResourceKind::Group => (refs, None),
             ResourceKind::User => (None, refs),
         };
+        let manager = manager_of(&document).filter(|_| manager_found);
         attach_references(
             document,
             id,
@@ -273,7 +274,7 @@ impl App {
             &References {
                 members,
                 groups,
-                manager: manager_of(document).filter(|_| manager_found).as_ref(),
+                manager: manager.as_ref(),
             },
             &self.scim_base(),
         )
@@ -294,13 +295,15 @@ impl App {
                 .await?;
             r.refs = Some(refs.remove(&r.id).unwrap_or_default());
         }
-        let full = self.scim_represent(kind, &r);
+        let display = display_of(&r.document);
+        let (id, version) = (r.id.clone(), r.version);
+        let full = self.scim_represent(kind, r);
         Ok(ScimResource {
-            location: crate::scim::meta::location(rt, &r.id, &self.scim_base()),
+            location: crate::scim::meta::location(rt, &id, &self.scim_base()),
             body: projection.apply(full, rt),
-            display: display_of(&r.document),
-            id: r.id,
-            version: r.version,
+            display,
+            id,
+            version,
         })
     }
 
@@ -552,7 +555,7 @@ impl App {
                 .map_err(|e| store_error(e, kind))?;
             let page = rows
                 .resources
-                .iter()
+                .into_iter()
                 .map(|r| req.projection.apply(self.scim_represent(kind, r), rt))
                 .collect();
             return Ok(list_response(page, rows.total, req.page.start_index));
@@ -594,17 +597,16 @@ impl App {
                 )
                 .await
                 .map_err(|e| store_error(e, kind))?;
-            for r in &batch.resources {
+            let full_batch = batch.resources.len() as u32 == SCAN_BATCH;
+            after = batch.resources.last().map(|last| last.id.clone());
+            for r in batch.resources {
                 let full = self.scim_represent(kind, r);
                 if req.filter.as_ref().is_none_or(|f| matches(f, &full, rt)) {
                     window.offer(full);
                 }
             }
-            match batch.resources.last() {
-                Some(last) if batch.resources.len() as u32 == SCAN_BATCH => {
-                    after = Some(last.id.clone())
-                }
-                _ => return Ok(()),
+            if !full_batch || after.is_none() {
+                return Ok(());
             }
         }
     }
@@ -639,7 +641,14 @@ impl App {
                         let mine = refs.remove(id).unwrap_or_default();
                         // `v` is a full representation already: its manager has its `$ref` or not.
                         let found = v[ENTERPRISE_USER_URN]["manager"]["$ref"].is_string();
-                        self.scim_attach(*kind, v, id, v["meta"].clone(), Some(&mine), found)
+                        self.scim_attach(
+                            *kind,
+                            v.clone(),
+                            id,
+                            v["meta"].clone(),
+                            Some(&mine),
+                            found,
+                        )
                     }
                     None => v.clone(),
                 };
