@@ -30,12 +30,17 @@ impl std::fmt::Debug for Checkpoints {
     }
 }
 
-/// Starts the checkpoint thread of the file at `path`.
-pub(super) fn start(path: &Path) -> anyhow::Result<Checkpoints> {
+/// Starts the checkpoint thread of the file at `path` and of the provisioning log's file `log`
+/// (`db::log_file_of`): one checkpoint covers every attached file.
+pub(super) fn start(path: &Path, log: &Path) -> anyhow::Result<Checkpoints> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
+    let log = log
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("the database path is not UTF-8"))?;
+    conn.execute("ATTACH DATABASE ?1 AS log", [log])?;
     let (running, stop) = mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
@@ -61,27 +66,39 @@ pub(super) fn start(path: &Path) -> anyhow::Result<Checkpoints> {
 mod tests {
     use super::*;
 
-    /// Writes that never checkpoint themselves reach the database file all the same.
+    /// Writes that never checkpoint themselves reach the database file all the same, and the
+    /// provisioning log's file too.
     #[test]
     fn the_thread_copies_the_wal_back_into_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
-        let writer = Connection::open(&path).unwrap();
-        writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
-                 CREATE TABLE t (b BLOB);",
-            )
-            .unwrap();
-        let file_size = || std::fs::metadata(&path).unwrap().len();
-        let before = file_size();
-        writer
-            .execute("INSERT INTO t VALUES (zeroblob(1048576))", [])
-            .unwrap();
-        assert_eq!(file_size(), before, "the row is in the WAL only");
-        let checkpoints = start(&path).unwrap();
+        let log = dir.path().join("c.db.provisioning-log");
+        let mut writers = Vec::new();
+        for file in [&path, &log] {
+            let writer = Connection::open(file).unwrap();
+            writer
+                .execute_batch(
+                    "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+                     CREATE TABLE t (b BLOB);",
+                )
+                .unwrap();
+            writers.push(writer);
+        }
+        let file_size = |file: &Path| std::fs::metadata(file).unwrap().len();
+        let before = [file_size(&path), file_size(&log)];
+        for writer in &writers {
+            writer
+                .execute("INSERT INTO t VALUES (zeroblob(1048576))", [])
+                .unwrap();
+        }
+        assert_eq!(
+            [file_size(&path), file_size(&log)],
+            before,
+            "the rows are in the WALs only"
+        );
+        let checkpoints = start(&path, &log).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while file_size() < 1_048_576 {
+        while file_size(&path) < 1_048_576 || file_size(&log) < 1_048_576 {
             assert!(std::time::Instant::now() < deadline, "no checkpoint came");
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -8,6 +8,7 @@
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -396,9 +397,44 @@ impl Tx {
     }
 }
 
+/// The provisioning log's own file beside the database (`<database>.provisioning-log`), attached
+/// to every sqlx connection as `log` (migrations/sqlite/0010): its batches, one every few
+/// milliseconds under SCIM load, then leave the page caches of the file's readers alone.
+pub fn log_file_of(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".provisioning-log");
+    PathBuf::from(name)
+}
+
+/// `ATTACH`es the provisioning log's file as `log`; on the writer (`writable`) also puts that
+/// file in WAL mode (persistent, a no-op once done) and sets its `synchronous` as the main one's.
+async fn attach_log(
+    conn: &mut SqliteConnection,
+    log: &Path,
+    writable: bool,
+) -> std::result::Result<(), sqlx::Error> {
+    let path = log
+        .to_str()
+        .ok_or_else(|| sqlx::Error::Configuration("the database path is not UTF-8".into()))?;
+    sqlx::query("ATTACH DATABASE $1 AS log")
+        .bind(path)
+        .execute(&mut *conn)
+        .await?;
+    if writable {
+        sqlx::query("PRAGMA log.journal_mode = WAL")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("PRAGMA log.synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// A SQLite file (created if missing), migrated: sqlx's writer (one connection) and read pool,
-/// the readers, the group commit's connection and the checkpoint thread.
-async fn open_sqlite(url: &str) -> anyhow::Result<Db> {
+/// the readers, the group commit's connection and the checkpoint thread; and the provisioning
+/// log's file (`log_file_of`).
+pub(super) async fn open_sqlite(url: &str) -> anyhow::Result<Db> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -408,29 +444,40 @@ async fn open_sqlite(url: &str) -> anyhow::Result<Db> {
         .pragma("wal_autocheckpoint", BACKSTOP_PAGES.to_string())
         // The CLI and a running server write the same file: wait for the lock, do not fail.
         .busy_timeout(Duration::from_secs(10));
+    let file = options.get_filename().to_owned();
+    let log = Arc::new(log_file_of(&file));
     // A connection to a file in this process cannot have dropped: no ping before each use
     // (sqlx's default costs a round trip to the connection's thread on every query).
-    let write = SqlitePoolOptions::new()
-        .max_connections(1)
-        .test_before_acquire(false)
-        .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
-        .connect_with(options.clone())
-        .await?;
+    let write = {
+        let log = log.clone();
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .after_connect(move |conn, _| {
+                let log = log.clone();
+                Box::pin(async move { attach_log(conn, &log, true).await })
+            })
+            .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
+            .connect_with(options.clone())
+            .await?
+    };
     sqlx::migrate!("migrations/sqlite").run(&write).await?;
-    let file = options.get_filename().to_owned();
-    // Not mapped (issue 18): every SCIM request writes the provisioning log and every step-up the
-    // audit log, the file grows, and each mapped reader then unmapped and mapped it again
-    // (munmap, page faults and cross-CPU TLB flushes in the profiles of both benches).
+    // Not mapped (issue 18): every commit to the file makes each mapped reader unmap it and map
+    // it again (munmap, page faults and cross-CPU TLB flushes in the profiles of both benches).
     let read = SqlitePoolOptions::new()
         .max_connections(8)
         .test_before_acquire(false)
+        .after_connect(move |conn, _| {
+            let log = log.clone();
+            Box::pin(async move { attach_log(conn, &log, false).await })
+        })
         .connect_with(options.read_only(true).create_if_missing(false))
         .await?;
     let batches = Arc::new(std::sync::Mutex::new(open_writer(&file)?));
     Ok(Db::Sqlite {
         bulk: Arc::new(GroupCommit::new(write.clone(), batches.clone())),
         prompt: Arc::new(GroupCommit::new(write.clone(), batches)),
-        _checkpoints: checkpoint::start(&file)?,
+        _checkpoints: checkpoint::start(&file, &log_file_of(&file))?,
         readers: Arc::new(Readers::open(&file)?),
         write,
         read,

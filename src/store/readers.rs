@@ -165,9 +165,10 @@ fn go_again(e: &rusqlite::Error) -> bool {
 
 impl Readers {
     /// Opens the readers of an existing, migrated file. They read it with `pread`, not a
-    /// mapping: every provisioning log write grows the file, and each reader then unmapped and
-    /// mapped it again (munmap, page faults and cross-CPU TLB flushes were a tenth of the filter's
-    /// profile; unmapped, the filter served 16% more).
+    /// mapping: after every commit to the file, each mapped reader unmapped and mapped it again
+    /// (munmap, page faults and cross-CPU TLB flushes were a tenth of the filter's profile while
+    /// the provisioning log shared the file). They do not attach the log's file (`db::log_file_of`):
+    /// its commits are what must leave their page caches alone.
     pub fn open(path: &Path) -> anyhow::Result<Readers> {
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {

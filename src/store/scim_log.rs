@@ -179,3 +179,95 @@ pub(super) async fn log_summary(
     })?;
     Ok((last.map(from_unix), errors))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::db::{log_file_of, open_sqlite};
+    use crate::store::ScimStore;
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::Connection;
+    use std::str::FromStr;
+
+    fn record(path: &str, at: i64) -> LogRecord {
+        LogRecord {
+            workspace_id: 1,
+            at: from_unix(at),
+            method: "GET".into(),
+            path: path.into(),
+            resource_type: Some("User".into()),
+            resource_id: None,
+            status: 200,
+            scim_type: None,
+            latency_us: 120,
+            detail: None,
+        }
+    }
+
+    /// A file written before the log had a file of its own (migrations up to 0009, one entry in
+    /// the main file) opens with that entry moved to `<database>.provisioning-log`; new entries go
+    /// there too, and the main file no longer has the table (issue 18).
+    #[tokio::test]
+    async fn the_log_lives_in_its_own_file_and_old_entries_move_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("assent.db");
+        let url = format!("sqlite://{}", path.display());
+        {
+            let mut before = sqlx::migrate!("migrations/sqlite");
+            before.migrations = before
+                .migrations
+                .iter()
+                .filter(|m| m.version < 10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into();
+            let options = SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+            before.run(&mut conn).await.unwrap();
+            sqlx::query(&format!(
+                "INSERT INTO scim_provisioning_log ({COLUMNS})
+                 VALUES (1, 1000, 'GET', '/v1/scim/v2/Users', 'User', NULL, 200, NULL, 90, NULL)"
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+        }
+
+        let db = open_sqlite(&url).await.unwrap();
+        db.append_log(&[record("/v1/scim/v2/Groups", 2000)])
+            .await
+            .unwrap();
+        let entries = db.log_page(1, None, StatusRange::ALL, 10).await.unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.record.path.as_str()).collect();
+        assert_eq!(paths, ["/v1/scim/v2/Groups", "/v1/scim/v2/Users"]);
+
+        let tables = |file: &std::path::Path| -> Vec<String> {
+            let conn = rusqlite::Connection::open(file).unwrap();
+            let mut statement = conn
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                .unwrap();
+            let names = statement
+                .query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .unwrap();
+            names
+        };
+        assert!(!tables(&path).contains(&"scim_provisioning_log".to_owned()));
+        let log = log_file_of(&path);
+        assert!(tables(&log).contains(&"scim_provisioning_log".to_owned()));
+        let conn = rusqlite::Connection::open(&log).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM scim_provisioning_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+}

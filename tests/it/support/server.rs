@@ -250,8 +250,9 @@ impl TestServer {
         }
     }
 
-    /// Asserts that the database never holds these in plain text: on SQLite the main file and WAL
-    /// byte for byte, on Postgres every column of every table.
+    /// Asserts that the database never holds these in plain text: on SQLite the main file, the
+    /// provisioning log's file and their WALs byte for byte, on Postgres every column of every
+    /// table.
     pub async fn assert_db_free_of(&self, secrets: &[(&str, &str)]) {
         let db_path = match &self.db {
             TestDb::Sqlite { path } => path,
@@ -260,7 +261,12 @@ impl TestServer {
             }
         };
         let mut files = vec![db_path.clone()];
-        for suffix in ["-wal", "-journal"] {
+        for suffix in [
+            "-wal",
+            "-journal",
+            ".provisioning-log",
+            ".provisioning-log-wal",
+        ] {
             let mut p = db_path.clone().into_os_string();
             p.push(suffix);
             files.push(PathBuf::from(p));
