@@ -309,14 +309,17 @@ impl ListRequest {
 
 /// The ListResponse body (RFC 7644 §3.4.2). `Resources` is present even when empty:
 /// Entra ID's Test Connection expects an empty ListResponse for an unknown userName.
+///
+/// Built by hand: `json!` takes each value through `to_value`, which for `Resources` would copy
+/// every resource of the page, map by map, and drop the originals.
 pub fn list_response(resources: Vec<Value>, total_results: u64, start_index: u64) -> Value {
-    json!({
-        "schemas": [LIST_RESPONSE_URN],
-        "totalResults": total_results,
-        "startIndex": start_index,
-        "itemsPerPage": resources.len(),
-        "Resources": resources,
-    })
+    let mut body = serde_json::Map::new();
+    body.insert("schemas".into(), json!([LIST_RESPONSE_URN]));
+    body.insert("totalResults".into(), total_results.into());
+    body.insert("startIndex".into(), start_index.into());
+    body.insert("itemsPerPage".into(), resources.len().into());
+    body.insert("Resources".into(), Value::Array(resources));
+    Value::Object(body)
 }
 
 /// Keeps the requested page while matches stream past, so a listing never holds more
