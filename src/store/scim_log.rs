@@ -225,7 +225,9 @@ mod tests {
                 .unwrap()
                 .create_if_missing(true)
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
             before.run(&mut conn).await.unwrap();
             sqlx::query(&format!(
                 "INSERT INTO scim_provisioning_log ({COLUMNS})
@@ -262,7 +264,9 @@ mod tests {
         assert!(tables(&log).contains(&"scim_provisioning_log".to_owned()));
         let conn = rusqlite::Connection::open(&log).unwrap();
         let rows: i64 = conn
-            .query_row("SELECT COUNT(*) FROM scim_provisioning_log", [], |r| r.get(0))
+            .query_row("SELECT COUNT(*) FROM scim_provisioning_log", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(rows, 2);
         let mode: String = conn
