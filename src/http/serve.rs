@@ -313,7 +313,7 @@ impl Activity {
                 limits.header_read
             };
             let since = Duration::from_micros(state.quiet_since.load(Ordering::Relaxed));
-            let idle_for = state.opened.elapsed().saturating_sub(since);
+            let idle_for = now.duration_since(state.opened).saturating_sub(since);
             if idle_for >= limit {
                 return;
             }

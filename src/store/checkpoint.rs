@@ -32,14 +32,11 @@ impl std::fmt::Debug for Checkpoints {
 
 /// Starts the checkpoint thread of the file at `path` and of the provisioning log's file `log`
 /// (`db::log_file_of`): one checkpoint covers every attached file.
-pub(super) fn start(path: &Path, log: &Path) -> anyhow::Result<Checkpoints> {
+pub(super) fn start(path: &Path, log: &str) -> anyhow::Result<Checkpoints> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    let log = log
-        .to_str()
-        .ok_or_else(|| anyhow::anyhow!("the database path is not UTF-8"))?;
     conn.execute("ATTACH DATABASE ?1 AS log", [log])?;
     let (running, stop) = mpsc::channel::<()>();
     std::thread::Builder::new()
@@ -96,7 +93,7 @@ mod tests {
             before,
             "the rows are in the WALs only"
         );
-        let checkpoints = start(&path, &log).unwrap();
+        let checkpoints = start(&path, log.to_str().unwrap()).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while file_size(&path) < 1_048_576 || file_size(&log) < 1_048_576 {
             assert!(std::time::Instant::now() < deadline, "no checkpoint came");

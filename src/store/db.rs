@@ -406,18 +406,16 @@ pub fn log_file_of(file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// `ATTACH`es the provisioning log's file as `log`; on the writer (`writable`) also puts that
-/// file in WAL mode (persistent, a no-op once done) and sets its `synchronous` as the main one's.
+/// `ATTACH`es the provisioning log's file (`log_file_of`) as `log`; on the writer (`writable`)
+/// also puts that file in WAL mode (persistent, a no-op once done) and sets its `synchronous` as
+/// the main one's.
 async fn attach_log(
     conn: &mut SqliteConnection,
-    log: &Path,
+    log: &str,
     writable: bool,
 ) -> std::result::Result<(), sqlx::Error> {
-    let path = log
-        .to_str()
-        .ok_or_else(|| sqlx::Error::Configuration("the database path is not UTF-8".into()))?;
     sqlx::query("ATTACH DATABASE $1 AS log")
-        .bind(path)
+        .bind(log)
         .execute(&mut *conn)
         .await?;
     if writable {
@@ -445,7 +443,11 @@ pub(super) async fn open_sqlite(url: &str) -> anyhow::Result<Db> {
         // The CLI and a running server write the same file: wait for the lock, do not fail.
         .busy_timeout(Duration::from_secs(10));
     let file = options.get_filename().to_owned();
-    let log = Arc::new(log_file_of(&file));
+    // As text: `ATTACH` takes the file's name as a string.
+    let log: Arc<str> = log_file_of(&file)
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("the database path is not UTF-8"))?
+        .into();
     // A connection to a file in this process cannot have dropped: no ping before each use
     // (sqlx's default costs a round trip to the connection's thread on every query).
     let write = {
@@ -464,20 +466,23 @@ pub(super) async fn open_sqlite(url: &str) -> anyhow::Result<Db> {
     sqlx::migrate!("migrations/sqlite").run(&write).await?;
     // Not mapped (issue 18): every commit to the file makes each mapped reader unmap it and map
     // it again (munmap, page faults and cross-CPU TLB flushes in the profiles of both benches).
-    let read = SqlitePoolOptions::new()
-        .max_connections(8)
-        .test_before_acquire(false)
-        .after_connect(move |conn, _| {
-            let log = log.clone();
-            Box::pin(async move { attach_log(conn, &log, false).await })
-        })
-        .connect_with(options.read_only(true).create_if_missing(false))
-        .await?;
+    let read = {
+        let log = log.clone();
+        SqlitePoolOptions::new()
+            .max_connections(8)
+            .test_before_acquire(false)
+            .after_connect(move |conn, _| {
+                let log = log.clone();
+                Box::pin(async move { attach_log(conn, &log, false).await })
+            })
+            .connect_with(options.read_only(true).create_if_missing(false))
+            .await?
+    };
     let batches = Arc::new(std::sync::Mutex::new(open_writer(&file)?));
     Ok(Db::Sqlite {
         bulk: Arc::new(GroupCommit::new(write.clone(), batches.clone())),
         prompt: Arc::new(GroupCommit::new(write.clone(), batches)),
-        _checkpoints: checkpoint::start(&file, &log_file_of(&file))?,
+        _checkpoints: checkpoint::start(&file, &log)?,
         readers: Arc::new(Readers::open(&file)?),
         write,
         read,
