@@ -3,7 +3,9 @@
 //!
 //! 1. Assent (the release binary, started as the tests' `TestServer`: SQLite, or Postgres when
 //!    `ASSENT_TEST_POSTGRES_URL` is set) gets its SCIM token the real way, then 16 Rust clients
-//!    `POST /Users` with Entra ID's body: users/s.
+//!    `POST /Users` with Entra ID's body: users/s; then PATCH (Entra's `Replace` of a profile's
+//!    attributes) once each of the first `ASSENT_BENCH_PATCHES` (default 20,000): patches/s; then
+//!    1,000 POSTs and 1,000 PATCHes from one client, one at a time: the p50 and p99 of each.
 //! 2. The ceiling: a bare axum 0.8 handler in this process, on a 2-worker runtime like the
 //!    server's, answering the very bytes Assent answers for one filter (same size, same content
 //!    type) to the same wrk line.
@@ -31,6 +33,9 @@ use std::time::{Duration, Instant};
 /// As many clients in flight as wrk's 16 connections (the POST load).
 const CONCURRENCY: usize = 16;
 
+/// The writes measured one at a time, from one client.
+const SEQUENTIAL: usize = 1_000;
+
 fn user_name(i: usize) -> String {
     format!("user{i}@contoso.com")
 }
@@ -53,38 +58,109 @@ fn entra_user(i: usize) -> String {
     .to_string()
 }
 
-/// POSTs `n` users from CONCURRENCY clients of their own (each its own connection); returns the
-/// wall time.
-async fn load_users(base: &str, token: &str, n: usize) -> Duration {
-    let url = format!("{base}/Users");
-    let auth = format!("Bearer {token}");
+/// Runs `each(client, i)` for every `i` below `n`, from `clients` clients of their own (each its
+/// own connection); returns the wall time and each request's time, sorted.
+async fn from_clients<F, Fut>(n: usize, clients: usize, each: F) -> (Duration, Vec<Duration>)
+where
+    F: Fn(reqwest::Client, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let each = std::sync::Arc::new(each);
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
-    let clients = (0..CONCURRENCY).map(|_| {
-        let (url, auth, next) = (url.clone(), auth.clone(), next.clone());
+    let clients = (0..clients).map(|_| {
+        let (each, next) = (each.clone(), next.clone());
         tokio::spawn(async move {
             let http = reqwest::Client::new();
+            let mut took = Vec::new();
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= n {
-                    return;
+                    return took;
                 }
-                let res = http
-                    .post(&url)
-                    .header("authorization", &auth)
-                    .header("content-type", "application/scim+json")
-                    .body(entra_user(i))
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("POST user {i}: {e}"));
-                assert_eq!(res.status().as_u16(), 201, "POST user {i}");
+                let one = Instant::now();
+                each(http.clone(), i).await;
+                took.push(one.elapsed());
             }
         })
     });
+    let mut took = Vec::new();
     for client in futures_util::future::join_all(clients).await {
-        client.unwrap();
+        took.extend(client.unwrap());
     }
-    started.elapsed()
+    took.sort();
+    (started.elapsed(), took)
+}
+
+/// POSTs the users numbered `from..to` from `clients` clients; returns the wall time, each
+/// request's time (sorted) and the users' ids, in order.
+async fn load_users(
+    base: &str,
+    token: &str,
+    (from, to): (usize, usize),
+    clients: usize,
+) -> (Duration, Vec<Duration>, Vec<String>) {
+    let url = format!("{base}/Users");
+    let auth = format!("Bearer {token}");
+    let ids = std::sync::Arc::new(std::sync::Mutex::new(vec![String::new(); to - from]));
+    let kept = ids.clone();
+    let (took, each) = from_clients(to - from, clients, move |http, i| {
+        let (url, auth, ids) = (url.clone(), auth.clone(), kept.clone());
+        async move {
+            let res = http
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/scim+json")
+                .body(entra_user(from + i))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("POST user {}: {e}", from + i));
+            assert_eq!(res.status().as_u16(), 201, "POST user {}", from + i);
+            let created: Value = res.json().await.unwrap();
+            ids.lock().unwrap()[i] = created["id"].as_str().unwrap().to_owned();
+        }
+    })
+    .await;
+    let ids = std::mem::take(&mut *ids.lock().unwrap());
+    (took, each, ids)
+}
+
+/// PATCHes each of `ids` once as Entra ID does when a user's profile changes (`Replace` of
+/// `displayName` and of the department) from `clients` clients; returns the wall time and each
+/// request's time, sorted.
+async fn patch_users(
+    base: &str,
+    token: &str,
+    ids: Vec<String>,
+    clients: usize,
+) -> (Duration, Vec<Duration>) {
+    let (base, auth) = (base.to_owned(), format!("Bearer {token}"));
+    let ids = std::sync::Arc::new(ids);
+    let n = ids.len();
+    from_clients(n, clients, move |http, i| {
+        let (base, auth, ids) = (base.clone(), auth.clone(), ids.clone());
+        async move {
+            let body = json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [
+                    {"op": "Replace", "path": "displayName", "value": format!("Renamed {i}")},
+                    {"op": "Replace",
+                     "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+                     "value": format!("Dept {}", i % 7)}
+                ]
+            });
+            let res = http
+                .patch(format!("{base}/Users/{}", ids[i]))
+                .header("authorization", &auth)
+                .header("content-type", "application/scim+json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("PATCH user {i}: {e}"));
+            assert_eq!(res.status().as_u16(), 200, "PATCH user {i}");
+        }
+    })
+    .await
 }
 
 /// One filter's answer as Assent sends it: its content type and bytes.
@@ -232,7 +308,16 @@ fn main() {
             load_average()
         );
         let post_load = load_average();
-        let took = load_users(&base, &tenant.token, users).await;
+        let (took, _, ids) = load_users(&base, &tenant.token, (0, users), CONCURRENCY).await;
+        let patches = ids.len().min(env_or("ASSENT_BENCH_PATCHES", 20_000));
+        let patch_load = load_average();
+        let (patched, _) =
+            patch_users(&base, &tenant.token, ids[..patches].to_vec(), CONCURRENCY).await;
+        // One client, one request at a time: what each write costs in round trips shows here.
+        let alone = SEQUENTIAL.min(users);
+        let (_, posts, _) = load_users(&base, &tenant.token, (users, users + alone), 1).await;
+        let (_, patches_alone) =
+            patch_users(&base, &tenant.token, ids[..alone].to_vec(), 1).await;
         let (content_type, body) = sample_answer(&base, &tenant.token, users).await;
         let path = "/v1/scim/v2";
         let ceiling = start_ceiling(path, content_type, body.clone());
@@ -265,6 +350,18 @@ fn main() {
             "POST /Users, {CONCURRENCY} Rust clients: {:.0} users/s ({users} in {:.1} s; load average before {post_load})",
             users as f64 / took.as_secs_f64(),
             took.as_secs_f64()
+        );
+        println!(
+            "PATCH /Users/{{id}}, {CONCURRENCY} Rust clients: {:.0} patches/s ({patches} in {:.1} s; load average before {patch_load})",
+            patches as f64 / patched.as_secs_f64(),
+            patched.as_secs_f64()
+        );
+        println!(
+            "one client, one request at a time ({alone} each): POST p50 {:.2} ms p99 {:.2} ms; PATCH p50 {:.2} ms p99 {:.2} ms",
+            pct(&posts, 0.50),
+            pct(&posts, 0.99),
+            pct(&patches_alone, 0.50),
+            pct(&patches_alone, 0.99)
         );
         for (name, f) in [("bare axum handler", &bare), ("Assent", &assent)] {
             println!(

@@ -405,10 +405,11 @@ impl App {
         if crate::cancel::client_left() {
             return Err(ScimError::Unavailable);
         }
-        let mut n = normalise(body, kind.resource_type())?;
-        let declared = self.scim_declared_for(workspace, &n.document).await?;
+        let body = normalise(body, kind.resource_type())?;
+        let declared = self.scim_declared_for(workspace, &body.document).await?;
         let edit: Edit = Box::new(move |current| {
             check_if_match(if_match.as_deref(), current.version)?;
+            let mut n = body.clone();
             if kind == ResourceKind::User {
                 keep_active(&mut n, &current.document);
             }

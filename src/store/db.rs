@@ -25,6 +25,9 @@ use super::{Result, StoreError};
 /// hang.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a pooled Postgres connection may sit idle before it is pinged on its next use.
+const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
+
 /// How long `/readyz` waits for Postgres.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -524,6 +527,18 @@ async fn release_outside_transaction(
     Ok(true)
 }
 
+/// One statement on the Postgres pool, in no transaction of ours (a statement is atomic on its
+/// own), and its rows: a write that is one statement costs one round trip, where `grouped_write`
+/// adds a `BEGIN` and a `COMMIT` around it (issue 18).
+pub(super) async fn postgres_rows<T>(pool: &PgPool, sql: &str, args: Vec<Arg>) -> Result<Vec<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    Ok(bind_args!(sqlx::query_as::<_, T>(sql), &args)
+        .fetch_all(pool)
+        .await?)
+}
+
 /// Connects to Postgres and runs the migrations (under Postgres' advisory lock, so instances
 /// starting together migrate once). Errors never repeat the URL: it may hold a password.
 async fn postgres_pool(url: &str) -> anyhow::Result<PgPool> {
@@ -532,8 +547,21 @@ async fn postgres_pool(url: &str) -> anyhow::Result<PgPool> {
     let pool = PgPoolOptions::new()
         .max_connections(10)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        // A connection that died with the server (a Postgres restart) is noticed before use
-        // (test_before_acquire, on by default) and replaced; idle ones are recycled anyway.
+        // A connection that died with the server (a Postgres restart) is noticed before use and
+        // replaced: pinged when it has sat idle for `PING_WHEN_IDLE` (issue 18: sqlx's default
+        // pings before every use, a round trip in front of every statement under load). One
+        // used within that time before a restart fails its next statement instead (503 for
+        // that request, as for one in flight during the restart) and is then discarded: sqlx
+        // pings every connection coming back to the pool.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_WHEN_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .idle_timeout(Duration::from_secs(300))
         // A connection must never come back inside a transaction (issue 13): sqlx rolls back
         // a dropped `Transaction`, and this discards anything that still slipped through.

@@ -68,10 +68,12 @@ pub struct Change {
     pub members: GroupMembershipDelta,
 }
 
-/// An update computed from the current resource while the store holds it locked, so a PATCH
-/// never works on a stale copy and `If-Match` is checked against the version it replaces. An
-/// error refuses the update and leaves the resource unchanged.
-pub type Edit = Box<dyn FnOnce(&StoredResource) -> std::result::Result<Change, ScimError> + Send>;
+/// An update computed from the current resource, so a PATCH never works on a stale copy and
+/// `If-Match` is checked against the version it replaces: computed while the store holds the
+/// resource locked, or (a User on Postgres) again on the newer version when another write came
+/// between the read and the write. An error refuses the update and leaves the resource unchanged.
+pub type Edit =
+    Box<dyn Fn(&StoredResource) -> std::result::Result<Change, ScimError> + Send + Sync>;
 
 /// How a create or an update ended, when the database itself did not fail. A taken `userName`
 /// (Users) or `displayName` (Groups) is `StoreError::Conflict`.

@@ -12,9 +12,10 @@
 
 use std::collections::HashMap;
 
+use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use super::db::{placeholders, ts, Db, Lane, WriteTx};
+use super::db::{placeholders, postgres_rows, ts, Db, Lane, WriteTx};
 use super::readers::{args, Arg};
 use super::scim::{Columns, Deleted, Edit, NewResource, StoredResource, Written};
 use super::scim_read::{kind_of, resource, select, table, ResourceRow, IN_CHUNK};
@@ -22,7 +23,7 @@ use super::Result;
 use crate::clock::from_unix;
 use crate::scim::extension::IndexedValue;
 use crate::scim::members::MemberDisplays;
-use crate::scim::resource::index_columns;
+use crate::scim::resource::{index_columns, Reference};
 use crate::scim::schema::ResourceKind;
 
 /// The `member_type` stored for a member, and back.
@@ -173,14 +174,7 @@ async fn write_ext_values(
     }
     // One statement for all of them (at most `MAX_EXTENSION_VALUES`, 2 placeholders each), the
     // same on both databases: a create with ten extension attributes costs one statement, not ten.
-    let rows: Vec<String> = (0..values.len())
-        .map(|i| format!("($1, $2, $3, ${}, ${})", 4 + 2 * i, 5 + 2 * i))
-        .collect();
-    let sql = format!(
-        "INSERT INTO scim_ext_values (workspace_id, resource_type, resource_id, path, value)
-         VALUES {} ON CONFLICT DO NOTHING",
-        rows.join(", ")
-    );
+    let sql = insert_ext_values("$2", "$3", 4, values.len());
     let mut args = args![workspace_id, resource_type, id];
     for (path, key) in values {
         args.extend([Arg::from(path), Arg::from(key)]);
@@ -188,6 +182,42 @@ async fn write_ext_values(
     tx.execute(&sql, args).await?;
     Ok(())
 }
+
+/// The INSERT of `n` `scim_ext_values` rows of one resource, the workspace `$1`, the resource's
+/// type and id as given (a placeholder or a literal), the path and value of the i-th at
+/// `$(first + 2i)` and the next.
+fn insert_ext_values(resource_type: &str, id: &str, first: usize, n: usize) -> String {
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            let at = first + 2 * i;
+            format!("($1, {resource_type}, {id}, ${at}, ${})", at + 1)
+        })
+        .collect();
+    format!(
+        "INSERT INTO scim_ext_values (workspace_id, resource_type, resource_id, path, value)
+         VALUES {} ON CONFLICT DO NOTHING",
+        rows.join(", ")
+    )
+}
+
+/// A User's INSERT, bound to `row_args`. `seq`: after every row of the workspace
+/// (migrations/*/0008), so a listing being paged meanwhile does not shift.
+const INSERT_USER: &str = "INSERT INTO scim_users (workspace_id, id, document, user_name_lower,
+       external_id, display_name_lower, work_email_lower, email_overflow, active,
+       manager_id, display, version, created_at, last_modified, seq)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12,
+       (SELECT COALESCE(MAX(seq), 0) + 1 FROM scim_users WHERE workspace_id = $1))";
+
+/// A User's UPDATE to a new version, bound to `row_args`.
+const UPDATE_USER: &str = "UPDATE scim_users SET document = $3, user_name_lower = $4,
+       external_id = $5, display_name_lower = $6, work_email_lower = $7, email_overflow = $8,
+       active = $9, manager_id = $10, display = $11, version = version + 1, last_modified = $12
+     WHERE workspace_id = $1 AND id = $2";
+
+/// Whether the manager `$10` is a User of the workspace `$1`, or the user `$2` itself, in a
+/// statement that writes the user (which it does not see yet).
+const MANAGER_FOUND: &str = "$10::text IS NOT NULL AND ($10 = $2
+       OR EXISTS (SELECT 1 FROM scim_users WHERE workspace_id = $1 AND id = $10))";
 
 /// `$1` … of a row's statements, the same for its INSERT and its UPDATE: the workspace, the id,
 /// the document, the kind's columns, and the time last.
@@ -233,12 +263,7 @@ async fn write_row(
     now: OffsetDateTime,
 ) -> Result<()> {
     let sql = match kind {
-        ResourceKind::User => {
-            "UPDATE scim_users SET document = $3, user_name_lower = $4, external_id = $5,
-               display_name_lower = $6, work_email_lower = $7, email_overflow = $8, active = $9,
-               manager_id = $10, display = $11, version = version + 1, last_modified = $12
-             WHERE workspace_id = $1 AND id = $2"
-        }
+        ResourceKind::User => UPDATE_USER,
         ResourceKind::Group => {
             "UPDATE scim_groups SET document = $3, display = $4, display_name_lower = $5,
                external_id = $6, version = version + 1, last_modified = $7
@@ -257,11 +282,70 @@ pub(super) async fn create(
     new: NewResource,
     now: OffsetDateTime,
 ) -> Result<Written> {
+    if let (Db::Postgres(pool), ResourceKind::User) = (db, kind) {
+        return create_user_postgres(pool, workspace_id, new, now).await;
+    }
     db.grouped_write(
         Lane::Bulk,
         Box::new(move |tx: WriteTx<'_>| Box::pin(create_in(tx, workspace_id, kind, new, now))),
     )
     .await
+}
+
+/// A User's create on Postgres as one statement, in no transaction of ours, so one round trip
+/// (issue 18): its extension values in a CTE beside the INSERT (a taken `userName` fails them
+/// both), whether its manager is a User of the workspace in RETURNING (which sees the table as
+/// before the statement: a user who is their own manager is found by the id).
+async fn create_user_postgres(
+    pool: &PgPool,
+    workspace_id: i64,
+    new: NewResource,
+    now: OffsetDateTime,
+) -> Result<Written> {
+    let c = &new.columns;
+    let values = &c.index.extension_values;
+    let with = if values.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "WITH ext AS ({}) ",
+            insert_ext_values("'User'", "$2", 13, values.len())
+        )
+    };
+    let sql = format!("{with}{INSERT_USER} RETURNING {MANAGER_FOUND}");
+    let mut args = row_args(
+        ResourceKind::User,
+        workspace_id,
+        &new.id,
+        new.document.to_string(),
+        c,
+        now,
+    );
+    for (path, key) in values {
+        args.extend([Arg::from(path), Arg::from(key)]);
+    }
+    let found: Vec<(bool,)> = postgres_rows(pool, &sql, args).await?;
+    let manager = found.first().is_some_and(|(found,)| *found);
+    // A new user is in no group yet.
+    Ok(created(new, now, Some(Vec::new()), manager))
+}
+
+/// The resource a create stored, as the answer shows it.
+fn created(
+    new: NewResource,
+    now: OffsetDateTime,
+    refs: Option<Vec<Reference>>,
+    manager_found: bool,
+) -> Written {
+    Written::Done(StoredResource {
+        id: new.id,
+        document: new.document,
+        version: 1,
+        created: from_unix(ts(now)),
+        last_modified: from_unix(ts(now)),
+        refs,
+        manager_found,
+    })
 }
 
 async fn create_in(
@@ -274,8 +358,6 @@ async fn create_in(
     let tx = &mut tx;
     let document = new.document.to_string();
     let c = &new.columns;
-    // `seq`: after every row of the workspace (migrations/*/0008), so a listing being paged
-    // meanwhile does not shift.
     write_ext_values(
         tx,
         workspace_id,
@@ -288,11 +370,7 @@ async fn create_in(
     let (refs, manager) = match kind {
         ResourceKind::User => {
             tx.execute(
-                "INSERT INTO scim_users (workspace_id, id, document, user_name_lower,
-                   external_id, display_name_lower, work_email_lower, email_overflow, active,
-                   manager_id, display, version, created_at, last_modified, seq)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12,
-                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM scim_users WHERE workspace_id = $1))",
+                INSERT_USER,
                 row_args(kind, workspace_id, &new.id, document, c, now),
             )
             .await?;
@@ -318,15 +396,7 @@ async fn create_in(
             (None, false)
         }
     };
-    Ok(Written::Done(StoredResource {
-        id: new.id,
-        document: new.document,
-        version: 1,
-        created: from_unix(ts(now)),
-        last_modified: from_unix(ts(now)),
-        refs,
-        manager_found: manager,
-    }))
+    Ok(created(new, now, refs, manager))
 }
 
 pub(super) async fn update(
@@ -337,6 +407,13 @@ pub(super) async fn update(
     edit: Edit,
     now: OffsetDateTime,
 ) -> Result<Written> {
+    if let (Db::Postgres(pool), ResourceKind::User) = (db, kind) {
+        let select = select(db, kind, true);
+        let tried = update_user_postgres(pool, &select, workspace_id, id, &edit, now).await?;
+        if let Some(written) = tried {
+            return Ok(written);
+        }
+    }
     let select = select(db, kind, false);
     let id = id.to_owned();
     db.grouped_write(
@@ -346,6 +423,118 @@ pub(super) async fn update(
         }),
     )
     .await
+}
+
+/// How many times a User's update on Postgres reads and writes without a lock before it takes
+/// one (`update_user_postgres`).
+const OPTIMISTIC_TRIES: usize = 3;
+
+/// A User's update on Postgres in two round trips and no transaction of ours (issue 18): the
+/// user read without a lock, the edit applied, then one statement that writes the row only if
+/// its version is still the one read (with its extension values, in CTEs that run only if it
+/// did) and answers whether its manager is a User of the workspace. A concurrent write in
+/// between makes it read again; after `OPTIMISTIC_TRIES` such races, None: the caller takes the
+/// row lock instead (`update_in`). A user has no references to lock: a manager is data as sent.
+/// `select` is `scim_read::select` for Users, with references: the answer shows the user's
+/// groups as read (a membership change gives the group a new version, not the user), where the
+/// locked path reads them after its commit, a third round trip.
+async fn update_user_postgres(
+    pool: &PgPool,
+    select: &str,
+    workspace_id: i64,
+    id: &str,
+    edit: &Edit,
+    now: OffsetDateTime,
+) -> Result<Option<Written>> {
+    let read = format!("{select} WHERE workspace_id = $1 AND id = $2");
+    for _ in 0..OPTIMISTIC_TRIES {
+        let row: Option<ResourceRow> = postgres_rows(pool, &read, args![workspace_id, id])
+            .await?
+            .into_iter()
+            .next();
+        let Some(row) = row else {
+            return Ok(Some(Written::NotFound));
+        };
+        let current = resource(row, ResourceKind::User, true)?;
+        let change = match edit(&current) {
+            Ok(c) => c,
+            Err(e) => return Ok(Some(Written::Refused(e))),
+        };
+        if change.document == current.document && change.members.is_empty() {
+            return Ok(Some(Written::Done(current)));
+        }
+        if !change.members.is_empty() {
+            // Not a user's change: the general path refuses it as it does for any kind.
+            return Ok(None);
+        }
+        let values = &change.columns.index.extension_values;
+        let ext = if *values
+            == index_columns(&current.document, ResourceKind::User.resource_type())
+                .extension_values
+        {
+            String::new()
+        } else {
+            // The rows no longer there go, the new ones come (the kept ones are left as they
+            // are: the DELETE spares them and the INSERT meets them), both only if `upd` wrote.
+            let list: Vec<String> = (0..values.len())
+                .map(|i| format!("(${}, ${})", 14 + 2 * i, 15 + 2 * i))
+                .collect();
+            let list = list.join(", ");
+            let spared = if values.is_empty() {
+                String::new()
+            } else {
+                format!(" AND (path, value) NOT IN ({list})")
+            };
+            let insert = if values.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", ext AS (INSERT INTO scim_ext_values
+                       (workspace_id, resource_type, resource_id, path, value)
+                     SELECT $1, 'User', $2, v.path, v.value FROM (VALUES {list}) AS v(path, value)
+                     WHERE EXISTS (SELECT 1 FROM upd) ON CONFLICT DO NOTHING)"
+                )
+            };
+            format!(
+                ", gone AS (DELETE FROM scim_ext_values
+                   WHERE workspace_id = $1 AND resource_type = 'User' AND resource_id = $2
+                     AND EXISTS (SELECT 1 FROM upd){spared}){insert}"
+            )
+        };
+        let sql = format!(
+            "WITH upd AS ({UPDATE_USER} AND version = $13 RETURNING 1){ext}
+             SELECT EXISTS (SELECT 1 FROM upd), {MANAGER_FOUND}"
+        );
+        let document = change.document.to_string();
+        let mut args = row_args(
+            ResourceKind::User,
+            workspace_id,
+            id,
+            document,
+            &change.columns,
+            now,
+        );
+        args.push(Arg::Int(current.version));
+        if !ext.is_empty() {
+            for (path, key) in values {
+                args.extend([Arg::from(path), Arg::from(key)]);
+            }
+        }
+        let answer: Vec<(bool, bool)> = postgres_rows(pool, &sql, args).await?;
+        let Some(&(true, manager_found)) = answer.first() else {
+            continue;
+        };
+        return Ok(Some(Written::Done(StoredResource {
+            id: current.id,
+            document: change.document,
+            version: current.version + 1,
+            created: current.created,
+            last_modified: from_unix(ts(now)),
+            refs: current.refs,
+            manager_found,
+        })));
+    }
+    Ok(None)
 }
 
 /// `update`'s statements; `select` is `scim_read::select` for the kind, without references.

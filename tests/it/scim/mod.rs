@@ -343,6 +343,16 @@ async fn entra_group_lifecycle_in_both_forms() {
     let u = scim.get(&format!("/Users/{}", users[0])).await.expect(200);
     assert_eq!(u["groups"][0]["value"], gid.as_str());
     assert_eq!(u["groups"][0]["display"], name.as_str());
+    // And the answer to a PATCH of that user lists them too.
+    let renamed = scim
+        .patch(
+            &format!("/Users/{}", users[0]),
+            json!([{"op": "Replace", "path": "displayName", "value": "Renamed"}]),
+        )
+        .await
+        .expect(200);
+    assert_eq!(renamed["displayName"], "Renamed");
+    assert_eq!(renamed["groups"], u["groups"], "{renamed}");
 
     // Remove only the listed ones.
     let removed = scim
@@ -583,6 +593,14 @@ async fn a_dangling_member_is_400_invalid_value_and_a_manager_is_kept_as_sent() 
     assert_eq!(patched[ENTERPRISE_URN]["manager"]["value"], boss.as_str());
     assert_eq!(
         patched[ENTERPRISE_URN]["manager"]["$ref"],
+        format!("{}/Users/{boss}", scim.base).as_str()
+    );
+    // Created with a manager who exists: the answer carries the `$ref` at once.
+    let mut body = entra_user(&format!("r2_{}@contoso.com", guid()), &guid());
+    body[ENTERPRISE_URN]["manager"] = json!({"value": boss});
+    let second = scim.post("/Users", &body).await.expect(201);
+    assert_eq!(
+        second[ENTERPRISE_URN]["manager"]["$ref"],
         format!("{}/Users/{boss}", scim.base).as_str()
     );
     scim.delete(&format!("/Users/{boss}")).await.expect(204);
