@@ -469,8 +469,7 @@ async fn update_user_postgres(
         }
         let values = &change.columns.index.extension_values;
         let ext = if *values
-            == index_columns(&current.document, ResourceKind::User.resource_type())
-                .extension_values
+            == index_columns(&current.document, ResourceKind::User.resource_type()).extension_values
         {
             String::new()
         } else {
