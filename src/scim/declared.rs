@@ -16,7 +16,7 @@
 use serde_json::{json, Map, Value};
 
 use super::error::{clip, ScimError};
-use super::extension::is_custom_urn;
+use super::extension::{extends_known_urn, is_custom_urn};
 use super::schema::{AttrType, Mutability, ResourceKind, Returned, Uniqueness};
 use super::value::{get_ci, key_ci, parse_time};
 
@@ -226,7 +226,7 @@ pub fn parse_definitions(body: &Value) -> Result<Declared, String> {
             .ok_or_else(|| format!("{at}: a schema must be an object"))?;
         let id = text(obj, "id", &at)?.ok_or_else(|| format!("{at}: 'id' is required"))?;
         let at = format!("schema '{}'", clip(&id));
-        if !is_custom_urn(&id) || id.contains(['/', '?', '#', ' ']) {
+        if !is_custom_urn(&id) || extends_known_urn(&id) || id.contains(['/', '?', '#', ' ']) {
             return Err(format!(
                 "{at}: 'id' must be an extension URN, urn:ietf:params:scim:schemas:extension:…, other than Assent's own"
             ));

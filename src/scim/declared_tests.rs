@@ -70,6 +70,11 @@ fn bad_definitions_are_refused_with_the_place_named() {
         "id": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", "attributes": []
     }))
     .contains("extension URN"));
+    // It would read as an attribute of the enterprise extension in a PATCH path.
+    assert!(one(json!({
+        "id": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:more", "attributes": []
+    }))
+    .contains("extension URN"));
     assert!(one(
         json!({"id": "urn:ietf:params:scim:schemas:extension:acme:2.0:Thing",
                       "attributes": []})

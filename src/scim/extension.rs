@@ -51,6 +51,33 @@ pub fn is_custom_urn(urn: &str) -> bool {
             .any(|k| k.eq_ignore_ascii_case(urn))
 }
 
+/// Whether `text` begins with one of the engine's own schema URNs and then an attribute's name
+/// (`<urn>:<attribute>`): an extension URN longer than one of them by a colon would read as one
+/// of its attributes, so it cannot be declared (`declared.rs`).
+pub fn extends_known_urn(text: &str) -> bool {
+    known_prefix(text).is_some_and(|rest| rest.starts_with(':'))
+}
+
+/// What follows one of the engine's own schema URNs at the start of `text` (case-insensitively).
+fn known_prefix(text: &str) -> Option<&str> {
+    known_schema_urns().iter().find_map(|urn| {
+        let head = text.get(..urn.len())?;
+        head.eq_ignore_ascii_case(urn).then(|| &text[urn.len()..])
+    })
+}
+
+/// Whether a request body names a custom extension anywhere (a key, a PATCH path, a value): an
+/// [`EXTENSION_PREFIX`] URN that is not one of the engine's own, whole (a quote ends it, or a
+/// colon begins an attribute's name). Entra ID names the enterprise extension in most PATCHes
+/// (a department, a manager), and those need no declared schema read.
+pub fn mentions_custom(body: &Value) -> bool {
+    let text = body.to_string();
+    let lower = text.to_ascii_lowercase();
+    lower
+        .match_indices(EXTENSION_PREFIX)
+        .any(|(at, _)| !known_prefix(&text[at..]).is_some_and(|rest| rest.starts_with(['"', ':'])))
+}
+
 /// The custom extension keys of a document, in order.
 pub fn custom_keys(doc: &Map<String, Value>) -> impl Iterator<Item = &String> {
     doc.keys().filter(|k| is_custom_urn(k))

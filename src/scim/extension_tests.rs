@@ -278,3 +278,34 @@ fn projection_selects_by_urn_and_attribute() {
     let less = apply(None, Some(&format!("{EXT}:tags")));
     assert!(less[EXT].get("tags").is_none() && less[EXT].get("Level").is_some());
 }
+
+#[test]
+fn a_body_mentions_a_custom_extension_only_when_it_names_one() {
+    let enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    // Entra ID's PATCH of a department and a manager: the enterprise extension only.
+    assert!(!mentions_custom(&json!({"Operations": [
+        {"op": "Replace", "path": format!("{enterprise}:department"), "value": "Sales"},
+        {"op": "Add", "path": format!("{}:MANAGER", enterprise.to_uppercase()), "value": "x"},
+        {"op": "Replace", "value": {enterprise: {"employeeNumber": "7"}}}
+    ]})));
+    assert!(!mentions_custom(&json!({"Operations": [
+        {"op": "Replace", "path": "displayName", "value": "urn:ietf:params:scim:schemas:core:2.0:User"}
+    ]})));
+    // A custom one as a path, as a key of a path-less value, in any case.
+    assert!(mentions_custom(&json!({"Operations": [
+        {"op": "Add", "path": format!("{EXT}:costCenter"), "value": "CC-1"}
+    ]})));
+    assert!(mentions_custom(&json!({"Operations": [
+        {"op": "Replace", "value": {EXT.to_uppercase(): {"costCenter": "CC-1"}}}
+    ]})));
+    assert!(mentions_custom(&json!({"Operations": [
+        {"op": "Replace", "value": {format!("{EXT}:costCenter"): "CC-1"}}
+    ]})));
+    // A longer URN that begins like the enterprise one is not the enterprise one.
+    assert!(mentions_custom(&json!({"Operations": [
+        {"op": "Add", "path": format!("{enterprise}X:costCenter"), "value": "CC-1"}
+    ]})));
+    assert!(extends_known_urn(&format!("{enterprise}:more")));
+    assert!(!extends_known_urn(enterprise));
+    assert!(!extends_known_urn(EXT));
+}

@@ -105,13 +105,6 @@ fn manager_of(document: &Value) -> Option<Reference> {
     })
 }
 
-/// Whether a PATCH body names an extension schema anywhere (a path, a path-less key).
-fn mentions_extension(body: &Value) -> bool {
-    body.to_string()
-        .to_ascii_lowercase()
-        .contains(crate::scim::extension::EXTENSION_PREFIX)
-}
-
 /// Applies the workspace's declared extension schemas to a document about to be stored, and
 /// recomputes its index columns when that changed a value (a coerced boolean, say).
 fn declare(
@@ -454,8 +447,9 @@ impl App {
             return Err(ScimError::Unavailable);
         }
         let rt: &'static ResourceType = kind.resource_type();
-        // A PATCH that names no extension leaves every extension object as it was.
-        let declared = if mentions_extension(&body) {
+        // A PATCH that names no custom extension leaves every custom extension object as it
+        // was: only a PATCH that names one needs the declared schemas.
+        let declared = if crate::scim::extension::mentions_custom(&body) {
             self.scim_declared(workspace.id).await?
         } else {
             Declared::default()
