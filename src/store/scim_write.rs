@@ -41,17 +41,21 @@ async fn member_types(
     let mut found: HashMap<String, ResourceKind> = HashMap::new();
     if ids.is_empty() {
     } else if let Some(c) = tx.postgres() {
-        for kind in [ResourceKind::User, ResourceKind::Group] {
-            let sql = format!(
-                "SELECT id FROM {} WHERE workspace_id = $1 AND id = ANY($2) FOR KEY SHARE",
-                table(kind)
-            );
-            let rows: Vec<(String,)> = sqlx::query_as(&sql)
-                .bind(workspace_id)
-                .bind(ids)
-                .fetch_all(&mut *c)
-                .await?;
-            found.extend(rows.into_iter().map(|(id,)| (id, kind)));
+        // Both tables in one statement (one round trip), users locked first as before; a
+        // locking clause may not stand beside UNION, so each SELECT is a CTE of its own.
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "WITH u AS (SELECT id FROM scim_users
+                 WHERE workspace_id = $1 AND id = ANY($2) FOR KEY SHARE),
+               g AS (SELECT id FROM scim_groups
+                 WHERE workspace_id = $1 AND id = ANY($2) FOR KEY SHARE)
+             SELECT id, 'User' AS t FROM u UNION ALL SELECT id, 'Group' AS t FROM g",
+        )
+        .bind(workspace_id)
+        .bind(ids)
+        .fetch_all(&mut *c)
+        .await?;
+        for (id, t) in rows {
+            found.insert(id, kind_of(&t));
         }
     } else {
         // No arrays: the ids in lists of placeholders, both tables in one statement.

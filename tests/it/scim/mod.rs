@@ -331,6 +331,39 @@ async fn entra_group_lifecycle_in_both_forms() {
         format!("{}/Users/{}", scim.base, member["value"].as_str().unwrap()).as_str()
     );
 
+    // A group may be a member: its type and `$ref` say so.
+    let child = scim
+        .post(
+            "/Groups",
+            &entra_group(&format!("Child {}", guid()), &guid()),
+        )
+        .await
+        .id();
+    let nested = scim
+        .patch(
+            &group,
+            json!([{"op": "Add", "path": "members", "value": [{"value": child}]}]),
+        )
+        .await
+        .expect(200);
+    let listed = nested["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["value"] == child.as_str())
+        .unwrap_or_else(|| panic!("the child group is not listed: {nested}"));
+    assert_eq!(listed["type"], "Group");
+    assert_eq!(
+        listed["$ref"],
+        format!("{}/Groups/{child}", scim.base).as_str()
+    );
+    scim.patch(
+        &group,
+        json!([{"op": "Remove", "path": "members", "value": [{"value": child}]}]),
+    )
+    .await
+    .expect(200);
+
     // Entra checks a membership with a filter on the group id and a member.
     let check = format!("id eq \"{gid}\" and members[value eq \"{}\"]", users[1]);
     assert_eq!(
