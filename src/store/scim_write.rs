@@ -17,10 +17,11 @@ use time::OffsetDateTime;
 
 use super::db::{placeholders, postgres_rows, ts, Db, Lane, WriteTx};
 use super::readers::{args, Arg};
-use super::scim::{Columns, Deleted, Edit, NewResource, StoredResource, Written};
+use super::scim::{Change, Columns, Deleted, Edit, NewResource, StoredResource, Written};
 use super::scim_read::{kind_of, resource, select, table, ResourceRow, IN_CHUNK};
 use super::Result;
 use crate::clock::from_unix;
+use crate::scim::error::ScimError;
 use crate::scim::extension::IndexedValue;
 use crate::scim::members::MemberDisplays;
 use crate::scim::resource::{index_columns, Reference};
@@ -180,9 +181,7 @@ async fn write_ext_values(
     // same on both databases: a create with ten extension attributes costs one statement, not ten.
     let sql = insert_ext_values("$2", "$3", 4, values.len());
     let mut args = args![workspace_id, resource_type, id];
-    for (path, key) in values {
-        args.extend([Arg::from(path), Arg::from(key)]);
-    }
+    push_ext_args(&mut args, values);
     tx.execute(&sql, args).await?;
     Ok(())
 }
@@ -202,6 +201,13 @@ fn insert_ext_values(resource_type: &str, id: &str, first: usize, n: usize) -> S
          VALUES {} ON CONFLICT DO NOTHING",
         rows.join(", ")
     )
+}
+
+/// Binds the path and value of each of `values`, in order, after `args` (`insert_ext_values`).
+fn push_ext_args(args: &mut Vec<Arg>, values: &[IndexedValue]) {
+    for (path, key) in values {
+        args.extend([Arg::from(path), Arg::from(key)]);
+    }
 }
 
 /// A User's INSERT, bound to `row_args`. `seq`: after every row of the workspace
@@ -325,9 +331,7 @@ async fn create_user_postgres(
         c,
         now,
     );
-    for (path, key) in values {
-        args.extend([Arg::from(path), Arg::from(key)]);
-    }
+    push_ext_args(&mut args, values);
     let found: Vec<(bool,)> = postgres_rows(pool, &sql, args).await?;
     let manager = found.first().is_some_and(|(found,)| *found);
     // A new user is in no group yet.
@@ -460,49 +464,21 @@ async fn update_user_postgres(
             return Ok(Some(Written::NotFound));
         };
         let current = resource(row, ResourceKind::User, true)?;
-        let change = match edit(&current) {
-            Ok(c) => c,
+        let change = match edited(edit, &current) {
+            Ok(Some(change)) => change,
+            Ok(None) => return Ok(Some(Written::Done(current))),
             Err(e) => return Ok(Some(Written::Refused(e))),
         };
-        if change.document == current.document && change.members.is_empty() {
-            return Ok(Some(Written::Done(current)));
-        }
         if !change.members.is_empty() {
             // Not a user's change: the general path refuses it as it does for any kind.
             return Ok(None);
         }
         let values = &change.columns.index.extension_values;
-        let ext = if *values
-            == index_columns(&current.document, ResourceKind::User.resource_type()).extension_values
-        {
-            String::new()
+        let changed = ext_values_changed(ResourceKind::User, &current, &change);
+        let ext = if changed {
+            replace_ext_values_if_written(values.len())
         } else {
-            // The rows no longer there go, the new ones come (the kept ones are left as they
-            // are: the DELETE spares them and the INSERT meets them), both only if `upd` wrote.
-            let list: Vec<String> = (0..values.len())
-                .map(|i| format!("(${}, ${})", 14 + 2 * i, 15 + 2 * i))
-                .collect();
-            let list = list.join(", ");
-            let spared = if values.is_empty() {
-                String::new()
-            } else {
-                format!(" AND (path, value) NOT IN ({list})")
-            };
-            let insert = if values.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ", ext AS (INSERT INTO scim_ext_values
-                       (workspace_id, resource_type, resource_id, path, value)
-                     SELECT $1, 'User', $2, v.path, v.value FROM (VALUES {list}) AS v(path, value)
-                     WHERE EXISTS (SELECT 1 FROM upd) ON CONFLICT DO NOTHING)"
-                )
-            };
-            format!(
-                ", gone AS (DELETE FROM scim_ext_values
-                   WHERE workspace_id = $1 AND resource_type = 'User' AND resource_id = $2
-                     AND EXISTS (SELECT 1 FROM upd){spared}){insert}"
-            )
+            String::new()
         };
         let sql = format!(
             "WITH upd AS ({UPDATE_USER} AND version = $13 RETURNING 1){ext}
@@ -518,26 +494,71 @@ async fn update_user_postgres(
             now,
         );
         args.push(Arg::Int(current.version));
-        if !ext.is_empty() {
-            for (path, key) in values {
-                args.extend([Arg::from(path), Arg::from(key)]);
-            }
+        if changed {
+            push_ext_args(&mut args, values);
         }
         let answer: Vec<(bool, bool)> = postgres_rows(pool, &sql, args).await?;
         let Some(&(true, manager_found)) = answer.first() else {
             continue;
         };
-        return Ok(Some(Written::Done(StoredResource {
-            id: current.id,
-            document: change.document,
-            version: current.version + 1,
-            created: current.created,
-            last_modified: from_unix(ts(now)),
-            refs: current.refs,
-            manager_found,
-        })));
+        return Ok(Some(updated(current, change.document, now, manager_found)));
     }
     Ok(None)
+}
+
+/// The CTEs of `update_user_postgres`'s statement that replace the user's extension values with
+/// `n` new ones (their paths and values bound from `$14`), only if `upd` wrote: the rows no
+/// longer there go, the new ones come, and the kept ones are left as they are (the DELETE spares
+/// them and the INSERT meets them).
+fn replace_ext_values_if_written(n: usize) -> String {
+    let gone = "DELETE FROM scim_ext_values
+       WHERE workspace_id = $1 AND resource_type = 'User' AND resource_id = $2
+         AND EXISTS (SELECT 1 FROM upd)";
+    if n == 0 {
+        return format!(", gone AS ({gone})");
+    }
+    let list: Vec<String> = (0..n)
+        .map(|i| format!("(${}, ${})", 14 + 2 * i, 15 + 2 * i))
+        .collect();
+    let list = list.join(", ");
+    format!(
+        ", gone AS ({gone} AND (path, value) NOT IN ({list})),
+         ext AS (INSERT INTO scim_ext_values (workspace_id, resource_type, resource_id, path, value)
+           SELECT $1, 'User', $2, v.path, v.value FROM (VALUES {list}) AS v(path, value)
+           WHERE EXISTS (SELECT 1 FROM upd) ON CONFLICT DO NOTHING)"
+    )
+}
+
+/// The edit applied to the resource as read: the change to write, None when it changes nothing.
+fn edited(edit: &Edit, current: &StoredResource) -> std::result::Result<Option<Change>, ScimError> {
+    let change = edit(current)?;
+    let unchanged = change.document == current.document && change.members.is_empty();
+    Ok((!unchanged).then_some(change))
+}
+
+/// Whether the change alters the resource's undeclared extension values (`scim_ext_values`).
+fn ext_values_changed(kind: ResourceKind, current: &StoredResource, change: &Change) -> bool {
+    change.columns.index.extension_values
+        != index_columns(&current.document, kind.resource_type()).extension_values
+}
+
+/// The resource an update stored, as the answer shows it: the next version of `current`, with
+/// the references it was read with.
+fn updated(
+    current: StoredResource,
+    document: serde_json::Value,
+    now: OffsetDateTime,
+    manager_found: bool,
+) -> Written {
+    Written::Done(StoredResource {
+        id: current.id,
+        document,
+        version: current.version + 1,
+        created: current.created,
+        last_modified: from_unix(ts(now)),
+        refs: current.refs,
+        manager_found,
+    })
 }
 
 /// `update`'s statements; `select` is `scim_read::select` for the kind, without references.
@@ -563,13 +584,11 @@ async fn update_in(
         return Ok(Written::NotFound);
     };
     let current = resource(row, kind, false)?;
-    let change = match edit(&current) {
-        Ok(c) => c,
+    let change = match edited(&edit, &current) {
+        Ok(Some(change)) => change,
+        Ok(None) => return Ok(Written::Done(current)),
         Err(e) => return Ok(Written::Refused(e)),
     };
-    if change.document == current.document && change.members.is_empty() {
-        return Ok(Written::Done(current));
-    }
     let added: Vec<String> = change.members.added_ids().map(str::to_owned).collect();
     let added = match member_types(tx, workspace_id, &added).await? {
         Ok(m) => m,
@@ -577,9 +596,7 @@ async fn update_in(
     };
     let document = change.document.to_string();
     write_row(tx, workspace_id, kind, id, document, &change.columns, now).await?;
-    if change.columns.index.extension_values
-        != index_columns(&current.document, kind.resource_type()).extension_values
-    {
+    if ext_values_changed(kind, &current, &change) {
         write_ext_values(
             tx,
             workspace_id,
@@ -621,15 +638,8 @@ async fn update_in(
     }
     insert_members(tx, workspace_id, id, &added, &delta.displays).await?;
     let manager = manager_found(tx, workspace_id, change.columns.manager_id.as_deref()).await?;
-    Ok(Written::Done(StoredResource {
-        id: current.id,
-        document: change.document,
-        version: current.version + 1,
-        created: current.created,
-        last_modified: from_unix(ts(now)),
-        refs: None,
-        manager_found: manager,
-    }))
+    // Read without references: the service reads them after the commit.
+    Ok(updated(current, change.document, now, manager))
 }
 
 pub(super) async fn delete(
