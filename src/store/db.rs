@@ -432,6 +432,21 @@ async fn attach_log(
     Ok(())
 }
 
+/// The options of one of sqlx's SQLite pools: `max` connections, each attaching the provisioning
+/// log's file (`attach_log`, `writable` on the writer). A connection to a file in this process
+/// cannot have dropped: no ping before each use (sqlx's default costs a round trip to the
+/// connection's thread on every query).
+fn sqlite_pool(max: u32, log: &Arc<str>, writable: bool) -> SqlitePoolOptions {
+    let log = log.clone();
+    SqlitePoolOptions::new()
+        .max_connections(max)
+        .test_before_acquire(false)
+        .after_connect(move |conn, _| {
+            let log = log.clone();
+            Box::pin(async move { attach_log(conn, &log, writable).await })
+        })
+}
+
 /// A SQLite file (created if missing), migrated: sqlx's writer (one connection) and read pool,
 /// the readers, the group commit's connection and the checkpoint thread; and the provisioning
 /// log's file (`log_file_of`).
@@ -451,36 +466,16 @@ pub(super) async fn open_sqlite(url: &str) -> anyhow::Result<Db> {
         .to_str()
         .ok_or_else(|| anyhow::anyhow!("the database path is not UTF-8"))?
         .into();
-    // A connection to a file in this process cannot have dropped: no ping before each use
-    // (sqlx's default costs a round trip to the connection's thread on every query).
-    let write = {
-        let log = log.clone();
-        SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .after_connect(move |conn, _| {
-                let log = log.clone();
-                Box::pin(async move { attach_log(conn, &log, true).await })
-            })
-            .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
-            .connect_with(options.clone())
-            .await?
-    };
+    let write = sqlite_pool(1, &log, true)
+        .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
+        .connect_with(options.clone())
+        .await?;
     sqlx::migrate!("migrations/sqlite").run(&write).await?;
     // Not mapped (issue 18): every commit to the file makes each mapped reader unmap it and map
     // it again (munmap, page faults and cross-CPU TLB flushes in the profiles of both benches).
-    let read = {
-        let log = log.clone();
-        SqlitePoolOptions::new()
-            .max_connections(8)
-            .test_before_acquire(false)
-            .after_connect(move |conn, _| {
-                let log = log.clone();
-                Box::pin(async move { attach_log(conn, &log, false).await })
-            })
-            .connect_with(options.read_only(true).create_if_missing(false))
-            .await?
-    };
+    let read = sqlite_pool(8, &log, false)
+        .connect_with(options.read_only(true).create_if_missing(false))
+        .await?;
     let batches = Arc::new(std::sync::Mutex::new(open_writer(&file)?));
     Ok(Db::Sqlite {
         bulk: Arc::new(GroupCommit::new(write.clone(), batches.clone())),
