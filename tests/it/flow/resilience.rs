@@ -160,6 +160,29 @@ async fn clients_that_hang_up_mid_request_cut_no_write_in_half() {
     let ws = server.create_workspace();
     let owner = Browser::logged_in(&server, &ws.slug, &ws.owner_email, &ws.owner_password).await;
     let scim = ScimTenant::new(&server).await;
+    // A user the storm PATCHes, its extension value back and forth (on Postgres, a user's update
+    // is a read and one conditional statement that also rewrites its extension values' rows).
+    const STORM_EXT: &str = "urn:ietf:params:scim:schemas:extension:storm:2.0:User";
+    let patched_id = scim
+        .client(&server)
+        .post(
+            "/Users",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", STORM_EXT],
+                    "userName": "patched-in-the-storm@example.com", STORM_EXT: {"tag": "start"}}),
+        )
+        .await
+        .id();
+    let patch = |tag: &str| {
+        raw(
+            "PATCH",
+            &format!("/v1/scim/v2/Users/{patched_id}"),
+            &[("Authorization", format!("Bearer {}", scim.token))],
+            &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "Replace", "path": format!("{STORM_EXT}:tag"),
+                                    "value": tag}]})
+            .to_string(),
+        )
+    };
     // First-phone codes of the owner: of those the storm redeems, one phone at most is enrolled.
     let mut codes = Vec::new();
     for _ in 0..10 {
@@ -205,6 +228,8 @@ async fn clients_that_hang_up_mid_request_cut_no_write_in_half() {
                     "userName": "storm@example.com"})
             .to_string(),
         ),
+        patch("storm-a"),
+        patch("storm-b"),
     ];
     for code in &codes {
         let phone = Phone::new(&server);
@@ -308,6 +333,28 @@ async fn clients_that_hang_up_mid_request_cut_no_write_in_half() {
         )
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
+    // ...and the PATCHed user is whole: its extension value as stored is the one its filter
+    // finds, and no other.
+    let client = scim.client(&server);
+    let user = client
+        .get(&format!("/Users/{patched_id}"))
+        .await
+        .expect(200);
+    let tag = user[STORM_EXT]["tag"].as_str().unwrap().to_owned();
+    for candidate in ["start", "storm-a", "storm-b"] {
+        let found = client
+            .filter("/Users", &format!("{STORM_EXT}:tag eq \"{candidate}\""), "")
+            .await;
+        let want = usize::from(candidate == tag);
+        assert_eq!(found.len(), want, "{candidate} (stored: {tag})");
+    }
+    client
+        .patch(
+            &format!("/Users/{patched_id}"),
+            json!([{"op": "Replace", "path": format!("{STORM_EXT}:tag"), "value": "after"}]),
+        )
+        .await
+        .expect(200);
 
     // ...and every committed action has its audit entry: each stored session its sign-in, each
     // enrolled phone its enrollment (one phone at most from ten first-phone codes).
