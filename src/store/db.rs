@@ -61,9 +61,7 @@ pub enum Db {
 pub(super) enum Lane {
     /// SCIM's writes, many at a time.
     Bulk,
-    /// Small writes someone is waiting on (the step-up's audit entries, the replay cache's ids).
-    /// On SQLite one finding the writer idle runs at once on the calling thread, so its work
-    /// must await nothing but its statements (`GroupCommit::run_now`).
+    /// Writes someone is waiting on (the step-up's audit entries).
     Prompt,
 }
 
@@ -480,8 +478,8 @@ pub(super) async fn open_sqlite(url: &str) -> anyhow::Result<Db> {
         .await?;
     let batches = Arc::new(std::sync::Mutex::new(open_writer(&file)?));
     Ok(Db::Sqlite {
-        bulk: Arc::new(GroupCommit::new(write.clone(), batches.clone(), false)),
-        prompt: Arc::new(GroupCommit::new(write.clone(), batches, true)),
+        bulk: Arc::new(GroupCommit::new(write.clone(), batches.clone())),
+        prompt: Arc::new(GroupCommit::new(write.clone(), batches)),
         _checkpoints: checkpoint::start(&file, &log)?,
         readers: Arc::new(Readers::open(&file)?),
         write,
@@ -586,20 +584,11 @@ pub(super) fn placeholders(first: usize, n: usize) -> String {
 /// SQLite (it finds a `$N` by a walk of the statement's list of names, so binding 1,000 numbered
 /// ones costs half a million steps), `$1, $2, …` on Postgres.
 pub(super) fn value_rows(db: &Db, width: usize, rows: usize) -> String {
-    match db {
-        Db::Sqlite { .. } => (0..rows)
-            .map(|_| format!("({})", vec!["?"; width].join(", ")))
-            .collect::<Vec<_>>()
-            .join(", "),
-        Db::Postgres(_) => numbered_value_rows(width, rows),
-    }
-}
-
-/// The VALUES of a multi-row INSERT numbered `$1, $2, …`, as a `WriteTx` statement binds them on
-/// either backend (by number on SQLite: no walk of the names).
-pub(super) fn numbered_value_rows(width: usize, rows: usize) -> String {
     (0..rows)
-        .map(|i| format!("({})", placeholders(width * i + 1, width)))
+        .map(|i| match db {
+            Db::Sqlite { .. } => format!("({})", vec!["?"; width].join(", ")),
+            Db::Postgres(_) => format!("({})", placeholders(width * i + 1, width)),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

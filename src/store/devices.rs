@@ -4,8 +4,8 @@
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
-use super::db::{db_run, numbered_value_rows, ts, Db, JsonText, Lane, On, WriteTx};
-use super::readers::{args, Arg};
+use super::db::{db_run, ts, value_rows, Db, JsonText, On};
+use super::readers::Arg;
 use super::{Device, Enrollment, NewDevice, Platform, Result, UsedJti};
 use crate::clock::from_unix;
 use crate::domain::crypto::Sealed;
@@ -280,38 +280,25 @@ pub(super) async fn touch_device(db: &Db, id: &str, now: OffsetDateTime) -> Resu
     })?)
 }
 
-/// Kept behind the answers (`challenges/memory.rs`), in the prompt lane: on SQLite it then runs
-/// at once on the calling thread when the writer is idle, or in the next batch beside the audit
-/// appends, and leaves sqlx's writer free (issue 18: a write there kept it busy, and the audit
-/// append that came next waited its turn on the batch thread).
 pub(super) async fn record_jtis(db: &Db, used: &[UsedJti]) -> Result<()> {
-    let statements: Vec<(String, Vec<Arg>)> = used
-        .chunks(300)
-        .map(|chunk| {
-            let sql = format!(
-                "INSERT INTO used_jtis (device_id, jti, expires_at) VALUES {}
-                 ON CONFLICT DO NOTHING",
-                numbered_value_rows(3, chunk.len())
-            );
-            let values = chunk
-                .iter()
-                .flat_map(|u| args![u.device_id.as_str(), u.jti.as_str(), ts(u.keep_until)])
-                .collect();
-            (sql, values)
-        })
-        .collect();
-    db.grouped_write(
-        Lane::Prompt,
-        Box::new(move |mut tx: WriteTx<'_>| {
-            Box::pin(async move {
-                for (sql, values) in statements {
-                    tx.execute(&sql, values).await?;
-                }
-                Ok(())
-            })
-        }),
-    )
-    .await
+    for chunk in used.chunks(300) {
+        let sql = format!(
+            "INSERT INTO used_jtis (device_id, jti, expires_at) VALUES {}
+             ON CONFLICT DO NOTHING",
+            value_rows(db, 3, chunk.len())
+        );
+        db_run!(db.write(), |c| {
+            let mut q = sqlx::query(&sql);
+            for u in chunk {
+                q = q
+                    .bind(u.device_id.as_str())
+                    .bind(u.jti.as_str())
+                    .bind(ts(u.keep_until));
+            }
+            q.execute(c).await.map(|_| ())
+        })?;
+    }
+    Ok(())
 }
 
 pub(super) async fn used_jtis(db: &Db) -> Result<Vec<UsedJti>> {

@@ -11,9 +11,7 @@
 //! sent after it, and if the commit fails, every write of the batch answers that error.
 //!
 //! Audit appends go the same way, through a `GroupCommit` of their own (`Db::Sqlite`'s `prompt`
-//! lane): a step-up's entries are never inside a batch of SCIM creates. When nothing is ahead
-//! of it, a write of that lane runs at once on its caller's thread instead (`run_now`): a
-//! batch of one without the two thread hand-offs.
+//! lane): a step-up's entries are never inside a batch of SCIM creates.
 //!
 //! A batch runs on a connection of its own (`open_writer`), on a thread of its own, while it holds
 //! sqlx's one writing connection as the process's write lock: its statements are calls there.
@@ -28,12 +26,11 @@
 //! Postgres has a pool and several instances: a write there is a transaction of its own.
 
 use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
 use rusqlite::{Connection, OpenFlags};
 use sqlx::SqlitePool;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
@@ -114,23 +111,14 @@ pub(super) struct GroupCommit {
     conn: Arc<Mutex<Connection>>,
     /// Started on first use, inside the runtime.
     sender: OnceLock<mpsc::Sender<Job>>,
-    /// Whether a write that finds nothing ahead of it runs at once on the calling thread
-    /// (`run_now`): for small writes only, as it holds a runtime thread for its statements.
-    now_when_idle: bool,
 }
 
 impl GroupCommit {
-    /// `now_when_idle`: see `run_now`.
-    pub(super) fn new(
-        writer: SqlitePool,
-        conn: Arc<Mutex<Connection>>,
-        now_when_idle: bool,
-    ) -> GroupCommit {
+    pub(super) fn new(writer: SqlitePool, conn: Arc<Mutex<Connection>>) -> GroupCommit {
         GroupCommit {
             writer,
             conn,
             sender: OnceLock::new(),
-            now_when_idle,
         }
     }
 
@@ -153,20 +141,6 @@ impl GroupCommit {
                 (keep, answer)
             })
         });
-        let job = match self.now_when_idle {
-            true => self.run_now(job),
-            false => Some(job),
-        };
-        if let Some(job) = job {
-            self.queue(job).await?;
-        }
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the batch writer dropped a write".into()))?
-    }
-
-    /// Hands `job` to the batch thread, starting it on first use.
-    async fn queue(&self, job: Job) -> Result<()> {
         let sender = self.sender.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
             let (writer, conn, handle) =
@@ -180,77 +154,15 @@ impl GroupCommit {
             }
             tx
         });
-        sender
-            .send(job)
+        if sender.send(job).await.is_err() {
+            return Err(StoreError::Unavailable(
+                "the batch writer has stopped".into(),
+            ));
+        }
+        answer
             .await
-            .map_err(|_| StoreError::Unavailable("the batch writer has stopped".into()))
+            .map_err(|_| StoreError::Unavailable("the batch writer dropped a write".into()))?
     }
-
-    /// Runs `job` at once on the calling thread, in a transaction of its own, if nothing is
-    /// ahead of it: no write queued for this lane, sqlx's writer and the batch connection free,
-    /// and no other process (the CLI) holding the file's write lock, which it does not wait for.
-    /// Answered (through its channel) before this returns; otherwise hands the job back to be
-    /// queued. Issue 18: at low load the way through the batch thread (waking it, its wait for
-    /// sqlx's writer, its answer waking the caller) was most of an audit append's wait in the
-    /// paced step-up, p50 90 µs and p99 1.3 ms of its 0.2 and 1.5 ms. From the lock to the commit nothing awaits,
-    /// so a caller that goes away cannot cut the write in half.
-    fn run_now(&self, job: Job) -> Option<Job> {
-        if self
-            .sender
-            .get()
-            .is_some_and(|queued| queued.capacity() < queued.max_capacity())
-        {
-            return Some(job);
-        }
-        let Some(held) = self.writer.try_acquire() else {
-            return Some(job);
-        };
-        let mut conn = match self.conn.try_lock() {
-            Ok(conn) => conn,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return Some(job),
-        };
-        if !begin_without_waiting(&conn) {
-            return Some(job);
-        }
-        let mut answers = Vec::new();
-        let ran = run_writes(
-            &mut conn,
-            // Each statement is a call: the write is done when first polled. One that awaited
-            // something else would hold this runtime thread, so it panics instead, and its
-            // transaction is rolled back (`run_writes`).
-            |job, conn| {
-                job(WriteTx::Direct(conn))
-                    .now_or_never()
-                    .expect("a write run at once awaits nothing but its statements")
-            },
-            job,
-            || None,
-            &mut answers,
-        );
-        let committed = end_batch(&mut conn, ran);
-        drop(conn);
-        drop(held);
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "a write failed");
-        }
-        for answer in answers {
-            answer(committed.clone());
-        }
-        None
-    }
-}
-
-/// `BEGIN IMMEDIATE`, or false at once if another connection holds the file's write lock.
-fn begin_without_waiting(conn: &Connection) -> bool {
-    if conn.busy_timeout(Duration::ZERO).is_err() {
-        return false;
-    }
-    let begun = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
-    if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
-        tracing::error!(error = %e, "the batch connection's busy timeout could not be set back");
-    }
-    begun
 }
 
 /// The batch writer's thread, until its `GroupCommit` is dropped: takes the process's write lock
@@ -301,28 +213,7 @@ fn run_batch(
 ) -> std::result::Result<(), String> {
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| format!("a write batch could not begin: {e}"))?;
-    let started = Instant::now();
-    let ran = run_writes(
-        conn,
-        // The write's future never waits on this connection (each statement is a call), so
-        // `block_on` only polls it.
-        |job, conn| handle.block_on(job(WriteTx::Direct(conn))),
-        first,
-        || match started.elapsed() < BATCH_TIME {
-            true => rx.try_recv().ok(),
-            false => None,
-        },
-        answers,
-    );
-    end_batch(conn, ran)
-}
-
-/// Commits the batch's transaction if its writes `ran`, else rolls it back; the connection is
-/// outside any transaction after.
-fn end_batch(
-    conn: &mut Connection,
-    ran: std::result::Result<(), String>,
-) -> std::result::Result<(), String> {
+    let ran = run_writes(conn, handle, first, rx, answers);
     let ended = ran.and_then(|()| {
         conn.execute_batch("COMMIT")
             .map_err(|e| format!("a write batch failed to commit and was rolled back: {e}"))
@@ -335,29 +226,34 @@ fn end_batch(
     ended
 }
 
-/// The writes of a batch begun on `conn`, `first` then each `next` gives while the batch has
-/// room, each run by `poll` and kept or rolled back to its savepoint alone; Err ends the batch.
+/// The writes of a batch, each kept or rolled back to its savepoint alone; Err ends the batch.
 fn run_writes(
     conn: &mut Connection,
-    poll: impl Fn(Job, &mut Connection) -> (bool, Answer),
+    handle: &Handle,
     first: Job,
-    mut next: impl FnMut() -> Option<Job>,
+    rx: &mut mpsc::Receiver<Job>,
     answers: &mut Vec<Answer>,
 ) -> std::result::Result<(), String> {
     let failed = |e: rusqlite::Error| format!("a write batch failed and was rolled back: {e}");
+    let started = Instant::now();
     conn.execute_batch("SAVEPOINT w").map_err(failed)?;
     let mut job = first;
     loop {
-        // A panic fails its batch, not the thread every later write needs.
-        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| poll(job, &mut *conn)));
+        // The write's future never waits on this connection (each statement is a call), so
+        // `block_on` only polls it; a panic fails its batch, not the thread every later write
+        // needs.
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            handle.block_on(job(WriteTx::Direct(&mut *conn)))
+        }));
         let Ok((keep, answer)) = ran else {
             tracing::error!("a batched write panicked; its batch is rolled back");
             return Err("a batched write panicked; its batch was rolled back".into());
         };
         answers.push(answer);
-        let next = match answers.len() < BATCH {
-            true => next(),
-            false => None,
+        let next = if answers.len() < BATCH && started.elapsed() < BATCH_TIME {
+            rx.try_recv().ok()
+        } else {
+            None
         };
         let sql = match (keep, next.is_some()) {
             (true, false) => None,
@@ -381,8 +277,7 @@ mod tests {
     use crate::store::readers::args;
     use sqlx::sqlite::SqlitePoolOptions;
 
-    /// A file with one table, its sqlx writer, and a `GroupCommit` on it (`now_when_idle`).
-    async fn writer(now_when_idle: bool) -> (tempfile::TempDir, SqlitePool, GroupCommit) {
+    async fn writer() -> (tempfile::TempDir, SqlitePool, GroupCommit) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
         let url = format!("sqlite://{}?mode=rwc", path.display());
@@ -400,7 +295,7 @@ mod tests {
             .await
             .unwrap();
         let conn = Arc::new(Mutex::new(open_writer(&path).unwrap()));
-        let commit = GroupCommit::new(pool.clone(), conn, now_when_idle);
+        let commit = GroupCommit::new(pool.clone(), conn);
         (dir, pool, commit)
     }
 
@@ -429,13 +324,7 @@ mod tests {
     /// `Done` leave nothing, and every other commits.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_write_in_a_batch_keeps_or_loses_only_its_own_changes() {
-        for now_when_idle in [false, true] {
-            keeps_or_loses_only_its_own(now_when_idle).await;
-        }
-    }
-
-    async fn keeps_or_loses_only_its_own(now_when_idle: bool) {
-        let (_dir, pool, commit) = writer(now_when_idle).await;
+        let (_dir, pool, commit) = writer().await;
         let commit = Arc::new(commit);
         // The writer's one connection held: the first write's batch waits to begin, and the
         // other five queue behind it and make the next batch together.
@@ -492,13 +381,7 @@ mod tests {
     /// A write whose caller has gone still runs to its end (issue 13's rule).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_outlives_its_caller() {
-        for now_when_idle in [false, true] {
-            outlives_its_caller(now_when_idle).await;
-        }
-    }
-
-    async fn outlives_its_caller(now_when_idle: bool) {
-        let (_dir, pool, commit) = writer(now_when_idle).await;
+        let (_dir, pool, commit) = writer().await;
         let commit = Arc::new(commit);
         let c = commit.clone();
         let caller = tokio::spawn(async move { c.write(insert(&["kept"], Deleted::Done)).await });
@@ -519,17 +402,10 @@ mod tests {
     }
 
     /// Another process on the file (the CLI) holding the write lock: the batch waits for it on
-    /// its own thread, then commits; nothing is lost and the runtime is not held up meanwhile,
-    /// also where an idle writer would have run the write at once (`run_now` does not wait).
+    /// its own thread, then commits; nothing is lost and the runtime is not held up meanwhile.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_waits_out_another_process_holding_the_file() {
-        for now_when_idle in [false, true] {
-            waits_out_another_process(now_when_idle).await;
-        }
-    }
-
-    async fn waits_out_another_process(now_when_idle: bool) {
-        let (dir, pool, commit) = writer(now_when_idle).await;
+        let (dir, pool, commit) = writer().await;
         let commit = Arc::new(commit);
         let other = Connection::open(dir.path().join("g.db")).unwrap();
         other
@@ -549,89 +425,5 @@ mod tests {
         other.execute_batch("COMMIT").unwrap();
         write.await.unwrap().unwrap();
         assert_eq!(keys(&pool).await, vec!["cli", "server"]);
-    }
-
-    /// Inserts `key` and notes the name of the thread its statements ran on.
-    fn insert_noting_thread(key: &'static str, ran_on: Arc<Mutex<String>>) -> Work<Deleted> {
-        Box::new(move |mut tx: WriteTx<'_>| {
-            Box::pin(async move {
-                tx.execute("INSERT INTO t (k) VALUES ($1)", args![key])
-                    .await?;
-                *ran_on.lock().unwrap() =
-                    std::thread::current().name().unwrap_or_default().to_owned();
-                Ok(Deleted::Done)
-            })
-        })
-    }
-
-    /// With nothing ahead of it, a write runs on its caller's thread and is committed when it
-    /// is answered; with the writer held, it waits its turn on the batch thread. A lane that
-    /// does not run writes at once always hands them over.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_idle_writer_runs_a_write_at_once_on_its_callers_thread() {
-        let (_dir, pool, commit) = writer(true).await;
-        let commit = Arc::new(commit);
-        let ran_on = Arc::new(Mutex::new(String::new()));
-        // sqlx takes its connection back in a task of its own after the table's creation.
-        while pool.num_idle() == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        commit
-            .write(insert_noting_thread("now", ran_on.clone()))
-            .await
-            .unwrap();
-        assert_eq!(
-            *ran_on.lock().unwrap(),
-            std::thread::current().name().unwrap()
-        );
-        assert_eq!(keys(&pool).await, vec!["now"]);
-
-        let held = pool.acquire().await.unwrap();
-        let c = commit.clone();
-        let noted = ran_on.clone();
-        let write =
-            tokio::spawn(async move { c.write(insert_noting_thread("later", noted)).await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!write.is_finished(), "the writer is held: the write waits");
-        drop(held);
-        write.await.unwrap().unwrap();
-        assert_eq!(*ran_on.lock().unwrap(), "sqlite-batches");
-        assert_eq!(keys(&pool).await, vec!["later", "now"]);
-
-        let (_dir, pool, commit) = writer(false).await;
-        commit
-            .write(insert_noting_thread("queued", ran_on.clone()))
-            .await
-            .unwrap();
-        assert_eq!(*ran_on.lock().unwrap(), "sqlite-batches");
-        assert_eq!(keys(&pool).await, vec!["queued"]);
-    }
-
-    /// A write run at once that awaits anything but its statements would hold a runtime thread:
-    /// it fails instead, its changes rolled back, and the writer stays usable.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_write_run_at_once_that_awaits_more_fails_whole() {
-        let (_dir, pool, commit) = writer(true).await;
-        while pool.num_idle() == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let awaits: Work<Deleted> = Box::new(|mut tx: WriteTx<'_>| {
-            Box::pin(async move {
-                tx.execute("INSERT INTO t (k) VALUES ('half')", Vec::new())
-                    .await?;
-                tokio::task::yield_now().await;
-                Ok(Deleted::Done)
-            })
-        });
-        assert!(matches!(
-            commit.write(awaits).await,
-            Err(StoreError::Unavailable(_))
-        ));
-        assert!(keys(&pool).await.is_empty());
-        commit
-            .write(insert(&["next"], Deleted::Done))
-            .await
-            .unwrap();
-        assert_eq!(keys(&pool).await, vec!["next"]);
     }
 }
