@@ -25,7 +25,7 @@ use super::error::ScimError;
 use super::members::GroupMembershipDelta;
 use super::patch_engine::Engine;
 use super::path::PatchPath;
-use super::resource::{normalise, IndexColumns};
+use super::resource::{normalise, unassigned_required, IndexColumns};
 use super::schema::ResourceType;
 use super::value::{key_ci, remove_ci};
 
@@ -159,6 +159,7 @@ pub fn apply_operations(
         remove_ci(&mut doc, owned);
     }
     let before = Value::Object(doc.clone());
+    let unassigned_before: Vec<&str> = unassigned_required(&doc, rt).collect();
     let mut engine = Engine::new(rt, doc);
     for (i, op) in ops.iter().enumerate() {
         engine
@@ -166,6 +167,15 @@ pub fn apply_operations(
             .map_err(|e| e.context(format!("operation {}", i + 1)))?;
     }
     let (mut doc, members) = engine.into_parts();
+    // RFC 7644 §3.5.2.2: a PATCH that removes a required attribute, or leaves it unassigned
+    // (a replace with null), is 400 `mutability`. One that was already missing is left to
+    // `normalise`, which answers `invalidValue` as for a POST or PUT without it (Table 9,
+    // "a required value was missing").
+    if let Some(name) = unassigned_required(&doc, rt).find(|n| !unassigned_before.contains(n)) {
+        return Err(ScimError::mutability(format!(
+            "'{name}' is required: it can be replaced, not removed"
+        )));
+    }
     // normalise recomputes `schemas` from the extension objects present.
     doc.insert("schemas".into(), Value::from(vec![rt.schema.id]));
     let n = normalise(&Value::Object(doc), rt)?;

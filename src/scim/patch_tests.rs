@@ -144,14 +144,6 @@ fn remove_without_path_is_no_target() {
 
 #[test]
 fn required_and_read_only() {
-    let e = err(&user(), json!([{"op": "remove", "path": "userName"}]));
-    assert_eq!(e.scim_type(), Some(ScimType::InvalidValue));
-    assert!(e.detail().contains("'userName' is required"));
-    let e = err(
-        &user(),
-        json!([{"op": "replace", "path": "userName", "value": null}]),
-    );
-    assert_eq!(e.scim_type(), Some(ScimType::InvalidValue));
     for path in [
         "id",
         "meta.created",
@@ -171,6 +163,50 @@ fn required_and_read_only() {
     );
     assert_eq!(d["title"], "T");
     assert!(d.get("id").is_none());
+}
+
+/// RFC 7644 §3.5.2.2: removing a required attribute, or leaving it unassigned, is
+/// `mutability` (a POST or PUT without it stays `invalidValue`, see `resource_tests`).
+#[test]
+fn removing_a_required_attribute_is_mutability() {
+    for ops in [
+        json!([{"op": "remove", "path": "userName"}]),
+        json!([{"op": "Remove", "path": "UserName"}]),
+        json!([{"op": "replace", "path": "userName", "value": null}]),
+        json!([{"op": "replace", "value": {"userName": null, "title": "T"}}]),
+    ] {
+        let e = err(&user(), ops.clone());
+        assert_eq!(e.scim_type(), Some(ScimType::Mutability), "{ops}: {e}");
+        assert!(e.detail().contains("'userName' is required"), "{ops}: {e}");
+    }
+    let e = patch(
+        &group(),
+        json!([{"op": "remove", "path": "displayName"}]),
+        groups(),
+    )
+    .unwrap_err();
+    assert_eq!(e.scim_type(), Some(ScimType::Mutability), "{e}");
+    assert!(e.detail().contains("'displayName' is required"), "{e}");
+    // Unassigned only in between: the PATCH is judged by its result (it is atomic).
+    let d = ok(
+        &user(),
+        json!([{"op": "remove", "path": "userName"}, {"op": "add", "path": "userName", "value": "b@example.com"}]),
+    );
+    assert_eq!(d["userName"], "b@example.com");
+    // A blank name is a value, and an invalid one.
+    let e = err(
+        &user(),
+        json!([{"op": "replace", "path": "userName", "value": " "}]),
+    );
+    assert_eq!(e.scim_type(), Some(ScimType::InvalidValue));
+    // A stored document that never had it: the PATCH removed nothing.
+    let mut without = user();
+    without.as_object_mut().unwrap().remove("userName");
+    let e = err(
+        &without,
+        json!([{"op": "replace", "path": "title", "value": "T"}]),
+    );
+    assert_eq!(e.scim_type(), Some(ScimType::InvalidValue));
 }
 
 #[test]
@@ -510,6 +546,39 @@ fn group_member_ops_become_a_delta() {
     assert!(r.document_changed);
 }
 
+/// A PATCH with as many members as the 1 MiB body allows: each id kept once, at its
+/// first place, in request order.
+#[test]
+fn large_member_patch_keeps_first_occurrences_in_order() {
+    const N: usize = 20_000;
+    let id = |i: usize| format!("u{i:05}");
+    let mut members: Vec<Value> = (0..N).map(|i| json!({"value": id(i)})).collect();
+    // Duplicates of every tenth member, at the end and with another display.
+    members.extend(
+        (0..N)
+            .step_by(10)
+            .map(|i| json!({"value": id(i), "display": "dup"})),
+    );
+    let r = gpatch(json!([{"op": "add", "path": "members", "value": members}]));
+    assert_eq!(r.members.add.len(), N);
+    assert_eq!(r.members.add[0], "u00000");
+    assert_eq!(r.members.add[N - 1], "u19999");
+    assert!(r.members.add.iter().enumerate().all(|(i, m)| *m == id(i)));
+
+    // Removes and a re-add in the same request, over a membership replaced whole.
+    let r = gpatch(json!([
+        {"op": "replace", "path": "members", "value": members},
+        {"op": "remove", "path": "members", "value": [{"value": id(0)}, {"value": id(N - 1)}, {"value": id(0)}]},
+        {"op": "add", "path": "members", "value": [{"value": id(0)}, {"value": id(5)}]},
+    ]));
+    let all = r.members.replace_all.clone().expect("replaced whole");
+    assert_eq!(all.len(), N - 1);
+    assert_eq!(all[0], "u00001");
+    assert_eq!(all[N - 3], "u19998");
+    assert_eq!(all[N - 2], "u00000");
+    assert_eq!(r.members.apply_to(&["z".to_string()]), all);
+}
+
 #[test]
 fn group_member_errors() {
     for (op, t) in [
@@ -531,7 +600,7 @@ fn group_member_errors() {
         ),
         (
             json!({"op": "remove", "path": "displayName"}),
-            ScimType::InvalidValue,
+            ScimType::Mutability,
         ),
         (
             json!({"op": "add", "path": "userName", "value": "x"}),

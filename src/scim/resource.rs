@@ -28,7 +28,7 @@ use serde_json::{json, Map, Value};
 use super::core_schemas::ENTERPRISE_USER_URN;
 use super::error::{clip, ScimError};
 use super::extension::{custom_keys, index_values, is_custom_urn, normalise_object, IndexedValue};
-use super::members::MemberDisplays;
+use super::members::{DistinctIds, MemberDisplays};
 use super::schema::{Location, Mutability, ResourceKind, ResourceType};
 use super::value::{coerce, fold_case, get_ci, key_ci};
 
@@ -167,6 +167,20 @@ pub(super) fn is_discarded(rt: &ResourceType, urn: Option<&str>, name: &str) -> 
         && name.eq_ignore_ascii_case("password")
 }
 
+/// The required attributes of `rt` that `doc` leaves unassigned: absent or null
+/// (RFC 7643 §2.5). A blank string is assigned here; [`finish`] refuses it as a value.
+pub(super) fn unassigned_required<'d>(
+    doc: &'d Map<String, Value>,
+    rt: &'static ResourceType,
+) -> impl Iterator<Item = &'static str> + 'd {
+    rt.schema
+        .attributes
+        .iter()
+        .filter(|d| d.required)
+        .filter(|d| key_ci(doc, d.name).is_none_or(|k| doc[k].is_null()))
+        .map(|d| d.name)
+}
+
 /// Checks the required attributes, moves out what the document does not keep, and
 /// computes the index columns.
 fn finish(mut doc: Map<String, Value>, rt: &'static ResourceType) -> Result<Normalised, ScimError> {
@@ -250,6 +264,7 @@ fn insert_once(map: &mut Map<String, Value>, key: &str, v: Value) -> Result<(), 
 /// The member ids of a coerced `members` value, deduplicated in order.
 pub(super) fn member_ids(members: Option<&Value>) -> Result<Vec<String>, ScimError> {
     let mut ids: Vec<String> = Vec::new();
+    let mut distinct = DistinctIds::new(&mut ids);
     for m in members.and_then(Value::as_array).into_iter().flatten() {
         let id = get_ci(m, "value")
             .and_then(Value::as_str)
@@ -257,9 +272,7 @@ pub(super) fn member_ids(members: Option<&Value>) -> Result<Vec<String>, ScimErr
             .ok_or_else(|| {
                 ScimError::invalid_value("every member needs a 'value' (the member's id)")
             })?;
-        if !ids.iter().any(|x| x == id) {
-            ids.push(id.to_owned());
-        }
+        distinct.push(id);
     }
     Ok(ids)
 }

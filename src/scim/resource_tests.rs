@@ -223,6 +223,23 @@ fn manager_forms() {
     assert_eq!(e.scim_type(), Some(ScimType::InvalidValue));
 }
 
+/// A PUT with as many members as the 1 MiB body allows: ids compare exactly (`U1` is not
+/// `u1`), each kept once at its first place.
+#[test]
+fn many_members_are_deduplicated_in_order() {
+    let mut members: Vec<_> = (0..20_000)
+        .map(|i| json!({"value": format!("u{i}")}))
+        .collect();
+    members.push(json!({"value": "u0", "display": "again"}));
+    members.push(json!({"value": "U0"}));
+    let body = json!({"schemas": [GROUP_URN], "displayName": "g", "members": members});
+    let n = normalise(&body, groups()).unwrap();
+    assert_eq!(n.members.len(), 20_001);
+    assert_eq!(n.members[0], "u0");
+    assert_eq!(n.members[19_999], "u19999");
+    assert_eq!(n.members[20_000], "U0");
+}
+
 #[test]
 fn group_members_are_extracted_not_stored() {
     let body = json!({
