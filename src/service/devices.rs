@@ -371,7 +371,8 @@ impl App {
         Ok(self.store.devices_of_user(user_id).await?)
     }
 
-    /// The console's Remove: one of the person's own phones, on record first.
+    /// The console's Remove: one of the person's own phones, on record first. Removing the last
+    /// one asks every session of the person to re-authenticate before a first phone.
     pub async fn remove_device(
         &self,
         session: &ConsoleSession,
@@ -384,6 +385,12 @@ impl App {
         }
         self.removed_on_record(&session.user, device_id, "console", caller)
             .await?;
+        // Removing the last phone would open the first-phone path (a code under the reauth window
+        // alone) to whoever holds a fresh cookie: the person's sessions prove who they are again
+        // first, so a session alone never swaps a person's phone.
+        if devices.len() == 1 {
+            self.store.unauthenticate_sessions(session.user.id).await?;
+        }
         self.store.delete_device(session.user.id, device_id).await?;
         self.after_removal(&session.user, device_id).await;
         Ok(())
@@ -416,7 +423,7 @@ impl App {
         .await
     }
 
-    async fn after_removal(&self, person: &User, device_id: &str) {
+    pub(super) async fn after_removal(&self, person: &User, device_id: &str) {
         if let Err(e) = self
             .tell_of_device_change(person, device_id, DeviceChange::Removed)
             .await

@@ -425,6 +425,16 @@ pub(super) async fn reauthenticate_session(
     Ok(updated > 0)
 }
 
+pub(super) async fn unauthenticate_sessions(db: &Db, user_id: i64) -> Result<u64> {
+    Ok(db_run!(db.write(), |c| {
+        sqlx::query("UPDATE sessions SET authenticated_at = 0 WHERE user_id = $1")
+            .bind(user_id)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected())
+    })?)
+}
+
 pub(super) async fn end_sessions_but_owners(db: &Db, workspace_id: i64) -> Result<u64> {
     Ok(db_run!(db.write(), |c| {
         sqlx::query(

@@ -262,6 +262,9 @@ store_trait! {
             /// Records that the session's person proved who they are at `now`; false when no such
             /// session.
             async fn reauthenticate_session(&self, id_hash: &str, now: OffsetDateTime) -> Result<bool>;
+            /// Makes every session of the person prove again who they are before anything the
+            /// reauth window guards (their first phone); returns how many.
+            async fn unauthenticate_sessions(&self, user_id: i64) -> Result<u64>;
             /// Ends the sessions of the workspace's users other than its owners (single sign-on
             /// enforced); returns how many.
             async fn end_sessions_but_owners(&self, workspace_id: i64) -> Result<u64>;

@@ -526,3 +526,55 @@ async fn the_companion_simulator_approves_a_new_phone() {
     let devices = json_body(browser.get("/v1/console/devices").await, 200).await;
     assert_eq!(devices["devices"].as_array().unwrap().len(), 2, "{devices}");
 }
+
+/// A fresh stolen cookie (inside the reauth window) could remove the person's only phone and
+/// then take the first-phone path for a phone of its own. Removing the last phone makes every
+/// session of the person prove who they are again: the thief gets 403, the person types the
+/// password and goes on.
+#[tokio::test]
+async fn a_stolen_fresh_cookie_cannot_swap_the_only_phone() {
+    let server = shared().await;
+    let p = owner_with_phone(server).await;
+    let attacker = thief(server, &p.browser);
+    let resp = attacker
+        .delete(&format!("/v1/console/devices/{}", p.phone.device_id))
+        .await;
+    assert_eq!(resp.status().as_u16(), 204);
+    let body = problem(
+        attacker.post("/v1/console/devices/enrollments").await,
+        &[403],
+    )
+    .await;
+    assert_eq!(body["reauth_required"], true, "{body}");
+    // The person's own session is asked the same, and the password opens it again.
+    problem(
+        p.browser.post("/v1/console/devices/enrollments").await,
+        &[403],
+    )
+    .await;
+    let resp = p
+        .browser
+        .post_json(
+            "/v1/console/session/reauth",
+            &json!({"password": p.password}),
+        )
+        .await;
+    assert_eq!(resp.status().as_u16(), 204);
+    let offer = p.browser.enrollment().await;
+    let mut phone = Phone::new(server);
+    phone.enroll(offer["code"].as_str().unwrap()).await;
+    // The thief's copy of the cookie is the same session: re-authenticated by its person.
+    let ch = p.browser.start("reveal").await;
+    phone.approve(&id_of(&ch), number_of(&ch)).await;
+    json_body(p.browser.release(&id_of(&ch)).await, 200).await;
+
+    // Removing one of two phones leaves the other to approve a new one: nothing to re-open.
+    let q = owner_with_phone(server).await;
+    let tablet = second_phone(server, &q.browser, &q.phone).await;
+    let resp = q
+        .browser
+        .delete(&format!("/v1/console/devices/{}", tablet.device_id))
+        .await;
+    assert_eq!(resp.status().as_u16(), 204);
+    json_body(q.browser.post("/v1/console/devices/enrollments").await, 202).await;
+}
