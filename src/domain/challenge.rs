@@ -44,6 +44,21 @@ impl Action {
         }
     }
 
+    /// The least role a person must still hold when their phone approves it: roles may change
+    /// while a challenge waits (an admin demoted to member approves nothing of an admin's). A
+    /// phone is only ever enrolled for itself (no role needed); support staff hold `Admin` in
+    /// their realm.
+    pub fn approver_role(self) -> Option<Role> {
+        match self {
+            Action::DeviceEnroll => None,
+            Action::MemberPromote => Some(Role::Owner),
+            Action::Reveal
+            | Action::Rotate
+            | Action::SupportRotate
+            | Action::MemberDevicesReset => Some(Role::Admin),
+        }
+    }
+
     /// Approving it makes a new token.
     pub fn rotates(self) -> bool {
         matches!(self, Action::Rotate | Action::SupportRotate)
@@ -277,6 +292,9 @@ pub enum DecideError {
     Mismatch,
     #[error("the challenge is no longer pending")]
     NotPending,
+    /// The approving person no longer holds the role the action needs (`Action::approver_role`).
+    #[error("the approving person no longer holds the role this action needs")]
+    RoleLost,
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -348,7 +348,8 @@ impl App {
     }
 
     /// An owner removes a member: their sessions, phones and password end in one transaction,
-    /// with its audit entry. The last owner stays.
+    /// with its audit entry (which names the phones); the owners' phones are told. The last
+    /// owner stays.
     pub async fn remove_member(
         &self,
         session: &ConsoleSession,
@@ -360,11 +361,15 @@ impl App {
         }
         let member = self.member_of(session, id).await?;
         crate::error::unless_client_left()?;
+        // Their phones go with them: on record by id, and the owners are told (CONTRACT.md
+        // section 3: whenever a device is removed from a person).
+        let devices = self.store.devices_of_user(member.id).await?;
+        let ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
         let entry = Audit::new(Kind::MemberRemoved)
             .workspace(session.workspace.id)
             .actor(&session.user.email)
             .ip(&caller.ip)
-            .detail(json!({"member": member.email, "role": member.role.as_str()}));
+            .detail(json!({"member": member.email, "role": member.role.as_str(), "devices": ids}));
         match self
             .store
             .remove_member(
@@ -375,7 +380,13 @@ impl App {
             )
             .await?
         {
-            MemberChange::Done(_) => Ok(()),
+            MemberChange::Done(_) => {
+                // One notice for the lot, as a reset sends.
+                if let Some(first) = devices.first() {
+                    self.after_removal(&member, &first.id).await;
+                }
+                Ok(())
+            }
             MemberChange::NoSuchMember | MemberChange::RoleMoved => Err(ApiError::NotFound),
             MemberChange::LastOwner => Err(ApiError::Conflict(LAST_OWNER.into())),
         }

@@ -300,8 +300,14 @@ impl App {
         let decision = Decision::from_claims(claims, &me.device.id, me.user.id)
             .map_err(|e| decision_refused(e, None))?;
         let by = By::Phone { me, caller };
+        // The role is read with the device, on this request: one lost since the challenge was
+        // made approves nothing (a denial is still taken).
+        let role = me.user.role;
         let (challenge, result) = self
-            .transition(challenge_id, by, |c| c.decide(&decision, now))
+            .transition(challenge_id, by, |c| match c.action.approver_role() {
+                Some(needed) if decision.approve && role < needed => Err(DecideError::RoleLost),
+                _ => c.decide(&decision, now),
+            })
             .await?;
         match result {
             Err(e) => {
@@ -396,6 +402,18 @@ impl App {
                     .await?
                     .filter(|u| u.workspace_id == session.workspace.id)
                     .ok_or(ApiError::NotFound)?;
+                // Roles may have changed while the phone decided: the rules of the request
+                // hold at its release too.
+                if session.user.role < Role::Admin {
+                    return Err(ApiError::Forbidden(
+                        "only owners and admins may reset a member's phones",
+                    ));
+                }
+                if member.role == Role::Owner && session.user.role != Role::Owner {
+                    return Err(ApiError::Forbidden(
+                        "only an owner may reset an owner's phones",
+                    ));
+                }
                 let devices = self
                     .reset_on_record(&member, &session.user.email, Some(&caller.ip), Some(&asked))
                     .await?;
@@ -436,10 +454,12 @@ impl App {
                 .detail(json!({"challenge": ready.id, "action": ready.action.as_str()})),
         )
         .await?;
+        // Read (and opened) before the challenge is spent: a database or key that fails here
+        // leaves it approved, to be released again, rather than released with nothing handed over.
+        let (token, token_created_at) = self.reveal_token(&session.workspace).await?;
         let challenge = self
             .release_challenge(&ready.id, &session.id_hash, Action::releases_token)
             .await?;
-        let (token, token_created_at) = self.reveal_token(&session.workspace).await?;
         Ok(Released::Token {
             token,
             action: challenge.action,
@@ -478,6 +498,9 @@ fn decision_refused(e: DecideError, challenge: Option<&Challenge>) -> ApiError {
         }
         DecideError::Mismatch => {
             ApiError::Forbidden("the decision does not match the challenge (nonce or action)")
+        }
+        DecideError::RoleLost => {
+            ApiError::Forbidden("your role no longer allows approving this request")
         }
         DecideError::NotPending => ApiError::Conflict(format!(
             "the challenge is already {}",

@@ -332,6 +332,11 @@ async fn a_removal_ends_sessions_phones_and_password_at_once_and_the_last_owner_
     assert_eq!(removed.len(), 1, "{removed:?}");
     assert_eq!(removed[0]["actor"], owner.email.as_str());
     assert_eq!(removed[0]["detail"]["member"], admin.email.as_str());
+    assert_eq!(
+        removed[0]["detail"]["devices"],
+        json!([admin.phone.device_id]),
+        "the phones that went with them are on record"
+    );
     // The same e-mail may be invited again, as somebody new.
     json_body(invite(&owner.browser, &admin.email, "member").await, 201).await;
 }
@@ -747,4 +752,86 @@ async fn inviting_an_admin_or_owner_needs_a_recent_sign_in() {
         201,
     )
     .await;
+}
+
+/// Roles may change while a phone decides: an admin demoted to member approves nothing of an
+/// admin's (a denial is still taken), and a reset asked for by an admin is not released once
+/// they are a member.
+#[tokio::test]
+async fn a_role_lost_while_the_phone_decides_approves_nothing() {
+    let server = shared().await;
+    let owner = owner_with_phone(server).await;
+    let admin = user_with_phone(server, &owner.ws, "admin").await;
+    let admin_id = member_id(&owner.browser, &admin.email).await;
+    let token = released(&owner, "reveal").await["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    let rotation = admin.browser.start("rotate").await;
+    let reveal = admin.browser.start("reveal").await;
+    assert_eq!(
+        patch_role(&owner.browser, admin_id, "member")
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    for ch in [&rotation, &reveal] {
+        let id = id_of(ch);
+        let listed = admin.phone.pending(&id).await;
+        let (h, c) = admin
+            .phone
+            .decision_parts(&listed, "approve", number_of(ch));
+        let body = problem(
+            admin
+                .phone
+                .send_decision(&id, &admin.phone.sign(&h, &c))
+                .await,
+            &[403],
+        )
+        .await;
+        assert!(
+            body["detail"].as_str().unwrap_or_default().contains("role"),
+            "{body}"
+        );
+        problem(admin.browser.release(&id).await, &[403, 409]).await;
+    }
+    assert_eq!(
+        scim_status(server, Some(&token)).await,
+        200,
+        "a member's phone rotated the token"
+    );
+    // Denying is still theirs to do.
+    admin.phone.deny(&id_of(&reveal), Some("mistake")).await;
+
+    // A reset approved by an admin who is demoted before its release removes no phone.
+    let second = user_with_phone(server, &owner.ws, "admin").await;
+    let second_id = member_id(&owner.browser, &second.email).await;
+    let member = user_with_phone(server, &owner.ws, "member").await;
+    let target = member_id(&owner.browser, &member.email).await;
+    let resp = second
+        .browser
+        .delete(&format!("/v1/console/members/{target}/devices"))
+        .await;
+    let reset = json_body(resp, 202).await;
+    second
+        .phone
+        .approve(&id_of(&reset), number_of(&reset))
+        .await;
+    assert_eq!(
+        patch_role(&owner.browser, second_id, "member")
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    problem(second.browser.release(&id_of(&reset)).await, &[403]).await;
+    assert_eq!(
+        member.phone.challenges().await.len(),
+        0,
+        "the member's phone still answers"
+    );
+    let row = row_of(&owner.browser, &member.email).await.expect("member");
+    assert_eq!(row["devices"], 1, "{row}");
 }
