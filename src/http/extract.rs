@@ -101,11 +101,26 @@ pub fn client_ip(
     let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
-    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let forwarded = forwarded_for(headers);
     peer.map(|peer| {
-        crate::domain::proxy::client_ip(peer, forwarded, &app.config.trusted_proxies).to_string()
+        crate::domain::proxy::client_ip(peer, forwarded.as_deref(), &app.config.trusted_proxies)
+            .to_string()
     })
     .unwrap_or_else(|| "unknown".into())
+}
+
+/// Every `X-Forwarded-For` line as one list, in order (RFC 9110 §5.3): a proxy that adds a line
+/// of its own rather than appending to the client's (HAProxy's `option forwardfor`) leaves the
+/// client's line first, and reading that one alone would take the client's word for its address.
+/// A line that is not text becomes a hop nobody can read, which ends the walk there.
+fn forwarded_for(headers: &axum::http::HeaderMap) -> Option<String> {
+    let mut lines = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str().unwrap_or("unreadable"))
+        .peekable();
+    lines.peek()?;
+    Some(lines.collect::<Vec<_>>().join(","))
 }
 
 /// The value of one cookie in the request, if present.
@@ -217,4 +232,40 @@ pub fn support_cookie(app: &App, session_id: Option<&str>) -> String {
     format!(
         "{SUPPORT_COOKIE}={value}; Path=/v1/support; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_for;
+    use crate::domain::proxy::{client_ip, Cidr};
+    use axum::http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn every_forwarded_for_line_is_read_in_order() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(forwarded_for(&headers), None);
+        // The client's own line first, then the one its proxy added.
+        headers.append("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
+        let joined = forwarded_for(&headers).unwrap();
+        assert_eq!(joined, "203.0.113.9,198.51.100.7");
+        let trusted = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+        let peer = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            client_ip(peer, Some(&joined), &trusted).to_string(),
+            "198.51.100.7",
+            "the address the trusted proxy saw, not the one the client wrote"
+        );
+        let mut bad = HeaderMap::new();
+        bad.append("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        bad.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff10.1.1.1").unwrap(),
+        );
+        assert_eq!(
+            client_ip(peer, forwarded_for(&bad).as_deref(), &trusted).to_string(),
+            "10.0.0.2",
+            "an unreadable hop ends the walk at the last trusted proxy"
+        );
+    }
 }
