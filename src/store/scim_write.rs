@@ -111,9 +111,9 @@ async fn insert_members(
     group_id: &str,
     members: &[(String, ResourceKind)],
     displays: &MemberDisplays,
-) -> Result<()> {
+) -> Result<u64> {
     if members.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     if let Some(c) = tx.postgres() {
         // One statement, the members as arrays.
@@ -123,7 +123,7 @@ async fn insert_members(
             .iter()
             .map(|(id, _)| displays.get(id).map(String::as_str))
             .collect();
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO scim_group_members (workspace_id, group_id, member_id, member_type, display)
              SELECT $1, $2, m.id, m.t, m.d
              FROM UNNEST($3::text[], $4::text[], $5::text[]) AS m(id, t, d)
@@ -136,10 +136,11 @@ async fn insert_members(
         .bind(&shown)
         .execute(c)
         .await?;
-        return Ok(());
+        return Ok(done.rows_affected());
     }
+    let mut inserted = 0;
     for (id, kind) in members {
-        tx.execute(
+        inserted += tx.execute(
             "INSERT INTO scim_group_members (workspace_id, group_id, member_id, member_type, display)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             args![
@@ -152,7 +153,7 @@ async fn insert_members(
         )
         .await?;
     }
-    Ok(())
+    Ok(inserted)
 }
 
 /// Replaces the `scim_ext_values` rows of a resource with `values` (the undeclared extensions'
@@ -594,6 +595,46 @@ async fn update_in(
         Ok(m) => m,
         Err(missing) => return Ok(Written::MissingReference(missing)),
     };
+    // The membership first: an `add` of members already there, or a `remove` of members who
+    // are not, changes nothing and makes no new version (RFC 7644 §3.5.2.1: such an add "SHALL
+    // NOT change the modify timestamp"; Okta re-pushes a group's members that way).
+    let delta = &change.members;
+    let mut moved = 0;
+    if delta.replace_all.is_some() {
+        moved += tx
+            .execute(
+                "DELETE FROM scim_group_members WHERE workspace_id = $1 AND group_id = $2",
+                args![workspace_id, id],
+            )
+            .await?;
+    }
+    if delta.remove.is_empty() {
+    } else if let Some(c) = tx.postgres() {
+        moved += sqlx::query(
+            "DELETE FROM scim_group_members
+             WHERE workspace_id = $1 AND group_id = $2 AND member_id = ANY($3)",
+        )
+        .bind(workspace_id)
+        .bind(id)
+        .bind(&delta.remove)
+        .execute(c)
+        .await?
+        .rows_affected();
+    } else {
+        for member in &delta.remove {
+            moved += tx
+                .execute(
+                    "DELETE FROM scim_group_members
+                     WHERE workspace_id = $1 AND group_id = $2 AND member_id = $3",
+                    args![workspace_id, id, member],
+                )
+                .await?;
+        }
+    }
+    moved += insert_members(tx, workspace_id, id, &added, &delta.displays).await?;
+    if moved == 0 && change.document == current.document {
+        return Ok(Written::Done(current));
+    }
     let document = change.document.to_string();
     write_row(tx, workspace_id, kind, id, document, &change.columns, now).await?;
     if ext_values_changed(kind, &current, &change) {
@@ -607,36 +648,6 @@ async fn update_in(
         )
         .await?;
     }
-    let delta = &change.members;
-    if delta.replace_all.is_some() {
-        tx.execute(
-            "DELETE FROM scim_group_members WHERE workspace_id = $1 AND group_id = $2",
-            args![workspace_id, id],
-        )
-        .await?;
-    }
-    if delta.remove.is_empty() {
-    } else if let Some(c) = tx.postgres() {
-        sqlx::query(
-            "DELETE FROM scim_group_members
-             WHERE workspace_id = $1 AND group_id = $2 AND member_id = ANY($3)",
-        )
-        .bind(workspace_id)
-        .bind(id)
-        .bind(&delta.remove)
-        .execute(c)
-        .await?;
-    } else {
-        for member in &delta.remove {
-            tx.execute(
-                "DELETE FROM scim_group_members
-                 WHERE workspace_id = $1 AND group_id = $2 AND member_id = $3",
-                args![workspace_id, id, member],
-            )
-            .await?;
-        }
-    }
-    insert_members(tx, workspace_id, id, &added, &delta.displays).await?;
     let manager = manager_found(tx, workspace_id, change.columns.manager_id.as_deref()).await?;
     // Read without references: the service reads them after the commit.
     Ok(updated(current, change.document, now, manager))

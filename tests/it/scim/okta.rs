@@ -350,3 +350,72 @@ async fn okta_group_push() {
         listed[0]
     );
 }
+
+/// Okta re-pushes a group's members with an `add` of members already there, and may `remove`
+/// members who are already gone: nothing changes, so neither the version (the ETag) nor
+/// `meta.lastModified` moves (RFC 7644 §3.5.2.1); a real change still moves both.
+#[tokio::test]
+async fn a_repeated_member_add_or_remove_changes_no_version() {
+    let (_, _, scim) = tenant().await;
+    let alice = scim
+        .post(
+            "/Users",
+            &okta_user(&format!("re.a.{}@example.com", guid()), "Pw1!"),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob = scim
+        .post(
+            "/Users",
+            &okta_user(&format!("re.b.{}@example.com", guid()), "Pw1!"),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let group = scim
+        .post(
+            "/Groups",
+            &json!({"schemas": [GROUP_URN], "displayName": format!("Re-push {}", guid()),
+                    "members": [{"value": alice}]}),
+        )
+        .await
+        .expect(201);
+    let path = format!("/Groups/{}", group["id"].as_str().unwrap());
+    let before = scim.get(&path).await.expect(200)["meta"].clone();
+
+    let again = scim
+        .patch(
+            &path,
+            json!([{"op": "add", "path": "members", "value": [{"value": alice}]}]),
+        )
+        .await
+        .expect(200);
+    assert_eq!(again["meta"], before, "an add of a member already there");
+    let gone = scim
+        .patch(
+            &path,
+            json!([{"op": "remove", "path": format!("members[value eq \"{bob}\"]")}]),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        gone["meta"], before,
+        "a remove of a member who is not there"
+    );
+    assert_eq!(scim.get(&path).await.expect(200)["meta"], before);
+
+    let added = scim
+        .patch(
+            &path,
+            json!([{"op": "add", "path": "members", "value": [{"value": bob}]}]),
+        )
+        .await
+        .expect(200);
+    assert_ne!(added["meta"]["version"], before["version"], "{added}");
+    assert_eq!(member_ids(&added).len(), 2, "{added}");
+}
