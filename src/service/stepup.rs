@@ -386,9 +386,12 @@ impl App {
                 self.releasable(&asked, is_enroll)?;
                 self.enrollment_on_record(session, caller, Some(&asked))
                     .await?;
+                // Made before the challenge is spent, as the token is read: a write that fails
+                // leaves the approval to be released again. A code whose release loses a race
+                // is never shown, and expires unused.
+                let offer = self.issue_enrollment_code(session, true).await?;
                 self.release_challenge(id, &session.id_hash, is_enroll)
                     .await?;
-                let offer = self.issue_enrollment_code(session, true).await?;
                 Ok(Released::Enrollment(offer))
             }
             Action::MemberDevicesReset => {
