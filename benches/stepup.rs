@@ -188,8 +188,12 @@ async fn setup_admins(server: &TestServer, n: usize) -> Vec<Admin> {
             "--role",
             "admin",
         ]);
+        // The server closes a connection idle for its header-read timeout (10 s): setting up 100
+        // admins takes about that long, and a request sent on a connection as the server closes
+        // it fails (hyper's IncompleteMessage). The client lets idle connections go first.
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(4)
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
             .build()
             .unwrap();
         let res = http
