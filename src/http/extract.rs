@@ -35,14 +35,7 @@ fn describe(rejection: &JsonRejection) -> Response {
         ),
         JsonRejection::JsonDataError(e) => {
             // serde's text can quote the offending value (a password, say): keep only field names.
-            let text = e.body_text();
-            let detail = match text.split('`').nth(1) {
-                Some(field) if text.contains("missing field") => format!("missing field {field}"),
-                Some(field) if text.contains("unknown variant") => {
-                    format!("unsupported value {field}")
-                }
-                _ => "a field is missing or has the wrong type".to_owned(),
-            };
+            let detail = data_error_detail(&e.body_text());
             problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", &detail)
         }
         JsonRejection::MissingJsonContentType(_) => problem(
@@ -107,6 +100,25 @@ pub fn client_ip(
             .to_string()
     })
     .unwrap_or_else(|| "unknown".into())
+}
+
+/// What a 422 says of a body serde refused: the field's name, never the value sent. In an
+/// "unknown variant" message the first quoted word is the client's value; the field is the path
+/// axum puts before the message (`role: unknown variant …`).
+fn data_error_detail(text: &str) -> String {
+    if text.contains("missing field") {
+        if let Some(field) = text.split('`').nth(1) {
+            return format!("missing field {field}");
+        }
+    }
+    if let Some((before, _)) = text.split_once(": unknown variant") {
+        let path = before.rsplit(": ").next().unwrap_or_default();
+        if !path.is_empty() && path.len() <= 64 && !path.contains('`') {
+            return format!("unsupported value for {path}");
+        }
+        return "a field has an unsupported value".to_owned();
+    }
+    "a field is missing or has the wrong type".to_owned()
 }
 
 /// Every `X-Forwarded-For` line as one list, in order (RFC 9110 §5.3): a proxy that adds a line
@@ -236,9 +248,57 @@ pub fn support_cookie(app: &App, session_id: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::forwarded_for;
+    use super::{data_error_detail, forwarded_for};
     use crate::domain::proxy::{client_ip, Cidr};
     use axum::http::{HeaderMap, HeaderValue};
+
+    /// The texts axum's `JsonDataError` gives (serde's message behind the field's path).
+    #[test]
+    fn a_refused_body_is_described_by_its_field_never_its_value() {
+        let unknown = "Failed to deserialize the JSON body into the target type: role: unknown \
+                       variant `hunter2-secret`, expected one of `owner`, `admin`, `member` at line 1 column 29";
+        let detail = data_error_detail(unknown);
+        assert_eq!(detail, "unsupported value for role");
+        let missing = "Failed to deserialize the JSON body into the target type: missing field \
+                       `password` at line 1 column 2";
+        assert_eq!(data_error_detail(missing), "missing field password");
+        let typed =
+            "Failed to deserialize the JSON body into the target type: email: invalid type: \
+                     integer `12345`, expected a string at line 1 column 13";
+        assert_eq!(
+            data_error_detail(typed),
+            "a field is missing or has the wrong type"
+        );
+    }
+
+    /// The same, from axum's own rejection of a real body.
+    #[tokio::test]
+    async fn axum_s_own_rejection_names_the_field() {
+        use axum::extract::{FromRequest, Json};
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(rename_all = "lowercase")]
+        #[allow(dead_code)]
+        enum Role {
+            Owner,
+            Member,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Body {
+            role: Role,
+        }
+        let request = axum::http::Request::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(r#"{"role":"hunter2-secret"}"#))
+            .unwrap();
+        let Err(axum::extract::rejection::JsonRejection::JsonDataError(e)) =
+            Json::<Body>::from_request(request, &()).await
+        else {
+            panic!("not a data error");
+        };
+        let detail = data_error_detail(&e.body_text());
+        assert_eq!(detail, "unsupported value for role");
+    }
 
     #[test]
     fn every_forwarded_for_line_is_read_in_order() {
