@@ -50,14 +50,26 @@ pub struct SsoSettings {
     pub enforce: bool,
 }
 
-/// What a start is for.
-#[derive(Clone, Copy, Debug)]
+/// What a start is for. Its `Debug` never shows the session cookie.
+#[derive(Clone, Copy)]
 pub enum StartFor<'a> {
     SignIn,
     /// `?reauth=1`: re-authenticate the console session whose cookie the request carried, if any.
     Reauth {
         session_cookie: Option<&'a str>,
     },
+}
+
+impl std::fmt::Debug for StartFor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartFor::SignIn => f.write_str("SignIn"),
+            StartFor::Reauth { session_cookie } => f
+                .debug_struct("Reauth")
+                .field("session_cookie", &session_cookie.map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
 }
 
 /// A started sign-in: where to send the browser, and the binding its cookie must carry back.
@@ -74,14 +86,27 @@ pub enum SsoFinished {
     Reauthenticated,
 }
 
-/// The query of `/v1/sso/callback`.
-#[derive(Debug, Default)]
+/// The query of `/v1/sso/callback`. Its `Debug` never shows the authorization code or the
+/// state (either, with the binding cookie, finishes somebody's sign-in).
+#[derive(Default)]
 pub struct CallbackParams {
     pub state: Option<String>,
     pub code: Option<String>,
     pub error: Option<String>,
     /// RFC 9207: the issuer of the authorization response, when the provider sends it.
     pub iss: Option<String>,
+}
+
+impl std::fmt::Debug for CallbackParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("CallbackParams")
+            .field("state", &hidden(&self.state))
+            .field("code", &hidden(&self.code))
+            .field("error", &self.error)
+            .field("iss", &self.iss)
+            .finish()
+    }
 }
 
 /// Associated data binding a sealed client secret to its workspace (as `token_context` does for
@@ -812,6 +837,27 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_cookie_the_code_or_the_state() {
+        let start = StartFor::Reauth {
+            session_cookie: Some("live-session-id-123"),
+        };
+        let shown = format!("{start:?}");
+        assert!(!shown.contains("live-session-id-123"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+        let params = CallbackParams {
+            state: Some("state-value-456".into()),
+            code: Some("auth-code-789".into()),
+            error: None,
+            iss: Some("https://issuer.example".into()),
+        };
+        let shown = format!("{params:?}");
+        for secret in ["state-value-456", "auth-code-789"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("issuer.example"), "{shown}");
+    }
 
     #[test]
     fn binding_values_are_checked_before_reuse() {
