@@ -441,22 +441,15 @@ impl App {
         member_id: i64,
         caller: &Caller,
     ) -> ApiResult<(Challenge, usize)> {
-        if session.user.role < Role::Admin {
-            return Err(ApiError::Forbidden(
-                "only owners and admins may reset a member's phones",
-            ));
-        }
+        // Before the lookup: a member learns nothing of who exists.
+        may_reset_phones(session.user.role)?;
         let member = self
             .store
             .user_by_id(member_id)
             .await?
             .filter(|u| u.workspace_id == session.workspace.id)
             .ok_or(ApiError::NotFound)?;
-        if member.role == Role::Owner && session.user.role != Role::Owner {
-            return Err(ApiError::Forbidden(
-                "only an owner may reset an owner's phones",
-            ));
-        }
+        may_reset_phones_of(session.user.role, member.role)?;
         let policy = self.store.policy(session.workspace.id).await?;
         self.open_challenge(
             session,
@@ -552,6 +545,29 @@ impl App {
             .set_push_token(&me.device.id, Some(sealed))
             .await?)
     }
+}
+
+/// Who may reset a member's phones: owners and admins.
+fn may_reset_phones(asker: Role) -> ApiResult<()> {
+    if asker < Role::Admin {
+        return Err(ApiError::Forbidden(
+            "only owners and admins may reset a member's phones",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `asker` may reset the phones of a person with role `member`: and only an owner an
+/// owner's. Checked when the reset is asked for and again at its release (roles may change while
+/// the phone decides).
+pub(super) fn may_reset_phones_of(asker: Role, member: Role) -> ApiResult<()> {
+    may_reset_phones(asker)?;
+    if member == Role::Owner && asker != Role::Owner {
+        return Err(ApiError::Forbidden(
+            "only an owner may reset an owner's phones",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -407,16 +407,7 @@ impl App {
                     .ok_or(ApiError::NotFound)?;
                 // Roles may have changed while the phone decided: the rules of the request
                 // hold at its release too.
-                if session.user.role < Role::Admin {
-                    return Err(ApiError::Forbidden(
-                        "only owners and admins may reset a member's phones",
-                    ));
-                }
-                if member.role == Role::Owner && session.user.role != Role::Owner {
-                    return Err(ApiError::Forbidden(
-                        "only an owner may reset an owner's phones",
-                    ));
-                }
+                super::devices::may_reset_phones_of(session.user.role, member.role)?;
                 let devices = self
                     .reset_on_record(&member, &session.user.email, Some(&caller.ip), Some(&asked))
                     .await?;
