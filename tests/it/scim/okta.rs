@@ -357,26 +357,14 @@ async fn okta_group_push() {
 #[tokio::test]
 async fn a_repeated_member_add_or_remove_changes_no_version() {
     let (_, _, scim) = tenant().await;
-    let alice = scim
-        .post(
-            "/Users",
-            &okta_user(&format!("re.a.{}@example.com", guid()), "Pw1!"),
-        )
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let bob = scim
-        .post(
-            "/Users",
-            &okta_user(&format!("re.b.{}@example.com", guid()), "Pw1!"),
-        )
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut ids = Vec::new();
+    for who in ["a", "b"] {
+        let user = okta_user(&format!("re.{who}.{}@example.com", guid()), "Pw1!");
+        let created = scim.post("/Users", &user).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        ids.push(created.id());
+    }
+    let (alice, bob) = (&ids[0], &ids[1]);
     let group = scim
         .post(
             "/Groups",
