@@ -237,7 +237,7 @@ pub(super) async fn members(db: &Db, workspace_id: i64) -> Result<Vec<Member>> {
 
 pub(super) async fn delete_user(db: &Db, id: i64) -> Result<bool> {
     // Sessions, devices and enrollment codes go with it (ON DELETE CASCADE).
-    let deleted = db_run!(db.write(), |c| {
+    let deleted = db_run!(db.write().await?.on(), |c| {
         sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id)
             .execute(c)
@@ -386,7 +386,7 @@ pub(super) async fn touch_session(
     // Slide the idle expiry, but write at most every SESSION_TOUCH_EVERY: a read-mostly hot path
     // keeps SQLite's one write lock free, and Postgres' row versions (and WAL) down.
     if now - session.last_seen_at >= SESSION_TOUCH_EVERY {
-        db_run!(db.write(), |c| {
+        db_run!(db.write().await?.on(), |c| {
             sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
                 .bind(ts(now))
                 .bind(id_hash)
@@ -400,7 +400,7 @@ pub(super) async fn touch_session(
 }
 
 pub(super) async fn delete_session(db: &Db, id_hash: &str) -> Result<()> {
-    Ok(db_run!(db.write(), |c| {
+    Ok(db_run!(db.write().await?.on(), |c| {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
             .bind(id_hash)
             .execute(c)
@@ -414,7 +414,7 @@ pub(super) async fn reauthenticate_session(
     id_hash: &str,
     now: OffsetDateTime,
 ) -> Result<bool> {
-    let updated = db_run!(db.write(), |c| {
+    let updated = db_run!(db.write().await?.on(), |c| {
         sqlx::query("UPDATE sessions SET authenticated_at = $1 WHERE id_hash = $2")
             .bind(ts(now))
             .bind(id_hash)
@@ -426,7 +426,7 @@ pub(super) async fn reauthenticate_session(
 }
 
 pub(super) async fn unauthenticate_sessions(db: &Db, user_id: i64) -> Result<u64> {
-    Ok(db_run!(db.write(), |c| {
+    Ok(db_run!(db.write().await?.on(), |c| {
         sqlx::query("UPDATE sessions SET authenticated_at = 0 WHERE user_id = $1")
             .bind(user_id)
             .execute(c)
@@ -436,7 +436,7 @@ pub(super) async fn unauthenticate_sessions(db: &Db, user_id: i64) -> Result<u64
 }
 
 pub(super) async fn end_sessions_but_owners(db: &Db, workspace_id: i64) -> Result<u64> {
-    Ok(db_run!(db.write(), |c| {
+    Ok(db_run!(db.write().await?.on(), |c| {
         sqlx::query(
             "DELETE FROM sessions WHERE user_id IN
                (SELECT id FROM users WHERE workspace_id = $1 AND role <> 'owner')",

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::checkpoint::{self, Checkpoints, BACKSTOP_PAGES};
 use super::group_commit::{open_writer, GroupCommit, Outcome, Work};
@@ -31,21 +32,71 @@ const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
 /// How long `/readyz` waits for Postgres.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a SQLite write waits for the process's write lock before it fails (503), as it waited
+/// for sqlx's one writing connection (its default acquire timeout) when that was the lock. Held
+/// this long, the lock is stuck: an error says so where a hang would hide it.
+const WRITE_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// SQLite's write lock inside the process. Every write to the file holds it: a statement or a
+/// transaction on sqlx's writing connection (`Db::write`, `Db::begin`) and each group commit
+/// batch (`group_commit.rs`), which writes on a connection of its own. So writers queue here, in
+/// order, instead of meeting SQLite's busy handler, which sleeps in steps of milliseconds; only
+/// another process on the file (the CLI) meets it.
+///
+/// It was sqlx's writing connection itself, held by a batch for its duration (issue 18). But
+/// sqlx-core 0.8.6 pings a connection every time it goes back to its pool (a hand-off to the
+/// connection's thread and back), and the next batch waited for that ping: three or four audit
+/// appends a step-up, each a batch, each paying it. A batch now touches no sqlx connection.
+#[derive(Clone, Default)]
+pub(super) struct WriteLock(Arc<Mutex<()>>);
+
+impl WriteLock {
+    /// Waits for the lock (`WRITE_LOCK_TIMEOUT` at most); it is held until the guard drops.
+    pub(super) async fn take(&self) -> Result<OwnedMutexGuard<()>> {
+        tokio::time::timeout(WRITE_LOCK_TIMEOUT, self.0.clone().lock_owned())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "the database's write lock was not free within {WRITE_LOCK_TIMEOUT:?}"
+                ))
+            })
+    }
+}
+
+/// Where a write's statements go, with the write lock held until it is dropped (`Db::write`):
+/// a temporary in `db_run!(db.write().await?.on(), …)` lives to the end of its statement.
+pub(super) struct Writing<'a> {
+    on: On<&'a SqlitePool, &'a PgPool>,
+    _held: Option<OwnedMutexGuard<()>>,
+}
+
+impl<'a> Writing<'a> {
+    /// SQLite's one writing connection, or the Postgres pool.
+    pub(super) fn on(&self) -> On<&'a SqlitePool, &'a PgPool> {
+        match self.on {
+            On::Sqlite(pool) => On::Sqlite(pool),
+            On::Postgres(pool) => On::Postgres(pool),
+        }
+    }
+}
+
 /// The database every store works on. It implements `Store`, `ScimStore` and `SealedStore`.
 pub enum Db {
-    /// One file in WAL mode, shared safely by the server and CLI commands. Every write goes
-    /// through `write`, which has a single connection, or holds it, so writers queue in order
-    /// inside the process instead of meeting SQLite's busy handler (which sleeps in steps of
-    /// milliseconds); reads run concurrently on the read-only `read` (WAL lets them).
+    /// One file in WAL mode, shared safely by the server and CLI commands. Every write holds
+    /// `lock`, the process's write lock (`WriteLock`), so writers queue in order inside the
+    /// process instead of meeting SQLite's busy handler (which sleeps in steps of milliseconds);
+    /// reads run concurrently on the read-only `read` (WAL lets them).
     ///
-    /// `bulk` runs SCIM writes in shared transactions, and `prompt` audit appends, in batches of
-    /// their own (`group_commit.rs`), each batch on a connection of their own while it holds
-    /// `write`: an Entra initial cycle sends thousands of POSTs a minute, and a step-up's writes
-    /// wait behind at most one batch of them, not behind every one (nor in a batch with them).
+    /// `write` is sqlx's one writing connection. `bulk` runs SCIM writes in shared
+    /// transactions, and `prompt` audit appends, in batches of their own (`group_commit.rs`),
+    /// each batch on a connection of their own: an Entra initial cycle sends thousands of POSTs
+    /// a minute, and a step-up's writes wait behind at most one batch of them, not behind every
+    /// one (nor in a batch with them).
     ///
     /// `readers` serve the SCIM hot reads on the calling thread (`readers.rs`).
     Sqlite {
         write: SqlitePool,
+        lock: WriteLock,
         read: SqlitePool,
         readers: Arc<Readers>,
         bulk: Arc<GroupCommit>,
@@ -73,7 +124,12 @@ pub enum On<S, P> {
 }
 
 /// A transaction on the writer.
-pub type Tx = On<sqlx::Transaction<'static, Sqlite>, sqlx::Transaction<'static, Postgres>>;
+pub struct Tx {
+    tx: On<sqlx::Transaction<'static, Sqlite>, sqlx::Transaction<'static, Postgres>>,
+    /// On SQLite, the write lock (`WriteLock`) for as long as the transaction: declared after
+    /// it, so a transaction dropped unfinished queues its rollback before the lock is free.
+    _held: Option<OwnedMutexGuard<()>>,
+}
 
 /// The transaction a write's statements run on, as a grouped write (`Db::grouped_write`) and an
 /// audit append see it. On SQLite, a grouped write runs on the group commit's own connection to
@@ -182,7 +238,10 @@ impl WriteTx<'_> {
     /// The Postgres connection, for a statement only Postgres has (arrays, advisory locks).
     pub(super) fn postgres(&mut self) -> Option<&mut PgConnection> {
         match self {
-            WriteTx::Sqlx(On::Postgres(tx)) => Some(&mut **tx),
+            WriteTx::Sqlx(Tx {
+                tx: On::Postgres(tx),
+                ..
+            }) => Some(&mut **tx),
             _ => None,
         }
     }
@@ -190,7 +249,10 @@ impl WriteTx<'_> {
     /// `lock` on Postgres, nothing on SQLite (`Tx::row_lock`).
     pub(super) fn row_lock(&self, lock: &'static str) -> &'static str {
         match self {
-            WriteTx::Sqlx(On::Postgres(_)) => lock,
+            WriteTx::Sqlx(Tx {
+                tx: On::Postgres(_),
+                ..
+            }) => lock,
             _ => "",
         }
     }
@@ -280,7 +342,10 @@ impl Db {
                 Lane::Prompt => prompt.write(work).await,
             },
             Db::Postgres(pool) => {
-                let mut tx = On::Postgres(pool.begin().await?);
+                let mut tx = Tx {
+                    tx: On::Postgres(pool.begin().await?),
+                    _held: None,
+                };
                 let out = work(WriteTx::Sqlx(&mut tx)).await?;
                 if out.keep() {
                     tx.commit().await?;
@@ -343,19 +408,35 @@ impl Db {
         }
     }
 
-    /// Where writes go: SQLite's one writing connection, or the Postgres pool.
-    pub(super) fn write(&self) -> On<&SqlitePool, &PgPool> {
-        match self {
-            Db::Sqlite { write, .. } => On::Sqlite(write),
-            Db::Postgres(pool) => On::Postgres(pool),
-        }
+    /// Where writes go: SQLite's one writing connection, with the write lock held while the
+    /// `Writing` lives, or the Postgres pool.
+    pub(super) async fn write(&self) -> Result<Writing<'_>> {
+        Ok(match self {
+            Db::Sqlite { write, lock, .. } => Writing {
+                on: On::Sqlite(write),
+                _held: Some(lock.take().await?),
+            },
+            Db::Postgres(pool) => Writing {
+                on: On::Postgres(pool),
+                _held: None,
+            },
+        })
     }
 
     /// A transaction on the writer.
     pub(super) async fn begin(&self) -> Result<Tx> {
         Ok(match self {
-            Db::Sqlite { write, .. } => On::Sqlite(sqlite_begin(write, None).await?),
-            Db::Postgres(pool) => On::Postgres(pool.begin().await?),
+            Db::Sqlite { write, lock, .. } => {
+                let held = lock.take().await?;
+                Tx {
+                    tx: On::Sqlite(sqlite_begin(write, None).await?),
+                    _held: Some(held),
+                }
+            }
+            Db::Postgres(pool) => Tx {
+                tx: On::Postgres(pool.begin().await?),
+                _held: None,
+            },
         })
     }
 
@@ -365,17 +446,24 @@ impl Db {
     /// is a plain transaction: its statements lock the rows they read.
     pub(super) async fn begin_immediate(&self) -> Result<Tx> {
         Ok(match self {
-            Db::Sqlite { write, .. } => {
-                On::Sqlite(sqlite_begin(write, Some("BEGIN IMMEDIATE")).await?)
+            Db::Sqlite { write, lock, .. } => {
+                let held = lock.take().await?;
+                Tx {
+                    tx: On::Sqlite(sqlite_begin(write, Some("BEGIN IMMEDIATE")).await?),
+                    _held: Some(held),
+                }
             }
-            Db::Postgres(pool) => On::Postgres(pool.begin().await?),
+            Db::Postgres(pool) => Tx {
+                tx: On::Postgres(pool.begin().await?),
+                _held: None,
+            },
         })
     }
 }
 
 impl Tx {
     pub(super) fn conn(&mut self) -> On<&mut SqliteConnection, &mut PgConnection> {
-        match self {
+        match &mut self.tx {
             On::Sqlite(tx) => On::Sqlite(&mut **tx),
             On::Postgres(tx) => On::Postgres(&mut **tx),
         }
@@ -385,14 +473,16 @@ impl Tx {
     /// SHARE`) of a statement written once. A SQLite transaction on the writer already excludes
     /// every other writer (`begin_immediate`).
     pub(super) fn row_lock(&self, lock: &'static str) -> &'static str {
-        match self {
+        match self.tx {
             On::Sqlite(_) => "",
             On::Postgres(_) => lock,
         }
     }
 
+    /// Commits; the write lock is free once the commit has ended.
     pub(super) async fn commit(self) -> Result<()> {
-        match self {
+        let Tx { tx, _held } = self;
+        match tx {
             On::Sqlite(tx) => tx.commit().await?,
             On::Postgres(tx) => tx.commit().await?,
         }
@@ -477,9 +567,11 @@ pub(super) async fn open_sqlite(url: &str) -> anyhow::Result<Db> {
         .connect_with(options.read_only(true).create_if_missing(false))
         .await?;
     let batches = Arc::new(std::sync::Mutex::new(open_writer(&file)?));
+    let lock = WriteLock::default();
     Ok(Db::Sqlite {
-        bulk: Arc::new(GroupCommit::new(write.clone(), batches.clone())),
-        prompt: Arc::new(GroupCommit::new(write.clone(), batches)),
+        bulk: Arc::new(GroupCommit::new(lock.clone(), batches.clone())),
+        prompt: Arc::new(GroupCommit::new(lock.clone(), batches)),
+        lock,
         _checkpoints: checkpoint::start(&file, &log)?,
         readers: Arc::new(Readers::open(&file)?),
         write,

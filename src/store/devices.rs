@@ -67,7 +67,7 @@ pub(super) async fn create_enrollment(
     expires_at: OffsetDateTime,
     first_device: bool,
 ) -> Result<()> {
-    Ok(db_run!(db.write(), |c| {
+    Ok(db_run!(db.write().await?.on(), |c| {
         sqlx::query(
             "INSERT INTO enrollment_codes (code_hash, user_id, created_at, expires_at, first_device)
              VALUES ($1, $2, $3, $4, $5)",
@@ -221,7 +221,7 @@ pub(super) async fn count_devices_of_user(db: &Db, user_id: i64) -> Result<i64> 
 }
 
 pub(super) async fn delete_device(db: &Db, user_id: i64, id: &str) -> Result<bool> {
-    let deleted = db_run!(db.write(), |c| {
+    let deleted = db_run!(db.write().await?.on(), |c| {
         sqlx::query("DELETE FROM devices WHERE id = $1 AND user_id = $2")
             .bind(id)
             .bind(user_id)
@@ -233,7 +233,7 @@ pub(super) async fn delete_device(db: &Db, user_id: i64, id: &str) -> Result<boo
 }
 
 pub(super) async fn delete_devices_of_user(db: &Db, user_id: i64) -> Result<u64> {
-    Ok(db_run!(db.write(), |c| {
+    Ok(db_run!(db.write().await?.on(), |c| {
         sqlx::query("DELETE FROM devices WHERE user_id = $1")
             .bind(user_id)
             .execute(c)
@@ -244,7 +244,7 @@ pub(super) async fn delete_devices_of_user(db: &Db, user_id: i64) -> Result<u64>
 
 pub(super) async fn set_push_token(db: &Db, id: &str, token: Option<Sealed>) -> Result<()> {
     let (key_id, nonce, ciphertext) = push_columns(token);
-    Ok(db_run!(db.write(), |c| {
+    Ok(db_run!(db.write().await?.on(), |c| {
         sqlx::query(
             "UPDATE devices SET push_key_id = $1, push_nonce = $2, push_ciphertext = $3,
                push_token_invalid = FALSE WHERE id = $4",
@@ -260,7 +260,7 @@ pub(super) async fn set_push_token(db: &Db, id: &str, token: Option<Sealed>) -> 
 }
 
 pub(super) async fn mark_push_token_invalid(db: &Db, id: &str) -> Result<()> {
-    Ok(db_run!(db.write(), |c| {
+    Ok(db_run!(db.write().await?.on(), |c| {
         sqlx::query("UPDATE devices SET push_token_invalid = TRUE WHERE id = $1")
             .bind(id)
             .execute(c)
@@ -270,7 +270,7 @@ pub(super) async fn mark_push_token_invalid(db: &Db, id: &str) -> Result<()> {
 }
 
 pub(super) async fn touch_device(db: &Db, id: &str, now: OffsetDateTime) -> Result<()> {
-    Ok(db_run!(db.write(), |c| {
+    Ok(db_run!(db.write().await?.on(), |c| {
         sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2")
             .bind(ts(now))
             .bind(id)
@@ -287,7 +287,7 @@ pub(super) async fn record_jtis(db: &Db, used: &[UsedJti]) -> Result<()> {
              ON CONFLICT DO NOTHING",
             value_rows(db, 3, chunk.len())
         );
-        db_run!(db.write(), |c| {
+        db_run!(db.write().await?.on(), |c| {
             let mut q = sqlx::query(&sql);
             for u in chunk {
                 q = q

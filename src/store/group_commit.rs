@@ -14,10 +14,10 @@
 //! lane): a step-up's entries are never inside a batch of SCIM creates.
 //!
 //! A batch runs on a connection of its own (`open_writer`), on a thread of its own, while it holds
-//! sqlx's one writing connection as the process's write lock: its statements are calls there.
-//! On sqlx's connection each statement was a hand-off to the connection's thread and back; the
-//! POST profile had 40% of the server's samples on that thread and a third of all time in the
-//! kernel switching threads (16 clients: 2,240 users/s before, 7,618 after, at 100,000 users).
+//! the process's write lock (`WriteLock`): its statements are calls there. On sqlx's connection
+//! each statement was a hand-off to the connection's thread and back; the POST profile had 40% of
+//! the server's samples on that thread and a third of all time in the kernel switching threads
+//! (16 clients: 2,240 users/s before, 7,618 after, at 100,000 users).
 //!
 //! The task owns each write from the moment it is queued, so a client that goes away cannot cut
 //! one in half (the standing rule of issue 13). The batch holds the writer for its duration, so
@@ -27,7 +27,6 @@
 
 use futures_util::future::BoxFuture;
 use rusqlite::{Connection, OpenFlags};
-use sqlx::SqlitePool;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -36,7 +35,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::BACKSTOP_PAGES;
-use super::db::WriteTx;
+use super::db::{WriteLock, WriteTx};
 use super::scim::{Deleted, Written};
 use super::{Result, StoreError};
 
@@ -76,7 +75,7 @@ impl Outcome for Deleted {
 }
 
 /// A write's statements, run on the shared transaction. They use only `WriteTx`: the batch holds
-/// sqlx's writer, so a write that reached for the `Db`'s own connections would wait forever.
+/// the write lock, so a write that reached for the `Db`'s own writer would wait for itself.
 pub(super) type Work<T> = Box<dyn for<'t> FnOnce(WriteTx<'t>) -> BoxFuture<'t, Result<T>> + Send>;
 
 /// What the task calls once the batch's commit has ended: sends the write its answer.
@@ -87,9 +86,9 @@ type Answer = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 type Job = Box<dyn for<'t> FnOnce(WriteTx<'t>) -> BoxFuture<'t, (bool, Answer)> + Send>;
 
 /// The connection the batches write on: the file's second writing connection, beside sqlx's.
-/// The two never write at once: a batch holds sqlx's one writing connection for its duration
-/// (`run_batches`), so inside the process writers still queue in order, and only another process
-/// (the CLI) meets the busy timeout.
+/// The two never write at once: both write only under the process's write lock (`WriteLock`), so
+/// inside the process writers queue in order, and only another process (the CLI) meets the busy
+/// timeout.
 pub(super) fn open_writer(path: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
@@ -105,8 +104,8 @@ pub(super) fn open_writer(path: &Path) -> anyhow::Result<Connection> {
 }
 
 pub(super) struct GroupCommit {
-    /// sqlx's writing connection, held by a batch as the process's write lock.
-    writer: SqlitePool,
+    /// The process's write lock, held by a batch for its duration.
+    lock: WriteLock,
     /// Shared by the lanes; used by whichever holds `writer`.
     conn: Arc<Mutex<Connection>>,
     /// Started on first use, inside the runtime.
@@ -114,9 +113,9 @@ pub(super) struct GroupCommit {
 }
 
 impl GroupCommit {
-    pub(super) fn new(writer: SqlitePool, conn: Arc<Mutex<Connection>>) -> GroupCommit {
+    pub(super) fn new(lock: WriteLock, conn: Arc<Mutex<Connection>>) -> GroupCommit {
         GroupCommit {
-            writer,
+            lock,
             conn,
             sender: OnceLock::new(),
         }
@@ -143,11 +142,10 @@ impl GroupCommit {
         });
         let sender = self.sender.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            let (writer, conn, handle) =
-                (self.writer.clone(), self.conn.clone(), Handle::current());
+            let (lock, conn, handle) = (self.lock.clone(), self.conn.clone(), Handle::current());
             let started = std::thread::Builder::new()
                 .name("sqlite-batches".into())
-                .spawn(move || run_batches(writer, conn, handle, rx));
+                .spawn(move || run_batches(lock, conn, handle, rx));
             if let Err(e) = started {
                 // `rx` went with the closure: every write hears that the writer has stopped.
                 tracing::error!(error = %e, "the batch writer's thread could not start");
@@ -166,20 +164,19 @@ impl GroupCommit {
 }
 
 /// The batch writer's thread, until its `GroupCommit` is dropped: takes the process's write lock
-/// (sqlx's writing connection) for each batch and runs the batch. A write queued wakes this
-/// thread, and its answer the caller's task: where a statement on sqlx's connection is two
-/// hand-offs, a batch is two. A write taken but never run is dropped, and its caller hears that
-/// the writer is unavailable.
+/// for each batch and runs the batch. A write queued wakes this thread, and its answer the
+/// caller's task: where a statement on sqlx's connection is two hand-offs, a batch is two. A
+/// write taken but never run is dropped, and its caller hears that the writer is unavailable.
 fn run_batches(
-    writer: SqlitePool,
+    lock: WriteLock,
     conn: Arc<Mutex<Connection>>,
     handle: Handle,
     mut rx: mpsc::Receiver<Job>,
 ) {
-    // sqlx returns a connection to its pool in a task: the runtime's context is needed.
+    // The lock's timeout is a timer of the runtime's.
     let _runtime = handle.enter();
     while let Some(first) = rx.blocking_recv() {
-        let held = match handle.block_on(writer.acquire()) {
+        let held = match handle.block_on(lock.take()) {
             Ok(held) => held,
             Err(e) => {
                 tracing::error!(error = %e, "the writer is unavailable; a batched write is dropped");
@@ -276,8 +273,9 @@ mod tests {
     use super::*;
     use crate::store::readers::args;
     use sqlx::sqlite::SqlitePoolOptions;
+    use sqlx::SqlitePool;
 
-    async fn writer() -> (tempfile::TempDir, SqlitePool, GroupCommit) {
+    async fn writer() -> (tempfile::TempDir, SqlitePool, WriteLock, GroupCommit) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
         let url = format!("sqlite://{}?mode=rwc", path.display());
@@ -295,8 +293,9 @@ mod tests {
             .await
             .unwrap();
         let conn = Arc::new(Mutex::new(open_writer(&path).unwrap()));
-        let commit = GroupCommit::new(pool.clone(), conn);
-        (dir, pool, commit)
+        let lock = WriteLock::default();
+        let commit = GroupCommit::new(lock.clone(), conn);
+        (dir, pool, lock, commit)
     }
 
     /// Inserts `keys` one statement each, then ends as `outcome`.
@@ -324,11 +323,11 @@ mod tests {
     /// `Done` leave nothing, and every other commits.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_write_in_a_batch_keeps_or_loses_only_its_own_changes() {
-        let (_dir, pool, commit) = writer().await;
+        let (_dir, pool, lock, commit) = writer().await;
         let commit = Arc::new(commit);
-        // The writer's one connection held: the first write's batch waits to begin, and the
-        // other five queue behind it and make the next batch together.
-        let held = pool.acquire().await.unwrap();
+        // The write lock held: the first write's batch waits to begin, and the other five queue
+        // behind it and make the next batch together.
+        let held = lock.take().await.unwrap();
         let mut writes = Vec::new();
         const FRESH: [&[&str]; 6] = [&["a"], &["b"], &["c"], &["d"], &["e"], &["f"]];
         for (i, keys) in FRESH.into_iter().enumerate() {
@@ -378,10 +377,27 @@ mod tests {
         assert_eq!(keys(&pool).await, vec!["a", "b", "d", "f", "z"]);
     }
 
+    /// A batch writes only under the process's write lock, as sqlx's writer does (`Db::write`,
+    /// `Db::begin`): held elsewhere, the write waits for it, then commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_waits_for_the_write_lock() {
+        let (_dir, pool, lock, commit) = writer().await;
+        let commit = Arc::new(commit);
+        let held = lock.take().await.unwrap();
+        let c = commit.clone();
+        let write = tokio::spawn(async move { c.write(insert(&["late"], Deleted::Done)).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!write.is_finished(), "the batch ran without the lock");
+        assert!(keys(&pool).await.is_empty());
+        drop(held);
+        write.await.unwrap().unwrap();
+        assert_eq!(keys(&pool).await, vec!["late"]);
+    }
+
     /// A write whose caller has gone still runs to its end (issue 13's rule).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_outlives_its_caller() {
-        let (_dir, pool, commit) = writer().await;
+        let (_dir, pool, _lock, commit) = writer().await;
         let commit = Arc::new(commit);
         let c = commit.clone();
         let caller = tokio::spawn(async move { c.write(insert(&["kept"], Deleted::Done)).await });
@@ -405,7 +421,7 @@ mod tests {
     /// its own thread, then commits; nothing is lost and the runtime is not held up meanwhile.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_waits_out_another_process_holding_the_file() {
-        let (dir, pool, commit) = writer().await;
+        let (dir, pool, _lock, commit) = writer().await;
         let commit = Arc::new(commit);
         let other = Connection::open(dir.path().join("g.db")).unwrap();
         other

@@ -32,7 +32,7 @@ pub(super) async fn append_log(db: &Db, records: &[LogRecord]) -> Result<()> {
     if records.is_empty() {
         return Ok(());
     }
-    match db.write() {
+    match db.write().await?.on() {
         // One statement for the whole batch, its columns as arrays.
         On::Postgres(pool) => {
             let text = |f: &dyn Fn(&LogRecord) -> Option<String>| -> Vec<Option<String>> {
@@ -137,7 +137,7 @@ pub(super) async fn prune_log(db: &Db, cutoff: OffsetDateTime) -> Result<u64> {
     // In slices, so a large backlog never holds SQLite's write lock for long.
     let mut deleted = 0;
     loop {
-        let done = db_run!(db.write(), |c| {
+        let done = db_run!(db.write().await?.on(), |c| {
             sqlx::query(
                 "DELETE FROM scim_provisioning_log WHERE id IN
                    (SELECT id FROM scim_provisioning_log WHERE at < $1 LIMIT 5000)",

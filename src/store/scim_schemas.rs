@@ -22,7 +22,7 @@ pub(super) async fn put_declared_schemas(
     definitions: &str,
     now: OffsetDateTime,
 ) -> Result<()> {
-    db_run!(db.write(), |c| {
+    db_run!(db.write().await?.on(), |c| {
         sqlx::query(
             "INSERT INTO scim_schemas (workspace_id, definitions, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (workspace_id) DO UPDATE

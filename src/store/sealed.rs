@@ -194,7 +194,7 @@ impl SealedStore for Db {
         let sql = column.statements();
         let mut counts = [0u64; 2];
         for (n, query) in counts.iter_mut().zip([&sql.count_under, &sql.count_other]) {
-            let count: i64 = db_run!(self.write(), |c| {
+            let count: i64 = db_run!(self.write().await?.on(), |c| {
                 sqlx::query_scalar(query).bind(key_id).fetch_one(c).await
             })?;
             *n = count as u64;
@@ -210,7 +210,7 @@ impl SealedStore for Db {
         limit: i64,
     ) -> Result<Vec<SealedRow>> {
         let sql = column.statements();
-        Ok(db_run!(self.write(), |c| {
+        Ok(db_run!(self.write().await?.on(), |c| {
             let query = sqlx::query(&sql.select_other).bind(key_id);
             let query = match after {
                 RowKey::Id(id) => query.bind(*id),
@@ -240,7 +240,7 @@ impl SealedStore for Db {
 
     async fn replace(&self, row: &SealedRow, new: &Sealed) -> Result<bool> {
         let sql = row.column.statements();
-        let replaced = db_run!(self.write(), |c| {
+        let replaced = db_run!(self.write().await?.on(), |c| {
             let query = sqlx::query(&sql.replace)
                 .bind(&new.key_id)
                 .bind(&new.nonce)

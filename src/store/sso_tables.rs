@@ -97,7 +97,7 @@ impl SsoStore for Db {
     async fn put_config(&self, c: &SsoConfig) -> Result<()> {
         let domains = &c.allowed_email_domains;
         let secret = &c.client_secret;
-        match self.write() {
+        match self.write().await?.on() {
             On::Sqlite(pool) => {
                 sqlx::query(PUT_CONFIG)
                     .bind(c.workspace_id)
@@ -166,7 +166,7 @@ impl SsoStore for Db {
     }
 
     async fn create_pending(&self, p: &PendingSignIn) -> Result<()> {
-        db_run!(self.write(), |c| {
+        db_run!(self.write().await?.on(), |c| {
             sqlx::query(
                 "INSERT INTO sso_pending (state_hash, workspace_id, issuer, nonce_hash,
                    binding_hash, pkce_key_id, pkce_nonce, pkce_ciphertext, reauth_session_hash,
@@ -192,7 +192,7 @@ impl SsoStore for Db {
 
     async fn take_pending(&self, state_hash: &str, now: OffsetDateTime) -> Result<Taken> {
         // The UPDATE is the single winner of racing callbacks; a loser reads the row as taken.
-        let fresh: Option<PendingRow> = db_run!(self.write(), |c| {
+        let fresh: Option<PendingRow> = db_run!(self.write().await?.on(), |c| {
             sqlx::query_as(
                 "UPDATE sso_pending SET used_at = $1 WHERE state_hash = $2 AND used_at IS NULL
                  RETURNING *",
@@ -205,7 +205,7 @@ impl SsoStore for Db {
         if let Some(row) = fresh {
             return Ok(Taken::Fresh(row.into()));
         }
-        let used: Option<PendingRow> = db_run!(self.write(), |c| {
+        let used: Option<PendingRow> = db_run!(self.write().await?.on(), |c| {
             sqlx::query_as("SELECT * FROM sso_pending WHERE state_hash = $1")
                 .bind(state_hash)
                 .fetch_optional(c)
@@ -215,7 +215,7 @@ impl SsoStore for Db {
     }
 
     async fn prune_pending(&self, now: OffsetDateTime) -> Result<()> {
-        db_run!(self.write(), |c| {
+        db_run!(self.write().await?.on(), |c| {
             sqlx::query("DELETE FROM sso_pending WHERE expires_at < $1")
                 .bind(ts(now))
                 .execute(c)
@@ -255,7 +255,7 @@ impl SsoStore for Db {
         user_id: i64,
         now: OffsetDateTime,
     ) -> Result<()> {
-        db_run!(self.write(), |c| {
+        db_run!(self.write().await?.on(), |c| {
             sqlx::query(
                 "INSERT INTO sso_links (workspace_id, issuer, sub, user_id, created_at)
                  VALUES ($1, $2, $3, $4, $5)",

@@ -237,7 +237,7 @@ pub(super) async fn put_policy(
     by: &str,
     now: OffsetDateTime,
 ) -> Result<()> {
-    Ok(db_run!(db.write(), |c| {
+    Ok(db_run!(db.write().await?.on(), |c| {
         sqlx::query(
             "INSERT INTO workspace_policies (workspace_id, two_person_rotation,
                rotation_grace_minutes, token_viewers, updated_at, updated_by)
