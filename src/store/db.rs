@@ -685,24 +685,27 @@ pub(super) fn value_rows(db: &Db, width: usize, rows: usize) -> String {
         .join(", ")
 }
 
-/// Whether the database answers (`/readyz`).
+/// Whether the database answers (`/readyz`), within `PING_TIMEOUT` whatever holds it up: a
+/// health checker has a timeout of its own, and an answer it never gets says less than a 503.
+/// On Postgres, the pool waits out ACQUIRE_TIMEOUT for a database that is down. On SQLite, the
+/// write lock is taken too: a writer stuck on it would leave every write to fail after
+/// `WRITE_LOCK_TIMEOUT`, and the read pool can be held by long reads.
 pub(super) async fn ping(db: &Db) -> Result<()> {
     let ping = async {
         db_run!(db.read(), |c| sqlx::query("SELECT 1")
             .execute(c)
             .await
-            .map(|_| ()))
+            .map(|_| ()))?;
+        if let Db::Sqlite { lock, .. } = db {
+            drop(lock.take().await?);
+        }
+        Ok(())
     };
-    match db {
-        Db::Sqlite { .. } => Ok(ping.await?),
-        // `/readyz` answers within a health checker's timeout even while the pool waits out
-        // ACQUIRE_TIMEOUT for a database that is down.
-        Db::Postgres(_) => match tokio::time::timeout(PING_TIMEOUT, ping).await {
-            Ok(done) => Ok(done?),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "no answer within {PING_TIMEOUT:?}"
-            ))),
-        },
+    match tokio::time::timeout(PING_TIMEOUT, ping).await {
+        Ok(done) => done,
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "no answer within {PING_TIMEOUT:?}"
+        ))),
     }
 }
 
@@ -790,5 +793,38 @@ impl<'r> sqlx::Decode<'r, Postgres> for JsonText {
             text => text,
         };
         Ok(JsonText(std::str::from_utf8(text)?.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_db::TestDb;
+
+    fn unanswered(r: Result<()>) -> bool {
+        matches!(r, Err(StoreError::Unavailable(m)) if m.starts_with("no answer within"))
+    }
+
+    /// `/readyz` answers within its timeout, 503, while the SQLite write lock is stuck or every
+    /// read connection is taken, and is ready again once they are free.
+    #[tokio::test]
+    async fn a_ping_answers_in_time_while_the_file_is_held() {
+        let test = TestDb::sqlite().await;
+        let db = Db::open(&test.config(&[]).database).await.unwrap();
+        ping(&db).await.unwrap();
+        let Db::Sqlite { lock, read, .. } = &db else {
+            unreachable!("a SQLite test database")
+        };
+        let held = lock.take().await.unwrap();
+        assert!(unanswered(ping(&db).await));
+        drop(held);
+        ping(&db).await.unwrap();
+        let mut taken = Vec::new();
+        for _ in 0..read.options().get_max_connections() {
+            taken.push(read.acquire().await.unwrap());
+        }
+        assert!(unanswered(ping(&db).await));
+        drop(taken);
+        ping(&db).await.unwrap();
     }
 }
