@@ -32,6 +32,11 @@ pub trait Bus: Send + Sync + 'static {
     async fn publish_token_changed(&self, workspace_id: i64) -> Result<(), BusError>;
     /// This instance's verified SCIM token cache, which this bus keeps coherent.
     fn token_cache(&self) -> &TokenCache;
+    /// Whether changes published on other instances reach this one now (`/readyz`): always in
+    /// one process; on Redis, while the listener is subscribed.
+    fn listening(&self) -> bool {
+        true
+    }
 }
 
 /// A live subscription; dropping it unsubscribes.

@@ -26,6 +26,7 @@ use prometheus_client::metrics::{counter::Counter, family::Family};
 use prost::Message;
 use rand::Rng;
 use redis::aio::ConnectionManager;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::memory::MemoryBus;
@@ -52,6 +53,10 @@ pub struct RedisBus {
     conn: ConnectionManager,
     round_trips: Family<RedisLabels, Counter>,
     listener: tokio::task::JoinHandle<()>,
+    /// Whether the listener is subscribed. Redis may answer commands while it is not (a
+    /// subscription refused, the pub/sub connection lost and not yet back): this instance then
+    /// hears no decision made on another, and says so in `/readyz`.
+    subscribed: Arc<AtomicBool>,
 }
 
 impl RedisBus {
@@ -60,13 +65,20 @@ impl RedisBus {
         let client = redis::Client::open(url)?;
         let local = MemoryBus::default();
         let tokens = Arc::new(TokenCache::new(false));
-        let listener = tokio::spawn(listen(client.clone(), local.clone(), tokens.clone()));
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let listener = tokio::spawn(listen(
+            client.clone(),
+            local.clone(),
+            tokens.clone(),
+            subscribed.clone(),
+        ));
         Ok(Self {
             local,
             tokens,
             conn: connection_manager(client)?,
             round_trips,
             listener,
+            subscribed,
         })
     }
 }
@@ -111,16 +123,26 @@ impl Bus for RedisBus {
         &self.tokens
     }
 
+    fn listening(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
+    }
+
     async fn subscribe(&self, challenge_id: &str) -> Result<Subscription, BusError> {
         self.local.subscribe(challenge_id).await
     }
 }
 
 /// Follows the channel for as long as the process lives, reconnecting with backoff.
-async fn listen(client: redis::Client, local: MemoryBus, tokens: Arc<TokenCache>) {
+async fn listen(
+    client: redis::Client,
+    local: MemoryBus,
+    tokens: Arc<TokenCache>,
+    subscribed: Arc<AtomicBool>,
+) {
     let mut backoff = RECONNECT_FIRST;
     loop {
-        let followed = follow(&client, &local, &tokens).await;
+        let followed = follow(&client, &local, &tokens, &subscribed).await;
+        subscribed.store(false, Ordering::Release);
         tokens.distrust();
         match followed {
             Ok(()) => {
@@ -143,6 +165,7 @@ async fn follow(
     client: &redis::Client,
     local: &MemoryBus,
     tokens: &TokenCache,
+    subscribed: &AtomicBool,
 ) -> redis::RedisResult<()> {
     let timed_out = || redis::RedisError::from((redis::ErrorKind::Io, "timed out"));
     let pubsub = tokio::time::timeout(ANSWER_WITHIN, client.get_async_pubsub())
@@ -155,6 +178,7 @@ async fn follow(
     // Whatever was published while we were not subscribed never arrives: every waiter re-reads,
     // and the token cache starts empty.
     tokens.trust();
+    subscribed.store(true, Ordering::Release);
     local.wake_all();
     tracing::info!(channel = CHANNEL, "bus: subscribed on Redis");
     let mut ping = tokio::time::interval(PING_EVERY);

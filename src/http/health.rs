@@ -21,11 +21,13 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the database and the challenge store answer.
+/// Ready when the database and the challenge store answer, and the bus carries other instances'
+/// changes here (on Redis, its subscription is up).
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let database = app.store.ping().await.is_ok();
     let challenges = app.challenges.ping().await.is_ok();
-    let status = if database && challenges {
+    let bus = app.bus.listening();
+    let status = if database && challenges && bus {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -33,7 +35,11 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     (
         status,
-        Json(json!({"database": word(database), "challenge_store": word(challenges)})),
+        Json(json!({
+            "database": word(database),
+            "challenge_store": word(challenges),
+            "bus": word(bus),
+        })),
     )
         .into_response()
 }

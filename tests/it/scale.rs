@@ -529,6 +529,54 @@ async fn redis_restarted_mid_flow_streams_survive_and_nothing_is_released_early(
     release_once(&cluster, &console, A, &id).await;
 }
 
+/// Redis answers commands but refuses this instance's subscription (here an ACL; in life a
+/// pub/sub connection lost and not yet back): it would hear no decision made elsewhere, so
+/// `/readyz` says 503 and names the bus. A decision made meanwhile is not lost: once subscribed
+/// again, the waiting stream re-reads it.
+#[tokio::test]
+async fn an_instance_whose_subscription_is_down_is_not_ready_and_misses_nothing() {
+    let cluster = Cluster::start(2, 120).await;
+    let (console, phone) = owner(&cluster, A, B).await;
+    let (id, number) = console.reveal(cluster.base(A)).await;
+    let mut on_a = console.events(cluster.base(A), &id).await;
+    assert_eq!(on_a.next_status().await, "pending");
+
+    let _: String = cluster
+        .redis
+        .query(&["ACL", "SETUSER", "default", "-subscribe"])
+        .await;
+    // Each instance's listener is cut, and cannot subscribe again.
+    let _killed: i64 = cluster
+        .redis
+        .query(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .await;
+    for i in [A, B] {
+        cluster.wait_readyz(i, 503, WAIT).await;
+    }
+    let ready: serde_json::Value = reqwest::get(format!("{}/readyz", cluster.base(A)))
+        .await
+        .expect("GET /readyz")
+        .json()
+        .await
+        .expect("a JSON body");
+    assert_eq!(
+        ready,
+        serde_json::json!({"database": "ok", "challenge_store": "ok", "bus": "unavailable"})
+    );
+    // Commands still work: the phone decides on B while nobody hears it.
+    approve(&cluster, &phone, B, &id, number).await;
+
+    let _: String = cluster
+        .redis
+        .query(&["ACL", "SETUSER", "default", "+subscribe"])
+        .await;
+    for i in [A, B] {
+        cluster.wait_readyz(i, 200, WAIT).await;
+    }
+    assert_eq!(on_a.next_status().await, "approved");
+    release_once(&cluster, &console, A, &id).await;
+}
+
 #[tokio::test]
 async fn a_stream_that_reads_while_redis_is_down_waits_and_then_tells_the_expiry() {
     let mut cluster = Cluster::start(2, 2).await;
