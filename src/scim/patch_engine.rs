@@ -3,8 +3,9 @@
 //! forms listed there.
 
 use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
 
-use super::error::{clip, ScimError};
+use super::error::{clip, ScimError, ScimType};
 use super::eval::{check, eval, resolve, Resolved, Scope};
 use super::extension;
 use super::filter::{CompValue, CompareOp, Filter};
@@ -24,11 +25,19 @@ enum Origin {
     Body,
 }
 
+/// The values of multi-valued attributes a PATCH's operations may walk in all (each operation
+/// on a list walks it: a value filter, `emails.type`, an add that skips values already there).
+/// Entra ID and Okta walk a handful; 20,000 value-filtered removes on a user of 70,000 emails
+/// (two requests of 1 MiB) would have held a runtime thread for minutes. Past it: 400 tooMany.
+const MAX_WALKED: usize = 100_000;
+
 /// A document being patched, and the membership delta collected so far.
 pub(super) struct Engine {
     rt: &'static ResourceType,
     doc: Map<String, Value>,
     members: GroupMembershipDelta,
+    /// Values walked so far (`MAX_WALKED`).
+    walked: usize,
 }
 
 impl Engine {
@@ -37,6 +46,7 @@ impl Engine {
             rt,
             doc,
             members: GroupMembershipDelta::default(),
+            walked: 0,
         }
     }
 
@@ -109,6 +119,7 @@ impl Engine {
                 if !writable(&r, origin, a)? {
                     return Ok(());
                 }
+                self.walk(&r)?;
                 match r.sub {
                     None => self.attr_op(kind, &r, value),
                     Some(sub) => self.sub_op(kind, &r, sub, value),
@@ -145,6 +156,7 @@ impl Engine {
                     }
                     None => None,
                 };
+                self.walk(&r)?;
                 self.filtered_op(kind, &r, &filter, sub, value)
             }
         }
@@ -160,6 +172,31 @@ impl Engine {
         self.rt.kind == ResourceKind::Group
             && r.attr.name == "members"
             && r.location == Location::Core
+    }
+
+    /// Counts the values of the list an operation is about to walk (`MAX_WALKED`).
+    fn walk(&mut self, r: &Resolved) -> Result<(), ScimError> {
+        if !r.attr.multi_valued {
+            return Ok(());
+        }
+        let held = match r.location {
+            Location::Core => Some(&self.doc),
+            Location::Extension(s) => self.doc.get(s.id).and_then(Value::as_object),
+        };
+        self.walked += held
+            .and_then(|c| c.get(r.attr.name))
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if self.walked > MAX_WALKED {
+            return Err(ScimError::bad_request(
+                ScimType::TooMany,
+                format!(
+                    "the operations walk more than {MAX_WALKED} values of multi-valued attributes; \
+                     send fewer operations per request"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The object an attribute lives in; extension objects are created on demand.
@@ -239,8 +276,8 @@ impl Engine {
             // only (Entra's form for members, applied alike to every list).
             (OpKind::Remove, Some(v)) if def.multi_valued => {
                 if let Some(Value::Array(arr)) = c.get_mut(def.name) {
-                    let gone = v.as_array().cloned().unwrap_or_default();
-                    arr.retain(|e| !gone.iter().any(|g| same_entry(e, g)));
+                    let gone = Listed::new(v.as_array().map(Vec::as_slice).unwrap_or_default());
+                    arr.retain(|e| !gone.lists(e));
                 }
             }
             (OpKind::Remove, Some(_)) => {
@@ -326,10 +363,13 @@ impl Engine {
         let mut written = Vec::new();
         match (kind, sub, new) {
             (OpKind::Remove, None, _) | (OpKind::Replace, None, None) => {
+                // `matched` is in order: each element is the next one's or not.
+                let mut next = matched.iter().peekable();
                 let mut i = 0;
                 arr.retain(|_| {
+                    let gone = next.next_if_eq(&&i).is_some();
                     i += 1;
-                    !matched.contains(&(i - 1))
+                    !gone
                 });
             }
             (OpKind::Remove, Some(s), _) | (OpKind::Replace, Some(s), None) => {
@@ -480,15 +520,21 @@ fn add_value(c: &mut Map<String, Value>, def: &AttrDef, v: Value) {
     match v {
         Value::Array(items) if def.multi_valued => {
             let arr = array_slot(c, def.name);
+            // Where each element is, by its text: a list of n additions to a list of m elements
+            // is n + m lookups, not n × m comparisons (a 1 MiB PATCH of 70,000 emails took 95 s
+            // of a runtime thread).
+            let mut at: HashMap<String, usize> = arr
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.to_string(), i))
+                .collect();
             let mut written = Vec::new();
             for item in items {
-                match arr.iter().position(|e| *e == item) {
-                    Some(i) => written.push(i),
-                    None => {
-                        arr.push(item);
-                        written.push(arr.len() - 1);
-                    }
-                }
+                let i = *at.entry(item.to_string()).or_insert_with(|| {
+                    arr.push(item);
+                    arr.len() - 1
+                });
+                written.push(i);
             }
             settle_primary(arr, &written);
         }
@@ -512,7 +558,43 @@ fn replace_value(c: &mut Map<String, Value>, def: &AttrDef, v: Value) {
     }
 }
 
-/// An element listed in a remove-with-value: same `value` when it has one, else equal.
+/// The elements a remove-with-value lists (`same_entry`), looked up by their text: a list of n
+/// against m elements is n + m lookups, not n × m comparisons.
+struct Listed {
+    /// The `value`s of the listed entries that have one.
+    values: HashSet<String>,
+    /// The listed entries without a `value`, whole.
+    whole: HashSet<String>,
+}
+
+impl Listed {
+    fn new(listed: &[Value]) -> Listed {
+        let mut out = Listed {
+            values: HashSet::new(),
+            whole: HashSet::new(),
+        };
+        for l in listed {
+            match l.get("value") {
+                Some(v) => out.values.insert(v.to_string()),
+                None => out.whole.insert(l.to_string()),
+            };
+        }
+        out
+    }
+
+    /// Whether `element` is the `same_entry` as one listed. An element with a `value` can only
+    /// equal a listed entry with the same one; one without, only a listed entry without.
+    fn lists(&self, element: &Value) -> bool {
+        match element.get("value") {
+            Some(v) => self.values.contains(&v.to_string()),
+            None => self.whole.contains(&element.to_string()),
+        }
+    }
+}
+
+/// An element listed in a remove-with-value: same `value` when it has one, else equal. The rule
+/// `Listed` answers by lookups; kept as the tests' reference.
+#[cfg(test)]
 fn same_entry(element: &Value, listed: &Value) -> bool {
     match (element.get("value"), listed.get("value")) {
         (Some(a), Some(b)) => a == b,
@@ -590,4 +672,42 @@ fn value_eq_ids(filter: &Filter) -> Option<Vec<String>> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `Listed` finds exactly the elements `same_entry` would, on every pair of a mixed bag:
+    /// entries with and without `value`, the same `value` with other sub-attributes, strings,
+    /// numbers of either kind.
+    #[test]
+    fn listed_agrees_with_same_entry() {
+        let bag = [
+            json!({"value": "a"}),
+            json!({"value": "a", "type": "work"}),
+            json!({"value": "b", "primary": true}),
+            json!({"value": 1}),
+            json!({"value": 1.0}),
+            json!({"value": "1"}),
+            json!({"type": "work"}),
+            json!({"type": "home", "display": "x"}),
+            json!("a"),
+            json!(1),
+            json!({}),
+        ];
+        for n in 0..bag.len() {
+            for listed in bag.windows(n + 1) {
+                let found = Listed::new(listed);
+                for element in &bag {
+                    assert_eq!(
+                        found.lists(element),
+                        listed.iter().any(|l| same_entry(element, l)),
+                        "{element} against {listed:?}"
+                    );
+                }
+            }
+        }
+    }
 }

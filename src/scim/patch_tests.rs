@@ -663,3 +663,94 @@ fn okta_forms_password_discarded_and_path_less_replace() {
     assert_eq!(r.document["displayName"], "Engineering");
     assert!(r.document.get("id").is_none());
 }
+
+fn with_emails(n: usize, kind: impl Fn(usize) -> &'static str) -> Value {
+    let mut doc = user();
+    doc["emails"] = Value::Array(
+        (0..n)
+            .map(|i| json!({"value": format!("u{i}@example.com"), "type": kind(i)}))
+            .collect(),
+    );
+    doc
+}
+
+fn email_values(doc: &Value) -> Vec<&str> {
+    doc["emails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["value"].as_str().unwrap())
+        .collect()
+}
+
+/// An add of many values keeps each once: those already there, and repeats within the list.
+#[test]
+fn a_long_add_keeps_each_value_once() {
+    let doc = with_emails(3, |_| "work");
+    let mut items: Vec<Value> = (0..5_000)
+        .map(|i| json!({"value": format!("u{i}@example.com"), "type": "work"}))
+        .collect();
+    items.push(json!({"value": "u7@example.com", "type": "work"}));
+    let out = ok(
+        &doc,
+        json!([{"op": "add", "path": "emails", "value": items}]),
+    );
+    let values = email_values(&out);
+    assert_eq!(values.len(), 5_000);
+    let expected: Vec<String> = (0..5_000).map(|i| format!("u{i}@example.com")).collect();
+    assert_eq!(values, expected);
+}
+
+/// A value filter that matches many elements removes exactly those, the rest kept in order;
+/// a remove with a long list of values likewise.
+#[test]
+fn long_removes_take_exactly_what_they_name() {
+    let doc = with_emails(1_000, |i| if i % 3 == 0 { "home" } else { "work" });
+    let out = ok(
+        &doc,
+        json!([{"op": "remove", "path": "emails[type eq \"home\"]"}]),
+    );
+    let expected: Vec<String> = (0..1_000)
+        .filter(|i| i % 3 != 0)
+        .map(|i| format!("u{i}@example.com"))
+        .collect();
+    assert_eq!(email_values(&out), expected);
+
+    let listed: Vec<Value> = (0..1_000)
+        .filter(|i| i % 2 == 0)
+        .map(|i| json!({"value": format!("u{i}@example.com")}))
+        .collect();
+    let out = ok(
+        &doc,
+        json!([{"op": "remove", "path": "emails", "value": listed}]),
+    );
+    let expected: Vec<String> = (0..1_000)
+        .filter(|i| i % 2 == 1)
+        .map(|i| format!("u{i}@example.com"))
+        .collect();
+    assert_eq!(email_values(&out), expected);
+}
+
+/// Operations that would walk more than 100,000 values of lists in all are refused whole, 400
+/// tooMany, before the server spends minutes on them; fewer pass.
+#[test]
+fn a_patch_that_walks_too_many_values_is_refused() {
+    let doc = with_emails(40_000, |_| "work");
+    let remove = |i: usize| json!({"op": "remove", "path": format!("emails[value eq \"u{i}@example.com\"]")});
+    let out = ok(&doc, json!([remove(0), remove(1)]));
+    assert_eq!(email_values(&out).len(), 39_998);
+    let e = err(&doc, json!([remove(0), remove(1), remove(2)]));
+    assert_eq!(e.status(), 400);
+    assert_eq!(e.scim_type(), Some(ScimType::TooMany));
+    assert!(e.detail().contains("100000 values"), "{}", e.detail());
+    // Walking the list without a filter counts too.
+    let e = err(
+        &doc,
+        json!([
+            {"op": "replace", "path": "emails.type", "value": "home"},
+            {"op": "replace", "path": "emails.type", "value": "work"},
+            {"op": "replace", "path": "emails.type", "value": "home"}
+        ]),
+    );
+    assert_eq!(e.scim_type(), Some(ScimType::TooMany));
+}
