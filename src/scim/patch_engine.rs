@@ -9,7 +9,7 @@ use super::error::{clip, ScimError, ScimType};
 use super::eval::{check, eval, resolve, Resolved, Scope};
 use super::extension;
 use super::filter::{CompValue, CompareOp, Filter};
-use super::members::GroupMembershipDelta;
+use super::members::{GroupMembershipDelta, MembershipEdits};
 use super::patch::{OpKind, PatchOperation};
 use super::path::{AttrPath, PatchPath};
 use super::resource::{is_discarded, member_displays, member_ids, members_leniently};
@@ -35,7 +35,7 @@ const MAX_WALKED: usize = 100_000;
 pub(super) struct Engine {
     rt: &'static ResourceType,
     doc: Map<String, Value>,
-    members: GroupMembershipDelta,
+    members: MembershipEdits,
     /// Values walked so far (`MAX_WALKED`).
     walked: usize,
 }
@@ -45,13 +45,13 @@ impl Engine {
         Engine {
             rt,
             doc,
-            members: GroupMembershipDelta::default(),
+            members: MembershipEdits::default(),
             walked: 0,
         }
     }
 
     pub(super) fn into_parts(self) -> (Map<String, Value>, GroupMembershipDelta) {
-        (self.doc, self.members)
+        (self.doc, self.members.delta())
     }
 
     pub(super) fn operation(&mut self, op: &PatchOperation) -> Result<(), ScimError> {

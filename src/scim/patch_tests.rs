@@ -579,6 +579,31 @@ fn large_member_patch_keeps_first_occurrences_in_order() {
     assert_eq!(r.members.apply_to(&["z".to_string()]), all);
 }
 
+/// One operation per member, as some clients send them (16,000 fit in the 1 MiB body): each
+/// add and remove lands as it would in one operation, in order.
+#[test]
+fn a_member_per_operation_lands_like_one_operation() {
+    const N: usize = 6_000;
+    let id = |i: usize| format!("u{i:05}");
+    let mut ops: Vec<Value> = (0..N)
+        .map(|i| json!({"op": "add", "path": "members", "value": [{"value": id(i)}]}))
+        .collect();
+    ops.extend(
+        (0..N)
+            .step_by(3)
+            .map(|i| json!({"op": "remove", "path": "members", "value": [{"value": id(i)}]})),
+    );
+    ops.push(json!({"op": "add", "path": "members", "value": [{"value": id(0)}]}));
+    ops.push(json!({"op": "remove", "path": "members", "value": [{"value": "gone"}]}));
+    let r = gpatch(json!(ops));
+    let mut kept: Vec<String> = (0..N).filter(|i| i % 3 != 0).map(id).collect();
+    kept.push(id(0));
+    assert_eq!(r.members.add, kept);
+    let mut removed: Vec<String> = (3..N).step_by(3).map(id).collect();
+    removed.push("gone".into());
+    assert_eq!(r.members.remove, removed);
+}
+
 #[test]
 fn group_member_errors() {
     for (op, t) in [

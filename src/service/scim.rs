@@ -413,11 +413,11 @@ impl App {
                 &mut n.index,
                 Some(&current.document),
             )?;
-            let mut members = GroupMembershipDelta::default();
-            if kind == ResourceKind::Group {
-                members.replace(&n.members);
-                members.note_displays(n.member_displays);
-            }
+            let members = if kind == ResourceKind::Group {
+                GroupMembershipDelta::replacing(&n.members, n.member_displays)
+            } else {
+                GroupMembershipDelta::default()
+            };
             Ok(Change {
                 columns: Columns {
                     display: display_of(&n.document),
