@@ -756,26 +756,37 @@ fn long_removes_take_exactly_what_they_name() {
     assert_eq!(email_values(&out), expected);
 }
 
-/// Operations that would walk more than 100,000 values of lists in all are refused whole, 400
-/// tooMany, before the server spends minutes on them; fewer pass.
+/// Operations that would walk more than 250,000 values of lists in all are refused whole, 400
+/// tooMany, before the server spends minutes on them; fewer pass, and so do 700 adds of one
+/// value each to a growing list.
 #[test]
 fn a_patch_that_walks_too_many_values_is_refused() {
-    let doc = with_emails(40_000, |_| "work");
+    let doc = with_emails(60_000, |_| "work");
     let remove = |i: usize| json!({"op": "remove", "path": format!("emails[value eq \"u{i}@example.com\"]")});
-    let out = ok(&doc, json!([remove(0), remove(1)]));
-    assert_eq!(email_values(&out).len(), 39_998);
-    let e = err(&doc, json!([remove(0), remove(1), remove(2)]));
+    let out = ok(&doc, json!([remove(0), remove(1), remove(2), remove(3)]));
+    assert_eq!(email_values(&out).len(), 59_996);
+    let e = err(
+        &doc,
+        json!([remove(0), remove(1), remove(2), remove(3), remove(4)]),
+    );
     assert_eq!(e.status(), 400);
     assert_eq!(e.scim_type(), Some(ScimType::TooMany));
-    assert!(e.detail().contains("100000 values"), "{}", e.detail());
+    assert!(e.detail().contains("250000 values"), "{}", e.detail());
     // Walking the list without a filter counts too.
     let e = err(
         &doc,
         json!([
             {"op": "replace", "path": "emails.type", "value": "home"},
             {"op": "replace", "path": "emails.type", "value": "work"},
+            {"op": "replace", "path": "emails.type", "value": "home"},
+            {"op": "replace", "path": "emails.type", "value": "work"},
             {"op": "replace", "path": "emails.type", "value": "home"}
         ]),
     );
     assert_eq!(e.scim_type(), Some(ScimType::TooMany));
+    let adds: Vec<Value> = (0..700)
+        .map(|i| json!({"op": "add", "path": "emails", "value": [{"value": format!("a{i}@example.com")}]}))
+        .collect();
+    let out = ok(&user(), json!(adds));
+    assert_eq!(email_values(&out).len(), 702);
 }
