@@ -341,11 +341,8 @@ impl Db {
                 Lane::Bulk => bulk.write(work).await,
                 Lane::Prompt => prompt.write(work).await,
             },
-            Db::Postgres(pool) => {
-                let mut tx = Tx {
-                    tx: On::Postgres(pool.begin().await?),
-                    _held: None,
-                };
+            Db::Postgres(_) => {
+                let mut tx = self.begin().await?;
                 let out = work(WriteTx::Sqlx(&mut tx)).await?;
                 if out.keep() {
                     tx.commit().await?;
@@ -425,19 +422,7 @@ impl Db {
 
     /// A transaction on the writer.
     pub(super) async fn begin(&self) -> Result<Tx> {
-        Ok(match self {
-            Db::Sqlite { write, lock, .. } => {
-                let held = lock.take().await?;
-                Tx {
-                    tx: On::Sqlite(sqlite_begin(write, None).await?),
-                    _held: Some(held),
-                }
-            }
-            Db::Postgres(pool) => Tx {
-                tx: On::Postgres(pool.begin().await?),
-                _held: None,
-            },
-        })
+        self.begin_with(None).await
     }
 
     /// A transaction for a read-check-write. On SQLite it is `BEGIN IMMEDIATE`: it takes the
@@ -445,11 +430,17 @@ impl Db {
     /// against another process on the file (the CLI) waiting on the busy timeout. On Postgres it
     /// is a plain transaction: its statements lock the rows they read.
     pub(super) async fn begin_immediate(&self) -> Result<Tx> {
+        self.begin_with(Some("BEGIN IMMEDIATE")).await
+    }
+
+    /// A transaction begun by `statement` on SQLite (sqlx's `BEGIN` when None), holding the
+    /// write lock until it ends; a plain transaction on Postgres.
+    async fn begin_with(&self, statement: Option<&'static str>) -> Result<Tx> {
         Ok(match self {
             Db::Sqlite { write, lock, .. } => {
                 let held = lock.take().await?;
                 Tx {
-                    tx: On::Sqlite(sqlite_begin(write, Some("BEGIN IMMEDIATE")).await?),
+                    tx: On::Sqlite(sqlite_begin(write, statement).await?),
                     _held: Some(held),
                 }
             }
