@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::checkpoint::{self, Checkpoints, BACKSTOP_PAGES};
-use super::group_commit::{open_writer, GroupCommit, Outcome, Work};
+use super::group_commit::{open_writer, GroupCommit, Outcome, When, Work};
 use super::readers::{bind, query_rows, Arg, Readers};
 use super::Database;
 use super::{Result, StoreError};
@@ -51,6 +51,11 @@ const WRITE_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) struct WriteLock(Arc<Mutex<()>>);
 
 impl WriteLock {
+    /// The lock if it is free now, and nobody is queued for it (tokio's mutex is fair).
+    pub(super) fn try_take(&self) -> Option<OwnedMutexGuard<()>> {
+        self.0.clone().try_lock_owned().ok()
+    }
+
     /// Waits for the lock (`WRITE_LOCK_TIMEOUT` at most); it is held until the guard drops.
     pub(super) async fn take(&self) -> Result<OwnedMutexGuard<()>> {
         tokio::time::timeout(WRITE_LOCK_TIMEOUT, self.0.clone().lock_owned())
@@ -560,8 +565,12 @@ pub(super) async fn open_sqlite(url: &str) -> anyhow::Result<Db> {
     let batches = Arc::new(std::sync::Mutex::new(open_writer(&file)?));
     let lock = WriteLock::default();
     Ok(Db::Sqlite {
-        bulk: Arc::new(GroupCommit::new(lock.clone(), batches.clone())),
-        prompt: Arc::new(GroupCommit::new(lock.clone(), batches)),
+        bulk: Arc::new(GroupCommit::new(
+            lock.clone(),
+            batches.clone(),
+            When::Queued,
+        )),
+        prompt: Arc::new(GroupCommit::new(lock.clone(), batches, When::FreeAtOnce)),
         lock,
         _checkpoints: checkpoint::start(&file, &log)?,
         readers: Arc::new(Readers::open(&file)?),

@@ -11,7 +11,9 @@
 //! sent after it, and if the commit fails, every write of the batch answers that error.
 //!
 //! Audit appends go the same way, through a `GroupCommit` of their own (`Db::Sqlite`'s `prompt`
-//! lane): a step-up's entries are never inside a batch of SCIM creates.
+//! lane): a step-up's entries are never inside a batch of SCIM creates. They come one at a time,
+//! so when the writer is free an append runs at once on its caller's thread, as a batch of one
+//! (`When::FreeAtOnce`), and is queued only when it would have to wait.
 //!
 //! A batch runs on a connection of its own (`open_writer`), on a thread of its own, while it holds
 //! the process's write lock (`WriteLock`): its statements are calls there. On sqlx's connection
@@ -26,10 +28,11 @@
 //! Postgres has a pool and several instances: a write there is a transaction of its own.
 
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use rusqlite::{Connection, OpenFlags};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
@@ -103,20 +106,35 @@ pub(super) fn open_writer(path: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
+/// When a lane's write runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum When {
+    /// Always in a batch on the writer's thread: SCIM's writes, which come many at a time and
+    /// gain from sharing a commit.
+    Queued,
+    /// At once on the caller's thread, as a batch of one, when the write lock and the file are
+    /// both free; otherwise queued. A step-up's audit append comes alone, and the lock is
+    /// almost always free then: queued, it woke the writer's thread and then the caller's, two
+    /// of the paced step-up's context switches per append (issue 18).
+    FreeAtOnce,
+}
+
 pub(super) struct GroupCommit {
     /// The process's write lock, held by a batch for its duration.
     lock: WriteLock,
-    /// Shared by the lanes; used by whichever holds `writer`.
+    /// Shared by the lanes; used by whichever holds `lock`.
     conn: Arc<Mutex<Connection>>,
+    when: When,
     /// Started on first use, inside the runtime.
     sender: OnceLock<mpsc::Sender<Job>>,
 }
 
 impl GroupCommit {
-    pub(super) fn new(lock: WriteLock, conn: Arc<Mutex<Connection>>) -> GroupCommit {
+    pub(super) fn new(lock: WriteLock, conn: Arc<Mutex<Connection>>, when: When) -> GroupCommit {
         GroupCommit {
             lock,
             conn,
+            when,
             sender: OnceLock::new(),
         }
     }
@@ -140,6 +158,78 @@ impl GroupCommit {
                 (keep, answer)
             })
         });
+        let job = match self.when {
+            When::FreeAtOnce => self.run_at_once(job),
+            When::Queued => Err(job),
+        };
+        if let Err(job) = job {
+            self.queue(job).await?;
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the batch writer dropped a write".into()))?
+    }
+
+    /// Runs `job` on this thread as a batch of one, if the write lock and the file are free now;
+    /// gives it back otherwise. Nothing here awaits: from the lock taken to the answer sent, a
+    /// caller that goes away cannot stop it half-way. It holds the thread for the write's few
+    /// statements and its commit, which in WAL mode with `synchronous = NORMAL` does not sync
+    /// the file (only the rare backstop checkpoint does, `checkpoint.rs`).
+    fn run_at_once(&self, job: Job) -> std::result::Result<(), Job> {
+        let Some(held) = self.lock.try_take() else {
+            return Err(job);
+        };
+        let mut conn = match self.conn.try_lock() {
+            Ok(conn) => conn,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(job),
+        };
+        // Another process writing the file (the CLI) is waited out on the writer's thread, not
+        // here: `BEGIN IMMEDIATE` fails at once rather than sleeping in the busy handler.
+        let began = conn
+            .busy_timeout(Duration::ZERO)
+            .and_then(|()| conn.execute_batch("BEGIN IMMEDIATE"));
+        if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+            tracing::error!(error = %e, "the writer's busy timeout could not be set back");
+        }
+        if began.is_err() {
+            return Err(job);
+        }
+        // Statements on `WriteTx::Direct` are calls, so the write's future is ready on its first
+        // poll. One that is not, or that panics, is dropped with its reply: its caller hears that
+        // the writer dropped it, and its changes are rolled back.
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            job(WriteTx::Direct(&mut conn)).now_or_never()
+        }));
+        let (keep, answer) = match ran {
+            Ok(Some(done)) => done,
+            Ok(None) | Err(_) => {
+                tracing::error!("a write run at once did not finish at once; it is rolled back");
+                if let Err(e) = conn.execute_batch("ROLLBACK") {
+                    tracing::error!(error = %e, "a dropped write could not be rolled back");
+                }
+                return Ok(());
+            }
+        };
+        let ended = conn
+            .execute_batch(if keep { "COMMIT" } else { "ROLLBACK" })
+            .map_err(|e| format!("a write failed to commit and was rolled back: {e}"));
+        if ended.is_err() && !conn.is_autocommit() {
+            if let Err(e) = conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "a failed write could not be rolled back");
+            }
+        }
+        drop(conn);
+        drop(held);
+        if let Err(e) = &ended {
+            tracing::error!(error = %e, "a write run at once failed");
+        }
+        answer(ended);
+        Ok(())
+    }
+
+    /// Hands `job` to the writer's thread, started on first use.
+    async fn queue(&self, job: Job) -> Result<()> {
         let sender = self.sender.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
             let (lock, conn, handle) = (self.lock.clone(), self.conn.clone(), Handle::current());
@@ -152,14 +242,10 @@ impl GroupCommit {
             }
             tx
         });
-        if sender.send(job).await.is_err() {
-            return Err(StoreError::Unavailable(
-                "the batch writer has stopped".into(),
-            ));
-        }
-        answer
+        sender
+            .send(job)
             .await
-            .map_err(|_| StoreError::Unavailable("the batch writer dropped a write".into()))?
+            .map_err(|_| StoreError::Unavailable("the batch writer has stopped".into()))
     }
 }
 
@@ -275,7 +361,7 @@ mod tests {
     use sqlx::sqlite::SqlitePoolOptions;
     use sqlx::SqlitePool;
 
-    async fn writer() -> (tempfile::TempDir, SqlitePool, WriteLock, GroupCommit) {
+    async fn writer(when: When) -> (tempfile::TempDir, SqlitePool, WriteLock, GroupCommit) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
         let url = format!("sqlite://{}?mode=rwc", path.display());
@@ -294,7 +380,7 @@ mod tests {
             .unwrap();
         let conn = Arc::new(Mutex::new(open_writer(&path).unwrap()));
         let lock = WriteLock::default();
-        let commit = GroupCommit::new(lock.clone(), conn);
+        let commit = GroupCommit::new(lock.clone(), conn, when);
         (dir, pool, lock, commit)
     }
 
@@ -323,7 +409,13 @@ mod tests {
     /// `Done` leave nothing, and every other commits.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_write_in_a_batch_keeps_or_loses_only_its_own_changes() {
-        let (_dir, pool, lock, commit) = writer().await;
+        for when in [When::Queued, When::FreeAtOnce] {
+            writes_keep_or_lose_only_their_own_changes(when).await;
+        }
+    }
+
+    async fn writes_keep_or_lose_only_their_own_changes(when: When) {
+        let (_dir, pool, lock, commit) = writer(when).await;
         let commit = Arc::new(commit);
         // The write lock held: the first write's batch waits to begin, and the other five queue
         // behind it and make the next batch together.
@@ -381,7 +473,13 @@ mod tests {
     /// `Db::begin`): held elsewhere, the write waits for it, then commits.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_waits_for_the_write_lock() {
-        let (_dir, pool, lock, commit) = writer().await;
+        for when in [When::Queued, When::FreeAtOnce] {
+            waits_for_the_write_lock(when).await;
+        }
+    }
+
+    async fn waits_for_the_write_lock(when: When) {
+        let (_dir, pool, lock, commit) = writer(when).await;
         let commit = Arc::new(commit);
         let held = lock.take().await.unwrap();
         let c = commit.clone();
@@ -397,7 +495,13 @@ mod tests {
     /// A write whose caller has gone still runs to its end (issue 13's rule).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_outlives_its_caller() {
-        let (_dir, pool, _lock, commit) = writer().await;
+        for when in [When::Queued, When::FreeAtOnce] {
+            outlives_its_caller(when).await;
+        }
+    }
+
+    async fn outlives_its_caller(when: When) {
+        let (_dir, pool, _lock, commit) = writer(when).await;
         let commit = Arc::new(commit);
         let c = commit.clone();
         let caller = tokio::spawn(async move { c.write(insert(&["kept"], Deleted::Done)).await });
@@ -411,7 +515,8 @@ mod tests {
         let got = keys(&pool).await;
         assert!(got.contains(&"after".to_owned()), "{got:?}");
         if got.len() == 1 {
-            // The abort came before the write was queued at all: nothing was cut half-way.
+            // The abort came before the write was queued (or run) at all: nothing was cut
+            // half-way.
             return;
         }
         assert_eq!(got, vec!["after", "kept"]);
@@ -421,7 +526,13 @@ mod tests {
     /// its own thread, then commits; nothing is lost and the runtime is not held up meanwhile.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_waits_out_another_process_holding_the_file() {
-        let (dir, pool, _lock, commit) = writer().await;
+        for when in [When::Queued, When::FreeAtOnce] {
+            waits_out_another_process_holding_the_file(when).await;
+        }
+    }
+
+    async fn waits_out_another_process_holding_the_file(when: When) {
+        let (dir, pool, _lock, commit) = writer(when).await;
         let commit = Arc::new(commit);
         let other = Connection::open(dir.path().join("g.db")).unwrap();
         other
@@ -438,6 +549,67 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(100), tokio::task::yield_now())
             .await
             .unwrap();
+        other.execute_batch("COMMIT").unwrap();
+        write.await.unwrap().unwrap();
+        assert_eq!(keys(&pool).await, vec!["cli", "server"]);
+    }
+
+    /// The prompt lane with the writer free: the write runs on the caller's thread, before its
+    /// call returns, and the writer's thread is never started. A write that ends other than
+    /// `Done`, or fails half-way, leaves nothing and the connection outside any transaction.
+    #[tokio::test]
+    async fn a_write_runs_at_once_when_the_writer_is_free() {
+        let (_dir, pool, _lock, commit) = writer(When::FreeAtOnce).await;
+        let caller = std::thread::current().id();
+        let ran_on = Arc::new(Mutex::new(None));
+        let seen = ran_on.clone();
+        let work: Work<Deleted> = Box::new(move |mut tx: WriteTx<'_>| {
+            *seen.lock().unwrap() = Some(std::thread::current().id());
+            Box::pin(async move {
+                tx.execute("INSERT INTO t (k) VALUES ($1)", args!["now"])
+                    .await?;
+                Ok(Deleted::Done)
+            })
+        });
+        assert!(matches!(commit.write(work).await, Ok(Deleted::Done)));
+        assert_eq!(*ran_on.lock().unwrap(), Some(caller));
+        assert!(commit.sender.get().is_none(), "the write was queued");
+        assert!(matches!(
+            commit.write(insert(&["gone"], Deleted::NotFound)).await,
+            Ok(Deleted::NotFound)
+        ));
+        assert!(matches!(
+            commit.write(insert(&["x", "x"], Deleted::Done)).await,
+            Err(StoreError::Conflict)
+        ));
+        commit
+            .write(insert(&["later"], Deleted::Done))
+            .await
+            .unwrap();
+        assert_eq!(keys(&pool).await, vec!["later", "now"]);
+        assert!(commit.sender.get().is_none());
+    }
+
+    /// Another process holding the file: a write of the prompt lane does not wait for it on the
+    /// runtime's thread (here the only one, which the other process's commit needs), but on the
+    /// writer's, with the busy timeout it had before, and then commits.
+    #[tokio::test]
+    async fn a_write_at_once_never_waits_for_the_file_on_the_callers_thread() {
+        let (dir, pool, _lock, commit) = writer(When::FreeAtOnce).await;
+        let commit = Arc::new(commit);
+        let other = Connection::open(dir.path().join("g.db")).unwrap();
+        other
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO t (k) VALUES ('cli');")
+            .unwrap();
+        let started = Instant::now();
+        let c = commit.clone();
+        let write = tokio::spawn(async move { c.write(insert(&["server"], Deleted::Done)).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Waiting in the busy handler, the spawned write would have held this thread for
+        // `BUSY_TIMEOUT` before the sleep could end.
+        assert!(started.elapsed() < BUSY_TIMEOUT / 2);
+        assert!(!write.is_finished());
+        assert!(commit.sender.get().is_some(), "the write was not queued");
         other.execute_batch("COMMIT").unwrap();
         write.await.unwrap().unwrap();
         assert_eq!(keys(&pool).await, vec!["cli", "server"]);
