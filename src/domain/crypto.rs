@@ -24,7 +24,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {
@@ -235,6 +235,17 @@ mod tests {
         assert_eq!(key.id(), again.id());
         assert!(!format!("{key:?}").contains(key.to_base64().as_str()));
         assert_eq!(format!("{:?}", Secret::new("hunter2".into())), "***");
+    }
+
+    /// Stored hashes (tokens, sessions, the audit chain) are this text: lowercase, two digits a
+    /// byte. FIPS 180-2's example for "abc".
+    #[test]
+    fn hashes_are_lowercase_hex() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(hex(&[0, 9, 0xab]), "0009ab");
     }
 
     #[test]

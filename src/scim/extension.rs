@@ -186,8 +186,7 @@ fn text_key(s: &str) -> String {
         format!("s:{folded}")
     } else {
         let digest = Sha256::digest(folded.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("h:{hex}")
+        format!("h:{}", hex::encode(digest))
     }
 }
 
