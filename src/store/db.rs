@@ -96,7 +96,8 @@ pub enum Db {
     /// transactions, and `prompt` audit appends, in batches of their own (`group_commit.rs`),
     /// each batch on a connection of their own: an Entra initial cycle sends thousands of POSTs
     /// a minute, and a step-up's writes wait behind at most one batch of them, not behind every
-    /// one (nor in a batch with them).
+    /// one (nor in a batch with them). An audit append that finds the writer free runs at once,
+    /// on its caller's thread, as a batch of one (`When::FreeAtOnce`).
     ///
     /// `readers` serve the SCIM hot reads on the calling thread (`readers.rs`).
     Sqlite {

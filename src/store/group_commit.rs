@@ -32,7 +32,7 @@ use futures_util::FutureExt;
 use rusqlite::{Connection, OpenFlags};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
@@ -173,41 +173,51 @@ impl GroupCommit {
     /// Runs `job` on this thread as a batch of one, if the write lock and the file are free now;
     /// gives it back otherwise. Nothing here awaits: from the lock taken to the answer sent, a
     /// caller that goes away cannot stop it half-way. It holds the thread for the write's few
-    /// statements and its commit, which in WAL mode with `synchronous = NORMAL` does not sync
-    /// the file (only the rare backstop checkpoint does, `checkpoint.rs`).
+    /// statements and its commit, which in WAL mode with `synchronous = NORMAL` syncs nothing.
+    /// Nothing here waits either: not for another process on the file (the busy handler), and
+    /// not for SQLite's own backstop checkpoint, which copies pages and syncs two files when the
+    /// WAL is long (`checkpoint.rs`): both are left to the writer's thread and sqlx's writer.
     fn run_at_once(&self, job: Job) -> std::result::Result<(), Job> {
         let Some(held) = self.lock.try_take() else {
             return Err(job);
         };
         let mut conn = match self.conn.try_lock() {
             Ok(conn) => conn,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::Poisoned(p)) => recovered(&self.conn, p),
             Err(TryLockError::WouldBlock) => return Err(job),
         };
-        // Another process writing the file (the CLI) is waited out on the writer's thread, not
-        // here: `BEGIN IMMEDIATE` fails at once rather than sleeping in the busy handler.
+        // `BEGIN IMMEDIATE` fails at once, rather than sleeping in the busy handler, while the
+        // CLI writes the file; the commit does not checkpoint.
         let began = conn
-            .busy_timeout(Duration::ZERO)
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .and_then(|()| conn.busy_timeout(Duration::ZERO))
             .and_then(|()| conn.execute_batch("BEGIN IMMEDIATE"));
         if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
             tracing::error!(error = %e, "the writer's busy timeout could not be set back");
         }
         if began.is_err() {
+            checkpoint_again(&conn);
             return Err(job);
         }
         // Statements on `WriteTx::Direct` are calls, so the write's future is ready on its first
-        // poll. One that is not, or that panics, is dropped with its reply: its caller hears that
-        // the writer dropped it, and its changes are rolled back.
+        // poll (audit appends are: their tests would hear every one refused otherwise). One that
+        // is not, or that panics, is dropped with its reply: its caller hears that the writer
+        // dropped it, and its changes are rolled back.
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
             job(WriteTx::Direct(&mut conn)).now_or_never()
         }));
         let (keep, answer) = match ran {
             Ok(Some(done)) => done,
-            Ok(None) | Err(_) => {
-                tracing::error!("a write run at once did not finish at once; it is rolled back");
+            failed => {
+                if failed.is_err() {
+                    tracing::error!("a write run at once panicked; it is rolled back");
+                } else {
+                    tracing::error!("a write run at once awaited something; it is rolled back");
+                }
                 if let Err(e) = conn.execute_batch("ROLLBACK") {
                     tracing::error!(error = %e, "a dropped write could not be rolled back");
                 }
+                checkpoint_again(&conn);
                 return Ok(());
             }
         };
@@ -219,6 +229,7 @@ impl GroupCommit {
                 tracing::error!(error = %e, "a failed write could not be rolled back");
             }
         }
+        checkpoint_again(&conn);
         drop(conn);
         drop(held);
         if let Err(e) = &ended {
@@ -271,7 +282,7 @@ fn run_batches(
         };
         let mut answers = Vec::new();
         let committed = {
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut conn = conn.lock().unwrap_or_else(|p| recovered(&conn, p));
             run_batch(&mut conn, &handle, first, &mut rx, &mut answers)
         };
         drop(held);
@@ -281,6 +292,29 @@ fn run_batches(
         for answer in answers {
             answer(committed.clone());
         }
+    }
+}
+
+/// The writer's connection back from a mutex a panic poisoned: the panic may have come inside a
+/// transaction, which is rolled back, so that the next batch can begin.
+fn recovered<'m>(
+    mutex: &'m Mutex<Connection>,
+    poisoned: PoisonError<MutexGuard<'m, Connection>>,
+) -> MutexGuard<'m, Connection> {
+    let conn = poisoned.into_inner();
+    if !conn.is_autocommit() {
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "the writer's open transaction could not be rolled back");
+        }
+    }
+    mutex.clear_poison();
+    conn
+}
+
+/// The writer's backstop checkpoint back on, after a write run at once (`open_writer`).
+fn checkpoint_again(conn: &Connection) {
+    if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES) {
+        tracing::error!(error = %e, "the writer's backstop checkpoint could not be set back");
     }
 }
 
@@ -568,12 +602,18 @@ mod tests {
             Box::pin(async move {
                 tx.execute("INSERT INTO t (k) VALUES ($1)", args!["now"])
                     .await?;
+                // Its commit will not checkpoint on this thread.
+                let backstop: Option<(i64,)> = tx
+                    .optional("PRAGMA wal_autocheckpoint", args![], |r| Ok((r.get(0)?,)))
+                    .await?;
+                assert_eq!(backstop, Some((0,)));
                 Ok(Deleted::Done)
             })
         });
         assert!(matches!(commit.write(work).await, Ok(Deleted::Done)));
         assert_eq!(*ran_on.lock().unwrap(), Some(caller));
         assert!(commit.sender.get().is_none(), "the write was queued");
+        assert_eq!(settings(&commit), BATCH_SETTINGS);
         assert!(matches!(
             commit.write(insert(&["gone"], Deleted::NotFound)).await,
             Ok(Deleted::NotFound)
@@ -591,8 +631,8 @@ mod tests {
     }
 
     /// Another process holding the file: a write of the prompt lane does not wait for it on the
-    /// runtime's thread (here the only one, which the other process's commit needs), but on the
-    /// writer's, with the busy timeout it had before, and then commits.
+    /// runtime's thread (here the only one), but on the writer's, with the busy timeout it had
+    /// before, and then commits.
     #[tokio::test]
     async fn a_write_at_once_never_waits_for_the_file_on_the_callers_thread() {
         let (dir, pool, _lock, commit) = writer(When::FreeAtOnce).await;
@@ -613,5 +653,111 @@ mod tests {
         other.execute_batch("COMMIT").unwrap();
         write.await.unwrap().unwrap();
         assert_eq!(keys(&pool).await, vec!["cli", "server"]);
+    }
+
+    /// The writer's settings as the batches need them: the busy timeout, and the backstop
+    /// checkpoint on.
+    fn settings(commit: &GroupCommit) -> (i64, i64) {
+        let conn = commit.conn.lock().unwrap();
+        let get = |pragma: &str| {
+            conn.pragma_query_value(None, pragma, |r| r.get::<_, i64>(0))
+                .unwrap()
+        };
+        (get("busy_timeout"), get("wal_autocheckpoint"))
+    }
+
+    const BATCH_SETTINGS: (i64, i64) = (BUSY_TIMEOUT.as_millis() as i64, BACKSTOP_PAGES as i64);
+
+    /// A write run at once that awaits something, or panics, after a statement: its caller hears
+    /// that the writer dropped it, its statement is rolled back, and the writer is as usable, and
+    /// as set, as before.
+    #[tokio::test]
+    async fn a_write_at_once_that_awaits_or_panics_leaves_nothing() {
+        let (_dir, pool, _lock, commit) = writer(When::FreeAtOnce).await;
+        assert_eq!(settings(&commit), BATCH_SETTINGS);
+        let awaits: Work<Deleted> = Box::new(|mut tx: WriteTx<'_>| {
+            Box::pin(async move {
+                tx.execute("INSERT INTO t (k) VALUES ($1)", args!["awaited"])
+                    .await?;
+                tokio::task::yield_now().await;
+                Ok(Deleted::Done)
+            })
+        });
+        let panics: Work<Deleted> = Box::new(|mut tx: WriteTx<'_>| {
+            Box::pin(async move {
+                tx.execute("INSERT INTO t (k) VALUES ($1)", args!["panicked"])
+                    .await?;
+                panic!("a write's bug");
+            })
+        });
+        for work in [awaits, panics] {
+            assert!(matches!(
+                commit.write(work).await,
+                Err(StoreError::Unavailable(_))
+            ));
+            assert!(keys(&pool).await.is_empty());
+            assert_eq!(settings(&commit), BATCH_SETTINGS);
+        }
+        commit
+            .write(insert(&["after"], Deleted::Done))
+            .await
+            .unwrap();
+        assert_eq!(keys(&pool).await, vec!["after"]);
+        assert!(commit.sender.get().is_none());
+    }
+
+    /// A write run at once never goes before a writer already waiting for the lock: tokio's
+    /// mutex hands the lock to its first waiter, and the write is queued behind it.
+    #[tokio::test]
+    async fn a_write_at_once_does_not_overtake_a_waiting_writer() {
+        let (_dir, pool, lock, commit) = writer(When::FreeAtOnce).await;
+        let held = lock.take().await.unwrap();
+        let waited = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (l, w) = (lock.clone(), waited.clone());
+        let waiter = tokio::spawn(async move {
+            let _held = l.take().await.unwrap();
+            w.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        // The waiter queues for the lock; then the lock is free, but promised to it.
+        tokio::task::yield_now().await;
+        drop(held);
+        let seen = waited.clone();
+        let work: Work<Deleted> = Box::new(move |mut tx: WriteTx<'_>| {
+            let after_the_waiter = seen.load(std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                assert!(after_the_waiter, "the write went before the waiting writer");
+                tx.execute("INSERT INTO t (k) VALUES ($1)", args!["second"])
+                    .await?;
+                Ok(Deleted::Done)
+            })
+        });
+        commit.write(work).await.unwrap();
+        waiter.await.unwrap();
+        assert!(commit.sender.get().is_some(), "the write was not queued");
+        assert_eq!(keys(&pool).await, vec!["second"]);
+    }
+
+    /// A panic that poisoned the writer's mutex inside a transaction: the next write rolls that
+    /// transaction back, and goes on; so does the next batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_poisoned_writer_is_rolled_back_and_used_again() {
+        for when in [When::FreeAtOnce, When::Queued] {
+            let (_dir, pool, _lock, commit) = writer(when).await;
+            let conn = commit.conn.clone();
+            let _ = std::thread::spawn(move || {
+                let c = conn.lock().unwrap();
+                c.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (k) VALUES ('orphan');")
+                    .unwrap();
+                panic!("a panic with the writer in a transaction");
+            })
+            .join();
+            assert!(commit.conn.is_poisoned());
+            commit
+                .write(insert(&["next"], Deleted::Done))
+                .await
+                .unwrap();
+            assert_eq!(keys(&pool).await, vec!["next"]);
+            assert!(!commit.conn.is_poisoned());
+        }
     }
 }
