@@ -159,7 +159,13 @@ impl GroupCommit {
             })
         });
         let job = match self.when {
-            When::FreeAtOnce => self.run_at_once(job),
+            When::FreeAtOnce => {
+                // What the caller has just woken runs first: a decision announces itself to the
+                // browser's stream, then appends its entry; run at once without this, the
+                // append held the stream's task, which waits on this thread, for its length.
+                tokio::task::yield_now().await;
+                self.run_at_once(job)
+            }
             When::Queued => Err(job),
         };
         if let Err(job) = job {
@@ -707,7 +713,7 @@ mod tests {
     }
 
     /// A write run at once never goes before a writer already waiting for the lock: tokio's
-    /// mutex hands the lock to its first waiter, and the write is queued behind it.
+    /// mutex hands the lock to its first waiter, so `try_take` finds it taken.
     #[tokio::test]
     async fn a_write_at_once_does_not_overtake_a_waiting_writer() {
         let (_dir, pool, lock, commit) = writer(When::FreeAtOnce).await;
@@ -721,6 +727,7 @@ mod tests {
         // The waiter queues for the lock; then the lock is free, but promised to it.
         tokio::task::yield_now().await;
         drop(held);
+        assert!(lock.try_take().is_none(), "the lock went past its waiter");
         let seen = waited.clone();
         let work: Work<Deleted> = Box::new(move |mut tx: WriteTx<'_>| {
             let after_the_waiter = seen.load(std::sync::atomic::Ordering::SeqCst);
@@ -733,7 +740,6 @@ mod tests {
         });
         commit.write(work).await.unwrap();
         waiter.await.unwrap();
-        assert!(commit.sender.get().is_some(), "the write was not queued");
         assert_eq!(keys(&pool).await, vec!["second"]);
     }
 
@@ -759,5 +765,27 @@ mod tests {
             assert_eq!(keys(&pool).await, vec!["next"]);
             assert!(!commit.conn.is_poisoned());
         }
+    }
+
+    /// A write run at once lets what its caller has just woken run first (a decision wakes the
+    /// browser's stream, then appends its entry).
+    #[tokio::test]
+    async fn a_write_at_once_lets_the_tasks_its_caller_woke_run_first() {
+        let (_dir, _pool, _lock, commit) = writer(When::FreeAtOnce).await;
+        let woken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let w = woken.clone();
+        let stream =
+            tokio::spawn(async move { w.store(true, std::sync::atomic::Ordering::SeqCst) });
+        let seen = woken.clone();
+        let work: Work<Deleted> = Box::new(move |_tx: WriteTx<'_>| {
+            let ran_first = seen.load(std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                assert!(ran_first, "the append ran before the task its caller woke");
+                Ok(Deleted::Done)
+            })
+        });
+        commit.write(work).await.unwrap();
+        stream.await.unwrap();
+        assert!(commit.sender.get().is_none(), "the write was queued");
     }
 }
