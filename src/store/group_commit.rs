@@ -223,9 +223,7 @@ impl GroupCommit {
                 } else {
                     tracing::error!("a write run at once awaited something; it is rolled back");
                 }
-                if let Err(e) = conn.execute_batch("ROLLBACK") {
-                    tracing::error!(error = %e, "a dropped write could not be rolled back");
-                }
+                roll_back_if_open(&conn);
                 checkpoint_again(&conn);
                 return Ok(());
             }
@@ -233,10 +231,8 @@ impl GroupCommit {
         let ended = conn
             .execute_batch(if keep { "COMMIT" } else { "ROLLBACK" })
             .map_err(|e| format!("a write failed to commit and was rolled back: {e}"));
-        if ended.is_err() && !conn.is_autocommit() {
-            if let Err(e) = conn.execute_batch("ROLLBACK") {
-                tracing::error!(error = %e, "a failed write could not be rolled back");
-            }
+        if ended.is_err() {
+            roll_back_if_open(&conn);
         }
         checkpoint_again(&conn);
         drop(conn);
@@ -311,13 +307,19 @@ fn recovered<'m>(
     poisoned: PoisonError<MutexGuard<'m, Connection>>,
 ) -> MutexGuard<'m, Connection> {
     let conn = poisoned.into_inner();
+    roll_back_if_open(&conn);
+    mutex.clear_poison();
+    conn
+}
+
+/// Rolls back the transaction `conn` is still in, if any: after a write or a commit that
+/// failed, a write dropped half-way, or a panic that poisoned the writer.
+fn roll_back_if_open(conn: &Connection) {
     if !conn.is_autocommit() {
         if let Err(e) = conn.execute_batch("ROLLBACK") {
             tracing::error!(error = %e, "the writer's open transaction could not be rolled back");
         }
     }
-    mutex.clear_poison();
-    conn
 }
 
 /// The writer's backstop checkpoint back on, after a write run at once (`open_writer`).
@@ -344,10 +346,8 @@ fn run_batch(
         conn.execute_batch("COMMIT")
             .map_err(|e| format!("a write batch failed to commit and was rolled back: {e}"))
     });
-    if ended.is_err() && !conn.is_autocommit() {
-        if let Err(e) = conn.execute_batch("ROLLBACK") {
-            tracing::error!(error = %e, "a failed write batch could not be rolled back");
-        }
+    if ended.is_err() {
+        roll_back_if_open(conn);
     }
     ended
 }
