@@ -11,6 +11,9 @@
 //!    type) to the same wrk line.
 //! 3. `wrk -t2 -c16` on `GET /Users?filter=userName eq "<random loaded user>"` against both,
 //!    ceiling first, then Assent; Assent's requests/s printed as a fraction of the ceiling's.
+//!    Between them, the same wrk line on Assent's `/healthz`: every layer a request crosses,
+//!    with no work behind it, the floor of Assent's own stack. Each run also prints the CPU time
+//!    per request of the process that answered (this one for the ceiling, the server for Assent).
 //!
 //! `ASSENT_BENCH_USERS` (default 100,000), `ASSENT_BENCH_SECS` (each wrk run, default 10, the
 //! issue's `-d10s`). `ASSENT_BENCH_PERF=<file>` records the server with `perf record -g` (Debian's
@@ -215,7 +218,7 @@ fn start_ceiling(path: &str, content_type: String, body: Vec<u8>) -> String {
     origin
 }
 
-const WRK_SCRIPT: &str = r#"
+const FILTER_SCRIPT: &str = r#"
 -- GET {path}/Users?filter=userName eq "user<random>@contoso.com"
 function init(args)
   token = args[1]
@@ -234,30 +237,59 @@ done = function(summary, latency, requests)
 end
 "#;
 
+/// `GET {url}` as it is, for a route that needs nothing more (`/healthz`).
+const PLAIN_SCRIPT: &str = r#"
+done = function(summary, latency, requests)
+  io.write(string.format("P50_MS=%.3f\nP99_MS=%.3f\n", latency:percentile(50) / 1000,
+                         latency:percentile(99) / 1000))
+end
+"#;
+
 struct Figures {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The serving process's CPU time over the run, per request answered.
+    cpu_us: f64,
     errors: String,
     load: String,
 }
 
-/// `wrk -t2 -c16 -d{secs}s` on the filter at `origin` + `path`.
-fn wrk(origin: &str, path: &str, token: &str, n: usize, secs: usize, script: &Path) -> Figures {
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            "-c16",
-            &format!("-d{secs}s"),
-            "--timeout",
-            "10s",
-            "-s",
-        ])
-        .arg(script)
-        .arg(origin)
-        .args(["--", token, &n.to_string(), path])
-        .output()
-        .expect("run wrk");
+/// What wrk asks for: the filter at `origin` + `path` (`FILTER_SCRIPT`, with the token and the
+/// number of users), or one plain URL.
+enum Ask<'a> {
+    Filter {
+        path: &'a str,
+        token: &'a str,
+        n: usize,
+    },
+    Plain(&'a str),
+}
+
+/// `wrk -t2 -c16 -d{secs}s` against `origin`, while the CPU time of `serving` (the process that
+/// answers) is counted.
+fn wrk(origin: &str, ask: &Ask, secs: usize, scripts: &Path, serving: u32) -> Figures {
+    let mut command = Command::new("wrk");
+    command.args([
+        "-t2",
+        "-c16",
+        &format!("-d{secs}s"),
+        "--timeout",
+        "10s",
+        "-s",
+    ]);
+    match ask {
+        Ask::Filter { path, token, n } => command
+            .arg(scripts.join("filter.lua"))
+            .arg(origin)
+            .args(["--", token, &n.to_string(), path]),
+        Ask::Plain(path) => command
+            .arg(scripts.join("plain.lua"))
+            .arg(format!("{origin}{path}")),
+    };
+    let (cpu_before, _) = process_cost(serving);
+    let out = command.output().expect("run wrk");
+    let (cpu_after, _) = process_cost(serving);
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |key: &str| -> f64 {
         text.lines()
@@ -270,8 +302,15 @@ fn wrk(origin: &str, path: &str, token: &str, n: usize, secs: usize, script: &Pa
         .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
         .map(str::trim)
         .collect();
+    // "  522222 requests in 10.01s, 196.22MB read"
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's output:\n{text}"));
     Figures {
         rps: field("Requests/sec:"),
+        cpu_us: (cpu_after - cpu_before) * 1e6 / requests.max(1.0),
         p50_ms: field("P50_MS="),
         p99_ms: field("P99_MS="),
         errors: errors.join("; "),
@@ -284,8 +323,9 @@ fn main() {
     let users = env_or("ASSENT_BENCH_USERS", 100_000);
     let secs = env_or("ASSENT_BENCH_SECS", 10);
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("filter.lua");
-    std::fs::write(&script, WRK_SCRIPT).unwrap();
+    let scripts = dir.path();
+    std::fs::write(scripts.join("filter.lua"), FILTER_SCRIPT).unwrap();
+    std::fs::write(scripts.join("plain.lua"), PLAIN_SCRIPT).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -322,10 +362,20 @@ fn main() {
         let path = "/v1/scim/v2";
         let ceiling = start_ceiling(path, content_type, body.clone());
 
+        let filter = Ask::Filter {
+            path,
+            token: &tenant.token,
+            n: users,
+        };
+        let (bench, assent_pid) = (std::process::id(), server.server_pid());
+
         // Warm both up, then measure the ceiling and Assent back to back.
-        wrk(&ceiling, path, &tenant.token, users, 2, &script);
-        wrk(&server.base, path, &tenant.token, users, 2, &script);
-        let bare = wrk(&ceiling, path, &tenant.token, users, secs, &script);
+        wrk(&ceiling, &filter, 2, scripts, bench);
+        wrk(&server.base, &filter, 2, scripts, assent_pid);
+        let bare = wrk(&ceiling, &filter, secs, scripts, bench);
+        // Assent's own stack with no work behind it: every layer a request crosses (the
+        // detached task, metrics, the Origin check, the body cap, the headers), no handler.
+        let healthz = wrk(&server.base, &Ask::Plain("/healthz"), secs, scripts, assent_pid);
         let profile = std::env::var("ASSENT_BENCH_PERF").ok().map(|out| {
             Command::new("perf")
                 .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-o", &out, "-p"])
@@ -335,7 +385,7 @@ fn main() {
                 .spawn()
                 .expect("run perf record")
         });
-        let assent = wrk(&server.base, path, &tenant.token, users, secs, &script);
+        let assent = wrk(&server.base, &filter, secs, scripts, assent_pid);
         if let Some(mut p) = profile {
             let _ = p.wait();
         }
@@ -363,18 +413,23 @@ fn main() {
             pct(&patches_alone, 0.50),
             pct(&patches_alone, 0.99)
         );
-        for (name, f) in [("bare axum handler", &bare), ("Assent", &assent)] {
+        for (name, f) in [
+            ("bare axum handler", &bare),
+            ("Assent's /healthz", &healthz),
+            ("Assent", &assent),
+        ] {
             println!(
-                "{name:<18} {:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   (load average {})",
-                f.rps, f.p50_ms, f.p99_ms, f.load
+                "{name:<18} {:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   {:>5.1} µs CPU/request   (load average {})",
+                f.rps, f.p50_ms, f.p99_ms, f.cpu_us, f.load
             );
             if !f.errors.is_empty() {
                 println!("{name}: wrk reported {}", f.errors);
             }
         }
         println!(
-            "Assent serves {:.1}% of the ceiling",
-            100.0 * assent.rps / bare.rps
+            "Assent serves {:.1}% of the ceiling; its /healthz, {:.1}%",
+            100.0 * assent.rps / bare.rps,
+            100.0 * healthz.rps / bare.rps
         );
         println!(
             "server resident memory: {:.0} MiB",

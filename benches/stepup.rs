@@ -292,53 +292,6 @@ fn bucket_pct(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> f64 {
         .map_or(f64::NAN, |(le, _)| le * 1000.0)
 }
 
-/// The server's CPU time so far (user and system, in seconds, from `/proc/<pid>/stat`) and its
-/// context switches (voluntary or not, summed over `/proc/<pid>/task/*/status`: a thread that
-/// ended in between takes its share with it). Zero where `/proc` is not Linux's.
-fn server_cost(pid: u32) -> (f64, u64) {
-    let ticks_per_second = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(100.0);
-    // After the command's name in parentheses, the 12th and 13th fields are utime and stime.
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let fields: Vec<u64> = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .skip(11)
-                .take(2)
-                .map(|f| f.parse().unwrap_or(0))
-                .collect();
-            Some(fields.iter().sum::<u64>() as f64 / ticks_per_second)
-        })
-        .unwrap_or(0.0);
-    let mut switches = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-            for line in status.lines() {
-                if let Some(n) = line
-                    .strip_prefix("voluntary_ctxt_switches:")
-                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
-                {
-                    switches += n.trim().parse::<u64>().unwrap_or(0);
-                }
-            }
-        }
-    }
-    (cpu, switches)
-}
-
 /// Runs `rounds` flows per admin, all admins at once. Back to back (`paced == false`) the server
 /// runs flat out and latency is mostly queueing; paced, each admin pauses a random 0-2 s before
 /// each flow (people click View Token now and then), so latency shows the server's own overhead.
@@ -350,7 +303,7 @@ async fn phase(
     until: Option<&AtomicBool>,
 ) {
     let before = server_histograms(&server.base).await;
-    let cost_before = server_cost(server.server_pid());
+    let cost_before = process_cost(server.server_pid());
     let started = Instant::now();
     let runs = admins.iter().enumerate().map(|(i, admin)| async move {
         let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64);
@@ -373,7 +326,7 @@ async fn phase(
         .flatten()
         .collect();
     let wall = started.elapsed();
-    let cost_after = server_cost(server.server_pid());
+    let cost_after = process_cost(server.server_pid());
     let after = server_histograms(&server.base).await;
     println!(
         "{} admins, {}: {} flows in {:.2} s ({:.0} flows/s)",

@@ -70,3 +70,50 @@ pub fn ensure_wrk() {
         "wrk is missing and `apt-get install wrk` failed: install it and run again"
     );
 }
+
+/// A process's CPU time so far (user and system, in seconds, from `/proc/<pid>/stat`) and its
+/// context switches (voluntary or not, summed over `/proc/<pid>/task/*/status`: a thread that
+/// ended in between takes its share with it). Zero where `/proc` is not Linux's.
+pub fn process_cost(pid: u32) -> (f64, u64) {
+    let ticks_per_second = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    // After the command's name in parentheses, the 12th and 13th fields are utime and stime.
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<u64> = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .map(|f| f.parse().unwrap_or(0))
+                .collect();
+            Some(fields.iter().sum::<u64>() as f64 / ticks_per_second)
+        })
+        .unwrap_or(0.0);
+    let mut switches = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            for line in status.lines() {
+                if let Some(n) = line
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+                {
+                    switches += n.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    (cpu, switches)
+}
