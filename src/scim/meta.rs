@@ -1,7 +1,8 @@
 //! `meta` (RFC 7643 §3.1) and versioning with ETags (RFC 7644 §3.14).
 //!
 //! The version is an integer the storage bumps on every write of a resource, member
-//! changes of a Group included (its representation lists the members). It is rendered
+//! changes of a Group included (its representation lists the members), and of each User a
+//! membership change adds or removes (its representation lists its groups). It is rendered
 //! as a weak ETag, `W/"7"`: the representation is not byte-for-byte stable (attribute
 //! projection, member `display` names), so a strong ETag would promise too much.
 

@@ -25,7 +25,8 @@ use crate::scim::sql::{SortColumn, SqlPlan};
 pub struct StoredResource {
     pub id: String,
     pub document: Value,
-    /// Bumped on every write, membership changes included; the ETag is `W/"<version>"`.
+    /// Bumped on every write, membership changes included: a Group's when its members change,
+    /// a User's when its groups do. The ETag is `W/"<version>"`.
     pub version: i64,
     pub created: OffsetDateTime,
     pub last_modified: OffsetDateTime,

@@ -105,15 +105,16 @@ async fn manager_found(tx: &mut WriteTx<'_>, workspace_id: i64, id: Option<&str>
 }
 
 /// Adds memberships, each with the `display` sent with it (if any); one already there is kept.
+/// The members it added.
 async fn insert_members(
     tx: &mut WriteTx<'_>,
     workspace_id: i64,
     group_id: &str,
     members: &[(String, ResourceKind)],
     displays: &MemberDisplays,
-) -> Result<u64> {
+) -> Result<Vec<String>> {
     if members.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     if let Some(c) = tx.postgres() {
         // One statement, the members as arrays.
@@ -123,24 +124,25 @@ async fn insert_members(
             .iter()
             .map(|(id, _)| displays.get(id).map(String::as_str))
             .collect();
-        let done = sqlx::query(
+        let added: Vec<String> = sqlx::query_scalar(
             "INSERT INTO scim_group_members (workspace_id, group_id, member_id, member_type, display)
              SELECT $1, $2, m.id, m.t, m.d
              FROM UNNEST($3::text[], $4::text[], $5::text[]) AS m(id, t, d)
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT DO NOTHING
+             RETURNING member_id",
         )
         .bind(workspace_id)
         .bind(group_id)
         .bind(&ids)
         .bind(&types)
         .bind(&shown)
-        .execute(c)
+        .fetch_all(c)
         .await?;
-        return Ok(done.rows_affected());
+        return Ok(added);
     }
-    let mut inserted = 0;
+    let mut added = Vec::new();
     for (id, kind) in members {
-        inserted += tx.execute(
+        let inserted = tx.execute(
             "INSERT INTO scim_group_members (workspace_id, group_id, member_id, member_type, display)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             args![
@@ -152,8 +154,72 @@ async fn insert_members(
             ],
         )
         .await?;
+        if inserted > 0 {
+            added.push(id.clone());
+        }
     }
-    Ok(inserted)
+    Ok(added)
+}
+
+/// Gives the users whose memberships a write changed a new version. A User's representation
+/// lists its groups (RFC 7643 §4.1.2), so its ETag must move when they do (RFC 7644 §3.14), or
+/// a GET with `If-None-Match` would answer 304 over a stale `groups`, and an `If-Match` write
+/// would pass on a representation its client never saw. (A group's rename is not a membership:
+/// like a member's `display` in a group, the `display` of a group in `groups` may lag the tag.)
+/// Ids that name groups (nested members) match no user row. On Postgres the users are locked in
+/// id order, `FOR NO KEY UPDATE` (which the `FOR KEY SHARE` of `member_types` does not block),
+/// after the group: two group writes sharing members never deadlock, and a user's delete locks
+/// the groups before the user as well.
+async fn bump_members(
+    tx: &mut WriteTx<'_>,
+    workspace_id: i64,
+    ids: &[String],
+    now: OffsetDateTime,
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    if let Some(c) = tx.postgres() {
+        sqlx::query(
+            "UPDATE scim_users SET version = version + 1, last_modified = $3
+             WHERE workspace_id = $1 AND id IN
+               (SELECT id FROM scim_users WHERE workspace_id = $1 AND id = ANY($2)
+                ORDER BY id FOR NO KEY UPDATE)",
+        )
+        .bind(workspace_id)
+        .bind(ids)
+        .bind(ts(now))
+        .execute(c)
+        .await?;
+        return Ok(());
+    }
+    for chunk in ids.chunks(IN_CHUNK) {
+        let sql = format!(
+            "UPDATE scim_users SET version = version + 1, last_modified = $2
+             WHERE workspace_id = $1 AND id IN ({})",
+            placeholders(3, chunk.len())
+        );
+        let mut values = args![workspace_id, ts(now)];
+        values.extend(chunk.iter().map(Arg::from));
+        tx.execute(&sql, values).await?;
+    }
+    Ok(())
+}
+
+/// The members whose membership changed, given those a write removed and those it added: a
+/// member removed and added again (a PUT's whole list replaced by itself) is in the same groups.
+fn moved_members(removed: Vec<String>, added: Vec<String>) -> Vec<String> {
+    let removed_set: std::collections::HashSet<&String> = removed.iter().collect();
+    let added_set: std::collections::HashSet<&String> = added.iter().collect();
+    let mut moved: Vec<String> = removed
+        .iter()
+        .filter(|id| !added_set.contains(id))
+        .chain(added.iter().filter(|id| !removed_set.contains(id)))
+        .cloned()
+        .collect();
+    moved.sort();
+    moved.dedup();
+    moved
 }
 
 /// Replaces the `scim_ext_values` rows of a resource with `values` (the undeclared extensions'
@@ -400,7 +466,9 @@ async fn create_in(
                 row_args(kind, workspace_id, &new.id, document, c, now),
             )
             .await?;
-            insert_members(tx, workspace_id, &new.id, &members, &new.member_displays).await?;
+            let added =
+                insert_members(tx, workspace_id, &new.id, &members, &new.member_displays).await?;
+            bump_members(tx, workspace_id, &added, now).await?;
             // Read back with their `display` when the answer shows them.
             (None, false)
         }
@@ -445,8 +513,9 @@ const OPTIMISTIC_TRIES: usize = 3;
 /// between makes it read again; after `OPTIMISTIC_TRIES` such races, None: the caller takes the
 /// row lock instead (`update_in`). A user has no references to lock: a manager is data as sent.
 /// `select` is `scim_read::select` for Users, with references: the answer shows the user's
-/// groups as read (a membership change gives the group a new version, not the user), where the
-/// locked path reads them after its commit, a third round trip.
+/// groups as read (a membership change gives the user a new version too, so groups that moved
+/// in between make the write race and read again), where the locked path reads them after its
+/// commit, a third round trip.
 async fn update_user_postgres(
     pool: &PgPool,
     select: &str,
@@ -599,44 +668,52 @@ async fn update_in(
     // are not, changes nothing and makes no new version (RFC 7644 §3.5.2.1: such an add "SHALL
     // NOT change the modify timestamp"; Okta re-pushes a group's members that way).
     let delta = &change.members;
-    let mut moved = 0;
+    let mut removed: Vec<String> = Vec::new();
     if delta.replace_all.is_some() {
-        moved += tx
-            .execute(
-                "DELETE FROM scim_group_members WHERE workspace_id = $1 AND group_id = $2",
+        let gone: Vec<(String,)> = tx
+            .rows(
+                "DELETE FROM scim_group_members WHERE workspace_id = $1 AND group_id = $2
+                 RETURNING member_id",
                 args![workspace_id, id],
+                |r| Ok((r.get(0)?,)),
             )
             .await?;
+        removed.extend(gone.into_iter().map(|(member,)| member));
     }
     if delta.remove.is_empty() {
     } else if let Some(c) = tx.postgres() {
-        moved += sqlx::query(
+        let gone: Vec<String> = sqlx::query_scalar(
             "DELETE FROM scim_group_members
-             WHERE workspace_id = $1 AND group_id = $2 AND member_id = ANY($3)",
+             WHERE workspace_id = $1 AND group_id = $2 AND member_id = ANY($3)
+             RETURNING member_id",
         )
         .bind(workspace_id)
         .bind(id)
         .bind(&delta.remove)
-        .execute(c)
-        .await?
-        .rows_affected();
+        .fetch_all(c)
+        .await?;
+        removed.extend(gone);
     } else {
         for member in &delta.remove {
-            moved += tx
+            let gone = tx
                 .execute(
                     "DELETE FROM scim_group_members
                      WHERE workspace_id = $1 AND group_id = $2 AND member_id = $3",
                     args![workspace_id, id, member],
                 )
                 .await?;
+            if gone > 0 {
+                removed.push(member.clone());
+            }
         }
     }
-    moved += insert_members(tx, workspace_id, id, &added, &delta.displays).await?;
-    if moved == 0 && change.document == current.document {
+    let inserted = insert_members(tx, workspace_id, id, &added, &delta.displays).await?;
+    if removed.is_empty() && inserted.is_empty() && change.document == current.document {
         return Ok(Written::Done(current));
     }
     let document = change.document.to_string();
     write_row(tx, workspace_id, kind, id, document, &change.columns, now).await?;
+    bump_members(tx, workspace_id, &moved_members(removed, inserted), now).await?;
     if ext_values_changed(kind, &current, &change) {
         write_ext_values(
             tx,
@@ -703,6 +780,18 @@ async fn delete_in(
     };
     if expected_version.is_some_and(|v| v != version) {
         return Ok(Deleted::VersionMismatch);
+    }
+    if kind == ResourceKind::Group {
+        // Its members leave it (the memberships go with the row, ON DELETE CASCADE).
+        let members: Vec<(String,)> = tx
+            .rows(
+                "SELECT member_id FROM scim_group_members WHERE workspace_id = $1 AND group_id = $2",
+                args![workspace_id, id],
+                |r| Ok((r.get(0)?,)),
+            )
+            .await?;
+        let members: Vec<String> = members.into_iter().map(|(m,)| m).collect();
+        bump_members(&mut tx, workspace_id, &members, now).await?;
     }
     let sql = format!(
         "DELETE FROM {} WHERE workspace_id = $1 AND id = $2",

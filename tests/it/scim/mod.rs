@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::scim::{
-    entra_group, entra_user, guid, Scim, ScimTenant, ENTERPRISE_URN, GROUP_URN, USER_URN,
+    entra_group, entra_user, guid, Answer, Scim, ScimTenant, ENTERPRISE_URN, GROUP_URN, USER_URN,
 };
 use support::server::shared;
 use support::{json_body, problem, Browser, TestServer};
@@ -576,6 +576,161 @@ async fn if_match_guards_writes_with_412() {
     scim.send(Method::DELETE, &path, None, &[("If-Match", "W/\"2\"")])
         .await
         .expect(204);
+}
+
+/// A User's representation lists its groups, so its ETag moves when a group gains or loses it:
+/// a GET with the old tag is answered whole, with the new `groups`, and a write with the old
+/// tag is refused. A member add that adds nothing moves nothing, nor does a PUT that gives a
+/// group the members it had.
+#[tokio::test]
+async fn a_users_etag_moves_with_its_groups() {
+    let (_, _, scim) = tenant().await;
+    let alice = create_user(&scim, &format!("g.alice_{}@contoso.com", guid())).await;
+    let bob = create_user(&scim, &format!("g.bob_{}@contoso.com", guid())).await;
+    let (alice_path, bob_path) = (format!("/Users/{alice}"), format!("/Users/{bob}"));
+    let etag_of = |a: &Answer| a.header("etag").expect("ETag").to_owned();
+    let first = etag_of(&scim.get(&alice_path).await);
+    let bob_first = etag_of(&scim.get(&bob_path).await);
+
+    // A group created with Alice as a member.
+    let mut body = entra_group(&format!("ETag {}", guid()), &guid());
+    body["members"] = json!([{"value": alice}]);
+    let gid = scim.post("/Groups", &body).await.id();
+    let group_path = format!("/Groups/{gid}");
+    let fresh = scim
+        .send(Method::GET, &alice_path, None, &[("If-None-Match", &first)])
+        .await;
+    assert_eq!(fresh.status, 200, "the old tag must not answer 304");
+    let joined = etag_of(&fresh);
+    assert_ne!(joined, first);
+    let fresh = fresh.expect(200);
+    assert_eq!(fresh["groups"][0]["value"], gid.as_str(), "{fresh}");
+    assert_eq!(fresh["meta"]["version"], joined.as_str());
+    // A write with the tag from before the membership is stale.
+    let title = json!({"schemas": [support::scim::PATCH_URN],
+                       "Operations": [{"op": "replace", "path": "title", "value": "CFO"}]});
+    scim.send(
+        Method::PATCH,
+        &alice_path,
+        Some(&title),
+        &[("If-Match", &first)],
+    )
+    .await
+    .error(412, None);
+    let not_modified = scim
+        .send(
+            Method::GET,
+            &alice_path,
+            None,
+            &[("If-None-Match", &joined)],
+        )
+        .await;
+    assert_eq!(not_modified.status, 304);
+    // Bob, in no group yet, keeps his.
+    assert_eq!(etag_of(&scim.get(&bob_path).await), bob_first);
+
+    // Added again: nothing changes.
+    let add = |who: &str| json!([{"op": "add", "path": "members", "value": [{"value": who}]}]);
+    scim.patch(&group_path, add(&alice)).await.expect(200);
+    assert_eq!(etag_of(&scim.get(&alice_path).await), joined);
+
+    // Bob joins: his tag moves, Alice's does not.
+    scim.patch(&group_path, add(&bob)).await.expect(200);
+    let bob_joined = etag_of(&scim.get(&bob_path).await);
+    assert_ne!(bob_joined, bob_first);
+    assert_eq!(etag_of(&scim.get(&alice_path).await), joined);
+
+    // Alice leaves by a remove.
+    scim.patch(
+        &group_path,
+        json!([{"op": "remove", "path": format!("members[value eq \"{alice}\"]")}]),
+    )
+    .await
+    .expect(200);
+    let left = scim.get(&alice_path).await;
+    let left_tag = etag_of(&left);
+    assert_ne!(left_tag, joined);
+    assert!(left
+        .expect(200)
+        .get("groups")
+        .is_none_or(|g| g == &json!([])));
+
+    // A PUT with the members the group has (Bob) moves nobody; one that swaps Bob for Alice
+    // moves both.
+    let mut put = entra_group(&format!("ETag {}", guid()), &guid());
+    put["members"] = json!([{"value": bob}]);
+    scim.put(&group_path, &put).await.expect(200);
+    assert_eq!(etag_of(&scim.get(&bob_path).await), bob_joined);
+    assert_eq!(etag_of(&scim.get(&alice_path).await), left_tag);
+    put["members"] = json!([{"value": alice}]);
+    scim.put(&group_path, &put).await.expect(200);
+    let bob_left = etag_of(&scim.get(&bob_path).await);
+    assert_ne!(bob_left, bob_joined);
+    let rejoined = etag_of(&scim.get(&alice_path).await);
+    assert_ne!(rejoined, left_tag);
+
+    // The group's deletion takes Alice out of it.
+    scim.delete(&group_path).await.expect(204);
+    let after = scim.get(&alice_path).await;
+    assert_ne!(etag_of(&after), rejoined);
+    assert!(after
+        .expect(200)
+        .get("groups")
+        .is_none_or(|g| g == &json!([])));
+    assert_eq!(etag_of(&scim.get(&bob_path).await), bob_left);
+}
+
+/// Group writes that share members at the same moment all land: each member's version counts
+/// every group it joined (on Postgres they lock the members in one order, so none deadlocks).
+#[tokio::test]
+async fn concurrent_group_writes_sharing_members_all_count() {
+    let (_, _, scim) = tenant().await;
+    let mut users = Vec::new();
+    for i in 0..12 {
+        users.push(create_user(&scim, &format!("shared{i}_{}@contoso.com", guid())).await);
+    }
+    let version_of = |a: Answer| a.expect(200)["meta"]["version"].clone();
+    let mut before = Vec::new();
+    for u in &users {
+        before.push(version_of(scim.get(&format!("/Users/{u}")).await));
+    }
+    assert!(before.iter().all(|v| v == "W/\"1\""), "{before:?}");
+    let mut groups = Vec::new();
+    for _ in 0..6 {
+        groups.push(
+            scim.post(
+                "/Groups",
+                &entra_group(&format!("Shared {}", guid()), &guid()),
+            )
+            .await
+            .id(),
+        );
+    }
+    // Each group adds every user, in an order of its own.
+    let writes = groups.iter().enumerate().map(|(n, gid)| {
+        let mut order = users.clone();
+        order.rotate_left(n * 5 % users.len());
+        if n % 2 == 1 {
+            order.reverse();
+        }
+        let value: Vec<Value> = order.iter().map(|u| json!({"value": u})).collect();
+        let scim = &scim;
+        async move {
+            scim.patch(
+                &format!("/Groups/{gid}"),
+                json!([{"op": "add", "path": "members", "value": value}]),
+            )
+            .await
+        }
+    });
+    for answer in join_all(writes).await {
+        answer.expect(200);
+    }
+    for u in &users {
+        let user = scim.get(&format!("/Users/{u}")).await.expect(200);
+        assert_eq!(user["meta"]["version"], "W/\"7\"", "{user}");
+        assert_eq!(user["groups"].as_array().map(Vec::len), Some(6), "{user}");
+    }
 }
 
 #[tokio::test]
