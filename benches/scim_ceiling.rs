@@ -6,6 +6,8 @@
 //!    `POST /Users` with Entra ID's body: users/s; then PATCH (Entra's `Replace` of a profile's
 //!    attributes) once each of the first `ASSENT_BENCH_PATCHES` (default 20,000): patches/s; then
 //!    1,000 POSTs and 1,000 PATCHes from one client, one at a time: the p50 and p99 of each.
+//!    Between them, `ASSENT_BENCH_GROUPS` groups (default 20) get the first
+//!    `ASSENT_BENCH_MEMBERS` users (default 20,000) as members, 100 to a PATCH: members/s.
 //! 2. The ceiling: a bare axum 0.8 handler in this process, on a 2-worker runtime like the
 //!    server's, answering the very bytes Assent answers for one filter (same size, same content
 //!    type) to the same wrk line.
@@ -161,6 +163,76 @@ async fn patch_users(
                 .await
                 .unwrap_or_else(|e| panic!("PATCH user {i}: {e}"));
             assert_eq!(res.status().as_u16(), 200, "PATCH user {i}");
+        }
+    })
+    .await
+}
+
+/// Members per group PATCH in `add_members` (an `add` of that many `members` values).
+const MEMBERS_PER_PATCH: usize = 100;
+
+/// Creates `groups` groups, then adds `ids` to them from `clients` clients, in PATCHes of
+/// `MEMBERS_PER_PATCH` members, as Entra ID's initial cycle fills a group (each user in one
+/// group); returns the wall time of the adds and each PATCH's time, sorted.
+async fn add_members(
+    base: &str,
+    token: &str,
+    ids: Vec<String>,
+    groups: usize,
+    clients: usize,
+) -> (Duration, Vec<Duration>) {
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {token}");
+    let mut group_ids = Vec::new();
+    for g in 0..groups {
+        let res = http
+            .post(format!("{base}/Groups"))
+            .header("authorization", &auth)
+            .header("content-type", "application/scim+json")
+            .body(
+                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                       "displayName": format!("Bench group {g}"), "externalId": format!("g-{g}")})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 201, "POST group {g}");
+        let created: Value = res.json().await.unwrap();
+        group_ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let chunks: Vec<Vec<String>> = ids
+        .chunks(MEMBERS_PER_PATCH)
+        .map(<[String]>::to_vec)
+        .collect();
+    let (base, chunks, group_ids) = (
+        base.to_owned(),
+        std::sync::Arc::new(chunks),
+        std::sync::Arc::new(group_ids),
+    );
+    let n = chunks.len();
+    from_clients(n, clients, move |http, i| {
+        let (base, auth, chunks, group_ids) = (
+            base.clone(),
+            auth.clone(),
+            chunks.clone(),
+            group_ids.clone(),
+        );
+        async move {
+            let value: Vec<Value> = chunks[i].iter().map(|id| json!({"value": id})).collect();
+            let body = json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "Add", "path": "members", "value": value}]
+            });
+            let res = http
+                .patch(format!("{base}/Groups/{}", group_ids[i % group_ids.len()]))
+                .header("authorization", &auth)
+                .header("content-type", "application/scim+json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("PATCH group members {i}: {e}"));
+            assert!(res.status().is_success(), "PATCH group members {i}");
         }
     })
     .await
@@ -353,6 +425,17 @@ fn main() {
         let patch_load = load_average();
         let (patched, _) =
             patch_users(&base, &tenant.token, ids[..patches].to_vec(), CONCURRENCY).await;
+        let members = ids.len().min(env_or("ASSENT_BENCH_MEMBERS", 20_000));
+        let groups = env_or("ASSENT_BENCH_GROUPS", 20).max(1);
+        let members_load = load_average();
+        let (added, member_patches) = add_members(
+            &base,
+            &tenant.token,
+            ids[..members].to_vec(),
+            groups,
+            CONCURRENCY,
+        )
+        .await;
         // One client, one request at a time: what each write costs in round trips shows here.
         let alone = SEQUENTIAL.min(users);
         let (_, posts, _) = load_users(&base, &tenant.token, (users, users + alone), 1).await;
@@ -405,6 +488,13 @@ fn main() {
             "PATCH /Users/{{id}}, {CONCURRENCY} Rust clients: {:.0} patches/s ({patches} in {:.1} s; load average before {patch_load})",
             patches as f64 / patched.as_secs_f64(),
             patched.as_secs_f64()
+        );
+        println!(
+            "PATCH /Groups/{{id}} adding {MEMBERS_PER_PATCH} members, {CONCURRENCY} Rust clients, {groups} groups: {:.0} members/s ({members} in {:.1} s, PATCH p50 {:.2} ms p99 {:.2} ms; load average before {members_load})",
+            members as f64 / added.as_secs_f64(),
+            added.as_secs_f64(),
+            pct(&member_patches, 0.50),
+            pct(&member_patches, 0.99)
         );
         println!(
             "one client, one request at a time ({alone} each): POST p50 {:.2} ms p99 {:.2} ms; PATCH p50 {:.2} ms p99 {:.2} ms",

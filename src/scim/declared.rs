@@ -55,6 +55,17 @@ pub struct DeclaredSchema {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Declared(pub Vec<DeclaredSchema>);
 
+/// What a write replaces, for [`Declared::enforce`].
+#[derive(Clone, Copy, Debug)]
+pub enum Prior<'a> {
+    /// A POST: nothing.
+    Nothing,
+    /// A PUT: the stored document, replaced whole.
+    Replaced(&'a Value),
+    /// A PATCH: the stored document, edited.
+    Patched(&'a Value),
+}
+
 fn pick<T: Copy>(
     obj: &Map<String, Value>,
     key: &str,
@@ -321,16 +332,26 @@ impl Declared {
     }
 
     /// Checks and coerces, in place, a resource's objects under its declared schemas, before it
-    /// is stored. `previous` is the stored document a PUT or PATCH replaces (for immutable
-    /// attributes).
+    /// is stored. `prior` is what the write replaces: an immutable attribute keeps its value, and
+    /// a PATCH may not remove a required one.
+    ///
+    /// Errors are 400: `invalidValue` for a value of the wrong type, an attribute the schema
+    /// does not have, or a required one missing from a POST or PUT (RFC 7644 Table 9, "a
+    /// required value was missing"); `mutability` for an immutable attribute given another value
+    /// (§3.5.1) and a required one a PATCH removes or leaves unassigned (§3.5.2.2), as for the
+    /// core schema's required attributes (`scim::patch`).
     pub fn enforce(
         &self,
         kind: ResourceKind,
         doc: &mut Value,
-        previous: Option<&Value>,
+        prior: Prior<'_>,
     ) -> Result<(), ScimError> {
         let Some(obj) = doc.as_object_mut() else {
             return Ok(());
+        };
+        let previous = match prior {
+            Prior::Nothing => None,
+            Prior::Replaced(p) | Prior::Patched(p) => Some(p),
         };
         for schema in self.of(kind) {
             let Some(key) = key_ci(obj, &schema.id).cloned() else {
@@ -364,7 +385,7 @@ impl Declared {
                 if def.mutability == Mutability::Immutable {
                     let old = before.and_then(|b| get_ci(b, &def.name));
                     if old.is_some_and(|o| !o.is_null() && *o != value) {
-                        return Err(ScimError::invalid_value(format!(
+                        return Err(ScimError::mutability(format!(
                             "'{path}' is immutable: it keeps the value it was given"
                         )));
                     }
@@ -372,12 +393,20 @@ impl Declared {
                 out.insert(def.name.clone(), value);
             }
             for def in schema.attributes.iter().filter(|a| a.required) {
-                if !out.contains_key(&def.name) {
-                    return Err(ScimError::invalid_value(format!(
-                        "'{}:{}' is required",
-                        schema.id, def.name
-                    )));
+                if out.contains_key(&def.name) {
+                    continue;
                 }
+                let path = format!("{}:{}", schema.id, def.name);
+                let had = before
+                    .and_then(|b| get_ci(b, &def.name))
+                    .is_some_and(|v| !v.is_null());
+                return Err(if had && matches!(prior, Prior::Patched(_)) {
+                    ScimError::mutability(format!(
+                        "'{path}' is required: it can be replaced, not removed"
+                    ))
+                } else {
+                    ScimError::invalid_value(format!("'{path}' is required"))
+                });
             }
             if out.is_empty() {
                 obj.remove(&key);

@@ -29,16 +29,38 @@ fn declared() -> Declared {
     .unwrap()
 }
 
+/// A PUT's check of `ext` over `previous` (a POST's when None); Err with the detail of a 400
+/// `invalidValue`.
 fn enforce(ext: Value, previous: Option<Value>) -> Result<Value, String> {
+    enforce_as(ext, previous, false).map_err(|(scim_type, detail)| {
+        assert_eq!(scim_type, "invalidValue", "{detail}");
+        detail
+    })
+}
+
+/// The check of `ext` by a PUT (or a POST, when `previous` is None) or a PATCH; Err with the
+/// `scimType` and detail of the 400.
+fn enforce_as(
+    ext: Value,
+    previous: Option<Value>,
+    patch: bool,
+) -> Result<Value, (&'static str, String)> {
     let mut doc = json!({"userName": "a", EXT: ext});
     let prev = previous.map(|p| json!({EXT: p}));
+    let prior = match (&prev, patch) {
+        (None, _) => Prior::Nothing,
+        (Some(p), false) => Prior::Replaced(p),
+        (Some(p), true) => Prior::Patched(p),
+    };
     declared()
-        .enforce(ResourceKind::User, &mut doc, prev.as_ref())
+        .enforce(ResourceKind::User, &mut doc, prior)
         .map(|()| doc[EXT].clone())
         .map_err(|e| {
             assert_eq!(e.status(), 400);
-            assert_eq!(e.scim_type().map(|t| t.as_str()), Some("invalidValue"));
-            e.detail().to_owned()
+            (
+                e.scim_type().map(|t| t.as_str()).unwrap_or("none"),
+                e.detail().to_owned(),
+            )
         })
 }
 
@@ -165,6 +187,24 @@ fn values_are_checked_and_coerced_to_their_types() {
     }
 }
 
+/// A required attribute a PATCH removes is `mutability` (RFC 7644 §3.5.2.2); missing from a
+/// PUT, or from a PATCH of a resource that never had it, `invalidValue` ("a required value was
+/// missing").
+#[test]
+fn a_required_attribute_removed_by_patch_is_mutability() {
+    let had = Some(json!({"costCenter": "c", "level": 1}));
+    let (scim_type, e) = enforce_as(json!({"level": 1}), had.clone(), true).unwrap_err();
+    assert_eq!(scim_type, "mutability");
+    assert!(e.contains("costCenter' is required"), "{e}");
+    let (scim_type, _) = enforce_as(json!({"level": 1}), had, false).unwrap_err();
+    assert_eq!(scim_type, "invalidValue");
+    let (scim_type, _) =
+        enforce_as(json!({"level": 1}), Some(json!({"level": 1})), true).unwrap_err();
+    assert_eq!(scim_type, "invalidValue");
+    let (scim_type, _) = enforce_as(json!({"level": 1}), None, false).unwrap_err();
+    assert_eq!(scim_type, "invalidValue");
+}
+
 #[test]
 fn immutable_keeps_its_first_value_and_other_types_are_untouched() {
     assert!(enforce(json!({"costCenter": "c", "badgeId": "B1"}), None).is_ok());
@@ -173,20 +213,26 @@ fn immutable_keeps_its_first_value_and_other_types_are_untouched() {
         Some(json!({"badgeId": "B1"}))
     )
     .is_ok());
-    let e = enforce(
-        json!({"costCenter": "c", "badgeId": "B2"}),
-        Some(json!({"badgeId": "B1"})),
-    )
-    .unwrap_err();
-    assert!(e.contains("immutable"), "{e}");
+    // Another value for an immutable attribute is `mutability` (RFC 7644 §3.5.1), by PUT or
+    // PATCH.
+    for patch in [false, true] {
+        let (scim_type, e) = enforce_as(
+            json!({"costCenter": "c", "badgeId": "B2"}),
+            Some(json!({"badgeId": "B1"})),
+            patch,
+        )
+        .unwrap_err();
+        assert_eq!(scim_type, "mutability", "{e}");
+        assert!(e.contains("immutable"), "{e}");
+    }
     // A Group, or a user without the extension, is not checked against a User schema.
     let mut group = json!({"displayName": "g", EXT: {"anything": 1}});
     declared()
-        .enforce(ResourceKind::Group, &mut group, None)
+        .enforce(ResourceKind::Group, &mut group, Prior::Nothing)
         .unwrap();
     let mut plain = json!({"userName": "a"});
     declared()
-        .enforce(ResourceKind::User, &mut plain, None)
+        .enforce(ResourceKind::User, &mut plain, Prior::Nothing)
         .unwrap();
 }
 
@@ -222,12 +268,15 @@ fn write_only_and_never_returned_attributes_are_checked_then_not_kept() {
     ]}]}))
     .unwrap();
     let mut doc = json!({"userName": "a", EXT: {"pin": "1234", "secretish": "x", "shown": "y"}});
-    d.enforce(ResourceKind::User, &mut doc, None).unwrap();
+    d.enforce(ResourceKind::User, &mut doc, Prior::Nothing)
+        .unwrap();
     assert_eq!(doc[EXT], json!({"shown": "y"}));
     let mut only_hidden = json!({"userName": "a", EXT: {"pin": 1}});
-    d.enforce(ResourceKind::User, &mut only_hidden, None)
+    d.enforce(ResourceKind::User, &mut only_hidden, Prior::Nothing)
         .unwrap();
     assert!(only_hidden.get(EXT).is_none());
     let mut bad = json!({"userName": "a", EXT: {"pin": "x"}});
-    assert!(d.enforce(ResourceKind::User, &mut bad, None).is_err());
+    assert!(d
+        .enforce(ResourceKind::User, &mut bad, Prior::Nothing)
+        .is_err());
 }

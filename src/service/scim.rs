@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::scim::core_schemas::ENTERPRISE_USER_URN;
-use crate::scim::declared::Declared;
+use crate::scim::declared::{Declared, Prior};
 use crate::scim::error::{clip, ScimError};
 use crate::scim::eval::matches;
 use crate::scim::filter::Filter;
@@ -112,13 +112,13 @@ fn declare(
     kind: ResourceKind,
     document: &mut Value,
     index: &mut IndexColumns,
-    previous: Option<&Value>,
+    prior: Prior<'_>,
 ) -> Result<(), ScimError> {
     if declared.of(kind).next().is_none() {
         return Ok(());
     }
     let before = document.clone();
-    declared.enforce(kind, document, previous)?;
+    declared.enforce(kind, document, prior)?;
     if *document != before {
         // An extension left empty (only readOnly values were sent) leaves `schemas` too.
         if let Some(obj) = document.as_object_mut() {
@@ -330,7 +330,13 @@ impl App {
         }
         let mut n = normalise(body, kind.resource_type())?;
         let declared = self.scim_declared_for(workspace, &n.document).await?;
-        declare(&declared, kind, &mut n.document, &mut n.index, None)?;
+        declare(
+            &declared,
+            kind,
+            &mut n.document,
+            &mut n.index,
+            Prior::Nothing,
+        )?;
         let new = NewResource {
             id: new_id(),
             columns: Columns {
@@ -411,7 +417,7 @@ impl App {
                 kind,
                 &mut n.document,
                 &mut n.index,
-                Some(&current.document),
+                Prior::Replaced(&current.document),
             )?;
             let members = if kind == ResourceKind::Group {
                 GroupMembershipDelta::replacing(&n.members, n.member_displays)
@@ -462,7 +468,7 @@ impl App {
                 kind,
                 &mut r.document,
                 &mut r.index,
-                Some(&current.document),
+                Prior::Patched(&current.document),
             )?;
             Ok(Change {
                 columns: Columns {

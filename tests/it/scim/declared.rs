@@ -1,7 +1,8 @@
 //! Extension schemas a workspace declares (issue 15 part 2): `GET`/`PUT /v1/console/scim/schemas`
 //! (owners write, admins read, members 403, cross-site writes refused, bad definitions 400), their
 //! announcement in `/Schemas` and `/ResourceTypes`, and their types, mutability and required
-//! enforced on SCIM writes with 400 invalidValue.
+//! enforced on SCIM writes with 400 invalidValue (mutability for an immutable value changed or a
+//! required one a PATCH removes).
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -187,17 +188,32 @@ async fn declared_types_mutability_and_required_are_enforced() {
             .error(400, Some("invalidValue"));
         assert!(e["detail"].as_str().unwrap().contains(needle), "{ext}: {e}");
     }
-    // PATCH: a type error, a required attribute removed, an immutable one changed: all 400, and
-    // the user is unchanged.
-    for op in [
-        json!({"op": "replace", "path": format!("{EXT}:level"), "value": "x"}),
-        json!({"op": "remove", "path": format!("{EXT}:costCenter")}),
-        json!({"op": "replace", "path": format!("{EXT}:badgeId"), "value": "B-2"}),
+    // PATCH: a type error (400 invalidValue), a required attribute removed and an immutable one
+    // changed (400 mutability, RFC 7644 §3.5.2.2 and §3.5.1); the user is unchanged.
+    for (op, scim_type) in [
+        (
+            json!({"op": "replace", "path": format!("{EXT}:level"), "value": "x"}),
+            "invalidValue",
+        ),
+        (
+            json!({"op": "remove", "path": format!("{EXT}:costCenter")}),
+            "mutability",
+        ),
+        (
+            json!({"op": "replace", "path": format!("{EXT}:badgeId"), "value": "B-2"}),
+            "mutability",
+        ),
     ] {
         scim.patch(&format!("/Users/{id}"), json!([op]))
             .await
-            .error(400, Some("invalidValue"));
+            .error(400, Some(scim_type));
     }
+    // A PUT that gives the immutable attribute another value is refused the same way.
+    let mut put = got.clone();
+    put[EXT]["badgeId"] = json!("B-3");
+    scim.put(&format!("/Users/{id}"), &put)
+        .await
+        .error(400, Some("mutability"));
     let same = scim.get(&format!("/Users/{id}")).await.expect(200);
     assert_eq!(same[EXT], created[EXT]);
     assert_eq!(same["meta"]["version"], "W/\"1\"");
