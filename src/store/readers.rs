@@ -380,4 +380,28 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)));
     }
+
+    /// The bundled SQLite is built (`.cargo/config.toml`'s `LIBSQLITE3_FLAGS`) without the
+    /// process-wide page cache group and memory statistics: each is a mutex that every
+    /// connection in the process takes, the first on every page it reads, and the readers on
+    /// both runtime workers contended for them.
+    #[test]
+    fn sqlite_is_built_without_process_wide_mutexes() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut pragma = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = pragma
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
 }
