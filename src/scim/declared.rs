@@ -16,7 +16,7 @@
 use serde_json::{json, Map, Value};
 
 use super::error::{clip, ScimError};
-use super::extension::{extends_known_urn, is_custom_urn};
+use super::extension::{extends_known_urn, index_path, is_custom_urn, value_key};
 use super::schema::{AttrType, Mutability, ResourceKind, Returned, Uniqueness};
 use super::value::{get_ci, key_ci, parse_time};
 
@@ -54,6 +54,42 @@ pub struct DeclaredSchema {
 /// A workspace's declared schemas.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Declared(pub Vec<DeclaredSchema>);
+
+/// A value that a declared attribute with `uniqueness` (`server` or `global`) holds, which a write
+/// must find no other resource of its workspace and type holding (RFC 7643 §7; a workspace is
+/// Assent's service provider for its identity provider, so both are held within it).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UniqueValue {
+    /// `scim_ext_values`' path and typed key of the value (`extension::index_path`,
+    /// `extension::value_key`): what the store probes.
+    pub path: String,
+    pub key: String,
+    /// The schema and attribute, as declared: the error names them, and a `caseExact`
+    /// string's holders are read back by them.
+    pub urn: String,
+    pub attribute: String,
+    /// A `caseExact` string: the value as stored, since the key folds case and another case of
+    /// it is another value.
+    pub exact: Option<String>,
+}
+
+impl UniqueValue {
+    /// `urn:…:badgeId`, for the error.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.urn, self.attribute)
+    }
+
+    /// Whether `document` (a holder of the key) holds this very value.
+    pub fn held_by(&self, document: &Value) -> bool {
+        let Some(exact) = &self.exact else {
+            return true;
+        };
+        get_ci(document, &self.urn)
+            .and_then(|ext| get_ci(ext, &self.attribute))
+            .and_then(Value::as_str)
+            .is_some_and(|v| v == exact)
+    }
+}
 
 /// What a write replaces, for [`Declared::enforce`].
 #[derive(Clone, Copy, Debug)]
@@ -324,6 +360,56 @@ impl Declared {
     /// The schemas extending resources of `kind`.
     pub fn of(&self, kind: ResourceKind) -> impl Iterator<Item = &DeclaredSchema> {
         self.0.iter().filter(move |s| s.kind == kind)
+    }
+
+    /// The values of `doc` (as `enforce` left it) that its declared unique attributes hold and
+    /// `before` (the stored document a PUT or PATCH replaces) did not: a resource keeps a value
+    /// it already had, even one another resource took before the schema was declared. Single-
+    /// valued attributes of a simple type only: a multi-valued or complex one is announced, not
+    /// enforced.
+    pub fn unique_values(
+        &self,
+        kind: ResourceKind,
+        doc: &Value,
+        before: Option<&Value>,
+    ) -> Vec<UniqueValue> {
+        let mut out = Vec::new();
+        for schema in self.of(kind) {
+            let Some(ext) = get_ci(doc, &schema.id) else {
+                continue;
+            };
+            let held = before.and_then(|b| get_ci(b, &schema.id));
+            for def in &schema.attributes {
+                if def.uniqueness == Uniqueness::None
+                    || def.multi_valued
+                    || def.ty == AttrType::Complex
+                {
+                    continue;
+                }
+                let Some(v) = get_ci(ext, &def.name) else {
+                    continue;
+                };
+                let Some(key) = value_key(v) else {
+                    continue;
+                };
+                if held.and_then(|h| get_ci(h, &def.name)) == Some(v) {
+                    continue;
+                }
+                let exact = match v {
+                    Value::String(text) if def.case_exact => Some(text.clone()),
+                    _ => None,
+                };
+                out.push(UniqueValue {
+                    path: index_path(&schema.id, &def.name, None),
+                    key,
+                    urn: schema.id.clone(),
+                    attribute: def.name.clone(),
+                    exact,
+                });
+            }
+        }
+        out.sort();
+        out
     }
 
     /// The stored form: `{"schemas": [...]}`, read back by [`parse_definitions`].

@@ -280,3 +280,43 @@ fn write_only_and_never_returned_attributes_are_checked_then_not_kept() {
         .enforce(ResourceKind::User, &mut bad, Prior::Nothing)
         .is_err());
 }
+
+/// The values a write must find no other resource holding: those of single-valued attributes
+/// declared unique, and only those the resource did not hold already.
+#[test]
+fn unique_values_are_the_new_values_of_unique_attributes() {
+    let d = parse_definitions(&json!({"schemas": [{
+        "id": EXT, "name": "AcmeUser",
+        "attributes": [
+            {"name": "badgeId", "type": "string", "uniqueness": "server"},
+            {"name": "code", "type": "string", "uniqueness": "global", "caseExact": true},
+            {"name": "tags", "type": "string", "multiValued": true, "uniqueness": "server"},
+            {"name": "level", "type": "integer"}
+        ]
+    }]}))
+    .unwrap();
+    let doc = json!({"userName": "a",
+                     EXT: {"badgeId": "B-1", "code": "Ab", "tags": ["x"], "level": 3}});
+    let all = d.unique_values(ResourceKind::User, &doc, None);
+    let names: Vec<String> = all.iter().map(UniqueValue::name).collect();
+    assert_eq!(names, [format!("{EXT}:badgeId"), format!("{EXT}:code")]);
+    let badge = &all[0];
+    assert_eq!(badge.path, format!("{}:badgeid", EXT.to_lowercase()));
+    assert_eq!(badge.key, "s:b-1");
+    assert_eq!(badge.exact, None);
+    assert!(badge.held_by(&json!({EXT: {"badgeId": "whatever"}})));
+    let code = &all[1];
+    assert_eq!(code.exact.as_deref(), Some("Ab"));
+    assert!(code.held_by(&json!({EXT: {"code": "Ab"}})));
+    assert!(!code.held_by(&json!({EXT: {"code": "ab"}})));
+    // A PUT or PATCH that keeps the badge checks only the code it changes.
+    let before = json!({EXT: {"badgeId": "B-1", "code": "Zz"}});
+    let changed = d.unique_values(ResourceKind::User, &doc, Some(&before));
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].attribute, "code");
+    // Nothing for a Group, or a user without the extension.
+    assert!(d.unique_values(ResourceKind::Group, &doc, None).is_empty());
+    assert!(d
+        .unique_values(ResourceKind::User, &json!({"userName": "a"}), None)
+        .is_empty());
+}

@@ -344,6 +344,7 @@ impl App {
                 index: n.index,
                 manager_id: n.manager_id,
             },
+            unique: declared.unique_values(kind, &n.document, None),
             document: n.document,
             members: n.members,
             member_displays: n.member_displays,
@@ -367,6 +368,11 @@ impl App {
             Written::NotFound => Err(not_found(kind)),
             Written::MissingReference(id) => Err(missing_reference(&id)),
             Written::Refused(e) => Err(e),
+            Written::Taken(value) => Err(ScimError::Uniqueness(format!(
+                "'{}' is unique, and another {} of this workspace holds that value",
+                value.name(),
+                kind.resource_type().name
+            ))),
         }
     }
 
@@ -430,6 +436,7 @@ impl App {
                     index: n.index,
                     manager_id: n.manager_id,
                 },
+                unique: declared.unique_values(kind, &n.document, Some(&current.document)),
                 document: n.document,
                 members,
             })
@@ -476,6 +483,7 @@ impl App {
                     index: r.index,
                     manager_id: r.manager_id,
                 },
+                unique: declared.unique_values(kind, &r.document, Some(&current.document)),
                 document: r.document,
                 members: r.members,
             })

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use super::db::store_trait;
 use super::{scim_log, scim_read, scim_schemas, scim_write, Result};
+use crate::scim::declared::UniqueValue;
 use crate::scim::error::ScimError;
 use crate::scim::members::{GroupMembershipDelta, MemberDisplays};
 use crate::scim::resource::{IndexColumns, Reference};
@@ -59,6 +60,8 @@ pub struct NewResource {
     pub members: Vec<String>,
     /// The `display` sent with members, kept as sent.
     pub member_displays: MemberDisplays,
+    /// Values its declared unique attributes hold, which no other resource may.
+    pub unique: Vec<UniqueValue>,
 }
 
 /// What an update writes: the new document and columns, and the membership change (Groups).
@@ -67,6 +70,8 @@ pub struct Change {
     pub document: Value,
     pub columns: Columns,
     pub members: GroupMembershipDelta,
+    /// Values its declared unique attributes take on, which no other resource may hold.
+    pub unique: Vec<UniqueValue>,
 }
 
 /// An update computed from the current resource, so a PATCH never works on a stale copy and
@@ -87,6 +92,8 @@ pub enum Written {
     MissingReference(String),
     /// The edit refused the update (a bad PATCH, a failed `If-Match`).
     Refused(ScimError),
+    /// Another resource of the workspace holds this value of a declared unique attribute.
+    Taken(UniqueValue),
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -21,6 +21,7 @@ use super::scim::{Change, Columns, Deleted, Edit, NewResource, StoredResource, W
 use super::scim_read::{kind_of, resource, select, table, ResourceRow, IN_CHUNK};
 use super::Result;
 use crate::clock::from_unix;
+use crate::scim::declared::UniqueValue;
 use crate::scim::error::ScimError;
 use crate::scim::extension::IndexedValue;
 use crate::scim::members::MemberDisplays;
@@ -86,6 +87,63 @@ async fn member_types(
                 .ok_or_else(|| id.clone())
         })
         .collect())
+}
+
+/// The first of `unique` (declared unique values the resource `id` is to hold) that another
+/// resource of the workspace and kind holds, if any. The probe is `scim_ext_values`' primary key;
+/// a `caseExact` string's holders of the folded key are read back and compared as stored. On
+/// SQLite the write lock keeps the probe true until commit. On Postgres writes run at once, so
+/// each value is claimed first with a transaction-scoped advisory lock on its key, in one order
+/// (`unique` is sorted): a concurrent write of the same value waits for this one's commit, and
+/// its own probe, a statement begun after, then sees the value taken.
+async fn taken(
+    tx: &mut WriteTx<'_>,
+    workspace_id: i64,
+    kind: ResourceKind,
+    id: &str,
+    unique: &[UniqueValue],
+) -> Result<Option<UniqueValue>> {
+    for value in unique {
+        if let Some(c) = tx.postgres() {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(format!(
+                    "scim-unique\u{1f}{workspace_id}\u{1f}{}\u{1f}{}\u{1f}{}",
+                    kind_name(kind),
+                    value.path,
+                    value.key
+                ))
+                .execute(c)
+                .await?;
+        }
+        let holders: Vec<(String,)> = tx
+            .rows(
+                "SELECT resource_id FROM scim_ext_values
+                 WHERE workspace_id = $1 AND resource_type = $2 AND path = $3 AND value = $4
+                   AND resource_id <> $5",
+                args![workspace_id, kind_name(kind), &value.path, &value.key, id],
+                |r| Ok((r.get(0)?,)),
+            )
+            .await?;
+        for (holder,) in holders {
+            if value.exact.is_none() {
+                return Ok(Some(value.clone()));
+            }
+            let sql = format!(
+                "SELECT document FROM {} WHERE workspace_id = $1 AND id = $2",
+                table(kind)
+            );
+            let document: Option<(String,)> = tx
+                .optional(&sql, args![workspace_id, &holder], |r| Ok((r.get(0)?,)))
+                .await?;
+            let held = document
+                .and_then(|(text,)| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .is_some_and(|doc| value.held_by(&doc));
+            if held {
+                return Ok(Some(value.clone()));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Whether the manager id names a User of the workspace, for the `$ref` the answer shows. A
@@ -360,7 +418,10 @@ pub(super) async fn create(
     now: OffsetDateTime,
 ) -> Result<Written> {
     if let (Db::Postgres(pool), ResourceKind::User) = (db, kind) {
-        return create_user_postgres(pool, workspace_id, new, now).await;
+        // A declared unique value is checked and claimed inside a transaction (`taken`).
+        if new.unique.is_empty() {
+            return create_user_postgres(pool, workspace_id, new, now).await;
+        }
     }
     db.grouped_write(
         Lane::Bulk,
@@ -431,6 +492,9 @@ async fn create_in(
     now: OffsetDateTime,
 ) -> Result<Written> {
     let tx = &mut tx;
+    if let Some(value) = taken(tx, workspace_id, kind, &new.id, &new.unique).await? {
+        return Ok(Written::Taken(value));
+    }
     let document = new.document.to_string();
     let c = &new.columns;
     write_ext_values(
@@ -539,8 +603,9 @@ async fn update_user_postgres(
             Ok(None) => return Ok(Some(Written::Done(current))),
             Err(e) => return Ok(Some(Written::Refused(e))),
         };
-        if !change.members.is_empty() {
-            // Not a user's change: the general path refuses it as it does for any kind.
+        if !change.members.is_empty() || !change.unique.is_empty() {
+            // Not a user's change: the general path refuses it as it does for any kind. A new
+            // declared unique value is checked and claimed inside a transaction (`taken`).
             return Ok(None);
         }
         let values = &change.columns.index.extension_values;
@@ -659,6 +724,9 @@ async fn update_in(
         Ok(None) => return Ok(Written::Done(current)),
         Err(e) => return Ok(Written::Refused(e)),
     };
+    if let Some(value) = taken(tx, workspace_id, kind, id, &change.unique).await? {
+        return Ok(Written::Taken(value));
+    }
     let added: Vec<String> = change.members.added_ids().map(str::to_owned).collect();
     let added = match member_types(tx, workspace_id, &added).await? {
         Ok(m) => m,

@@ -235,3 +235,122 @@ async fn declared_types_mutability_and_required_are_enforced() {
     .await
     .expect(201);
 }
+
+/// A declared attribute with `uniqueness: server` holds each value once per workspace: a POST,
+/// PUT or PATCH that gives another user a value one holds is 409 `uniqueness` and changes
+/// nothing. Strings compare as filters do (case-insensitively) unless `caseExact`. A user keeps
+/// the value it has; a value freed by a change or a delete can be taken; another workspace is
+/// not concerned; and of concurrent creates with one value, exactly one lands.
+#[tokio::test]
+async fn declared_unique_attributes_hold_each_value_once() {
+    let (_, t, scim) = tenant().await;
+    let (_, other_t, other) = tenant().await;
+    let unique = json!({"schemas": [{
+        "id": EXT, "name": "AcmeUser",
+        "attributes": [
+            {"name": "badgeId", "type": "string", "uniqueness": "server"},
+            {"name": "employeeCode", "type": "string", "uniqueness": "global", "caseExact": true},
+            {"name": "level", "type": "integer"}
+        ]
+    }]});
+    json_body(put(&t.owner, &unique).await, 200).await;
+    json_body(put(&other_t.owner, &unique).await, 200).await;
+    let user = |ext: Value| json!({"schemas": [USER_URN, EXT], "userName": format!("u_{}@x.org", guid()), EXT: ext});
+
+    let alice = scim
+        .post(
+            "/Users",
+            &user(json!({"badgeId": "B-1", "employeeCode": "Ab"})),
+        )
+        .await
+        .expect(201);
+    let alice_id = alice["id"].as_str().unwrap().to_owned();
+    let e = scim
+        .post("/Users", &user(json!({"badgeId": "b-1"})))
+        .await
+        .error(409, Some("uniqueness"));
+    assert!(e["detail"].as_str().unwrap().contains("badgeId"), "{e}");
+    scim.post(
+        "/Users",
+        &user(json!({"badgeId": "B-9", "employeeCode": "Ab"})),
+    )
+    .await
+    .error(409, Some("uniqueness"));
+    // Another case of a caseExact value is another value; another workspace is not concerned.
+    let bob = scim
+        .post(
+            "/Users",
+            &user(json!({"badgeId": "B-2", "employeeCode": "ab"})),
+        )
+        .await
+        .expect(201);
+    let bob_path = format!("/Users/{}", bob["id"].as_str().unwrap());
+    other
+        .post(
+            "/Users",
+            &user(json!({"badgeId": "B-1", "employeeCode": "Ab"})),
+        )
+        .await
+        .expect(201);
+
+    // Bob may not take Alice's badge by PATCH or PUT; his user is unchanged.
+    scim.patch(
+        &bob_path,
+        json!([{"op": "replace", "path": format!("{EXT}:badgeId"), "value": "B-1"}]),
+    )
+    .await
+    .error(409, Some("uniqueness"));
+    let mut put_body = bob.clone();
+    put_body[EXT]["badgeId"] = json!("B-1");
+    scim.put(&bob_path, &put_body)
+        .await
+        .error(409, Some("uniqueness"));
+    let same = scim.get(&bob_path).await.expect(200);
+    assert_eq!(same[EXT]["badgeId"], "B-2");
+    assert_eq!(same["meta"]["version"], "W/\"1\"");
+    // Alice keeps hers through a PUT and a PATCH of something else.
+    let mut alice_put = alice.clone();
+    alice_put[EXT]["level"] = json!(2);
+    scim.put(&format!("/Users/{alice_id}"), &alice_put)
+        .await
+        .expect(200);
+    scim.patch(
+        &format!("/Users/{alice_id}"),
+        json!([{"op": "replace", "path": format!("{EXT}:level"), "value": 3}]),
+    )
+    .await
+    .expect(200);
+    // Once she gives it up, Bob can take it; once she is gone, her code is free.
+    scim.patch(
+        &format!("/Users/{alice_id}"),
+        json!([{"op": "replace", "path": format!("{EXT}:badgeId"), "value": "B-3"}]),
+    )
+    .await
+    .expect(200);
+    scim.patch(
+        &bob_path,
+        json!([{"op": "replace", "path": format!("{EXT}:badgeId"), "value": "B-1"}]),
+    )
+    .await
+    .expect(200);
+    scim.delete(&format!("/Users/{alice_id}")).await.expect(204);
+    scim.post(
+        "/Users",
+        &user(json!({"badgeId": "B-4", "employeeCode": "Ab"})),
+    )
+    .await
+    .expect(201);
+
+    // Rounds of sixteen creates of one badge at once: in each, one lands and fifteen are refused.
+    for round in 0..6 {
+        let racing = (0..16).map(|_| {
+            let body = user(json!({"badgeId": format!("RACE-{round}")}));
+            let scim = &scim;
+            async move { scim.post("/Users", &body).await.status }
+        });
+        let statuses: Vec<u16> = futures_util::future::join_all(racing).await;
+        let landed = statuses.iter().filter(|s| **s == 201).count();
+        let refused = statuses.iter().filter(|s| **s == 409).count();
+        assert_eq!((landed, refused), (1, 15), "round {round}: {statuses:?}");
+    }
+}
