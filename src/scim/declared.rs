@@ -425,7 +425,9 @@ impl Declared {
     /// does not have, or a required one missing from a POST or PUT (RFC 7644 Table 9, "a
     /// required value was missing"); `mutability` for an immutable attribute given another value
     /// (§3.5.1) and a required one a PATCH removes or leaves unassigned (§3.5.2.2), as for the
-    /// core schema's required attributes (`scim::patch`).
+    /// core schema's required attributes (`scim::patch`). A write that leaves out a whole
+    /// extension is not held to it: its schema is not required (`schemaExtensions`), and a POST
+    /// without it is fine too.
     pub fn enforce(
         &self,
         kind: ResourceKind,

@@ -8,7 +8,9 @@
 //! update holds its resource `FOR UPDATE` while it edits it, and a reference it writes holds the
 //! referenced row `FOR KEY SHARE` until commit, which a concurrent DELETE of that row waits for. A
 //! delete locks the groups listing the resource before the resource itself, in the order a
-//! membership change does (group, then member), so the two never deadlock.
+//! membership change does (group, then member), so the two never deadlock. A declared unique
+//! value is claimed after the members are checked, with an advisory lock on the value (`taken`),
+//! and the users whose groups change are locked last, in id order (`bump_members`).
 
 use std::collections::HashMap;
 
@@ -492,6 +494,15 @@ async fn create_in(
     now: OffsetDateTime,
 ) -> Result<Written> {
     let tx = &mut tx;
+    // A group's members are locked before any unique value is claimed: a membership change
+    // locks the group, then its members, then its values (see the top of this file).
+    let members = match kind {
+        ResourceKind::User => Vec::new(),
+        ResourceKind::Group => match member_types(tx, workspace_id, &new.members).await? {
+            Ok(m) => m,
+            Err(missing) => return Ok(Written::MissingReference(missing)),
+        },
+    };
     if let Some(value) = taken(tx, workspace_id, kind, &new.id, &new.unique).await? {
         return Ok(Written::Taken(value));
     }
@@ -518,10 +529,6 @@ async fn create_in(
             (Some(Vec::new()), manager)
         }
         ResourceKind::Group => {
-            let members = match member_types(tx, workspace_id, &new.members).await? {
-                Ok(m) => m,
-                Err(missing) => return Ok(Written::MissingReference(missing)),
-            };
             tx.execute(
                 "INSERT INTO scim_groups (workspace_id, id, document, display,
                    display_name_lower, external_id, version, created_at, last_modified, seq)
@@ -724,14 +731,14 @@ async fn update_in(
         Ok(None) => return Ok(Written::Done(current)),
         Err(e) => return Ok(Written::Refused(e)),
     };
-    if let Some(value) = taken(tx, workspace_id, kind, id, &change.unique).await? {
-        return Ok(Written::Taken(value));
-    }
     let added: Vec<String> = change.members.added_ids().map(str::to_owned).collect();
     let added = match member_types(tx, workspace_id, &added).await? {
         Ok(m) => m,
         Err(missing) => return Ok(Written::MissingReference(missing)),
     };
+    if let Some(value) = taken(tx, workspace_id, kind, id, &change.unique).await? {
+        return Ok(Written::Taken(value));
+    }
     // The membership first: an `add` of members already there, or a `remove` of members who
     // are not, changes nothing and makes no new version (RFC 7644 §3.5.2.1: such an add "SHALL
     // NOT change the modify timestamp"; Okta re-pushes a group's members that way).
