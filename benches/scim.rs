@@ -362,64 +362,27 @@ request = function()
   return wrk.format("GET", path .. "/Users?filter=" .. filter,
                     {["Authorization"] = "Bearer " .. token})
 end
-done = function(summary, latency, requests)
-  io.write(string.format("P50_MS=%.3f\nP99_MS=%.3f\n", latency:percentile(50) / 1000,
-                         latency:percentile(99) / 1000))
-end
 "#;
 
-struct Figures {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: String,
-}
-
 /// `mode`: `user` (userName eq) or `ext` (the extension's costCenterCode eq).
-fn wrk_filter(server: &Server, n: usize, secs: usize, script: &Path, mode: &str) -> Figures {
+fn wrk_filter(server: &Server, n: usize, secs: usize, script: &Path, mode: &str) -> WrkRun {
     let base = url::Url::parse(&server.base).unwrap();
     let (origin, path) = (base.origin().ascii_serialization(), base.path().to_owned());
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            "-c16",
-            &format!("-d{secs}s"),
-            "--timeout",
-            "10s",
-            "-s",
-        ])
-        .arg(script)
-        .arg(&origin)
-        .args(["--", &server.token, &n.to_string(), &path, mode])
-        .output()
-        .expect("run wrk");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |key: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(key))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in wrk's output:\n{text}"))
-    };
-    let errors: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
-        .map(str::trim)
-        .collect();
-    Figures {
-        rps: field("Requests/sec:"),
-        p50_ms: field("P50_MS="),
-        p99_ms: field("P99_MS="),
-        errors: errors.join("; "),
-    }
+    run_wrk(
+        secs,
+        script,
+        &origin,
+        &[&server.token, &n.to_string(), &path, mode],
+    )
 }
 
 struct Row {
     users: usize,
     post_per_s: f64,
     load_secs: f64,
-    filter: Figures,
+    filter: WrkRun,
     /// The extension attribute's `eq`, for a server whose users carry the extension.
-    ext_filter: Option<Figures>,
+    ext_filter: Option<WrkRun>,
     rss_mib: f64,
 }
 
@@ -457,7 +420,7 @@ fn main() {
     let secs = env_or("ASSENT_BENCH_SECS", 20);
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("filter.lua");
-    std::fs::write(&script, WRK_SCRIPT).unwrap();
+    std::fs::write(&script, format!("{WRK_SCRIPT}{WRK_PERCENTILES}")).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

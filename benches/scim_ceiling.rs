@@ -303,27 +303,12 @@ request = function()
   return wrk.format("GET", path .. "/Users?filter=userName%20eq%20%22" .. name .. "%22",
                     {["Authorization"] = "Bearer " .. token})
 end
-done = function(summary, latency, requests)
-  io.write(string.format("P50_MS=%.3f\nP99_MS=%.3f\n", latency:percentile(50) / 1000,
-                         latency:percentile(99) / 1000))
-end
-"#;
-
-/// `GET {url}` as it is, for a route that needs nothing more (`/healthz`).
-const PLAIN_SCRIPT: &str = r#"
-done = function(summary, latency, requests)
-  io.write(string.format("P50_MS=%.3f\nP99_MS=%.3f\n", latency:percentile(50) / 1000,
-                         latency:percentile(99) / 1000))
-end
 "#;
 
 struct Figures {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+    run: WrkRun,
     /// The serving process's CPU time over the run, per request answered.
     cpu_us: f64,
-    errors: String,
     load: String,
 }
 
@@ -341,51 +326,25 @@ enum Ask<'a> {
 /// `wrk -t2 -c16 -d{secs}s` against `origin`, while the CPU time of `serving` (the process that
 /// answers) is counted.
 fn wrk(origin: &str, ask: &Ask, secs: usize, scripts: &Path, serving: u32) -> Figures {
-    let mut command = Command::new("wrk");
-    command.args([
-        "-t2",
-        "-c16",
-        &format!("-d{secs}s"),
-        "--timeout",
-        "10s",
-        "-s",
-    ]);
-    match ask {
-        Ask::Filter { path, token, n } => command
-            .arg(scripts.join("filter.lua"))
-            .arg(origin)
-            .args(["--", token, &n.to_string(), path]),
-        Ask::Plain(path) => command
-            .arg(scripts.join("plain.lua"))
-            .arg(format!("{origin}{path}")),
-    };
     let (cpu_before, _) = process_cost(serving);
-    let out = command.output().expect("run wrk");
-    let (cpu_after, _) = process_cost(serving);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |key: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(key))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in wrk's output:\n{text}"))
+    let run = match ask {
+        Ask::Filter { path, token, n } => run_wrk(
+            secs,
+            &scripts.join("filter.lua"),
+            origin,
+            &[token, &n.to_string(), path],
+        ),
+        Ask::Plain(path) => run_wrk(
+            secs,
+            &scripts.join("plain.lua"),
+            &format!("{origin}{path}"),
+            &[],
+        ),
     };
-    let errors: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
-        .map(str::trim)
-        .collect();
-    // "  522222 requests in 10.01s, 196.22MB read"
-    let requests: f64 = text
-        .lines()
-        .find_map(|l| l.trim().split_once(" requests in "))
-        .and_then(|(n, _)| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no request count in wrk's output:\n{text}"));
+    let (cpu_after, _) = process_cost(serving);
     Figures {
-        rps: field("Requests/sec:"),
-        cpu_us: (cpu_after - cpu_before) * 1e6 / requests.max(1.0),
-        p50_ms: field("P50_MS="),
-        p99_ms: field("P99_MS="),
-        errors: errors.join("; "),
+        cpu_us: (cpu_after - cpu_before) * 1e6 / run.requests.max(1.0),
+        run,
         load: load_average(),
     }
 }
@@ -396,8 +355,13 @@ fn main() {
     let secs = env_or("ASSENT_BENCH_SECS", 10);
     let dir = tempfile::tempdir().unwrap();
     let scripts = dir.path();
-    std::fs::write(scripts.join("filter.lua"), FILTER_SCRIPT).unwrap();
-    std::fs::write(scripts.join("plain.lua"), PLAIN_SCRIPT).unwrap();
+    std::fs::write(
+        scripts.join("filter.lua"),
+        format!("{FILTER_SCRIPT}{WRK_PERCENTILES}"),
+    )
+    .unwrap();
+    // `GET {url}` as it is, for a route that needs nothing more (`/healthz`).
+    std::fs::write(scripts.join("plain.lua"), WRK_PERCENTILES).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -510,16 +474,16 @@ fn main() {
         ] {
             println!(
                 "{name:<18} {:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   {:>5.1} µs CPU/request   (load average {})",
-                f.rps, f.p50_ms, f.p99_ms, f.cpu_us, f.load
+                f.run.rps, f.run.p50_ms, f.run.p99_ms, f.cpu_us, f.load
             );
-            if !f.errors.is_empty() {
-                println!("{name}: wrk reported {}", f.errors);
+            if !f.run.errors.is_empty() {
+                println!("{name}: wrk reported {}", f.run.errors);
             }
         }
         println!(
             "Assent serves {:.1}% of the ceiling; its /healthz, {:.1}%",
-            100.0 * assent.rps / bare.rps,
-            100.0 * healthz.rps / bare.rps
+            100.0 * assent.run.rps / bare.run.rps,
+            100.0 * healthz.run.rps / bare.run.rps
         );
         println!(
             "server resident memory: {:.0} MiB",

@@ -71,6 +71,72 @@ pub fn ensure_wrk() {
     );
 }
 
+/// The `done` hook every wrk script of the benches ends with: the run's p50 and p99, which
+/// [`run_wrk`] reads.
+pub const WRK_PERCENTILES: &str = r#"
+done = function(summary, latency, requests)
+  io.write(string.format("P50_MS=%.3f\nP99_MS=%.3f\n", latency:percentile(50) / 1000,
+                         latency:percentile(99) / 1000))
+end
+"#;
+
+/// What one wrk run printed.
+pub struct WrkRun {
+    pub rps: f64,
+    /// Requests answered in the run.
+    pub requests: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// wrk's lines on non-2xx answers and socket errors, joined; empty when none.
+    pub errors: String,
+}
+
+/// The issue's load line, `wrk -t2 -c16 -d{secs}s` (and a 10 s timeout), with `script` (which
+/// ends with [`WRK_PERCENTILES`]) against `url`; `script_args` go to the script after `--`.
+pub fn run_wrk(secs: usize, script: &std::path::Path, url: &str, script_args: &[&str]) -> WrkRun {
+    let mut command = Command::new("wrk");
+    command
+        .args([
+            "-t2",
+            "-c16",
+            &format!("-d{secs}s"),
+            "--timeout",
+            "10s",
+            "-s",
+        ])
+        .arg(script)
+        .arg(url);
+    if !script_args.is_empty() {
+        command.arg("--").args(script_args);
+    }
+    let out = command.output().expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |key: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in wrk's output:\n{text}"))
+    };
+    // "  522222 requests in 10.01s, 196.22MB read"
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's output:\n{text}"));
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        .map(str::trim)
+        .collect();
+    WrkRun {
+        rps: field("Requests/sec:"),
+        requests,
+        p50_ms: field("P50_MS="),
+        p99_ms: field("P99_MS="),
+        errors: errors.join("; "),
+    }
+}
+
 /// A process's CPU time so far (user and system, in seconds, from `/proc/<pid>/stat`) and its
 /// context switches (voluntary or not, summed over `/proc/<pid>/task/*/status`: a thread that
 /// ended in between takes its share with it). Zero where `/proc` is not Linux's.
