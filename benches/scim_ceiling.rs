@@ -18,8 +18,9 @@
 //!    per request of the process that answered (this one for the ceiling, the server for Assent).
 //!
 //! `ASSENT_BENCH_USERS` (default 100,000), `ASSENT_BENCH_SECS` (each wrk run, default 10, the
-//! issue's `-d10s`). `ASSENT_BENCH_PERF=<file>` records the server with `perf record -g` (Debian's
-//! linux-perf) while wrk runs against it, for `perf report -i <file>`. Needs `wrk` (Debian's package; installed when missing, as root).
+//! issue's `-d10s`). `ASSENT_BENCH_PERF=<file>` records the server's filter with `perf record
+//! --call-graph dwarf` (Debian's linux-perf; release builds keep no frame pointers, so `-g` would
+//! lose the callers) while wrk runs against it, for `perf report -i <file>`. Needs `wrk` (Debian's package; installed when missing, as root).
 //!
 //! Run: `cargo bench --bench scim_ceiling` (and again with `ASSENT_TEST_POSTGRES_URL` set).
 
@@ -425,7 +426,8 @@ fn main() {
         let healthz = wrk(&server.base, &Ask::Plain("/healthz"), secs, scripts, assent_pid);
         let profile = std::env::var("ASSENT_BENCH_PERF").ok().map(|out| {
             Command::new("perf")
-                .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-o", &out, "-p"])
+                .args(["record", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,8192"])
+                .args(["-o", &out, "-p"])
                 .arg(server.server_pid().to_string())
                 .args(["--", "sleep", &secs.to_string()])
                 .stderr(std::process::Stdio::null())
