@@ -422,7 +422,7 @@ fn main() {
         wrk(&server.base, &filter, 2, scripts, assent_pid);
         let bare = wrk(&ceiling, &filter, secs, scripts, bench);
         // Assent's own stack with no work behind it: every layer a request crosses (the
-        // detached task, metrics, the Origin check, the body cap, the headers), no handler.
+        // detach, metrics, the Origin check, the body cap, the headers), no handler.
         let healthz = wrk(&server.base, &Ask::Plain("/healthz"), secs, scripts, assent_pid);
         let profile = std::env::var("ASSENT_BENCH_PERF").ok().map(|out| {
             Command::new("perf")

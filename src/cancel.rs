@@ -45,6 +45,14 @@ impl Watchman {
     }
 }
 
+impl Watchman {
+    /// Says "gone" now, before this drops: for a handler about to be moved into a task of its own
+    /// (`http/detach.rs`), which must not begin work for nobody in the meantime.
+    pub fn say_gone(&self) {
+        self.0.send_replace(true);
+    }
+}
+
 impl Drop for Watchman {
     fn drop(&mut self) {
         self.0.send_replace(true);

@@ -17,10 +17,12 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
+use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use tokio::runtime::Handle;
 
 use crate::cancel::{for_client, Watchman};
 
@@ -28,7 +30,9 @@ pub async fn detach(request: Request, next: Next) -> Response {
     let (watchman, left) = Watchman::new();
     Detached {
         work: Some(Box::pin(for_client(left, next.run(request)))),
-        _watchman: watchman,
+        watchman,
+        // Taken now, where a runtime surely is: the request may be dropped anywhere.
+        runtime: Handle::current(),
     }
     .await
 }
@@ -37,9 +41,24 @@ pub async fn detach(request: Request, next: Next) -> Response {
 struct Detached<F: Future<Output = Response> + Send + 'static> {
     /// `None` once it has answered (or panicked).
     work: Option<Pin<Box<F>>>,
-    /// Says "gone" when this drops: when the request is answered (too late to matter) or when its
-    /// client went away.
-    _watchman: Watchman,
+    /// Says "gone" when the client goes away (or, too late to matter, after the answer).
+    watchman: Watchman,
+    /// Where the handler goes on if its client leaves.
+    runtime: Handle,
+}
+
+impl<F: Future<Output = Response> + Send + 'static> Detached<F> {
+    /// Drops the handler's future, which has answered or panicked; a panic in its drop (the
+    /// locals it still held) is caught too, as a task's harness would.
+    fn finish(&mut self) {
+        let work = self.work.take();
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| drop(work))) {
+            tracing::error!(
+                panic = why(&*panic),
+                "a request handler panicked when dropped"
+            );
+        }
+    }
 }
 
 impl<F: Future<Output = Response> + Send + 'static> Future for Detached<F> {
@@ -53,14 +72,13 @@ impl<F: Future<Output = Response> + Send + 'static> Future for Detached<F> {
         match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(response)) => {
-                self.work = None;
+                self.finish();
                 Poll::Ready(response)
             }
-            Err(_) => {
-                // A panicking handler: dropped where it stopped (as a task would drop it), and the
-                // client gets a plain 500.
-                self.work = None;
-                tracing::error!("a request handler panicked");
+            Err(panic) => {
+                // Dropped where it stopped, as a task would drop it; the client gets a plain 500.
+                tracing::error!(panic = why(&*panic), "a request handler panicked");
+                self.finish();
                 Poll::Ready(StatusCode::INTERNAL_SERVER_ERROR.into_response())
             }
         }
@@ -72,18 +90,30 @@ impl<F: Future<Output = Response> + Send + 'static> Drop for Detached<F> {
         let Some(work) = self.work.take() else {
             return;
         };
-        // The client left mid-handler. The handler goes on in a task of its own from the await
-        // where it stopped; what it waits for is given the task's waker at its next poll (a future
-        // heeds the latest waker it was polled with). Outside a runtime (the runtime itself is
-        // being dropped) there is nowhere to go on, as for any other task.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if AssertUnwindSafe(work).catch_unwind().await.is_err() {
-                    tracing::error!("a request handler panicked after its client left");
-                }
-            });
-        }
+        // The client left mid-handler. Told first, so that the handler, which may run on the other
+        // worker at once, begins nothing for nobody; then it goes on in a task of its own from the
+        // await where it stopped. What it waits for is given the task's waker at its next poll (a
+        // future heeds the latest waker it was polled with). A runtime that is shutting down drops
+        // it there, as it drops every other task.
+        self.watchman.say_gone();
+        self.runtime.spawn(async move {
+            if let Err(panic) = AssertUnwindSafe(work).catch_unwind().await {
+                tracing::error!(
+                    panic = why(&*panic),
+                    "a request handler panicked after its client left"
+                );
+            }
+        });
     }
+}
+
+/// A panic's message, when it has one.
+fn why(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 #[cfg(test)]
@@ -102,14 +132,32 @@ mod tests {
             .route("/at-once", get(|| async { "answered" }))
             .route(
                 "/waits",
-                get(move || async move {
-                    steps.fetch_add(1, Ordering::SeqCst);
-                    go_on.notified().await;
-                    tokio::task::yield_now().await;
-                    let left = crate::cancel::client_left();
-                    // Two steps, plus ten when the handler was told its client had left.
-                    steps.fetch_add(if left { 11 } else { 1 }, Ordering::SeqCst);
-                    left.to_string()
+                get({
+                    let (go_on, steps) = (go_on.clone(), steps.clone());
+                    move || async move {
+                        steps.fetch_add(1, Ordering::SeqCst);
+                        go_on.notified().await;
+                        tokio::task::yield_now().await;
+                        let left = crate::cancel::client_left();
+                        // Two steps, plus ten when the handler was told its client had left.
+                        steps.fetch_add(if left { 11 } else { 1 }, Ordering::SeqCst);
+                        left.to_string()
+                    }
+                }),
+            )
+            .route("/task", get(|| async { tokio::task::id().to_string() }))
+            .route(
+                "/waits-then-panics",
+                get({
+                    let (go_on, steps) = (go_on.clone(), steps.clone());
+                    move || async move {
+                        go_on.notified().await;
+                        steps.fetch_add(100, Ordering::SeqCst);
+                        if true {
+                            panic!("a handler whose client left");
+                        }
+                        "never"
+                    }
                 }),
             )
             .route(
@@ -145,13 +193,26 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn handlers_that_answer_at_once_and_handlers_that_wait_both_answer() {
+    async fn handlers_run_on_their_requests_task_and_answer_whether_they_wait_or_not() {
         let (go_on, steps) = (Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)));
         let router = routes(go_on.clone(), steps.clone());
         assert_eq!(
             call(&router, "/at-once").await,
             (StatusCode::OK, "answered".into())
         );
+        // While its client stays, a handler runs on the request's own task: no task per request.
+        let (request_task, handler_task) = tokio::spawn({
+            let router = router.clone();
+            async move {
+                (
+                    tokio::task::id().to_string(),
+                    call(&router, "/task").await.1,
+                )
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(handler_task, request_task);
         let waiting = tokio::spawn({
             let router = router.clone();
             async move { call(&router, "/waits").await }
@@ -198,6 +259,32 @@ mod tests {
             assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
         }
         // The router still serves.
+        assert_eq!(call(&router, "/at-once").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handler_that_panics_after_its_client_left_takes_nothing_down() {
+        let (go_on, steps) = (Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)));
+        let router = routes(go_on.clone(), steps.clone());
+        let request = Request::get("/waits-then-panics")
+            .body(Body::empty())
+            .unwrap();
+        let mut answer = Box::pin(router.clone().oneshot(request));
+        let polled = std::future::poll_fn(|cx| Poll::Ready(answer.as_mut().poll(cx).is_pending()));
+        assert!(polled.await);
+        drop(answer);
+        go_on.notify_one();
+        for _ in 0..1000 {
+            if steps.load(Ordering::SeqCst) >= 100 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            steps.load(Ordering::SeqCst),
+            100,
+            "the handler went on, to its panic"
+        );
         assert_eq!(call(&router, "/at-once").await.0, StatusCode::OK);
     }
 }

@@ -22,7 +22,7 @@ impl App {
     /// approves (CONTRACT.md section 3); under the workspace's grace period the old one keeps
     /// working a while. The rotation is on record before it happens (fail closed), and the
     /// challenge is marked rotated after it, retrying a blinking store. After a support rotation
-    /// the workspace's admins are told. Runs in the request's detached task, so a phone that
+    /// the workspace's admins are told. Runs in the request's detached handler, so a phone that
     /// hangs up cannot cut it in half; a process that dies midway is caught up by
     /// `resume_rotations`.
     pub(super) async fn rotate_on_approval(

@@ -78,7 +78,7 @@ impl App {
         let workspace_id = fresh.workspace_id;
         let stored = self.store.put_scim_token(fresh, grace_until).await;
         // The other instances keep serving the old token from their caches until they hear of
-        // this (or `MAX_AGE` passes): worth a few tries, in this request's detached task.
+        // this (or `MAX_AGE` passes): worth a few tries, in this request's detached handler.
         for attempt in 1..=3u64 {
             match self.bus.publish_token_changed(workspace_id).await {
                 Ok(()) => break,

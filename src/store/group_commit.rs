@@ -164,8 +164,8 @@ impl GroupCommit {
                 // browser's stream, then appends its entry; run at once without this, the
                 // append held the stream's task, which waits on this thread, for its length.
                 // A caller dropped here loses its write, as one dropped while `queue` waits for
-                // room would: every append is made from a task of its own (a detached handler,
-                // issue 13, or a background task), which is not dropped half-way.
+                // room would: every append is made from a detached handler (issue 13: moved into a
+                // task of its own, not dropped, when its client leaves) or a background task.
                 tokio::task::yield_now().await;
                 self.run_at_once(job)
             }
