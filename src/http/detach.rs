@@ -21,14 +21,65 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
 
 use crate::cancel::{for_client, Watchman};
 
+/// The handlers this server moved off their requests and that are still running, for the
+/// shutdown's drain (`serve.rs`) to wait for as it waits for open connections: a handler whose
+/// client left is work that began, and a SIGTERM should not cut it either. `serve` puts one in
+/// every request's extensions; without it (a router driven in tests) moved handlers are not
+/// counted.
+#[derive(Clone, Default)]
+pub struct Moved(Arc<MovedState>);
+
+#[derive(Default)]
+struct MovedState {
+    running: AtomicUsize,
+    none_left: Notify,
+}
+
+impl Moved {
+    /// Resolves once no moved handler is running.
+    pub async fn none_running(&self) {
+        loop {
+            let none_left = self.0.none_left.notified();
+            tokio::pin!(none_left);
+            none_left.as_mut().enable();
+            if self.0.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            none_left.await;
+        }
+    }
+
+    /// Counts a handler as running until the returned guard drops (it ended, or the runtime
+    /// dropped it).
+    fn running(&self) -> Running {
+        self.0.running.fetch_add(1, Ordering::SeqCst);
+        Running(self.clone())
+    }
+}
+
+struct Running(Moved);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0 .0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0 .0.none_left.notify_waiters();
+        }
+    }
+}
+
 pub async fn detach(request: Request, next: Next) -> Response {
     let (watchman, left) = Watchman::new();
+    let moved = request.extensions().get::<Moved>().cloned();
     Detached {
+        moved,
         work: Some(Box::pin(for_client(left, next.run(request)))),
         watchman,
         // Taken now, where a runtime surely is: the request may be dropped anywhere.
@@ -43,8 +94,10 @@ struct Detached<F: Future<Output = Response> + Send + 'static> {
     work: Option<Pin<Box<F>>>,
     /// Says "gone" when the client goes away (or, too late to matter, after the answer).
     watchman: Watchman,
-    /// Where the handler goes on if its client leaves.
+    /// Where the handler goes on if its client leaves,
     runtime: Handle,
+    /// and who counts it there.
+    moved: Option<Moved>,
 }
 
 impl<F: Future<Output = Response> + Send + 'static> Detached<F> {
@@ -96,7 +149,9 @@ impl<F: Future<Output = Response> + Send + 'static> Drop for Detached<F> {
         // future heeds the latest waker it was polled with). A runtime that is shutting down drops
         // it there, as it drops every other task.
         self.watchman.say_gone();
+        let running = self.moved.as_ref().map(Moved::running);
         self.runtime.spawn(async move {
+            let _running = running;
             if let Err(panic) = AssertUnwindSafe(work).catch_unwind().await {
                 tracing::error!(
                     panic = why(&*panic),
@@ -122,8 +177,6 @@ mod tests {
     use axum::body::Body;
     use axum::routing::get;
     use axum::Router;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
     use tokio::sync::Notify;
     use tower::ServiceExt;
 
@@ -286,5 +339,37 @@ mod tests {
             "the handler went on, to its panic"
         );
         assert_eq!(call(&router, "/at-once").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_drain_waits_for_a_handler_whose_client_left() {
+        let (go_on, steps) = (Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)));
+        let router = routes(go_on.clone(), steps.clone());
+        let moved = Moved::default();
+        // Nothing moved yet: nothing to wait for.
+        tokio::time::timeout(std::time::Duration::from_secs(5), moved.none_running())
+            .await
+            .unwrap();
+        let mut request = Request::get("/waits").body(Body::empty()).unwrap();
+        request.extensions_mut().insert(moved.clone());
+        let mut answer = Box::pin(router.oneshot(request));
+        let polled = std::future::poll_fn(|cx| Poll::Ready(answer.as_mut().poll(cx).is_pending()));
+        assert!(polled.await);
+        drop(answer);
+        let waiting = tokio::spawn({
+            let (moved, steps) = (moved.clone(), steps.clone());
+            async move {
+                moved.none_running().await;
+                steps.load(Ordering::SeqCst)
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the handler still waits");
+        go_on.notify_one();
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen, 12, "the drain ended after the handler did");
     }
 }

@@ -35,6 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
+use super::detach::Moved;
 use crate::app::App;
 use crate::metrics::Metrics;
 
@@ -57,7 +58,7 @@ const H2_PING: Duration = Duration::from_secs(30);
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Serves the app on `listener` until `shutdown` resolves, then waits (at most `DRAIN`) for the
-/// open connections to finish their requests.
+/// open connections to finish their requests, and for the handlers whose clients left.
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let config = &app.config;
     let limits = Limits {
@@ -70,6 +71,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     warn_if_files_run_short(max);
     let slots = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let moved = Moved::default();
     let mut warned_at: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
@@ -111,6 +113,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
             metrics: app.metrics.clone(),
             limits,
             stop: stop_rx.clone(),
+            moved: moved.clone(),
             _slot: slot,
         };
         tokio::spawn(connection.run(stream, peer));
@@ -119,7 +122,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     drop(listener);
     let _ = stop_tx.send(true);
     let all = u32::try_from(max).unwrap_or(u32::MAX);
-    if tokio::time::timeout(DRAIN, slots.acquire_many(all))
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    if tokio::time::timeout_at(deadline, slots.acquire_many(all))
         .await
         .is_err()
     {
@@ -127,6 +131,13 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
             open = max - slots.available_permits(),
             "connections still open after the drain period are cut"
         );
+    }
+    // And the handlers whose clients left before their answers: work that began.
+    if tokio::time::timeout_at(deadline, moved.none_running())
+        .await
+        .is_err()
+    {
+        tracing::warn!("handlers whose clients left are still running after the drain period");
     }
 }
 
@@ -198,6 +209,8 @@ struct Connection {
     metrics: Arc<Metrics>,
     limits: Limits,
     stop: watch::Receiver<bool>,
+    /// Handlers moved off requests whose clients left (`detach.rs`), which the drain waits for.
+    moved: Moved,
     /// Its place under `ASSENT_MAX_CONNECTIONS`, given back when the connection ends.
     _slot: OwnedSemaphorePermit,
 }
@@ -213,11 +226,13 @@ impl Connection {
         let service = {
             let activity = activity.clone();
             let router = self.router.clone();
+            let moved = self.moved.clone();
             hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 let busy = activity.begin();
                 let mut request = request.map(Body::new);
                 // What `into_make_service_with_connect_info` provides: `Caller` reads the peer.
                 request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(moved.clone());
                 let router = router.clone();
                 async move {
                     let response = router.oneshot(request).await?;
